@@ -1,0 +1,178 @@
+"""The ``rlhf`` command line: validate, run, simulate."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from flows.errors import InputError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fan prompts out to LLM providers and build RLHF task shells.")
+console = Console(stderr=True)
+out = Console()
+
+EXIT_INPUT = 2
+EXIT_FAILURES = 3
+
+
+def _input_failure(exc: InputError) -> typer.Exit:
+    console.print(f"[red]error:[/red] {len(exc.problems)} problem(s) found; nothing was called or written", highlight=False)
+    console.print(exc.render(), highlight=False, markup=False)
+    return typer.Exit(EXIT_INPUT)
+
+
+@app.command()
+def validate(
+    config: Annotated[Path, typer.Argument(help="Run config (YAML).")],
+    check_keys: Annotated[bool, typer.Option(help="Require every provider's API key variable to be set.")] = True,
+) -> None:
+    """Check the config, templates and the whole prompt file without calling any provider."""
+    from flows.prepare import prepare_run
+
+    try:
+        prepared = prepare_run(config, require_keys=check_keys)
+    except InputError as exc:
+        raise _input_failure(exc) from None
+    cfg = prepared.config
+    out.print(
+        f"{config}: OK: {prepared.prompt_count} prompt(s) × {len(cfg.providers)} provider(s) = "
+        f"{prepared.prompt_count * len(cfg.providers)} call(s); output in {cfg.run_dir}",
+        highlight=False,
+    )
+
+
+class _RichSink:
+    """Progress bar: one line per provider plus the total."""
+
+    def __init__(self, progress: Progress, source_ids: list[str]) -> None:
+        self._progress = progress
+        self._total = progress.add_task("all calls", total=0)
+        self._per = {sid: progress.add_task(sid, total=0) for sid in source_ids}
+        self._failed = dict.fromkeys(source_ids, 0)
+
+    def planned(self, calls: int) -> None:
+        self._progress.update(self._total, total=calls)
+        per = calls // max(1, len(self._per))
+        for task_id in self._per.values():
+            self._progress.update(task_id, total=per)
+
+    def finished(self, source_id: str, ok: bool, reused: bool) -> None:
+        self._progress.advance(self._total)
+        self._progress.advance(self._per[source_id])
+        if not ok:
+            self._failed[source_id] += 1
+            self._progress.update(self._per[source_id], description=f"{source_id} ([red]{self._failed[source_id]} failed[/red])")
+
+
+def _summary_table(summary: dict[str, Any]) -> Table:
+    table = Table(title=f"{summary['project']} / {summary['batch']}")
+    for column in ("provider", "model", "answered", "failed", "called", "reused", "tokens in/out", "p50 ms", "p95 ms", "failures"):
+        table.add_column(column, justify="left" if column in ("provider", "model", "failures") else "right")
+    for sid, p in summary["providers"].items():
+        reasons = ", ".join(f"{k}×{v}" for k, v in p["failure_reasons"].items())
+        table.add_row(
+            sid,
+            p["model"],
+            f"{p['answered']}/{p['requested']}",
+            str(p["failed"]),
+            str(p["called_this_run"]),
+            str(p["reused_from_store"]),
+            f"{p['input_tokens']}/{p['output_tokens']}",
+            str(p["latency_ms_p50"] if p["latency_ms_p50"] is not None else "-"),
+            str(p["latency_ms_p95"] if p["latency_ms_p95"] is not None else "-"),
+            reasons or "-",
+        )
+    return table
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="Run config (YAML).")],
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Also retry calls whose stored result is an error.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's INFO logs.")] = False,
+) -> None:
+    """Generate: send every prompt to every provider and write task shells and a summary.
+
+    Exit codes: 0 every call answered; 2 bad input (nothing called); 3 finished, but some calls failed
+    or some prompts have too few answers (rerun, optionally with --retry-failed).
+    """
+    from flows.prepare import prepare_run
+
+    try:
+        prepared = prepare_run(config)
+    except InputError as exc:
+        raise _input_failure(exc) from None
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+    if not os.environ.get("PREFECT_API_URL"):
+        console.print("[dim]No PREFECT_API_URL: starting Prefect's temporary local server (takes ~20 s).[/dim]")
+    from flows import progress as progress_mod
+    from flows.generate import generate_tasks
+
+    source_ids = [p.source_id for p in prepared.config.providers]
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=quiet or not console.is_terminal, transient=False) as bar:
+        progress_mod.set_sink(_RichSink(bar, source_ids))
+        try:
+            summary = asyncio.run(generate_tasks(str(config), retry_failed=retry_failed))
+        except InputError as exc:
+            raise _input_failure(exc) from None
+        finally:
+            progress_mod.set_sink(None)
+    out.print(_summary_table(summary))
+    files = summary["files"]
+    out.print(
+        f"{summary['tasks_written']} task(s) in {files['tasks']}; {summary['incomplete']} incomplete prompt(s) in "
+        f"{files['incomplete']}; summary in {files['summary']} ({summary['wall_s']} s)",
+        highlight=False,
+    )
+    failed = sum(p["failed"] for p in summary["providers"].values())
+    if failed or summary["incomplete"]:
+        console.print(
+            f"[yellow]{failed} call(s) failed.[/yellow] Run the same command again to resume "
+            f"(stored answers are reused); add --retry-failed to retry the failed calls.",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_FAILURES)
+
+
+@app.command()
+def simulate(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 = any free port).")] = 8800,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    latency_ms: Annotated[float, typer.Option(help="Latency added to every request.")] = 0.0,
+    jitter_ms: Annotated[float, typer.Option(help="Random extra latency, up to this much.")] = 0.0,
+    mode: Annotated[str, typer.Option(help="auto | replay | derived")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of jitter and probabilistic faults.")] = 0,
+    faults_json: Annotated[str | None, typer.Option(help="Fault rules as a JSON list (see docs).")] = None,
+) -> None:
+    """Serve the provider simulator (OpenAI /v1/chat/completions and Anthropic /v1/messages)."""
+    import json
+
+    from simulator import SimulatorSettings, serve
+
+    settings = SimulatorSettings(
+        latency_ms=latency_ms,
+        latency_jitter_ms=jitter_ms,
+        mode=mode,  # type: ignore[arg-type]
+        seed=seed,
+        faults=json.loads(faults_json) if faults_json else [],
+    )
+    serve(host, port, settings)
+
+
+def main() -> None:  # pragma: no cover - console entry point alias
+    """Entry point for ``python -m flows.cli``."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

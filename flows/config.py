@@ -1,0 +1,167 @@
+"""The run config: a YAML file validated by pydantic, with errors that name file, line and field."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from flows.env_expand import expand_env
+from flows.errors import InputError, InputProblem
+from flows.yaml_locations import format_loc, line_of
+from providers.config import ProviderConfig
+
+
+class PromptsConfig(BaseModel):
+    """Where the prompts come from and how each record becomes the user message."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    format: Literal["auto", "jsonl", "csv"] = "auto"
+    template: str | None = None
+    max_prompt_chars: int = Field(default=200_000, ge=1)
+
+
+class AnnotationConfig(BaseModel):
+    """Which annotation template fills the task shells' slots, and the seed of the answer order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    template: str = "default"
+    seed: int = 0
+
+
+class OutputConfig(BaseModel):
+    """Where results go: ``<dir>/<batch>/``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dir: str = "out"
+    store: str | None = None
+
+
+class RunConfig(BaseModel):
+    """A whole generation run: prompts, providers, annotation template, output."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    project: str = Field(min_length=1)
+    batch: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    prompts: PromptsConfig
+    providers: list[ProviderConfig] = Field(min_length=1)
+    annotation: AnnotationConfig = Field(default_factory=AnnotationConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    chunk_size: int = Field(default=1000, ge=1, le=100_000)
+    min_responses: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _check_min_responses(self) -> "RunConfig":
+        if self.min_responses is not None and self.min_responses > len(self.providers):
+            raise ValueError(f"min_responses is {self.min_responses} but only {len(self.providers)} provider(s) are configured")
+        return self
+
+    @property
+    def required_answers(self) -> int:
+        """Answers a prompt needs to become a task: ``min_responses``, by default 2 (1 with one provider)."""
+        return self.min_responses if self.min_responses is not None else min(2, len(self.providers))
+
+    def config_hash(self) -> str:
+        """A stable hash of everything in the config (API keys are never in it: only variable names)."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    @property
+    def run_dir(self) -> Path:
+        """``<output.dir>/<batch>``: every file of this run lives here."""
+        return Path(self.output.dir) / self.batch
+
+    @property
+    def store_path(self) -> Path:
+        """The response store's SQLite file."""
+        return Path(self.output.store) if self.output.store else self.run_dir / "responses.sqlite"
+
+
+def load_config(path: str | Path, *, require_keys: bool = True) -> RunConfig:
+    """Read and validate a run config; raise :class:`InputError` naming file, line and field.
+
+    With ``require_keys`` every provider's API key variable must be set (its value is never read here).
+    """
+    path = Path(path)
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError([InputProblem(name, None, "file not found")]) from None
+    except UnicodeDecodeError as exc:
+        raise InputError([InputProblem(name, None, f"not valid UTF-8 ({exc.reason} at byte {exc.start})")]) from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise InputError([InputProblem(name, line, f"invalid YAML: {problem}")]) from None
+    if not isinstance(data, dict):
+        raise InputError([InputProblem(name, 1, "the config must be a YAML mapping (key: value)")])
+    data, unset = expand_env(data)
+    if unset:
+        raise InputError(
+            [InputProblem(name, line_of(root, loc), f"environment variable {var} is not set", format_loc(loc)) for loc, var in unset]
+        )
+    try:
+        config = RunConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = err["loc"]
+            problems.append(InputProblem(name, line_of(root, loc), _clean_message(err), format_loc(loc) or None))
+        raise InputError(problems) from None
+    problems = _duplicate_source_ids(config, name, root)
+    if require_keys:
+        problems += _missing_keys(config, name, root)
+    if problems:
+        raise InputError(problems)
+    return config
+
+
+def _clean_message(err: dict) -> str:
+    message = err["msg"]
+    if err["type"] == "extra_forbidden":
+        return "unknown key"
+    return message.removeprefix("Value error, ")
+
+
+def _duplicate_source_ids(config: RunConfig, name: str, root: yaml.Node | None) -> list[InputProblem]:
+    seen: set[str] = set()
+    problems = []
+    for index, provider in enumerate(config.providers):
+        if provider.source_id in seen:
+            loc = ("providers", index, "source_id")
+            problems.append(
+                InputProblem(name, line_of(root, loc), f"duplicate '{provider.source_id}'", format_loc(loc))
+            )
+        seen.add(provider.source_id)
+    return problems
+
+
+def _missing_keys(config: RunConfig, name: str, root: yaml.Node | None) -> list[InputProblem]:
+    problems = []
+    for index, provider in enumerate(config.providers):
+        if not os.environ.get(provider.key_env):
+            loc = ("providers", index, "api_key_env")
+            problems.append(
+                InputProblem(
+                    name,
+                    line_of(root, loc),
+                    f"environment variable {provider.key_env} is not set (the API key of '{provider.source_id}')",
+                    format_loc(loc),
+                )
+            )
+    return problems

@@ -1,0 +1,274 @@
+"""Stream prompt records from JSONL or CSV, rendering an optional Jinja2 template.
+
+Each record becomes a :class:`PromptRecord`: a stable id, the chat messages to send (ending in a user
+message), an optional shared system prompt and the record's metadata. Problems are reported as
+:class:`~flows.errors.InputProblem` with file and line; nothing is held in memory beyond one record
+(and the set of ids seen, to catch duplicates).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from flows.config import PromptsConfig
+from flows.errors import InputError, InputProblem
+
+PACKAGED_TEMPLATES = Path(__file__).resolve().parent.parent / "prompts" / "templates"
+KNOWN_FIELDS = {"id", "prompt", "messages", "system", "metadata"}
+ROLES = {"user", "assistant"}
+
+
+@dataclass(slots=True)
+class PromptRecord:
+    """One prompt, ready to send: ``messages`` alternate user/assistant and end with a user message."""
+
+    id: str
+    messages: list[dict[str, Any]]
+    system: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    line: int = 0
+    context_sources: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def prompt_text(self) -> str:
+        """The text of the final user message."""
+        return self.messages[-1]["content"]
+
+
+@dataclass(slots=True)
+class ScanReport:
+    """What a full pass over a prompt file found."""
+
+    valid: int = 0
+    problems: list[InputProblem] = field(default_factory=list)
+
+
+def load_template(name: str | None) -> jinja2.Template | None:
+    """A Jinja2 template by path, or by name from the packaged ``prompts/templates`` (``.j2`` optional)."""
+    if name is None:
+        return None
+    candidates = [Path(name), PACKAGED_TEMPLATES / name, PACKAGED_TEMPLATES / f"{name}.j2"]
+    for candidate in candidates:
+        if candidate.is_file():
+            env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
+            try:
+                return env.from_string(candidate.read_text(encoding="utf-8"))
+            except jinja2.TemplateSyntaxError as exc:
+                raise InputError([InputProblem(str(candidate), exc.lineno, f"template syntax error: {exc.message}")])
+    raise InputError([InputProblem(name, None, "prompt template not found (looked for a file and in prompts/templates/)")])
+
+
+def iter_records(config: PromptsConfig) -> Iterator[PromptRecord | InputProblem]:
+    """Every record of the file in order, or the problem that makes it unusable."""
+    path = Path(config.path)
+    if not path.is_file():
+        yield InputProblem(str(path), None, "prompt file not found")
+        return
+    template = load_template(config.template)
+    fmt = config.format if config.format != "auto" else ("csv" if path.suffix.lower() == ".csv" else "jsonl")
+    raw = _iter_csv(path, template is not None) if fmt == "csv" else _iter_jsonl(path)
+    seen: set[str] = set()
+    for line, item in raw:
+        if isinstance(item, InputProblem):
+            yield item
+            continue
+        result = _to_record(str(path), line, item, template, config.max_prompt_chars)
+        if isinstance(result, PromptRecord):
+            if result.id in seen:
+                yield InputProblem(str(path), line, f"duplicate id '{result.id}'", "id")
+                continue
+            seen.add(result.id)
+        yield result
+
+
+def iter_prompts(config: PromptsConfig) -> Iterator[PromptRecord]:
+    """The valid records only (call :func:`scan_prompts` first to refuse a file with problems)."""
+    for item in iter_records(config):
+        if isinstance(item, PromptRecord):
+            yield item
+
+
+def scan_prompts(config: PromptsConfig) -> ScanReport:
+    """Read the whole file once and collect every problem (no record is kept)."""
+    report = ScanReport()
+    for item in iter_records(config):
+        if isinstance(item, InputProblem):
+            report.problems.append(item)
+        else:
+            report.valid += 1
+    if report.valid == 0 and not report.problems:
+        report.problems.append(InputProblem(config.path, None, "the prompt file holds no prompts"))
+    return report
+
+
+def _decoded_lines(path: Path) -> Iterator[tuple[int, str | InputProblem]]:
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield number, InputProblem(str(path), number, f"not valid UTF-8 (byte {exc.start} of the line)")
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | InputProblem]]:
+    for number, text in _decoded_lines(path):
+        if isinstance(text, InputProblem):
+            yield number, text
+            continue
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield number, InputProblem(str(path), number, f"invalid JSON: {exc.msg} (column {exc.colno})")
+            continue
+        if not isinstance(obj, dict):
+            yield number, InputProblem(str(path), number, "each line must be a JSON object")
+            continue
+        yield number, obj
+
+
+def _iter_csv(path: Path, has_template: bool) -> Iterator[tuple[int, dict[str, Any] | InputProblem]]:
+    problems: list[InputProblem] = []
+
+    def text_lines() -> Iterator[str]:
+        for _, text in _decoded_lines(path):
+            if isinstance(text, InputProblem):
+                problems.append(text)
+                yield "\n"
+            else:
+                yield text
+
+    reader = csv.DictReader(text_lines())
+    header_checked = False
+    line = 1
+    for row in reader:
+        if not header_checked:
+            header_checked = True
+            columns = set(reader.fieldnames or [])
+            # With a template, the template names the columns it needs and reports the missing ones.
+            if "prompt" not in columns and "messages" not in columns and not has_template:
+                yield 1, InputProblem(str(path), 1, "CSV needs a 'prompt' column (or a template using its columns)")
+                return
+        while problems:
+            problem = problems.pop(0)
+            yield problem.line or line, problem
+        line = reader.line_num
+        if None in row:
+            yield line, InputProblem(str(path), line, "more fields than the header has columns")
+            continue
+        record: dict[str, Any] = {k: v for k, v in row.items() if v not in (None, "") or k == "prompt"}
+        if "messages" in record:
+            try:
+                record["messages"] = json.loads(record["messages"])
+            except json.JSONDecodeError as exc:
+                yield line, InputProblem(str(path), line, f"invalid JSON in column: {exc.msg}", "messages")
+                continue
+        if "metadata" in record:
+            try:
+                record["metadata"] = json.loads(record["metadata"])
+            except json.JSONDecodeError as exc:
+                yield line, InputProblem(str(path), line, f"invalid JSON in column: {exc.msg}", "metadata")
+                continue
+        yield line, record
+    for problem in problems:
+        yield problem.line or line, problem
+
+
+def _to_record(
+    file: str, line: int, obj: dict[str, Any], template: jinja2.Template | None, max_chars: int
+) -> PromptRecord | InputProblem:
+    def problem(message: str, field_name: str | None = None) -> InputProblem:
+        return InputProblem(file, line, message, field_name)
+
+    metadata = obj.get("metadata", {})
+    if not isinstance(metadata, dict):
+        return problem("must be an object", "metadata")
+    metadata = dict(metadata)
+    for key, value in obj.items():
+        if key not in KNOWN_FIELDS:
+            metadata.setdefault(key, value)
+
+    system = obj.get("system")
+    if system is not None and not isinstance(system, str):
+        return problem("must be a string", "system")
+
+    messages: list[dict[str, Any]] = []
+    context_sources: dict[int, str] = {}
+    if "messages" in obj:
+        checked = _check_messages(obj["messages"])
+        if isinstance(checked, str):
+            return problem(checked, "messages")
+        messages, context_sources = checked
+
+    if template is not None:
+        try:
+            rendered = template.render(**obj)
+        except jinja2.UndefinedError as exc:
+            return problem(f"template uses a field this record does not have ({exc.message})", "template")
+        except jinja2.TemplateError as exc:
+            return problem(f"template failed: {exc}", "template")
+        if messages:
+            messages[-1] = {**messages[-1], "content": rendered}
+        else:
+            messages = [{"role": "user", "content": rendered}]
+    elif not messages:
+        if "prompt" not in obj:
+            return problem("missing: give 'prompt' or 'messages'", "prompt")
+        if not isinstance(obj["prompt"], str):
+            return problem("must be a string", "prompt")
+        messages = [{"role": "user", "content": obj["prompt"]}]
+
+    text = messages[-1]["content"]
+    if not text.strip():
+        return problem("empty prompt", "messages" if "messages" in obj else "prompt")
+    total = sum(len(m["content"]) for m in messages) + len(system or "")
+    if total > max_chars:
+        return problem(f"prompt is {total} characters, over the limit of {max_chars} (prompts.max_prompt_chars)")
+
+    given_id = obj.get("id")
+    if given_id is not None and not isinstance(given_id, (str, int)) or given_id == "":
+        return problem("must be a non-empty string or an integer", "id")
+    prompt_id = str(given_id) if given_id is not None else content_id(messages, system)
+    return PromptRecord(
+        id=prompt_id, messages=messages, system=system, metadata=metadata, line=line, context_sources=context_sources
+    )
+
+
+def _check_messages(value: Any) -> tuple[list[dict[str, Any]], dict[int, str]] | str:
+    """The messages as ``{role, content}`` plus the given source_id of earlier assistant turns, or a problem."""
+    if not isinstance(value, list) or not value:
+        return "must be a non-empty list of {role, content} objects"
+    out: list[dict[str, Any]] = []
+    sources: dict[int, str] = {}
+    for index, message in enumerate(value):
+        if not isinstance(message, dict):
+            return f"[{index}] must be an object"
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            return f"[{index}].role must be 'user' or 'assistant' (use the record's 'system' field for a system prompt)"
+        if not isinstance(content, str):
+            return f"[{index}].content must be a string"
+        expected = "user" if index % 2 == 0 else "assistant"
+        if role != expected:
+            return f"[{index}] must be a {expected} message: turns alternate, starting with the user"
+        out.append({"role": role, "content": content})
+        if role == "assistant" and isinstance(message.get("source_id"), str):
+            sources[index] = message["source_id"]
+    if out[-1]["role"] != "user":
+        return "must end with a user message"
+    return out, sources
+
+
+def content_id(messages: list[dict[str, Any]], system: str | None) -> str:
+    """The id of a record that has none: a hash of exactly what would be sent."""
+    canonical = json.dumps({"messages": messages, "system": system}, sort_keys=True, separators=(",", ":"))
+    return "p_" + hashlib.sha256(canonical.encode()).hexdigest()[:16]

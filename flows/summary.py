@@ -1,0 +1,104 @@
+"""Per-provider and per-run counts, written as ``summary.json``."""
+
+from __future__ import annotations
+
+import statistics
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from providers.result import CallResult
+
+
+def _percentile(values: array, q: float) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return round(values[0], 1)
+    return round(statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1], 1)
+
+
+@dataclass
+class ProviderTally:
+    """What one provider did for this run's prompts."""
+
+    source_id: str
+    model: str
+    requested: int = 0
+    answered: int = 0
+    failed: int = 0
+    called_this_run: int = 0
+    reused_from_store: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    failure_reasons: Counter = field(default_factory=Counter)
+    latencies_ms: array = field(default_factory=lambda: array("d"))
+
+    def add(self, result: CallResult) -> None:
+        """Count one stored result (the latest for its fingerprint)."""
+        self.requested += 1
+        if result.ok:
+            self.answered += 1
+            self.input_tokens += result.input_tokens or 0
+            self.output_tokens += result.output_tokens or 0
+            self.latencies_ms.append(result.latency_ms)
+        else:
+            self.failed += 1
+            self.failure_reasons[result.error_type or "unknown"] += 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready counts, with latency p50/p95 over the answered calls."""
+        return {
+            "model": self.model,
+            "requested": self.requested,
+            "answered": self.answered,
+            "failed": self.failed,
+            "failure_reasons": dict(sorted(self.failure_reasons.items())),
+            "called_this_run": self.called_this_run,
+            "reused_from_store": self.reused_from_store,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "latency_ms_p50": _percentile(self.latencies_ms, 50),
+            "latency_ms_p95": _percentile(self.latencies_ms, 95),
+        }
+
+
+@dataclass
+class RunSummary:
+    """The whole run: prompts in, tasks and incomplete prompts out, and each provider's tally."""
+
+    project: str
+    batch: str
+    run_id: str
+    config_hash: str
+    providers: dict[str, ProviderTally]
+    prompts: int = 0
+    tasks_written: int = 0
+    incomplete: int = 0
+    started_at: str = ""
+    finished_at: str = ""
+    wall_s: float = 0.0
+    files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def all_answered(self) -> bool:
+        """True when every (prompt, provider) call has an answer."""
+        return all(t.failed == 0 for t in self.providers.values()) and self.incomplete == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary; ``tasks_written + incomplete == prompts``."""
+        return {
+            "project": self.project,
+            "batch": self.batch,
+            "run_id": self.run_id,
+            "config_hash": self.config_hash,
+            "prompts": self.prompts,
+            "tasks_written": self.tasks_written,
+            "incomplete": self.incomplete,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "wall_s": round(self.wall_s, 2),
+            "providers": {sid: tally.to_dict() for sid, tally in self.providers.items()},
+            "files": self.files,
+        }

@@ -1,0 +1,100 @@
+"""Configuration of one provider: who to call, how, and within which limits."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+ProviderKind = Literal["openai", "anthropic"]
+
+DEFAULT_KEY_ENV: dict[str, str] = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+DEFAULT_BASE_URL: dict[str, str] = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}
+ANTHROPIC_DEFAULT_MAX_TOKENS = 1024
+
+
+class ProviderConfig(BaseModel):
+    """One model endpoint. ``source_id`` tags every answer it gives; it must be unique in a run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
+    kind: ProviderKind
+    model: str = Field(min_length=1)
+    base_url: str | None = None
+    api_key_env: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    system_prompt: str | None = None
+    max_concurrency: int = Field(default=16, ge=1, le=4096)
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=5, ge=0, le=100)
+    backoff_initial_s: float = Field(default=1.0, ge=0)
+    backoff_max_s: float = Field(default=60.0, ge=0)
+    max_retry_after_s: float = Field(default=300.0, ge=0)
+    anthropic_version: str = "2023-06-01"
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("params")
+    @classmethod
+    def _check_params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for reserved in ("model", "messages", "stream", "n"):
+            if reserved in value:
+                raise ValueError(f"'{reserved}' is set by the orchestrator and may not appear in params")
+        return value
+
+    @model_validator(mode="after")
+    def _check_anthropic_params(self) -> "ProviderConfig":
+        if self.kind == "anthropic" and "max_tokens" in self.params and "max_completion_tokens" in self.params:
+            raise ValueError("give max_tokens or max_completion_tokens, not both")
+        return self
+
+    @property
+    def key_env(self) -> str:
+        """The environment variable holding this provider's API key."""
+        return self.api_key_env or DEFAULT_KEY_ENV[self.kind]
+
+    @property
+    def effective_base_url(self) -> str:
+        """The base URL requests go to (the kind's public endpoint when none is configured)."""
+        return self.base_url or DEFAULT_BASE_URL[self.kind]
+
+    def api_key(self) -> SecretStr:
+        """Read the API key from the environment; raise ``KeyError`` naming the variable if it is unset."""
+        value = os.environ.get(self.key_env)
+        if not value:
+            raise KeyError(self.key_env)
+        return SecretStr(value)
+
+    def wire_params(self) -> dict[str, Any]:
+        """Sampling parameters as this provider kind's API expects them."""
+        params = dict(self.params)
+        if self.kind == "anthropic":
+            if "max_completion_tokens" in params:
+                params["max_tokens"] = params.pop("max_completion_tokens")
+            params.setdefault("max_tokens", ANTHROPIC_DEFAULT_MAX_TOKENS)
+            if "stop" in params:
+                stop = params.pop("stop")
+                params["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+        return params
+
+    def shell_model_parameters(self) -> dict[str, Any]:
+        """The ``model_parameters`` of an answer in a task shell: only the keys FORMAT.md allows."""
+        params = self.wire_params()
+        out: dict[str, Any] = {"model": self.model}
+        for key in ("temperature", "top_p", "top_k"):
+            if params.get(key) is not None:
+                out[key] = params[key]
+        max_tokens = params.get("max_completion_tokens", params.get("max_tokens"))
+        if max_tokens is not None:
+            out["max_completion_tokens"] = int(max_tokens)
+        return out

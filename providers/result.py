@@ -1,0 +1,41 @@
+"""The one normalised result of a (prompt, provider) call, whatever the provider kind."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(slots=True)
+class CallResult:
+    """An answer (``ok``) or the final error of a call, after all retries."""
+
+    ok: bool
+    text: str | None = None
+    model: str | None = None
+    finish_reason: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    request_id: str | None = None
+    latency_ms: float = 0.0
+    attempts: int = 0
+    error_type: str | None = None
+    error: str | None = None
+    status_code: int | None = None
+    created_at: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (for JSON and the store)."""
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class Answer:
+    """What one successful HTTP exchange gave, before retries are accounted for."""
+
+    text: str
+    model: str | None
+    finish_reason: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    request_id: str | None

@@ -1,0 +1,130 @@
+"""Annotation templates: which slots a task shell carries. A template is data (YAML), not code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from flows.errors import InputError, InputProblem
+from flows.yaml_locations import format_loc, line_of
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "prompts" / "templates"
+
+
+class Dimension(BaseModel):
+    """A per-answer slot: a rating scale, a single choice, a yes/no or free text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    title: str
+    description: str | None = None
+    type: Literal["integer", "category", "boolean", "text"] = "integer"
+    values: list[int] | list[str] | None = None
+    labels: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _check_values(self) -> "Dimension":
+        if self.type in ("integer", "category") and not self.values:
+            raise ValueError(f"a {self.type} dimension needs 'values'")
+        if self.type == "integer" and not all(isinstance(v, int) for v in self.values or []):
+            raise ValueError("integer values must be whole numbers")
+        if self.type in ("boolean", "text") and self.values:
+            raise ValueError(f"a {self.type} dimension takes no 'values'")
+        if self.labels is not None and len(self.labels) != len(self.values or []):
+            raise ValueError("'labels' must have one label per value")
+        return self
+
+
+class LikertSlot(BaseModel):
+    """The pairwise preference scale (used when a turn has exactly two answers)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    title: str = "Which response is better?"
+    values: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7], min_length=2)
+    labels: list[str] | None = None
+
+    def labels_for(self, first: str, second: str) -> list[str]:
+        """One label per value; the ends say which answer (by position letter) they favour."""
+        if self.labels is not None:
+            return self.labels
+        n = len(self.values)
+        out = []
+        for index in range(n):
+            if index == 0:
+                out.append(f"{first} much better")
+            elif index == n - 1:
+                out.append(f"{second} much better")
+            elif n % 2 == 1 and index == n // 2:
+                out.append("About the same")
+            elif index < n / 2:
+                out.append(f"{first} better" if index == 1 else f"{first} slightly better")
+            else:
+                out.append(f"{second} better" if index == n - 2 else f"{second} slightly better")
+        return out
+
+
+class TurnSlots(BaseModel):
+    """Turn-level (preference) slots."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    selected_model_id: bool = True
+    likert: LikertSlot = Field(default_factory=LikertSlot)
+    justification: bool = True
+    ranking: bool = False
+
+
+class AnnotationTemplate(BaseModel):
+    """A whole template: per-answer dimensions, turn-level slots, and whether a rewrite is asked for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    title: str
+    description: str | None = None
+    dimensions: list[Dimension] = Field(default_factory=list)
+    rewrite: bool = False
+    turn: TurnSlots = Field(default_factory=TurnSlots)
+
+    @model_validator(mode="after")
+    def _unique_keys(self) -> "AnnotationTemplate":
+        keys = [d.key for d in self.dimensions]
+        duplicates = sorted({k for k in keys if keys.count(k) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate dimension key(s): {', '.join(duplicates)}")
+        reserved = {"rewrite", "selected_model_id", "likert_value", "justification", "ranking"} & set(keys)
+        if reserved:
+            raise ValueError(f"reserved slot key(s) used as dimensions: {', '.join(sorted(reserved))}")
+        return self
+
+
+def load_annotation_template(name_or_path: str) -> AnnotationTemplate:
+    """A template by file path, or by name from ``prompts/templates/<name>.yaml``."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = TEMPLATE_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        available = ", ".join(sorted(p.stem for p in TEMPLATE_DIR.glob("*.yaml")))
+        raise InputError([InputProblem(name_or_path, None, f"annotation template not found (shipped: {available})")])
+    text = path.read_text(encoding="utf-8")
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise InputError([InputProblem(str(path), mark.line + 1 if mark else None, f"invalid YAML: {exc}")]) from None
+    try:
+        return AnnotationTemplate.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(
+            [
+                InputProblem(str(path), line_of(root, e["loc"]), e["msg"].removeprefix("Value error, "), format_loc(e["loc"]) or None)
+                for e in exc.errors()
+            ]
+        ) from None
