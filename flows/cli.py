@@ -18,6 +18,8 @@ from flows.errors import InputError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fan prompts out to LLM providers and build RLHF task shells.")
 console = Console(stderr=True)
 out = Console()
+if not out.is_terminal:
+    out = Console(width=160)  # piped or captured: don't squeeze the summary table into 80 columns
 
 EXIT_INPUT = 2
 EXIT_FAILURES = 3

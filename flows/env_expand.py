@@ -16,9 +16,9 @@ def expand_env(data: Any, loc: tuple[int | str, ...] = ()) -> tuple[Any, list[tu
 
         def replace(match: re.Match[str]) -> str:
             value = os.environ.get(match.group(1))
+            if not value and match.group(2) is not None:
+                return match.group(2)  # as in the shell, ``:-`` also replaces a variable set to ""
             if value is None:
-                if match.group(2) is not None:
-                    return match.group(2)
                 missing.append((loc, match.group(1)))
                 return match.group(0)
             return value

@@ -72,7 +72,11 @@ def iter_records(config: PromptsConfig) -> Iterator[PromptRecord | InputProblem]
     if not path.is_file():
         yield InputProblem(str(path), None, "prompt file not found")
         return
-    template = load_template(config.template)
+    try:
+        template = load_template(config.template)
+    except InputError as exc:
+        yield from exc.problems
+        return
     fmt = config.format if config.format != "auto" else ("csv" if path.suffix.lower() == ".csv" else "jsonl")
     raw = _iter_csv(path, template is not None) if fmt == "csv" else _iter_jsonl(path)
     seen: set[str] = set()
@@ -113,7 +117,8 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str | InputProblem]]:
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
-                yield number, raw.decode("utf-8")
+                # A byte-order mark (Excel's "CSV UTF-8") is not part of the first line's content.
+                yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as exc:
                 yield number, InputProblem(str(path), number, f"not valid UTF-8 (byte {exc.start} of the line)")
 
@@ -126,7 +131,7 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | InputProblem
         if not text.strip():
             continue
         try:
-            obj = json.loads(text)
+            obj = json.loads(text.rstrip("\r\n"))  # else an error at the end of the line reports column 1
         except json.JSONDecodeError as exc:
             yield number, InputProblem(str(path), number, f"invalid JSON: {exc.msg} (column {exc.colno})")
             continue
@@ -138,16 +143,20 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | InputProblem
 
 def _iter_csv(path: Path, has_template: bool) -> Iterator[tuple[int, dict[str, Any] | InputProblem]]:
     problems: list[InputProblem] = []
+    record_start: list[int | None] = [None]  # first line of the record being parsed (a row may span lines)
 
     def text_lines() -> Iterator[str]:
-        for _, text in _decoded_lines(path):
+        for number, text in _decoded_lines(path):
             if isinstance(text, InputProblem):
                 problems.append(text)
-                yield "\n"
-            else:
-                yield text
+                text = "\n"
+            if record_start[0] is None and text.strip("\r\n"):
+                record_start[0] = number
+            yield text
 
     reader = csv.DictReader(text_lines())
+    _ = reader.fieldnames  # read the header now so its line is not taken as the first record's start
+    record_start[0] = None
     header_checked = False
     line = 1
     for row in reader:
@@ -161,7 +170,8 @@ def _iter_csv(path: Path, has_template: bool) -> Iterator[tuple[int, dict[str, A
         while problems:
             problem = problems.pop(0)
             yield problem.line or line, problem
-        line = reader.line_num
+        line = record_start[0] or reader.line_num
+        record_start[0] = None
         if None in row:
             yield line, InputProblem(str(path), line, "more fields than the header has columns")
             continue
@@ -211,7 +221,7 @@ def _to_record(
 
     if template is not None:
         try:
-            rendered = template.render(**obj)
+            rendered = template.render(obj)  # not **obj: a field named 'self' would clash with render()
         except jinja2.UndefinedError as exc:
             return problem(f"template uses a field this record does not have ({exc.message})", "template")
         except jinja2.TemplateError as exc:
@@ -259,7 +269,8 @@ def _check_messages(value: Any) -> tuple[list[dict[str, Any]], dict[int, str]] |
             return f"[{index}].content must be a string"
         expected = "user" if index % 2 == 0 else "assistant"
         if role != expected:
-            return f"[{index}] must be a {expected} message: turns alternate, starting with the user"
+            article = "an" if expected == "assistant" else "a"
+            return f"[{index}] must be {article} {expected} message: turns alternate, starting with the user"
         out.append({"role": role, "content": content})
         if role == "assistant" and isinstance(message.get("source_id"), str):
             sources[index] = message["source_id"]

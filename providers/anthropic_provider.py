@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -11,7 +12,7 @@ from pydantic import SecretStr
 
 from providers.base import Provider
 from providers.config import ProviderConfig
-from providers.errors import ProviderError, retry_after_seconds
+from providers.errors import ProviderError, retry_after_seconds, timeout_error
 from providers.result import Answer
 
 
@@ -38,10 +39,11 @@ class AnthropicProvider(Provider):
         body: dict[str, Any] = {"model": self.config.model, "messages": messages, **self._params}
         if system:
             body["system"] = system
+        started = time.monotonic()
         try:
             response = await self._client.post("/v1/messages", content=json.dumps(body))
-        except httpx.TimeoutException:
-            raise ProviderError(f"timed out after {self.config.timeout_s:g} s", error_type="timeout") from None
+        except httpx.TimeoutException as exc:
+            raise timeout_error(time.monotonic() - started, self.config.timeout_s, type(exc).__name__) from None
         except httpx.TransportError as exc:
             raise ProviderError(f"connection failed: {type(exc).__name__}", error_type="connection") from None
         if response.status_code >= 400:

@@ -68,3 +68,13 @@ def scrub(text: str, secrets: tuple[str, ...]) -> str:
         if secret:
             text = text.replace(secret, "***")
     return text if len(text) <= MAX_ERROR_TEXT else text[:MAX_ERROR_TEXT] + "…"
+
+
+def timeout_error(elapsed_s: float, timeout_s: float, detail: str) -> ProviderError:
+    """A timeout, or a dropped connection that the aiohttp transports report as a (connect) timeout.
+
+    Only a request that actually ran into its time limit is called a timeout.
+    """
+    if elapsed_s < 0.9 * timeout_s:
+        return ProviderError(f"connection failed: {detail}", error_type="connection")
+    return ProviderError(f"timed out after {timeout_s:g} s", error_type="timeout")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import openai
@@ -9,7 +10,7 @@ from pydantic import SecretStr
 
 from providers.base import Provider
 from providers.config import ProviderConfig
-from providers.errors import ProviderError, retry_after_seconds
+from providers.errors import ProviderError, retry_after_seconds, timeout_error
 from providers.result import Answer
 
 
@@ -32,6 +33,7 @@ class OpenAIProvider(Provider):
 
     async def _send(self, messages: list[dict[str, Any]], system: str | None) -> Answer:
         wire = [{"role": "system", "content": system}, *messages] if system else messages
+        started = time.monotonic()
         try:
             raw = await self._create(model=self.config.model, messages=wire, **self._params)
         except openai.APIStatusError as exc:
@@ -41,8 +43,8 @@ class OpenAIProvider(Provider):
                 status_code=exc.status_code,
                 retry_after_s=retry_after_seconds(exc.response.headers),
             ) from None
-        except openai.APITimeoutError:
-            raise ProviderError(f"timed out after {self.config.timeout_s:g} s", error_type="timeout") from None
+        except openai.APITimeoutError as exc:
+            raise timeout_error(time.monotonic() - started, self.config.timeout_s, _cause(exc)) from None
         except openai.APIConnectionError as exc:
             raise ProviderError(f"connection failed: {_cause(exc)}", error_type="connection") from None
         except openai.APIResponseValidationError as exc:

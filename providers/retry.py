@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+import random
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_base
 
 from providers.errors import ProviderError
@@ -16,7 +18,8 @@ class wait_retry_after_or_backoff(wait_base):
     """Honour ``Retry-After`` (capped) when the last error carried it; else exponential backoff + jitter."""
 
     def __init__(self, initial: float, maximum: float, max_retry_after: float) -> None:
-        self._backoff = wait_exponential_jitter(initial=initial, max=maximum, jitter=initial)
+        self._initial = initial
+        self._maximum = maximum
         self._max_retry_after = max_retry_after
 
     def __call__(self, retry_state: RetryCallState) -> float:
@@ -24,7 +27,8 @@ class wait_retry_after_or_backoff(wait_base):
         exc = outcome.exception() if outcome is not None else None
         if isinstance(exc, ProviderError) and exc.retry_after_s is not None:
             return min(exc.retry_after_s, self._max_retry_after)
-        return self._backoff(retry_state)
+        exponential = self._initial * 2 ** (retry_state.attempt_number - 1)
+        return min(self._maximum, exponential + random.uniform(0, self._initial))
 
 
 def make_retrying(max_retries: int, initial: float, maximum: float, max_retry_after: float) -> AsyncRetrying:

@@ -1,0 +1,209 @@
+"""The generate_tasks flow for real: Prefect's local API, loopback HTTP to the simulator, SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import FAKE_ANTHROPIC_KEY, FAKE_OPENAI_KEY, provider_entry, three_providers, write_config, write_prompts
+from flows.generate import generate_tasks
+from scale_check import assert_scale_compatible
+from simulator import FaultRule, RunningSimulator, answer_marker
+
+pytestmark = pytest.mark.usefixtures("prefect_api", "fake_keys")
+
+
+def run(config: Path, **kwargs: Any) -> dict[str, Any]:
+    return asyncio.run(generate_tasks(str(config), **kwargs))
+
+
+def read_tasks(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    with open(summary["files"]["tasks"], encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def answers(task: dict[str, Any]) -> list[dict[str, Any]]:
+    return [m for m in task["threads"][0]["turns"][-1]["messages"] if m["role"] == "assistant"]
+
+
+def closed_port_url() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+def test_every_prompt_goes_to_every_provider_and_each_answer_is_its_own(sim: RunningSimulator, tmp_path: Path) -> None:
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 25)
+    config = write_config(tmp_path, three_providers(sim), prompts, chunk_size=10)
+    summary = run(config)
+
+    assert summary["prompts"] == 25 and summary["tasks_written"] == 25 and summary["incomplete"] == 0
+    models = {"gpt-4o": "gpt-4o", "llama-3": "llama-3-8b", "claude": "claude-sonnet-4-5"}
+    for source_id, model in models.items():
+        tally = summary["providers"][source_id]
+        assert (tally["requested"], tally["answered"], tally["failed"], tally["called_this_run"]) == (25, 25, 0, 25)
+        assert tally["input_tokens"] > 0 and tally["output_tokens"] > 0
+        assert tally["latency_ms_p50"] is not None and tally["latency_ms_p95"] >= tally["latency_ms_p50"]
+        assert sim.stats()["by_model"][model]["requests"] == 25
+
+    tasks = read_tasks(summary)
+    assert [t["metadata"]["prompt_id"] for t in tasks] == [f"p-{i:03d}" for i in range(25)]
+    for task in tasks:
+        prompt_text = task["threads"][0]["turns"][-1]["messages"][0]["content"]["text"]
+        assert prompt_text.startswith(f"Question number {int(task['metadata']['prompt_id'][2:])}:")
+        got = answers(task)
+        assert sorted(m["source_id"] for m in got) == sorted(models)
+        for message in got:
+            # The simulator's derived answer names the model it was asked for and hashes the prompt it got.
+            assert answer_marker(models[message["source_id"]], prompt_text) in message["content"]["text"]
+            assert message["model_parameters"]["model"] == models[message["source_id"]]
+            meta = task["metadata"]["responses"][message["source_id"]]
+            assert meta["request_id"] and meta["attempts"] == 1 and meta["usage"]["output_tokens"] > 0
+        assert task["metadata"]["response_order"] == [m["source_id"] for m in got]
+        assert task["metadata"]["errors"] == {}
+        assert_scale_compatible(task)
+
+
+def test_prefect_runs_one_task_per_provider_and_chunk(sim: RunningSimulator, tmp_path: Path) -> None:
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 25)
+    config = write_config(tmp_path, three_providers(sim), prompts, chunk_size=10)
+    state = asyncio.run(generate_tasks(str(config), return_state=True))
+    assert state.is_completed()
+    flow_run_id = state.state_details.flow_run_id
+
+    async def task_run_names() -> list[str]:
+        async with get_client() as client:
+            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            return sorted(r.name for r in runs)
+
+    names = asyncio.run(task_run_names())
+    expected = sorted(f"{sid}-chunk-{c}" for sid in ("gpt-4o", "llama-3", "claude") for c in range(3))
+    assert names == expected
+
+
+def test_two_runs_give_the_same_tasks_and_a_rerun_calls_nobody(sim: RunningSimulator, tmp_path: Path) -> None:
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 12)
+    first_dir, second_dir = tmp_path / "a", tmp_path / "b"
+    first_dir.mkdir(), second_dir.mkdir()
+    first = read_tasks(run(write_config(first_dir, three_providers(sim), prompts)))
+    second_summary = run(write_config(second_dir, three_providers(sim), prompts))
+    second = read_tasks(second_summary)
+
+    def layout(tasks: list[dict[str, Any]]) -> list[tuple[str, list[str], list[str]]]:
+        return [(t["task_id"], [m["source_id"] for m in answers(t)], [m["content"]["text"] for m in answers(t)]) for t in tasks]
+
+    assert layout(first) == layout(second)
+    # Answer order is shuffled per task (seeded), not the config order everywhere.
+    assert len({tuple(order) for _, order, _ in layout(first)}) > 1
+
+    tasks_file = Path(second_summary["files"]["tasks"])
+    before = tasks_file.read_bytes()
+    requests_before = sim.stats()["requests_total"]
+    again = run(write_config(second_dir, three_providers(sim), prompts))
+    assert sim.stats()["requests_total"] == requests_before
+    assert all(p["called_this_run"] == 0 and p["reused_from_store"] == 12 for p in again["providers"].values())
+    assert tasks_file.read_bytes() == before
+
+
+def test_a_provider_that_is_down_leaves_tasks_with_the_other_answers(sim: RunningSimulator, tmp_path: Path) -> None:
+    providers = three_providers(sim)
+    providers[1]["base_url"] = closed_port_url() + "/v1"
+    providers[1]["max_retries"] = 1
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 6)
+    summary = run(write_config(tmp_path, providers, prompts))
+
+    assert summary["tasks_written"] == 6 and summary["incomplete"] == 0
+    down = summary["providers"]["llama-3"]
+    assert down["answered"] == 0 and down["failed"] == 6 and down["failure_reasons"] == {"connection": 6}
+    for task in read_tasks(summary):
+        assert sorted(m["source_id"] for m in answers(task)) == ["claude", "gpt-4o"]
+        error = task["metadata"]["errors"]["llama-3"]
+        assert error["error_type"] == "connection" and error["attempts"] == 2
+        assert "llama-3" not in task["metadata"]["response_order"]
+        assert_scale_compatible(task)
+
+
+def test_prompts_with_too_few_answers_go_to_incomplete(sim: RunningSimulator, tmp_path: Path) -> None:
+    sim.configure(faults=[FaultRule(kind="500", model="gpt-4o", prompt_contains="number 1:")])
+    providers = [provider_entry(sim, "gpt-4o", "openai", "gpt-4o", max_retries=1), provider_entry(sim, "claude", "anthropic", "claude-x")]
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 4)
+    summary = run(write_config(tmp_path, providers, prompts))
+
+    assert summary["prompts"] == 4 and summary["tasks_written"] == 3 and summary["incomplete"] == 1
+    assert summary["tasks_written"] + summary["incomplete"] == summary["prompts"]
+    lines = Path(summary["files"]["incomplete"]).read_text().splitlines()
+    incomplete = json.loads(lines[0])
+    assert incomplete["prompt_id"] == "p-001" and incomplete["answered"] == ["claude"]
+    assert incomplete["errors"]["gpt-4o"]["error_type"] == "http_500"
+    assert "1 answer(s), 2 required" in incomplete["reason"]
+
+
+def test_stored_errors_are_kept_unless_retry_failed(sim: RunningSimulator, tmp_path: Path) -> None:
+    sim.configure(faults=[FaultRule(kind="401", model="claude-x")])
+    providers = [provider_entry(sim, "gpt-4o", "openai", "gpt-4o"), provider_entry(sim, "claude", "anthropic", "claude-x")]
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 3)
+    config = write_config(tmp_path, providers, prompts)
+    first = run(config)
+    assert first["providers"]["claude"]["failure_reasons"] == {"http_401": 3}
+    assert sim.stats()["by_model"]["claude-x"]["requests"] == 3  # 401 is never retried
+
+    sim.configure(faults=[])
+    sim.reset()
+    plain = run(config)
+    assert sim.stats()["requests_total"] == 0 and plain["providers"]["claude"]["failed"] == 3
+
+    retried = run(config, retry_failed=True)
+    assert sim.stats()["by_model"]["claude-x"]["requests"] == 3 and "gpt-4o" not in sim.stats()["by_model"]
+    assert retried["providers"]["claude"]["answered"] == 3 and retried["tasks_written"] == 3
+
+
+def test_conversations_and_system_prompts_become_turns(sim: RunningSimulator, tmp_path: Path) -> None:
+    prompts = tmp_path / "chat.jsonl"
+    record = {
+        "id": "chat-1",
+        "system": "You are a careful assistant.",
+        "messages": [
+            {"role": "user", "content": "What is 2+2?"},
+            {"role": "assistant", "content": "4.", "source_id": "human-writer"},
+            {"role": "user", "content": "And times 3?"},
+        ],
+        "metadata": {"topic": "math"},
+    }
+    prompts.write_text(json.dumps(record) + "\n")
+    providers = three_providers(sim)
+    providers[0]["system_prompt"] = "Answer in one line."
+    summary = run(write_config(tmp_path, providers, prompts))
+    (task,) = read_tasks(summary)
+
+    first_turn, last_turn = task["threads"][0]["turns"]
+    assert [(m["role"], m["source_id"]) for m in first_turn["messages"]] == [
+        ("system", "system"), ("user", "user"), ("assistant", "human-writer")
+    ]
+    assert first_turn["annotations"] == [] and all(m["annotations"] == [] for m in first_turn["messages"])
+    assert last_turn["messages"][0]["content"]["text"] == "And times 3?"
+    for message in answers(task):
+        assert answer_marker(message["model_parameters"]["model"], "And times 3?") in message["content"]["text"]
+    assert task["metadata"]["prompt_metadata"] == {"topic": "math"}
+    assert task["metadata"]["provider_system_prompts"] == {"gpt-4o": "Answer in one line."}
+    assert_scale_compatible(task)
+
+
+def test_no_api_key_reaches_any_output(sim: RunningSimulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    sim.configure(faults=[FaultRule(kind="401", model="gpt-4o"), FaultRule(kind="503", model="claude-sonnet-4-5", times=4)])
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 5)
+    summary = run(write_config(tmp_path, three_providers(sim), prompts))
+    assert summary["providers"]["gpt-4o"]["failed"] == 5
+
+    captured = capfd.readouterr()
+    blobs = [captured.out, captured.err, json.dumps(summary)]
+    blobs += [p.read_bytes().decode("utf-8", "replace") for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    for secret in (FAKE_OPENAI_KEY, FAKE_ANTHROPIC_KEY):
+        assert all(secret not in blob for blob in blobs)

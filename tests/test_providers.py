@@ -1,0 +1,175 @@
+"""Both provider kinds over real loopback HTTP: answers, retries, Retry-After, no-retry codes, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from conftest import FAKE_ANTHROPIC_KEY, FAKE_OPENAI_KEY
+from providers.config import ProviderConfig
+from providers.factory import make_provider
+from providers.result import CallResult
+from simulator import FaultRule, RunningSimulator, answer_marker
+
+PROMPT = [{"role": "user", "content": "Name three primary colours."}]
+
+
+def _config(sim: RunningSimulator, kind: str, **extra: Any) -> ProviderConfig:
+    fields: dict[str, Any] = {
+        "source_id": f"{kind}-src",
+        "kind": kind,
+        "model": "model-under-test",
+        "base_url": sim.openai_base_url if kind == "openai" else sim.anthropic_base_url,
+        "params": {"temperature": 0.2, "max_tokens": 4096},
+        "timeout_s": 5,
+        "max_retries": 3,
+        "backoff_initial_s": 0.01,
+        "backoff_max_s": 0.05,
+    }
+    fields.update(extra)
+    return ProviderConfig(**fields)
+
+
+def _call(config: ProviderConfig, messages: list[dict[str, Any]] = PROMPT, system: str | None = None) -> CallResult:
+    async def go() -> CallResult:
+        provider = make_provider(config)
+        try:
+            return await provider.call(messages, system)
+        finally:
+            await provider.aclose()
+
+    return asyncio.run(go())
+
+
+KINDS = ["openai", "anthropic"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_answer_is_normalised(sim: RunningSimulator, fake_keys: dict[str, str], kind: str) -> None:
+    result = _call(_config(sim, kind))
+    assert result.ok, result.error
+    assert answer_marker("model-under-test", PROMPT[-1]["content"]) in (result.text or "")
+    assert result.model == "model-under-test"
+    assert result.finish_reason in ({"stop"} if kind == "openai" else {"end_turn"})
+    assert result.input_tokens and result.input_tokens > 0 and result.output_tokens and result.output_tokens > 0
+    assert result.request_id
+    assert result.attempts == 1 and result.latency_ms > 0 and result.created_at.endswith("Z")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_system_prompt_and_history_reach_the_provider(sim: RunningSimulator, fake_keys: dict[str, str], kind: str) -> None:
+    history = [
+        {"role": "user", "content": "Hello"},
+        {"role": "assistant", "content": "Hi! How can I help?"},
+        {"role": "user", "content": "Tell me a joke."},
+    ]
+    result = _call(_config(sim, kind), history, system="Be brief.")
+    assert result.ok
+    assert answer_marker("model-under-test", "Tell me a joke.") in (result.text or "")
+    assert sim.stats()["requests_total"] == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_429_is_retried_after_the_servers_retry_after(sim: RunningSimulator, fake_keys: dict[str, str], kind: str) -> None:
+    sim.configure(faults=[FaultRule(kind="429", times=1, retry_after_s=1.0)])
+    started = time.perf_counter()
+    result = _call(_config(sim, kind))
+    elapsed = time.perf_counter() - started
+    assert result.ok and result.attempts == 2
+    # Backoff alone would have waited ~0.01 s: the 1 s is the server's Retry-After being honoured.
+    assert elapsed >= 0.95
+    assert sim.stats()["by_model"]["model-under-test"]["requests"] == 2
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("status", ["500", "503"])
+def test_server_errors_are_retried(sim: RunningSimulator, fake_keys: dict[str, str], kind: str, status: str) -> None:
+    sim.configure(faults=[FaultRule(kind=status, times=2)])
+    result = _call(_config(sim, kind))
+    assert result.ok and result.attempts == 3
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("status", ["401", "400"])
+def test_client_errors_are_never_retried(sim: RunningSimulator, fake_keys: dict[str, str], kind: str, status: str) -> None:
+    sim.configure(faults=[FaultRule(kind=status)])
+    result = _call(_config(sim, kind))
+    assert not result.ok
+    assert result.error_type == f"http_{status}" and result.status_code == int(status)
+    assert result.attempts == 1
+    assert sim.stats()["requests_total"] == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_retries_exhausted_leave_the_last_error(sim: RunningSimulator, fake_keys: dict[str, str], kind: str) -> None:
+    sim.configure(faults=[FaultRule(kind="503")])
+    result = _call(_config(sim, kind, max_retries=2))
+    assert not result.ok and result.error_type == "http_503" and result.attempts == 3
+    assert sim.stats()["requests_total"] == 3
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    ("fault", "error_type"),
+    [("drop", "connection"), ("malformed", "malformed"), ("empty", "malformed"), ("no_choices", "malformed")],
+)
+def test_broken_responses_are_errors_and_retried(
+    sim: RunningSimulator, fake_keys: dict[str, str], kind: str, fault: str, error_type: str
+) -> None:
+    sim.configure(faults=[FaultRule(kind=fault, times=1)])
+    assert _call(_config(sim, kind)).attempts == 2
+    sim.configure(faults=[FaultRule(kind=fault)])
+    failed = _call(_config(sim, kind, max_retries=1))
+    assert not failed.ok and failed.error_type == error_type and failed.attempts == 2
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_hanging_server_times_out(sim: RunningSimulator, fake_keys: dict[str, str], kind: str) -> None:
+    sim.configure(faults=[FaultRule(kind="hang", hang_s=30)])
+    started = time.perf_counter()
+    result = _call(_config(sim, kind, timeout_s=0.3, max_retries=1))
+    assert not result.ok and result.error_type == "timeout" and result.attempts == 2
+    assert time.perf_counter() - started < 5
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_unreachable_provider_is_a_connection_error(fake_keys: dict[str, str], kind: str) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = f"http://127.0.0.1:{port}" + ("/v1" if kind == "openai" else "")
+    config = ProviderConfig(source_id="down", kind=kind, model="m", base_url=base, max_retries=1, backoff_initial_s=0.01)
+    result = _call(config)
+    assert not result.ok and result.error_type == "connection" and result.attempts == 2
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_concurrency_limit_is_respected(sim: RunningSimulator, fake_keys: dict[str, str], kind: str) -> None:
+    sim.configure(latency_ms=30)
+    config = _config(sim, kind, max_concurrency=4)
+
+    async def go() -> list[CallResult]:
+        provider = make_provider(config)
+        try:
+            return await asyncio.gather(
+                *(provider.call([{"role": "user", "content": f"q{i}"}], None) for i in range(24))
+            )
+        finally:
+            await provider.aclose()
+
+    results = asyncio.run(go())
+    assert all(r.ok for r in results)
+    assert sim.stats()["by_model"]["model-under-test"]["max_in_flight"] == 4
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_api_key_never_appears_in_errors(sim: RunningSimulator, fake_keys: dict[str, str], kind: str) -> None:
+    sim.configure(faults=[FaultRule(kind="401")])
+    result = _call(_config(sim, kind))
+    text = repr(result.to_dict())
+    assert FAKE_OPENAI_KEY not in text and FAKE_ANTHROPIC_KEY not in text
