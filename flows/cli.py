@@ -16,10 +16,10 @@ from rich.table import Table
 from flows.errors import InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fan prompts out to LLM providers and build RLHF task shells.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # never wrap: problem lines must stay grep-able
 out = Console()
 if not out.is_terminal:
-    out = Console(width=160)  # piped or captured: don't squeeze the summary table into 80 columns
+    out = Console(width=160, soft_wrap=True)  # piped or captured: don't squeeze the summary table into 80 columns
 
 EXIT_INPUT = 2
 EXIT_FAILURES = 3

@@ -1,0 +1,322 @@
+"""The simulator HTTP server (aiohttp.web): OpenAI and Anthropic endpoints plus a control API."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import random
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from simulator.answers import compose_answer
+from simulator.faults import MALFORMED_BODY, FaultEngine, error_body, retry_after_headers
+from simulator.ratelimit import RateLimitWindows
+from simulator.settings import STATUS_FAULTS, ApiName, FaultRule, SimulatorSettings
+from simulator.stats import ModelStats, Stats, fingerprint
+from simulator.wire import (
+    ParsedRequest,
+    RequestError,
+    anthropic_message,
+    openai_completion,
+    parse_anthropic,
+    parse_openai,
+)
+
+JSON_CONTENT_TYPE = "application/json"
+# Seconds a dropped request's handler waits for the connection-lost cancellation.
+_DROP_WAIT_S = 5.0
+# How long shutdown waits for in-progress handlers (e.g. "hang" faults) before cancelling them.
+SHUTDOWN_TIMEOUT_S = 0.05
+
+
+class Simulator:
+    """State and request handlers of one simulator instance (one event loop).
+
+    All methods must run on the event loop that serves the app; other threads go through
+    :class:`simulator.harness.RunningSimulator`, which schedules calls onto that loop.
+    """
+
+    def __init__(self, settings: SimulatorSettings) -> None:
+        self.settings = settings
+        self.stats = Stats()
+        self.faults = FaultEngine(settings.faults, settings.seed)
+        self.limits = RateLimitWindows(settings.rate_limit_requests, settings.rate_limit_tokens)
+        self._jitter_rng = random.Random(settings.seed)
+        self._ids = itertools.count(1)
+        self._id_prefix = os.urandom(5).hex()
+        self._models_seen: dict[str, int] = {}
+
+    # ----------------------------------------------------------------- control
+    def configure(self, patch: dict[str, Any]) -> SimulatorSettings:
+        """Apply partial settings; fault counters restart only when faults or seed change."""
+        patch = dict(patch)
+        if "faults" in patch and patch["faults"] is not None:
+            patch["faults"] = [
+                rule.model_dump() if isinstance(rule, FaultRule) else rule for rule in patch["faults"]
+            ]
+        new = self.settings.merged(patch)
+        self.settings = new
+        if "faults" in patch or "seed" in patch:
+            self.faults = FaultEngine(new.faults, new.seed)
+        if "seed" in patch:
+            self._jitter_rng = random.Random(new.seed)
+        self.limits.request_limit = new.rate_limit_requests
+        self.limits.token_limit = new.rate_limit_tokens
+        return new
+
+    def reset(self) -> None:
+        """Clear statistics, fault-rule counters and rate-limit windows; re-seed the RNGs."""
+        self.stats = Stats()
+        self.faults.reset()
+        self.limits.clear()
+        self._jitter_rng = random.Random(self.settings.seed)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Statistics in the ``GET /_sim/stats`` shape."""
+        return self.stats.snapshot()
+
+    # ----------------------------------------------------------------- helpers
+    def _next_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids):014x}"
+
+    async def _latency(self) -> None:
+        settings = self.settings
+        if settings.latency_ms <= 0 and settings.latency_jitter_ms <= 0:
+            return
+        jitter = 0.0
+        if settings.latency_jitter_ms > 0:
+            jitter = self._jitter_rng.uniform(0.0, settings.latency_jitter_ms)
+        await asyncio.sleep((settings.latency_ms + jitter) / 1000.0)
+
+    @staticmethod
+    def _request_id_headers(api: ApiName, uid: str) -> dict[str, str]:
+        if api == "openai":
+            return {"x-request-id": f"req_{uid}", "Content-Type": JSON_CONTENT_TYPE}
+        return {"request-id": f"req_{uid}", "Content-Type": JSON_CONTENT_TYPE}
+
+    def _error(
+        self, api: ApiName, kind: str, uid: str, ms: ModelStats | None, message: str | None = None,
+        extra_headers: dict[str, str] | None = None, fault_kind: str | None = None,
+    ) -> web.Response:
+        self.stats.error(ms, fault_kind)
+        headers = self._request_id_headers(api, uid)
+        if extra_headers:
+            headers.update(extra_headers)
+        return web.Response(status=int(kind), body=error_body(api, kind, message), headers=headers)
+
+    def _answer(
+        self, api: ApiName, parsed: ParsedRequest, uid: str, arrival: float, *,
+        empty: bool = False, no_choices: bool = False,
+    ) -> web.Response:
+        answer = compose_answer(parsed.model, parsed.prompt_text, parsed.max_tokens, self.settings.mode)
+        content = "" if empty else answer.text
+        truncated = answer.truncated and not empty
+        headers = self._request_id_headers(api, uid)
+        if api == "openai":
+            payload = openai_completion(
+                f"chatcmpl-{uid}", int(time.time()), parsed.model, content, truncated,
+                parsed.input_tokens, no_choices=no_choices,
+            )
+            used = payload["usage"]["total_tokens"]
+            headers.update(self.limits.openai_headers(parsed.model, used))
+            headers["openai-processing-ms"] = str(int((time.monotonic() - arrival) * 1000))
+        else:
+            payload = anthropic_message(
+                f"msg_01{uid}", parsed.model, content, truncated, parsed.input_tokens,
+                no_content=no_choices,
+            )
+            used = payload["usage"]["input_tokens"] + payload["usage"]["output_tokens"]
+            headers.update(self.limits.anthropic_headers(parsed.model, used))
+        return web.Response(body=json.dumps(payload).encode(), headers=headers)
+
+    async def _fault(
+        self, api: ApiName, rule: FaultRule, parsed: ParsedRequest, uid: str, arrival: float,
+        request: web.Request, ms: ModelStats | None,
+    ) -> web.StreamResponse:
+        kind = rule.kind
+        if kind in STATUS_FAULTS:
+            return self._error(api, kind, uid, ms, extra_headers=retry_after_headers(rule), fault_kind=kind)
+        self.stats.error(ms, kind)
+        if kind == "drop":
+            if request.transport is not None:
+                request.transport.close()
+            # The server runs with handler_cancellation, so connection loss cancels us here.
+            await asyncio.sleep(_DROP_WAIT_S)
+            raise ConnectionResetError("connection dropped by simulator fault")
+        if kind == "hang":
+            await asyncio.sleep(rule.hang_s)
+            return self._answer(api, parsed, uid, arrival)
+        await self._latency()
+        if kind == "malformed":
+            headers = self._request_id_headers(api, uid)
+            return web.Response(body=MALFORMED_BODY, headers=headers)
+        if kind == "empty":
+            return self._answer(api, parsed, uid, arrival, empty=True)
+        return self._answer(api, parsed, uid, arrival, no_choices=True)
+
+    # ---------------------------------------------------------------- handlers
+    async def _chat(self, request: web.Request, api: ApiName) -> web.StreamResponse:
+        arrival = time.monotonic()
+        uid = self._next_id()
+        raw = await request.read()
+        try:
+            body: Any = json.loads(raw)
+        except ValueError:
+            body = None
+        stats = self.stats
+        if api == "openai":
+            auth = request.headers.get("Authorization", "")
+            has_key = auth.startswith("Bearer ") and bool(auth[7:].strip())
+        else:
+            has_key = bool(request.headers.get("x-api-key", "").strip())
+        if body is None:
+            stats.arrive(None, None, arrival, has_key)
+            return self._error(api, "400", uid, None, "Could not parse the JSON body of your request.")
+        model = body.get("model") if isinstance(body, dict) else None
+        fp = fingerprint(api, body)
+        ms = stats.arrive(model if isinstance(model, str) and model else None, fp, arrival, has_key)
+        try:
+            if self.settings.require_api_key and not has_key:
+                message = (
+                    "You didn't provide an API key." if api == "openai" else "x-api-key header is required"
+                )
+                return self._error(api, "401", uid, ms, message)
+            if api == "anthropic" and not request.headers.get("anthropic-version"):
+                return self._error(api, "400", uid, ms, "anthropic-version: header is required")
+            try:
+                parsed = parse_openai(body) if api == "openai" else parse_anthropic(body)
+            except RequestError as exc:
+                return self._error(api, "400", uid, ms, str(exc))
+            self._models_seen.setdefault(parsed.model, int(time.time()))
+            rule = self.faults.select(api, parsed.model, parsed.prompt_text)
+            if rule is not None:
+                return await self._fault(api, rule, parsed, uid, arrival, request, ms)
+            await self._latency()
+            response = self._answer(api, parsed, uid, arrival)
+            stats.ok(ms, fp)
+            return response
+        finally:
+            if ms is not None:
+                ms.in_flight -= 1
+
+    async def openai_chat(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/chat/completions``."""
+        return await self._chat(request, "openai")
+
+    async def anthropic_messages(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/messages``."""
+        return await self._chat(request, "anthropic")
+
+    async def list_models(self, request: web.Request) -> web.Response:
+        """``GET /v1/models``: models requested so far, in OpenAI's list shape."""
+        data = [
+            {"id": model, "object": "model", "created": created, "owned_by": "simulator"}
+            for model, created in self._models_seen.items()
+        ]
+        return web.json_response({"object": "list", "data": data})
+
+    async def get_stats(self, request: web.Request) -> web.Response:
+        """``GET /_sim/stats``."""
+        return web.json_response(self.snapshot())
+
+    async def post_reset(self, request: web.Request) -> web.Response:
+        """``POST /_sim/reset``."""
+        self.reset()
+        return web.json_response({"ok": True})
+
+    async def get_settings(self, request: web.Request) -> web.Response:
+        """``GET /_sim/settings``."""
+        return web.json_response(self.settings.model_dump(mode="json"))
+
+    async def put_settings(self, request: web.Request) -> web.Response:
+        """``PUT /_sim/settings`` with partial settings JSON; returns the new settings."""
+        try:
+            patch = await request.json()
+            if not isinstance(patch, dict):
+                raise ValueError("settings body must be a JSON object")
+            new = self.configure(patch)
+        except (ValueError, ValidationError) as exc:
+            return web.json_response({"ok": False, "error": str(exc)}, status=400)
+        return web.json_response(new.model_dump(mode="json"))
+
+    async def health(self, request: web.Request) -> web.Response:
+        """``GET /_sim/health``."""
+        return web.json_response({"ok": True})
+
+
+SIMULATOR_KEY: web.AppKey[Simulator] = web.AppKey("simulator", Simulator)
+
+
+def build_app(settings: SimulatorSettings | None = None) -> web.Application:
+    """Build the aiohttp application; its :class:`Simulator` is ``app[SIMULATOR_KEY]``."""
+    sim = Simulator(settings or SimulatorSettings())
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app[SIMULATOR_KEY] = sim
+    app.router.add_post("/v1/chat/completions", sim.openai_chat)
+    app.router.add_post("/v1/messages", sim.anthropic_messages)
+    app.router.add_get("/v1/models", sim.list_models)
+    app.router.add_get("/_sim/stats", sim.get_stats)
+    app.router.add_post("/_sim/reset", sim.post_reset)
+    app.router.add_get("/_sim/settings", sim.get_settings)
+    app.router.add_put("/_sim/settings", sim.put_settings)
+    app.router.add_get("/_sim/health", sim.health)
+    return app
+
+
+def make_runner(app: web.Application) -> web.AppRunner:
+    """An AppRunner for the simulator: no access log, handler cancellation on disconnect."""
+    return web.AppRunner(
+        app, access_log=None, handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+    )
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Create a listening TCP socket on (host, port); port 0 picks a free port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+async def _serve_async(host: str, port: int, settings: SimulatorSettings) -> None:
+    runner = make_runner(build_app(settings))
+    await runner.setup()
+    sock = bind_socket(host, port)
+    real_port = sock.getsockname()[1]
+    site = web.SockSite(runner, sock)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
+            pass
+    try:
+        await site.start()
+        display_host = f"[{host}]" if ":" in host else host
+        sys.stdout.write(f"simulator listening on http://{display_host}:{real_port}\n")
+        sys.stdout.flush()
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        sock.close()
+
+
+def serve(host: str, port: int, settings: SimulatorSettings) -> None:
+    """Run the simulator until SIGINT/SIGTERM (blocking).
+
+    Prints ``simulator listening on http://HOST:PORT`` (with the real port when ``port`` is 0)
+    to stdout once ready.
+    """
+    asyncio.run(_serve_async(host, port, settings))

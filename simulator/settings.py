@@ -1,0 +1,58 @@
+"""Configuration models for the provider simulator (pydantic v2)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FaultKind = Literal[
+    "429", "500", "503", "529", "401", "400", "drop", "hang", "malformed", "empty", "no_choices"
+]
+ApiName = Literal["openai", "anthropic"]
+AnswerMode = Literal["auto", "replay", "derived"]
+
+# Fault kinds that produce an HTTP error status (the rest are 200s or transport-level faults).
+STATUS_FAULTS: frozenset[str] = frozenset({"429", "500", "503", "529", "401", "400"})
+
+
+class FaultRule(BaseModel):
+    """One fault-injection rule; the first matching, non-exhausted rule wins.
+
+    ``times`` limits the rule to the first N requests it is applied to; ``probability``
+    applies it to a seeded-random fraction of matching requests. With neither set, the rule
+    applies to every matching request.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: FaultKind
+    model: str | None = None
+    api: ApiName | None = None
+    times: int | None = Field(default=None, ge=0)
+    probability: float | None = Field(default=None, ge=0.0, le=1.0)
+    retry_after_s: float | None = Field(default=None, ge=0.0)
+    prompt_contains: str | None = None
+    hang_s: float = Field(default=3600.0, ge=0.0)
+
+
+class SimulatorSettings(BaseModel):
+    """Runtime settings of a simulator instance (replaceable through ``PUT /_sim/settings``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    latency_ms: float = Field(default=0.0, ge=0.0)
+    latency_jitter_ms: float = Field(default=0.0, ge=0.0)
+    mode: AnswerMode = "auto"
+    seed: int = 0
+    faults: list[FaultRule] = Field(default_factory=list)
+    require_api_key: bool = False
+    # Advertised (not enforced) per-model, per-minute rate limits.
+    rate_limit_requests: int = Field(default=10_000, ge=1)
+    rate_limit_tokens: int = Field(default=2_000_000, ge=1)
+
+    def merged(self, patch: dict[str, Any]) -> SimulatorSettings:
+        """Return a new, validated settings object with ``patch`` (partial settings) applied."""
+        data = self.model_dump()
+        data.update(patch)
+        return SimulatorSettings.model_validate(data)

@@ -1,0 +1,109 @@
+"""Request statistics kept by the simulator (served by ``GET /_sim/stats``).
+
+Only counts and timings are recorded; request bodies and API key values are never stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+MAX_REQUEST_TIMES_PER_MODEL = 200_000
+
+
+def fingerprint(api: str, body: Any) -> str:
+    """sha256 hex of ``"<api>:" + canonical JSON of body`` (sorted keys, no whitespace)."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(f"{api}:{canonical}".encode()).hexdigest()
+
+
+@dataclass(slots=True)
+class ModelStats:
+    """Counters for one requested model."""
+
+    requests: int = 0
+    ok: int = 0
+    errors: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+
+class Stats:
+    """Mutable request statistics. Use from the server's event loop only."""
+
+    def __init__(self) -> None:
+        self.requests_total = 0
+        self.responses_ok = 0
+        self.errors_total = 0
+        self.auth_headers_seen = 0
+        self.by_model: dict[str, ModelStats] = {}
+        self.by_fingerprint: dict[str, list[int]] = {}
+        self.request_times: dict[str, deque[float]] = {}
+        self.faults_injected: dict[str, int] = {}
+
+    def arrive(self, model: str | None, fp: str | None, now: float, has_auth: bool) -> ModelStats | None:
+        """Record a request's arrival; returns its model counters (in flight incremented)."""
+        self.requests_total += 1
+        if has_auth:
+            self.auth_headers_seen += 1
+        if fp is not None:
+            entry = self.by_fingerprint.get(fp)
+            if entry is None:
+                self.by_fingerprint[fp] = [1, 0]
+            else:
+                entry[0] += 1
+        if model is None:
+            return None
+        ms = self.by_model.get(model)
+        if ms is None:
+            ms = self.by_model[model] = ModelStats()
+            self.request_times[model] = deque(maxlen=MAX_REQUEST_TIMES_PER_MODEL)
+        ms.requests += 1
+        ms.in_flight += 1
+        if ms.in_flight > ms.max_in_flight:
+            ms.max_in_flight = ms.in_flight
+        self.request_times[model].append(now)
+        return ms
+
+    def ok(self, ms: ModelStats | None, fp: str | None) -> None:
+        """Record a normal (non-fault) answer."""
+        self.responses_ok += 1
+        if ms is not None:
+            ms.ok += 1
+        if fp is not None:
+            entry = self.by_fingerprint.get(fp)
+            if entry is not None:
+                entry[1] += 1
+
+    def error(self, ms: ModelStats | None, fault_kind: str | None = None) -> None:
+        """Record an error response or injected fault."""
+        self.errors_total += 1
+        if ms is not None:
+            ms.errors += 1
+        if fault_kind is not None:
+            self.faults_injected[fault_kind] = self.faults_injected.get(fault_kind, 0) + 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-serialisable copy of all counters."""
+        return {
+            "requests_total": self.requests_total,
+            "responses_ok": self.responses_ok,
+            "errors_total": self.errors_total,
+            "auth_headers_seen": self.auth_headers_seen,
+            "faults_injected": dict(self.faults_injected),
+            "by_model": {
+                model: {
+                    "requests": ms.requests,
+                    "ok": ms.ok,
+                    "errors": ms.errors,
+                    "in_flight": ms.in_flight,
+                    "max_in_flight": ms.max_in_flight,
+                }
+                for model, ms in self.by_model.items()
+            },
+            "by_fingerprint": {fp: {"requests": v[0], "ok": v[1]} for fp, v in self.by_fingerprint.items()},
+            "request_times": {model: list(times) for model, times in self.request_times.items()},
+        }

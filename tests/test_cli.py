@@ -1,0 +1,121 @@
+"""The ``rlhf`` command as an operator runs it: real subprocesses, exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import FAKE_ANTHROPIC_KEY, FAKE_OPENAI_KEY, provider_entry, three_providers, write_config, write_prompts
+from simulator import FaultRule, RunningSimulator
+
+RLHF = str(Path(sys.executable).with_name("rlhf"))
+
+
+def rlhf(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([RLHF, *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.fixture
+def cli_env(fake_keys: dict[str, str]) -> dict[str, str]:
+    return dict(os.environ)
+
+
+def test_validate_reports_counts_without_calling_anyone(sim: RunningSimulator, tmp_path: Path, cli_env: dict[str, str]) -> None:
+    config = write_config(tmp_path, three_providers(sim), write_prompts(tmp_path / "p.jsonl", 7))
+    result = rlhf("validate", str(config), env=cli_env)
+    assert result.returncode == 0, result.stderr
+    assert "7 prompt(s) × 3 provider(s) = 21 call(s)" in result.stdout
+    assert sim.stats()["requests_total"] == 0
+
+
+def test_validate_names_file_line_and_field(sim: RunningSimulator, tmp_path: Path, cli_env: dict[str, str]) -> None:
+    providers = three_providers(sim)
+    providers[2]["source_id"] = "gpt-4o"
+    config = write_config(tmp_path, providers, write_prompts(tmp_path / "p.jsonl", 2))
+    line = next(i for i, text in enumerate(config.read_text().splitlines(), 1) if "source_id: gpt-4o" in text and i > 10)
+    result = rlhf("validate", str(config), env=cli_env)
+    assert result.returncode == 2
+    assert f"{config}:{line}: providers[2].source_id: duplicate 'gpt-4o'" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_prompt_file_refuses_to_start(sim: RunningSimulator, tmp_path: Path, cli_env: dict[str, str]) -> None:
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"id": "a", "prompt": "fine"}\n{"id": "b", "prompt": \n{"id": "a", "prompt": "again"}\n')
+    config = write_config(tmp_path, three_providers(sim), prompts)
+    result = rlhf("run", str(config), env=cli_env)
+    assert result.returncode == 2
+    assert f"{prompts}:2: invalid JSON" in result.stderr
+    assert f"{prompts}:3: id: duplicate id 'a'" in result.stderr
+    assert "nothing was called or written" in result.stderr
+    assert sim.stats()["requests_total"] == 0 and not (tmp_path / "out").exists()
+
+
+def test_missing_api_key_is_reported_before_any_call(sim: RunningSimulator, tmp_path: Path, cli_env: dict[str, str]) -> None:
+    env = {k: v for k, v in cli_env.items() if k != "ANTHROPIC_API_KEY"}
+    config = write_config(tmp_path, three_providers(sim), write_prompts(tmp_path / "p.jsonl", 2))
+    result = rlhf("run", str(config), env=env)
+    assert result.returncode == 2
+    assert re.search(r"providers\[2\]\.api_key_env: environment variable ANTHROPIC_API_KEY is not set", result.stderr)
+    assert sim.stats()["requests_total"] == 0
+
+
+def _run_env(cli_env: dict[str, str], prefect_api: str) -> dict[str, str]:
+    return {**cli_env, "PREFECT_API_URL": prefect_api}
+
+
+def test_run_writes_tasks_and_prints_the_summary(
+    sim: RunningSimulator, tmp_path: Path, cli_env: dict[str, str], prefect_api: str
+) -> None:
+    config = write_config(tmp_path, three_providers(sim), write_prompts(tmp_path / "p.jsonl", 9))
+    result = rlhf("run", str(config), env=_run_env(cli_env, prefect_api))
+    assert result.returncode == 0, result.stderr
+    assert "9 task(s) in" in result.stdout and "summary in" in result.stdout
+    for source_id in ("gpt-4o", "llama-3", "claude"):
+        assert re.search(rf"{re.escape(source_id)}\s.*\s9/9\s", result.stdout), result.stdout
+    summary: dict[str, Any] = json.loads((tmp_path / "out" / "b1" / "summary.json").read_text())
+    assert summary["tasks_written"] == 9
+    assert len((tmp_path / "out" / "b1" / "tasks.jsonl").read_text().splitlines()) == 9
+    assert not list((tmp_path / "out").rglob("*.partial"))
+    for blob in (result.stdout, result.stderr):
+        assert FAKE_OPENAI_KEY not in blob and FAKE_ANTHROPIC_KEY not in blob
+
+
+def test_run_with_failures_exits_3_and_says_how_to_resume(
+    sim: RunningSimulator, tmp_path: Path, cli_env: dict[str, str], prefect_api: str
+) -> None:
+    sim.configure(faults=[FaultRule(kind="401", model="claude-sonnet-4-5")])
+    config = write_config(tmp_path, three_providers(sim), write_prompts(tmp_path / "p.jsonl", 3))
+    result = rlhf("run", str(config), env=_run_env(cli_env, prefect_api))
+    assert result.returncode == 3, result.stderr
+    assert "3 call(s) failed" in result.stderr and "--retry-failed" in result.stderr
+    assert "http_401×3" in result.stdout
+
+
+def test_simulate_serves_both_apis(tmp_path: Path) -> None:
+    process = subprocess.Popen([RLHF, "simulate", "--port", "0", "--latency-ms", "1"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
+        assert match, line
+        url = match.group(1)
+        chat = httpx.post(f"{url}/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        assert chat.status_code == 200 and chat.json()["choices"][0]["message"]["content"]
+        msg = httpx.post(
+            f"{url}/v1/messages",
+            headers={"anthropic-version": "2023-06-01", "x-api-key": "k"},
+            json={"model": "c", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert msg.status_code == 200 and msg.json()["content"][0]["text"]
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
