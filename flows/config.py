@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flows.env_expand import expand_env
 from flows.errors import InputError, InputProblem
-from flows.yaml_locations import format_loc, line_of
+from flows.yaml_locations import duplicate_keys, format_loc, line_of
 from providers.config import ProviderConfig
 
 
@@ -60,12 +60,6 @@ class RunConfig(BaseModel):
     chunk_size: int = Field(default=1000, ge=1, le=100_000)
     min_responses: int | None = Field(default=None, ge=1)
 
-    @model_validator(mode="after")
-    def _check_min_responses(self) -> "RunConfig":
-        if self.min_responses is not None and self.min_responses > len(self.providers):
-            raise ValueError(f"min_responses is {self.min_responses} but only {len(self.providers)} provider(s) are configured")
-        return self
-
     @property
     def required_answers(self) -> int:
         """Answers a prompt needs to become a task: ``min_responses``, by default 2 (1 with one provider)."""
@@ -99,7 +93,8 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> RunConfig:
     except FileNotFoundError:
         raise InputError([InputProblem(name, None, "file not found")]) from None
     except UnicodeDecodeError as exc:
-        raise InputError([InputProblem(name, None, f"not valid UTF-8 ({exc.reason} at byte {exc.start})")]) from None
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise InputError([InputProblem(name, line, f"not valid UTF-8 ({exc.reason})")]) from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -110,6 +105,9 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> RunConfig:
         raise InputError([InputProblem(name, line, f"invalid YAML: {problem}")]) from None
     if not isinstance(data, dict):
         raise InputError([InputProblem(name, 1, "the config must be a YAML mapping (key: value)")])
+    duplicates = [InputProblem(name, line, f"key '{key}' appears more than once") for line, key in duplicate_keys(root)]
+    if duplicates:
+        raise InputError(duplicates)
     data, unset = expand_env(data)
     if unset:
         raise InputError(
@@ -124,6 +122,15 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> RunConfig:
             problems.append(InputProblem(name, line_of(root, loc), _clean_message(err), format_loc(loc) or None))
         raise InputError(problems) from None
     problems = _duplicate_source_ids(config, name, root)
+    if config.min_responses is not None and config.min_responses > len(config.providers):
+        problems.append(
+            InputProblem(
+                name,
+                line_of(root, ("min_responses",)),
+                f"{config.min_responses} answers required but only {len(config.providers)} provider(s) configured",
+                "min_responses",
+            )
+        )
     if require_keys:
         problems += _missing_keys(config, name, root)
     if problems:

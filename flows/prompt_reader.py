@@ -55,7 +55,8 @@ def load_template(name: str | None) -> jinja2.Template | None:
     """A Jinja2 template by path, or by name from the packaged ``prompts/templates`` (``.j2`` optional)."""
     if name is None:
         return None
-    candidates = [Path(name), PACKAGED_TEMPLATES / name, PACKAGED_TEMPLATES / f"{name}.j2"]
+    # Packaged prompt templates are the .j2 files (the .yaml files beside them are annotation templates).
+    candidates = [Path(name), PACKAGED_TEMPLATES / (name if name.endswith(".j2") else f"{name}.j2")]
     for candidate in candidates:
         if candidate.is_file():
             env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)

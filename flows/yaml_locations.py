@@ -38,3 +38,26 @@ def line_of(root: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
             break
         node = child
     return line
+
+
+def duplicate_keys(root: yaml.Node | None) -> list[tuple[int, str]]:
+    """``(line, key)`` of every mapping key that repeats an earlier key of the same mapping.
+
+    YAML loaders silently keep the last value; in a run config that hides a mistake.
+    """
+    found: list[tuple[int, str]] = []
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key_node, value_node in node.value:
+                key = getattr(key_node, "value", None)
+                if isinstance(key, str):
+                    if key in seen:
+                        found.append((key_node.start_mark.line + 1, key))
+                    seen.add(key)
+                stack.append(value_node)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+    return sorted(found)
