@@ -76,15 +76,19 @@ class _RichSink:
 
 def _summary_table(summary: dict[str, Any]) -> Table:
     table = Table(title=f"{summary['project']} / {summary['batch']}")
-    for column in ("provider", "model", "answered", "failed", "called", "reused", "tokens in/out", "p50 ms", "p95 ms", "failures"):
+    columns = ("provider", "model", "answered", "failed", "skipped", "called", "reused", "tokens in/out", "p50 ms", "p95 ms", "failures")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("provider", "model", "failures") else "right")
     for sid, p in summary["providers"].items():
         reasons = ", ".join(f"{k}×{v}" for k, v in p["failure_reasons"].items())
+        if p["breaker"]:
+            reasons = f"{reasons}; {p['breaker']}" if reasons else p["breaker"]
         table.add_row(
             sid,
             p["model"],
             f"{p['answered']}/{p['requested']}",
             str(p["failed"]),
+            str(p["skipped"] + p["interrupted"]),
             str(p["called_this_run"]),
             str(p["reused_from_store"]),
             f"{p['input_tokens']}/{p['output_tokens']}",
@@ -99,32 +103,41 @@ def _summary_table(summary: dict[str, Any]) -> Table:
 def run(
     config: Annotated[Path, typer.Argument(help="Run config (YAML).")],
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Also retry calls whose stored result is an error.")] = False,
+    skip_invalid: Annotated[
+        bool, typer.Option("--skip-invalid", help="Run the valid prompts; write the bad records to rejected.jsonl.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's INFO logs.")] = False,
 ) -> None:
     """Generate: send every prompt to every provider and write task shells and a summary.
 
-    Exit codes: 0 every call answered; 2 bad input (nothing called); 3 finished, but some calls failed
-    or some prompts have too few answers (rerun, optionally with --retry-failed).
+    Exit codes: 0 every call answered; 2 bad input (nothing called); 3 finished, but some calls failed,
+    were skipped or some prompts have too few answers (rerun, optionally with --retry-failed);
+    128+N stopped by signal N (SIGINT: 130, SIGTERM: 143) after writing what was complete.
     """
     from flows.prepare import prepare_run
 
     try:
-        prepared = prepare_run(config)
+        prepared = prepare_run(config, skip_invalid=skip_invalid)
     except InputError as exc:
         raise _input_failure(exc) from None
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
     if not os.environ.get("PREFECT_API_URL"):
         console.print("[dim]No PREFECT_API_URL: starting Prefect's temporary local server (takes ~20 s).[/dim]")
     from flows import progress as progress_mod
+    from flows import stopping
     from flows.generate import generate_tasks
 
+    stopping.enable()
+    if prepared.rejected:
+        console.print(f"[yellow]{len(prepared.rejected)} invalid record(s) skipped[/yellow] (see rejected.jsonl):", highlight=False)
+        console.print(InputError(prepared.rejected).render(), highlight=False, markup=False)
     source_ids = [p.source_id for p in prepared.config.providers]
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, disable=quiet or not console.is_terminal, transient=False) as bar:
         progress_mod.set_sink(_RichSink(bar, source_ids))
         try:
-            summary = asyncio.run(generate_tasks(str(config), retry_failed=retry_failed))
+            summary = asyncio.run(generate_tasks(str(config), retry_failed=retry_failed, skip_invalid=skip_invalid))
         except InputError as exc:
             raise _input_failure(exc) from None
         finally:
@@ -136,11 +149,20 @@ def run(
         f"{files['incomplete']}; summary in {files['summary']} ({summary['wall_s']} s)",
         highlight=False,
     )
-    failed = sum(p["failed"] for p in summary["providers"].values())
-    if failed or summary["incomplete"]:
+    resume = f"rlhf run {config}" + (" --skip-invalid" if skip_invalid else "")
+    if summary["interrupted"]:
+        signum = stopping.signal_number() or 2
         console.print(
-            f"[yellow]{failed} call(s) failed.[/yellow] Run the same command again to resume "
-            f"(stored answers are reused); add --retry-failed to retry the failed calls.",
+            f"[yellow]Stopped by signal {signum}.[/yellow] Every finished call is stored; resume with: {resume}",
+            highlight=False,
+        )
+        raise typer.Exit(128 + signum)
+    failed = sum(p["failed"] for p in summary["providers"].values())
+    skipped = sum(p["skipped"] for p in summary["providers"].values())
+    if failed or skipped or summary["incomplete"]:
+        console.print(
+            f"[yellow]{failed} call(s) failed, {skipped} skipped.[/yellow] Run the same command again to resume "
+            f"(stored answers are reused, skipped calls are made): {resume}; add --retry-failed to retry the failed calls.",
             highlight=False,
         )
         raise typer.Exit(EXIT_FAILURES)

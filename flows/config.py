@@ -161,7 +161,7 @@ def _duplicate_source_ids(config: RunConfig, name: str, root: yaml.Node | None) 
 def _missing_keys(config: RunConfig, name: str, root: yaml.Node | None) -> list[InputProblem]:
     problems = []
     for index, provider in enumerate(config.providers):
-        if not os.environ.get(provider.key_env):
+        if provider.api_key_secret is None and not os.environ.get(provider.key_env):
             loc = ("providers", index, "api_key_env")
             problems.append(
                 InputProblem(

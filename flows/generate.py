@@ -11,31 +11,35 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterable, Iterator
+import uuid
+from collections.abc import Coroutine, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import IO, Any, TypeVar
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows import progress
+from flows import progress, stopping
 from flows.atomic import atomic_open, write_json
-from flows.prepare import prepare_run
+from flows.prepare import PreparedRun, prepare_run
 from flows.prompt_reader import PromptRecord, iter_prompts
 from flows.summary import ProviderTally, RunSummary
 from providers.base import system_text
 from providers.config import ProviderConfig
-from providers.factory import make_provider
 from providers.fingerprint import provider_identity, request_fingerprint
-from providers.result import CallResult
+from providers.pool import ProviderPool, pool_for
+from providers.result import INTERRUPTED, SKIPPED, CallResult
 from providers.store import ResponseStore
 from task_builder.assemble import BatchContext, build_task
 from task_builder.ids import stable_id, task_id_for
 
 T = TypeVar("T")
 GENERATOR_NAME = "rlhf-orchestrator"
+STOP_GRACE_S = 10.0
+_POLL_S = 0.25
 
 
 @dataclass(slots=True)
@@ -72,95 +76,141 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+async def gather_until_stopped(coroutines: Iterable[Coroutine[Any, Any, None]], grace_s: float) -> None:
+    """Run the coroutines; after a stop request give them ``grace_s`` seconds, then cancel the rest."""
+    pending = {asyncio.ensure_future(c) for c in coroutines}
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=_POLL_S)
+        if pending and stopping.requested():
+            _, pending = await asyncio.wait(pending, timeout=grace_s)
+            for leftover in pending:
+                leftover.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            return
+
+
 @task(name="call-provider-chunk", cache_policy=NO_CACHE, persist_result=False)
-async def call_provider_chunk(provider: ProviderConfig, calls: list[PlannedCall], store_path: str) -> dict[str, int]:
+async def call_provider_chunk(
+    provider: ProviderConfig, calls: list[PlannedCall], store_path: str, run_key: str
+) -> dict[str, Any]:
     """Make every planned call of one chunk for one provider; commit each result as it arrives."""
-    client = make_provider(provider)
+    client = await pool_for(run_key).get(provider)
     sink = progress.sink()
-    answered = 0
+    counts = {"called": 0, "answered": 0, "failed": 0, "not_made": 0}
     with ResponseStore(store_path) as store:
 
         async def one(call: PlannedCall) -> None:
-            nonlocal answered
             result = await client.call(call.messages, call.system)
+            if not result.storable:
+                counts["not_made"] += 1
+                sink.finished(provider.source_id, False, reused=False)
+                return
             store.put(call.fingerprint, provider.source_id, call.prompt_id, result)
-            answered += result.ok
+            counts["called"] += 1
+            counts["answered" if result.ok else "failed"] += 1
             sink.finished(provider.source_id, result.ok, reused=False)
 
-        try:
-            await asyncio.gather(*(one(call) for call in calls))
-        finally:
-            await client.aclose()
-    return {"called": len(calls), "answered": answered, "failed": len(calls) - answered}
+        await gather_until_stopped((one(call) for call in calls), STOP_GRACE_S)
+    return {**counts, "breaker": client.breaker.reason}
 
 
 @flow(name="generate_tasks", log_prints=False)
-async def generate_tasks(config_path: str, retry_failed: bool = False) -> dict[str, Any]:
+async def generate_tasks(config_path: str, retry_failed: bool = False, skip_invalid: bool = False) -> dict[str, Any]:
     """Run a config end to end and return the summary (also written to ``<out>/<batch>/summary.json``).
 
     Answers already in the response store are reused, never requested again; with ``retry_failed``
-    stored errors are retried too.
+    stored errors are retried too. With ``skip_invalid`` bad prompt records go to ``rejected.jsonl``
+    instead of stopping the run.
     """
+    stopping.install_handlers()
     started = time.perf_counter()
-    prepared = prepare_run(config_path)
+    prepared = prepare_run(config_path, skip_invalid=skip_invalid)
     config = prepared.config
-    providers = tuple(config.providers)
     run_dir = config.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     config_hash = config.config_hash()
-    run_id = stable_id("run", config.project, config.batch, config_hash, length=16)
     summary = RunSummary(
         project=config.project,
         batch=config.batch,
-        run_id=run_id,
+        run_id=stable_id("run", config.project, config.batch, config_hash, length=16),
         config_hash=config_hash,
-        providers={p.source_id: ProviderTally(p.source_id, p.model) for p in providers},
+        providers={p.source_id: ProviderTally(p.source_id, p.model) for p in config.providers},
         started_at=_now(),
+        rejected=len(prepared.rejected),
     )
-    identities = {p.source_id: provider_identity(p) for p in providers}
-    sink = progress.sink()
-    sink.planned(prepared.prompt_count * len(providers))
+    write_json(
+        run_dir / "run.json",
+        {"config": str(Path(config_path).resolve()), "cwd": str(Path.cwd()), "config_hash": config_hash,
+         "store": str(config.store_path.resolve()), "started_at": summary.started_at},
+    )
+    if prepared.rejected:
+        _write_rejected(run_dir / "rejected.jsonl", prepared)
+    progress.sink().planned(prepared.prompt_count * len(config.providers))
 
-    with ResponseStore(config.store_path) as store:
-        ctx = BatchContext(
-            project=config.project,
-            batch=config.batch,
-            run_id=run_id,
-            config_hash=config_hash,
-            created_at=store.setdefault_meta("created_at", _now()),
-            seed=config.annotation.seed,
-            template=prepared.template,
-            providers=providers,
-            generator=generator_info(),
-        )
-        tasks_path, incomplete_path = run_dir / "tasks.jsonl", run_dir / "incomplete.jsonl"
-        with atomic_open(tasks_path) as tasks_out, atomic_open(incomplete_path) as incomplete_out:
-            for chunk_index, chunk in enumerate(batched(iter_prompts(config.prompts), config.chunk_size)):
-                fingerprints = [
-                    {
-                        p.source_id: request_fingerprint(
-                            identities[p.source_id], r.messages, system_text(r.system, p.system_prompt)
-                        )
-                        for p in providers
-                    }
-                    for r in chunk
-                ]
-                await _call_missing(providers, chunk, fingerprints, store, str(config.store_path), chunk_index, retry_failed, summary)
-                stored = store.get_many(fp for fps in fingerprints for fp in fps.values())
-                for record, fps in zip(chunk, fingerprints):
-                    results = {sid: stored[fp] for sid, fp in fps.items() if fp in stored}
-                    _write_prompt(ctx, record, results, config.required_answers, summary, tasks_out, incomplete_out)
+    with ResponseStore(config.store_path) as store, ProviderPool(uuid.uuid4().hex, stopping.requested) as pool:
+        try:
+            await _generate(prepared, store, pool, summary, retry_failed)
+        finally:
+            for source_id, provider in pool.opened().items():
+                summary.providers[source_id].note_limits(provider.limiter, provider.breaker.reason)
+            await pool.aclose()
 
+    summary.interrupted = stopping.requested()
     summary.finished_at = _now()
     summary.wall_s = time.perf_counter() - started
     summary.files = {
-        "tasks": str(tasks_path),
-        "incomplete": str(incomplete_path),
-        "summary": str(run_dir / "summary.json"),
-        "store": str(config.store_path),
+        name: str(run_dir / filename)
+        for name, filename in (("tasks", "tasks.jsonl"), ("incomplete", "incomplete.jsonl"), ("summary", "summary.json"))
     }
+    summary.files["store"] = str(config.store_path)
+    if prepared.rejected:
+        summary.files["rejected"] = str(run_dir / "rejected.jsonl")
     write_json(run_dir / "summary.json", summary.to_dict())
     return summary.to_dict()
+
+
+async def _generate(
+    prepared: PreparedRun, store: ResponseStore, pool: ProviderPool, summary: RunSummary, retry_failed: bool
+) -> None:
+    config = prepared.config
+    providers = tuple(config.providers)
+    identities = {p.source_id: provider_identity(p) for p in providers}
+    ctx = BatchContext(
+        project=config.project,
+        batch=config.batch,
+        run_id=summary.run_id,
+        config_hash=summary.config_hash,
+        created_at=store.setdefault_meta("created_at", _now()),
+        seed=config.annotation.seed,
+        template=prepared.template,
+        providers=providers,
+        generator=generator_info(),
+    )
+    breakers: dict[str, str] = {}
+    run_dir = config.run_dir
+    with atomic_open(run_dir / "tasks.jsonl") as tasks_out, atomic_open(run_dir / "incomplete.jsonl") as incomplete_out:
+        for chunk_index, chunk in enumerate(batched(iter_prompts(config.prompts), config.chunk_size)):
+            fingerprints = [
+                {
+                    p.source_id: request_fingerprint(identities[p.source_id], r.messages, system_text(r.system, p.system_prompt))
+                    for p in providers
+                }
+                for r in chunk
+            ]
+            if not stopping.requested():
+                await _call_missing(providers, chunk, fingerprints, store, str(config.store_path), pool.run_key,
+                                    chunk_index, retry_failed, summary, breakers)
+            stored = store.get_many(fp for fps in fingerprints for fp in fps.values())
+            for record, fps in zip(chunk, fingerprints):
+                results = {sid: stored.get(fp) or _not_made(sid, breakers) for sid, fp in fps.items()}
+                _write_prompt(ctx, record, results, config.required_answers, summary, tasks_out, incomplete_out)
+
+
+def _not_made(source_id: str, breakers: dict[str, str]) -> CallResult:
+    """The result of a call this run did not make: its provider was cut off, or the run was stopped."""
+    if source_id in breakers:
+        return CallResult(ok=False, error_type=SKIPPED, error=f"provider {breakers[source_id]}")
+    return CallResult(ok=False, error_type=INTERRUPTED, error="the run was stopped before this call was made")
 
 
 async def _call_missing(
@@ -169,9 +219,11 @@ async def _call_missing(
     fingerprints: list[dict[str, str]],
     store: ResponseStore,
     store_path: str,
+    run_key: str,
     chunk_index: int,
     retry_failed: bool,
     summary: RunSummary,
+    breakers: dict[str, str],
 ) -> None:
     """Plan the calls that have no usable stored result and run one Prefect task per provider."""
     stored = store.get_many(fp for fps in fingerprints for fp in fps.values())
@@ -184,18 +236,19 @@ async def _call_missing(
             if previous is not None and (previous.ok or not retry_failed):
                 summary.providers[provider.source_id].reused_from_store += 1
                 sink.finished(provider.source_id, previous.ok, reused=True)
-                continue
-            system = system_text(record.system, provider.system_prompt)
-            plans[provider.source_id].append(PlannedCall(fp, record.id, record.messages, system))
-    runs = []
-    for provider in providers:
-        calls = plans[provider.source_id]
-        if calls:
-            summary.providers[provider.source_id].called_this_run += len(calls)
-            named = call_provider_chunk.with_options(task_run_name=f"{provider.source_id}-chunk-{chunk_index}")
-            runs.append(named(provider, calls, store_path))
-    if runs:
-        await asyncio.gather(*runs)
+            elif provider.source_id not in breakers:
+                system = system_text(record.system, provider.system_prompt)
+                plans[provider.source_id].append(PlannedCall(fp, record.id, record.messages, system))
+    named = [
+        (p, call_provider_chunk.with_options(task_run_name=f"{p.source_id}-chunk-{chunk_index}"))
+        for p in providers
+        if plans[p.source_id]
+    ]
+    outcomes = await asyncio.gather(*(run(p, plans[p.source_id], store_path, run_key) for p, run in named))
+    for (provider, _), outcome in zip(named, outcomes):
+        summary.providers[provider.source_id].called_this_run += outcome["called"]
+        if outcome["breaker"]:
+            breakers[provider.source_id] = outcome["breaker"]
 
 
 def _write_prompt(
@@ -204,8 +257,8 @@ def _write_prompt(
     results: dict[str, CallResult],
     required: int,
     summary: RunSummary,
-    tasks_out: Any,
-    incomplete_out: Any,
+    tasks_out: IO[str],
+    incomplete_out: IO[str],
 ) -> None:
     summary.prompts += 1
     for source_id, result in results.items():
@@ -213,16 +266,22 @@ def _write_prompt(
     answered = sum(1 for r in results.values() if r.ok)
     if answered < required:
         summary.incomplete += 1
-        errors = {sid: {"error_type": r.error_type, "error": r.error} for sid, r in results.items() if not r.ok}
         line = {
             "prompt_id": record.id,
             "task_id": task_id_for(ctx.batch, record.id),
             "reason": f"{answered} answer(s), {required} required",
             "answered": sorted(sid for sid, r in results.items() if r.ok),
-            "errors": errors,
+            "errors": {sid: {"error_type": r.error_type, "error": r.error} for sid, r in results.items() if not r.ok},
         }
         incomplete_out.write(json.dumps(line, ensure_ascii=False) + "\n")
         return
     shell = build_task(ctx, record.id, record.messages, record.system, record.metadata, record.context_sources, results)
     tasks_out.write(json.dumps(shell.to_json_dict(), ensure_ascii=False) + "\n")
     summary.tasks_written += 1
+
+
+def _write_rejected(path: Path, prepared: PreparedRun) -> None:
+    with atomic_open(path) as handle:
+        for problem in prepared.rejected:
+            entry = {"file": problem.file, "line": problem.line, "field": problem.field, "reason": problem.message}
+            handle.write(json.dumps(entry, ensure_ascii=False) + "\n")

@@ -8,7 +8,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from providers.result import CallResult
+from providers.limits import ProviderLimiter
+from providers.result import INTERRUPTED, SKIPPED, CallResult
 
 
 def _percentile(values: array, q: float) -> float | None:
@@ -28,12 +29,16 @@ class ProviderTally:
     requested: int = 0
     answered: int = 0
     failed: int = 0
+    skipped: int = 0
+    interrupted: int = 0
     called_this_run: int = 0
     reused_from_store: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
     failure_reasons: Counter = field(default_factory=Counter)
     latencies_ms: array = field(default_factory=lambda: array("d"))
+    breaker: str | None = None
+    limits: dict[str, Any] = field(default_factory=dict)
 
     def add(self, result: CallResult) -> None:
         """Count one stored result (the latest for its fingerprint)."""
@@ -43,9 +48,23 @@ class ProviderTally:
             self.input_tokens += result.input_tokens or 0
             self.output_tokens += result.output_tokens or 0
             self.latencies_ms.append(result.latency_ms)
+        elif result.error_type == SKIPPED:
+            self.skipped += 1
+        elif result.error_type == INTERRUPTED:
+            self.interrupted += 1
         else:
             self.failed += 1
             self.failure_reasons[result.error_type or "unknown"] += 1
+
+    def note_limits(self, limiter: ProviderLimiter, breaker: str | None) -> None:
+        """Record how the provider's limits behaved and whether its breaker opened."""
+        self.breaker = breaker
+        self.limits = {
+            "peak_in_flight": limiter.peak_in_flight,
+            "rate_limited_responses": limiter.throttled,
+            "pauses": limiter.pauses,
+            "final_concurrency_limit": limiter.limit,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready counts, with latency p50/p95 over the answered calls."""
@@ -55,12 +74,16 @@ class ProviderTally:
             "answered": self.answered,
             "failed": self.failed,
             "failure_reasons": dict(sorted(self.failure_reasons.items())),
+            "skipped": self.skipped,
+            "interrupted": self.interrupted,
+            "breaker": self.breaker,
             "called_this_run": self.called_this_run,
             "reused_from_store": self.reused_from_store,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "latency_ms_p50": _percentile(self.latencies_ms, 50),
             "latency_ms_p95": _percentile(self.latencies_ms, 95),
+            "limits": self.limits,
         }
 
 
@@ -76,18 +99,15 @@ class RunSummary:
     prompts: int = 0
     tasks_written: int = 0
     incomplete: int = 0
+    rejected: int = 0
+    interrupted: bool = False
     started_at: str = ""
     finished_at: str = ""
     wall_s: float = 0.0
     files: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def all_answered(self) -> bool:
-        """True when every (prompt, provider) call has an answer."""
-        return all(t.failed == 0 for t in self.providers.values()) and self.incomplete == 0
-
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary; ``tasks_written + incomplete == prompts``."""
+        """JSON-ready summary; ``tasks_written + incomplete == prompts`` (rejected records are not prompts)."""
         return {
             "project": self.project,
             "batch": self.batch,
@@ -96,6 +116,8 @@ class RunSummary:
             "prompts": self.prompts,
             "tasks_written": self.tasks_written,
             "incomplete": self.incomplete,
+            "rejected": self.rejected,
+            "interrupted": self.interrupted,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "wall_s": round(self.wall_s, 2),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -13,14 +15,15 @@ from pydantic import SecretStr
 from providers.base import Provider
 from providers.config import ProviderConfig
 from providers.errors import ProviderError, retry_after_seconds, timeout_error
+from providers.ratelimit_headers import anthropic_remaining
 from providers.result import Answer
 
 
 class AnthropicProvider(Provider):
     """``POST /v1/messages`` with ``x-api-key`` and ``anthropic-version``; ``max_tokens`` always sent."""
 
-    def __init__(self, config: ProviderConfig, api_key: SecretStr) -> None:
-        super().__init__(config, api_key)
+    def __init__(self, config: ProviderConfig, api_key: SecretStr, should_stop: Callable[[], bool] = lambda: False) -> None:
+        super().__init__(config, api_key, should_stop)
         headers = {
             "x-api-key": api_key.get_secret_value(),
             "anthropic-version": config.anthropic_version,
@@ -62,6 +65,7 @@ class AnthropicProvider(Provider):
             raise ProviderError("malformed response: not a Messages API body", error_type="malformed") from None
         if not text:
             raise ProviderError("malformed response: empty content", error_type="malformed")
+        remaining, reset_s = anthropic_remaining(response.headers, datetime.now(UTC))
         return Answer(
             text=text,
             model=data.get("model"),
@@ -69,6 +73,8 @@ class AnthropicProvider(Provider):
             input_tokens=usage.get("input_tokens"),
             output_tokens=usage.get("output_tokens"),
             request_id=response.headers.get("request-id"),
+            remaining_requests=remaining,
+            reset_requests_s=reset_s,
         )
 
 

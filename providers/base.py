@@ -1,19 +1,23 @@
-"""What every provider kind shares: retries, timing, concurrency and turning errors into results."""
+"""What every provider kind shares: limits, retries, the breaker, timing, and errors as results."""
 
 from __future__ import annotations
 
 import abc
-import asyncio
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import SecretStr
 
+from providers.breaker import Breaker
 from providers.config import ProviderConfig
 from providers.errors import ProviderError, scrub
-from providers.result import Answer, CallResult
+from providers.limits import ProviderLimiter
+from providers.result import INTERRUPTED, SKIPPED, Answer, CallResult
 from providers.retry import make_retrying
+
+RATE_LIMIT_STATUSES = frozenset({429, 529})
 
 
 def system_text(record_system: str | None, provider_system: str | None) -> str | None:
@@ -22,15 +26,32 @@ def system_text(record_system: str | None, provider_system: str | None) -> str |
     return "\n\n".join(parts) if parts else None
 
 
-class Provider(abc.ABC):
-    """One configured endpoint. ``call`` never raises for a provider failure: it returns the error."""
+def _never() -> bool:
+    return False
 
-    def __init__(self, config: ProviderConfig, api_key: SecretStr) -> None:
+
+class _Stop(Exception):
+    """Raised inside the retry loop when the breaker opened or the run is stopping."""
+
+    def __init__(self, error_type: str, reason: str) -> None:
+        super().__init__(reason)
+        self.error_type = error_type
+        self.reason = reason
+
+
+class Provider(abc.ABC):
+    """One configured endpoint for one run. ``call`` never raises for a provider failure."""
+
+    def __init__(self, config: ProviderConfig, api_key: SecretStr, should_stop: Callable[[], bool] = _never) -> None:
         self.config = config
-        self._api_key = api_key
         self._secrets = (api_key.get_secret_value(),)
-        self._slots = asyncio.Semaphore(config.max_concurrency)
         self._params = config.wire_params()
+        self._output_tokens = config.estimated_output_tokens()
+        self._should_stop = should_stop
+        self.limiter = ProviderLimiter(
+            config.max_concurrency, config.requests_per_minute, config.tokens_per_minute, config.burst
+        )
+        self.breaker = Breaker(config.breaker_threshold)
 
     @abc.abstractmethod
     async def _send(self, messages: list[dict[str, Any]], system: str | None) -> Answer:
@@ -40,10 +61,16 @@ class Provider(abc.ABC):
     async def aclose(self) -> None:
         """Close the HTTP client."""
 
+    def estimate_tokens(self, messages: list[dict[str, Any]], system: str | None) -> int:
+        """Tokens a request may use: prompt characters / 4 plus the output limit."""
+        chars = sum(len(m["content"]) for m in messages) + len(system or "")
+        return chars // 4 + 1 + self._output_tokens
+
     async def call(self, messages: list[dict[str, Any]], system: str | None) -> CallResult:
-        """Send one prompt with retries; the result holds the answer or the final error."""
+        """Send one prompt within the provider's limits, with retries; return the answer or final error."""
         attempts = 0
         started = time.perf_counter()
+        estimate = self.estimate_tokens(messages, system)
         try:
             async for attempt in make_retrying(
                 self.config.max_retries,
@@ -52,20 +79,39 @@ class Provider(abc.ABC):
                 self.config.max_retry_after_s,
             ):
                 with attempt:
+                    self._check_stop()
+                    await self.limiter.acquire(estimate)
                     attempts += 1
-                    async with self._slots:
+                    ok = False
+                    used: int | None = None
+                    try:
+                        self._check_stop()
                         started = time.perf_counter()
                         answer = await self._send(messages, system)
+                        ok = True
+                        used = (answer.input_tokens or 0) + (answer.output_tokens or 0) or None
+                    except ProviderError as exc:
+                        if exc.status_code in RATE_LIMIT_STATUSES:
+                            self.limiter.rate_limited(exc.retry_after_s)
+                        raise
+                    finally:
+                        self.limiter.release(estimate, used, ok)
+        except _Stop as stop:
+            return CallResult(ok=False, attempts=attempts, error_type=stop.error_type, error=stop.reason, created_at=_now())
         except ProviderError as exc:
+            error = scrub(exc.message, self._secrets)
+            self.breaker.record(False, exc.label, exc.status_code, error)
             return CallResult(
                 ok=False,
                 latency_ms=round((time.perf_counter() - started) * 1000, 1),
                 attempts=attempts,
                 error_type=exc.label,
-                error=scrub(exc.message, self._secrets),
+                error=error,
                 status_code=exc.status_code,
                 created_at=_now(),
             )
+        self.breaker.record(True, None, None, None)
+        self.limiter.server_remaining(answer.remaining_requests, answer.reset_requests_s)
         return CallResult(
             ok=True,
             text=answer.text,
@@ -78,6 +124,12 @@ class Provider(abc.ABC):
             attempts=attempts,
             created_at=_now(),
         )
+
+    def _check_stop(self) -> None:
+        if self.breaker.reason is not None:
+            raise _Stop(SKIPPED, f"provider {self.breaker.reason}")
+        if self._should_stop():
+            raise _Stop(INTERRUPTED, "the run was stopped before this call was made")
 
 
 def _now() -> str:

@@ -32,6 +32,11 @@ class ProviderConfig(BaseModel):
     backoff_initial_s: float = Field(default=1.0, ge=0)
     backoff_max_s: float = Field(default=60.0, ge=0)
     max_retry_after_s: float = Field(default=300.0, ge=0)
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    tokens_per_minute: float | None = Field(default=None, gt=0)
+    burst: int | None = Field(default=None, ge=1)
+    breaker_threshold: int = Field(default=5, ge=0)
+    api_key_secret: str | None = None
     anthropic_version: str = "2023-06-01"
 
     @field_validator("base_url")
@@ -68,12 +73,28 @@ class ProviderConfig(BaseModel):
         """The base URL requests go to (the kind's public endpoint when none is configured)."""
         return self.base_url or DEFAULT_BASE_URL[self.kind]
 
-    def api_key(self) -> SecretStr:
-        """Read the API key from the environment; raise ``KeyError`` naming the variable if it is unset."""
+    async def api_key(self) -> SecretStr:
+        """The API key: from the Prefect Secret block ``api_key_secret`` if set, else the environment.
+
+        Raises ``KeyError`` naming the variable (or block) when there is no key.
+        """
+        if self.api_key_secret:
+            from prefect.blocks.system import Secret
+
+            try:
+                block = await Secret.aload(self.api_key_secret)
+            except ValueError:
+                raise KeyError(f"Prefect Secret block '{self.api_key_secret}'") from None
+            return SecretStr(str(block.get()))
         value = os.environ.get(self.key_env)
         if not value:
             raise KeyError(self.key_env)
         return SecretStr(value)
+
+    def estimated_output_tokens(self) -> int:
+        """The output limit sent with each request (for the tokens-per-minute estimate)."""
+        params = self.wire_params()
+        return int(params.get("max_completion_tokens") or params.get("max_tokens") or 1024)
 
     def wire_params(self) -> dict[str, Any]:
         """Sampling parameters as this provider kind's API expects them."""

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from providers.anthropic_provider import AnthropicProvider
 from providers.base import Provider
 from providers.config import ProviderConfig
 from providers.openai_provider import OpenAIProvider
 
 
-def make_provider(config: ProviderConfig) -> Provider:
-    """The provider for ``config.kind``, with its key read from the environment."""
-    if config.kind == "anthropic":
-        return AnthropicProvider(config, config.api_key())
-    return OpenAIProvider(config, config.api_key())
+async def open_provider(config: ProviderConfig, should_stop: Callable[[], bool] = lambda: False) -> Provider:
+    """The provider for ``config.kind``, its key read from the environment or its Prefect Secret block."""
+    kind = AnthropicProvider if config.kind == "anthropic" else OpenAIProvider
+    return kind(config, await config.api_key(), should_stop)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -11,14 +12,15 @@ from pydantic import SecretStr
 from providers.base import Provider
 from providers.config import ProviderConfig
 from providers.errors import ProviderError, retry_after_seconds, timeout_error
+from providers.ratelimit_headers import openai_remaining
 from providers.result import Answer
 
 
 class OpenAIProvider(Provider):
     """Chat Completions through ``AsyncOpenAI`` on the aiohttp transport; the SDK's own retries are off."""
 
-    def __init__(self, config: ProviderConfig, api_key: SecretStr) -> None:
-        super().__init__(config, api_key)
+    def __init__(self, config: ProviderConfig, api_key: SecretStr, should_stop: Callable[[], bool] = lambda: False) -> None:
+        super().__init__(config, api_key, should_stop)
         self._client = openai.AsyncOpenAI(
             api_key=api_key.get_secret_value(),
             base_url=config.effective_base_url,
@@ -61,6 +63,7 @@ class OpenAIProvider(Provider):
         if not text:
             raise ProviderError("malformed response: empty content", error_type="malformed")
         usage = completion.usage
+        remaining, reset_s = openai_remaining(raw.headers)
         return Answer(
             text=text,
             model=completion.model,
@@ -68,6 +71,8 @@ class OpenAIProvider(Provider):
             input_tokens=usage.prompt_tokens if usage else None,
             output_tokens=usage.completion_tokens if usage else None,
             request_id=raw.headers.get("x-request-id"),
+            remaining_requests=remaining,
+            reset_requests_s=reset_s,
         )
 
 

@@ -6,6 +6,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 
+# Outcomes that are not the provider's answer or error and are never stored: a rerun makes these calls.
+SKIPPED = "skipped"  # the provider's breaker was open
+INTERRUPTED = "interrupted"  # the run was stopped before the call was made
+UNSTORED = frozenset({SKIPPED, INTERRUPTED})
+
+
 @dataclass(slots=True)
 class CallResult:
     """An answer (``ok``) or the final error of a call, after all retries."""
@@ -28,6 +34,11 @@ class CallResult:
         """Plain dict (for JSON and the store)."""
         return asdict(self)
 
+    @property
+    def storable(self) -> bool:
+        """False for skipped and interrupted calls, which a rerun must make."""
+        return self.error_type not in UNSTORED
+
 
 @dataclass(slots=True)
 class Answer:
@@ -39,3 +50,5 @@ class Answer:
     input_tokens: int | None
     output_tokens: int | None
     request_id: str | None
+    remaining_requests: int | None = None
+    reset_requests_s: float | None = None

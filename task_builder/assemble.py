@@ -216,9 +216,6 @@ def _metadata(
                 "attempts": result.attempts,
                 "created_at": result.created_at,
             }
-    for provider in ctx.providers:
-        if provider.source_id not in results:
-            errors[provider.source_id] = {"error_type": "not_called", "error": "no result was recorded for this call"}
     meta: dict[str, Any] = {
         "prompt_id": prompt_id,
         "prompt_metadata": prompt_metadata,

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import FAKE_ANTHROPIC_KEY, FAKE_OPENAI_KEY
 from providers.config import ProviderConfig
-from providers.factory import make_provider
+from providers.factory import open_provider
 from providers.result import CallResult
 from simulator import FaultRule, RunningSimulator, answer_marker
 
@@ -35,7 +35,7 @@ def _config(sim: RunningSimulator, kind: str, **extra: Any) -> ProviderConfig:
 
 def _call(config: ProviderConfig, messages: list[dict[str, Any]] = PROMPT, system: str | None = None) -> CallResult:
     async def go() -> CallResult:
-        provider = make_provider(config)
+        provider = await open_provider(config)
         try:
             return await provider.call(messages, system)
         finally:
@@ -154,7 +154,7 @@ def test_concurrency_limit_is_respected(sim: RunningSimulator, fake_keys: dict[s
     config = _config(sim, kind, max_concurrency=4)
 
     async def go() -> list[CallResult]:
-        provider = make_provider(config)
+        provider = await open_provider(config)
         try:
             return await asyncio.gather(
                 *(provider.call([{"role": "user", "content": f"q{i}"}], None) for i in range(24))
