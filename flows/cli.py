@@ -1,4 +1,4 @@
-"""The ``rlhf`` command line: validate, run, simulate."""
+"""The ``rlhf`` command line: validate, run, status, simulate."""
 
 from __future__ import annotations
 
@@ -165,6 +165,40 @@ def run(
             f"(stored answers are reused, skipped calls are made): {resume}; add --retry-failed to retry the failed calls.",
             highlight=False,
         )
+        raise typer.Exit(EXIT_FAILURES)
+
+
+@app.command()
+def status(
+    target: Annotated[Path, typer.Argument(help="A run directory (<output.dir>/<batch>) or a run config.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Show per provider what is answered, failed and still missing (reads the store, calls nobody).
+
+    Exit code 0 when nothing is failed or missing, 3 otherwise.
+    """
+    import json
+
+    from flows.status import run_status
+
+    try:
+        report = run_status(target)
+    except InputError as exc:
+        raise _input_failure(exc) from None
+    except FileNotFoundError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(EXIT_INPUT) from None
+    if as_json:
+        out.print_json(json.dumps(report))
+    else:
+        table = Table(title=f"{report['config']}: {report['prompts']} prompt(s)")
+        for column in ("provider", "answered", "failed", "missing", "failures"):
+            table.add_column(column, justify="left" if column in ("provider", "failures") else "right")
+        for sid, p in report["providers"].items():
+            reasons = ", ".join(f"{k}×{v}" for k, v in p["failure_reasons"].items()) or "-"
+            table.add_row(sid, f"{p['answered']}/{p['planned']}", str(p["failed"]), str(p["missing"]), reasons)
+        out.print(table)
+    if any(p["failed"] or p["missing"] for p in report["providers"].values()):
         raise typer.Exit(EXIT_FAILURES)
 
 

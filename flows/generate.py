@@ -24,6 +24,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows import progress, stopping
 from flows.atomic import atomic_open, write_json
+from flows.errors import InputError, InputProblem
 from flows.prepare import PreparedRun, prepare_run
 from flows.prompt_reader import PromptRecord, iter_prompts
 from flows.summary import ProviderTally, RunSummary
@@ -186,6 +187,7 @@ async def _generate(
         providers=providers,
         generator=generator_info(),
     )
+    await _open_all(pool, providers, prepared.config_path)
     breakers: dict[str, str] = {}
     run_dir = config.run_dir
     with atomic_open(run_dir / "tasks.jsonl") as tasks_out, atomic_open(run_dir / "incomplete.jsonl") as incomplete_out:
@@ -204,6 +206,19 @@ async def _generate(
             for record, fps in zip(chunk, fingerprints):
                 results = {sid: stored.get(fp) or _not_made(sid, breakers) for sid, fp in fps.items()}
                 _write_prompt(ctx, record, results, config.required_answers, summary, tasks_out, incomplete_out)
+
+
+async def _open_all(pool: ProviderPool, providers: tuple[ProviderConfig, ...], config_path: str) -> None:
+    """Open every provider before the first call, so a key that cannot be read stops the run cleanly."""
+    problems = []
+    for index, provider in enumerate(providers):
+        try:
+            await pool.get(provider)
+        except KeyError as exc:
+            field = "api_key_secret" if provider.api_key_secret else "api_key_env"
+            problems.append(InputProblem(config_path, None, f"no API key: {exc.args[0]} not found", f"providers[{index}].{field}"))
+    if problems:
+        raise InputError(problems)
 
 
 def _not_made(source_id: str, breakers: dict[str, str]) -> CallResult:

@@ -15,6 +15,7 @@ from task_builder.template import AnnotationTemplate, load_annotation_template
 class PreparedRun:
     """A validated run: its config, annotation template, how many prompts it has and what was rejected."""
 
+    config_path: str
     config: RunConfig
     template: AnnotationTemplate
     prompt_count: int
@@ -33,4 +34,10 @@ def prepare_run(config_path: str | Path, *, require_keys: bool = True, skip_inva
     report = scan_prompts(config.prompts)
     if report.problems and (not skip_invalid or report.valid == 0 or any(p.line is None for p in report.problems)):
         raise InputError(report.problems)
-    return PreparedRun(config=config, template=template, prompt_count=report.valid, rejected=report.problems)
+    return PreparedRun(
+        config_path=str(config_path),
+        config=config,
+        template=template,
+        prompt_count=report.valid,
+        rejected=report.problems,
+    )

@@ -119,3 +119,33 @@ def test_simulate_serves_both_apis(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_status_shows_answered_failed_and_missing(
+    sim: RunningSimulator, tmp_path: Path, cli_env: dict[str, str], prefect_api: str
+) -> None:
+    config = write_config(tmp_path, three_providers(sim), write_prompts(tmp_path / "p.jsonl", 4))
+    before = rlhf("status", str(config), "--json", env=cli_env)
+    assert before.returncode == 3
+    assert json.loads(before.stdout)["providers"]["claude"] == {
+        "planned": 4, "answered": 0, "failed": 0, "missing": 4, "failure_reasons": {}
+    }
+
+    sim.configure(faults=[FaultRule(kind="401", model="llama-3-8b", prompt_contains="number 2:")])
+    assert rlhf("run", str(config), env=_run_env(cli_env, prefect_api)).returncode == 3
+    # Two more prompts appear in the file: status reports them missing for every provider.
+    write_prompts(tmp_path / "p.jsonl", 6)
+    after = rlhf("status", str(tmp_path / "out" / "b1"), "--json", env=cli_env)
+    assert after.returncode == 3
+    report = json.loads(after.stdout)["providers"]
+    assert report["gpt-4o"] == {"planned": 6, "answered": 4, "failed": 0, "missing": 2, "failure_reasons": {}}
+    assert report["llama-3"] == {"planned": 6, "answered": 3, "failed": 1, "missing": 2, "failure_reasons": {"http_401": 1}}
+    assert sim.stats()["requests_total"] == 12  # status itself calls nobody
+
+    table = rlhf("status", str(tmp_path / "out" / "b1"), env=cli_env)
+    assert re.search(r"llama-3\s.*\s3/6\s.*\s1\s.*\s2\s.*http_401×1", table.stdout), table.stdout
+
+
+def test_status_of_a_directory_that_is_not_a_run(tmp_path: Path) -> None:
+    result = rlhf("status", str(tmp_path))
+    assert result.returncode == 2 and "no run.json here" in result.stderr

@@ -196,14 +196,59 @@ def test_conversations_and_system_prompts_become_turns(sim: RunningSimulator, tm
     assert_scale_compatible(task)
 
 
+def _prefect_records(flow_run_id: Any) -> list[str]:
+    """What Prefect's API holds about a flow run: the run (parameters included), its task runs, its logs."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+
+    async def fetch() -> list[str]:
+        async with get_client() as client:
+            flow_run = await client.read_flow_run(flow_run_id)
+            task_runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+            return [flow_run.model_dump_json()] + [t.model_dump_json() for t in task_runs] + [log.message for log in logs]
+
+    return asyncio.run(fetch())
+
+
 def test_no_api_key_reaches_any_output(sim: RunningSimulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     sim.configure(faults=[FaultRule(kind="401", model="gpt-4o"), FaultRule(kind="503", model="claude-sonnet-4-5", times=4)])
     prompts = write_prompts(tmp_path / "prompts.jsonl", 5)
-    summary = run(write_config(tmp_path, three_providers(sim), prompts))
+    state = asyncio.run(generate_tasks(str(write_config(tmp_path, three_providers(sim), prompts)), return_state=True))
+    summary = state.result()
     assert summary["providers"]["gpt-4o"]["failed"] == 5
 
     captured = capfd.readouterr()
-    blobs = [captured.out, captured.err, json.dumps(summary)]
+    prefect_records = _prefect_records(state.state_details.flow_run_id)
+    assert any("run.yaml" in record for record in prefect_records)  # the parameters are really in there
+    blobs = [captured.out, captured.err, json.dumps(summary), *prefect_records]
     blobs += [p.read_bytes().decode("utf-8", "replace") for p in (tmp_path / "out").rglob("*") if p.is_file()]
     for secret in (FAKE_OPENAI_KEY, FAKE_ANTHROPIC_KEY):
         assert all(secret not in blob for blob in blobs)
+
+
+def test_api_key_from_a_prefect_secret_block(sim: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.blocks.system import Secret
+
+    Secret(value="sk-from-a-secret-block-91f3").save("sim-openai-key", overwrite=True)
+    monkeypatch.delenv("OPENAI_API_KEY")
+    sim.configure(require_api_key=True)
+    providers = [
+        provider_entry(sim, "gpt-4o", "openai", "gpt-4o", api_key_secret="sim-openai-key"),
+        provider_entry(sim, "claude", "anthropic", "claude-x"),
+    ]
+    summary = run(write_config(tmp_path, providers, write_prompts(tmp_path / "prompts.jsonl", 3)))
+    assert summary["providers"]["gpt-4o"]["answered"] == 3
+    assert sim.stats()["auth_headers_seen"] == 6
+    stored = (tmp_path / "out" / "b1" / "responses.sqlite").read_bytes() + (tmp_path / "out" / "b1" / "tasks.jsonl").read_bytes()
+    assert b"sk-from-a-secret-block-91f3" not in stored
+
+
+def test_a_missing_secret_block_stops_the_run_before_any_call(sim: RunningSimulator, tmp_path: Path) -> None:
+    from flows.errors import InputError
+
+    providers = [*three_providers(sim)[:2], provider_entry(sim, "claude", "anthropic", "claude-x", api_key_secret="no-such-block")]
+    with pytest.raises(InputError, match=r"providers\[2\]\.api_key_secret: no API key: Prefect Secret block 'no-such-block' not found"):
+        run(write_config(tmp_path, providers, write_prompts(tmp_path / "prompts.jsonl", 2)))
+    assert sim.stats()["requests_total"] == 0
+    assert not (tmp_path / "out" / "b1" / "tasks.jsonl").exists()

@@ -1,0 +1,92 @@
+"""``rlhf status``: what a run has done, failed and still misses, per provider, from the response store."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from flows.config import load_config
+from flows.generate import batched
+from flows.prompt_reader import iter_prompts
+from providers.base import system_text
+from providers.fingerprint import provider_identity, request_fingerprint
+from providers.store import ResponseStore
+
+_LOOKUP_BATCH = 1000
+
+
+@contextmanager
+def _working_dir(path: Path | None) -> Iterator[None]:
+    previous = Path.cwd()
+    if path is not None:
+        os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def run_status(target: str | Path) -> dict[str, Any]:
+    """Per provider: calls planned by the config, answered, failed (by reason) and missing.
+
+    ``target`` is a run directory (its ``run.json`` names the config and the directory it ran from)
+    or a config file. Nothing is called; the store is only read.
+    """
+    target = Path(target)
+    config_path, cwd = target, None
+    if target.is_dir():
+        manifest_path = target / "run.json"
+        if not manifest_path.is_file():
+            raise FileNotFoundError(f"{target}: no run.json here (not a run directory of rlhf run)")
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        config_path, cwd = Path(manifest["config"]), Path(manifest["cwd"])
+    with _working_dir(cwd):
+        config = load_config(config_path, require_keys=False)
+        providers = config.providers
+        identities = {p.source_id: provider_identity(p) for p in providers}
+        counts = {p.source_id: Counter() for p in providers}
+        reasons = {p.source_id: Counter() for p in providers}
+        prompts = 0
+        store_exists = config.store_path.is_file()
+        with ResponseStore(config.store_path) if store_exists else _no_store() as store:
+            for chunk in batched(iter_prompts(config.prompts), _LOOKUP_BATCH):
+                prompts += len(chunk)
+                keys = [
+                    (p.source_id, request_fingerprint(identities[p.source_id], r.messages, system_text(r.system, p.system_prompt)))
+                    for r in chunk
+                    for p in providers
+                ]
+                stored = store.get_many(fp for _, fp in keys) if store is not None else {}
+                for source_id, fp in keys:
+                    result = stored.get(fp)
+                    if result is None:
+                        counts[source_id]["missing"] += 1
+                    elif result.ok:
+                        counts[source_id]["answered"] += 1
+                    else:
+                        counts[source_id]["failed"] += 1
+                        reasons[source_id][result.error_type or "unknown"] += 1
+    return {
+        "config": str(config_path),
+        "store": str(config.store_path),
+        "prompts": prompts,
+        "providers": {
+            sid: {
+                "planned": prompts,
+                "answered": counts[sid]["answered"],
+                "failed": counts[sid]["failed"],
+                "missing": counts[sid]["missing"],
+                "failure_reasons": dict(sorted(reasons[sid].items())),
+            }
+            for sid in counts
+        },
+    }
+
+
+@contextmanager
+def _no_store() -> Iterator[None]:
+    yield None
