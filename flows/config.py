@@ -15,6 +15,7 @@ from flows.env_expand import expand_env
 from flows.errors import InputError, InputProblem
 from flows.yaml_locations import duplicate_keys, format_loc, line_of
 from providers.config import ProviderConfig
+from task_builder.template import AnnotationTemplate
 
 
 class PromptsConfig(BaseModel):
@@ -29,11 +30,13 @@ class PromptsConfig(BaseModel):
 
 
 class AnnotationConfig(BaseModel):
-    """Which annotation template fills the task shells' slots, and the seed of the answer order."""
+    """How answers become tasks: the template (name, path or inline), the layout, the order seed."""
 
     model_config = ConfigDict(extra="forbid")
 
-    template: str = "default"
+    template: str | AnnotationTemplate = "default"
+    layout: Literal["n_way", "pairwise", "single"] = "n_way"
+    pairs_per_prompt: int | None = Field(default=None, ge=1)
     seed: int = 0
 
 
@@ -59,11 +62,17 @@ class RunConfig(BaseModel):
     output: OutputConfig = Field(default_factory=OutputConfig)
     chunk_size: int = Field(default=1000, ge=1, le=100_000)
     min_responses: int | None = Field(default=None, ge=1)
+    samples_per_provider: int = Field(default=1, ge=1, le=16)
+
+    @property
+    def answers_per_prompt(self) -> int:
+        """Answers asked for per prompt: providers × samples per provider."""
+        return len(self.providers) * self.samples_per_provider
 
     @property
     def required_answers(self) -> int:
-        """Answers a prompt needs to become a task: ``min_responses``, by default 2 (1 with one provider)."""
-        return self.min_responses if self.min_responses is not None else min(2, len(self.providers))
+        """Answers a prompt needs to become a task: ``min_responses``, by default 2 (1 if only 1 is asked for)."""
+        return self.min_responses if self.min_responses is not None else min(2, self.answers_per_prompt)
 
     def config_hash(self) -> str:
         """A stable hash of everything in the config (API keys are never in it: only variable names)."""
@@ -122,12 +131,12 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> RunConfig:
             problems.append(InputProblem(name, line_of(root, loc), _clean_message(err), format_loc(loc) or None))
         raise InputError(problems) from None
     problems = _duplicate_source_ids(config, name, root)
-    if config.min_responses is not None and config.min_responses > len(config.providers):
+    if config.min_responses is not None and config.min_responses > config.answers_per_prompt:
         problems.append(
             InputProblem(
                 name,
                 line_of(root, ("min_responses",)),
-                f"{config.min_responses} answers required but only {len(config.providers)} provider(s) configured",
+                f"{config.min_responses} answers required but only {config.answers_per_prompt} are asked for per prompt",
                 "min_responses",
             )
         )

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
@@ -28,14 +28,17 @@ from flows.errors import InputError, InputProblem
 from flows.prepare import PreparedRun, prepare_run
 from flows.prompt_reader import PromptRecord, iter_prompts
 from flows.summary import ProviderTally, RunSummary
+from flows.task_writer import TaskWriter
 from providers.base import system_text
 from providers.config import ProviderConfig
 from providers.fingerprint import provider_identity, request_fingerprint
 from providers.pool import ProviderPool, pool_for
 from providers.result import INTERRUPTED, SKIPPED, CallResult
 from providers.store import ResponseStore
-from task_builder.assemble import BatchContext, build_task
-from task_builder.ids import stable_id, task_id_for
+from task_builder.assemble import BatchContext
+from task_builder.ids import stable_id
+from task_builder.layout import TaskLayout
+from task_builder.slots import AnswerSlot, answer_slots
 
 T = TypeVar("T")
 GENERATOR_NAME = "rlhf-orchestrator"
@@ -45,9 +48,10 @@ _POLL_S = 0.25
 
 @dataclass(slots=True)
 class PlannedCall:
-    """One (prompt, provider) request that has no usable stored result yet."""
+    """One (prompt, answer slot) request that has no usable stored result yet."""
 
     fingerprint: str
+    answer_id: str
     prompt_id: str
     messages: list[dict[str, Any]]
     system: str | None
@@ -106,7 +110,7 @@ async def call_provider_chunk(
                 counts["not_made"] += 1
                 sink.finished(provider.source_id, False, reused=False)
                 return
-            store.put(call.fingerprint, provider.source_id, call.prompt_id, result)
+            store.put(call.fingerprint, call.answer_id, call.prompt_id, result)
             counts["called"] += 1
             counts["answered" if result.ok else "failed"] += 1
             sink.finished(provider.source_id, result.ok, reused=False)
@@ -138,6 +142,7 @@ async def generate_tasks(config_path: str, retry_failed: bool = False, skip_inva
         providers={p.source_id: ProviderTally(p.source_id, p.model) for p in config.providers},
         started_at=_now(),
         rejected=len(prepared.rejected),
+        layout=config.annotation.layout,
     )
     write_json(
         run_dir / "run.json",
@@ -146,7 +151,7 @@ async def generate_tasks(config_path: str, retry_failed: bool = False, skip_inva
     )
     if prepared.rejected:
         _write_rejected(run_dir / "rejected.jsonl", prepared)
-    progress.sink().planned(prepared.prompt_count * len(config.providers))
+    progress.sink().planned(prepared.prompt_count * config.answers_per_prompt)
 
     with ResponseStore(config.store_path) as store, ProviderPool(uuid.uuid4().hex, stopping.requested) as pool:
         try:
@@ -161,7 +166,9 @@ async def generate_tasks(config_path: str, retry_failed: bool = False, skip_inva
     summary.wall_s = time.perf_counter() - started
     summary.files = {
         name: str(run_dir / filename)
-        for name, filename in (("tasks", "tasks.jsonl"), ("incomplete", "incomplete.jsonl"), ("summary", "summary.json"))
+        for name, filename in (
+            ("tasks", "tasks.jsonl"), ("incomplete", "incomplete.jsonl"), ("filtered", "filtered.jsonl"), ("summary", "summary.json")
+        )
     }
     summary.files["store"] = str(config.store_path)
     if prepared.rejected:
@@ -175,37 +182,51 @@ async def _generate(
 ) -> None:
     config = prepared.config
     providers = tuple(config.providers)
+    slots = answer_slots(providers, config.samples_per_provider)
     identities = {p.source_id: provider_identity(p) for p in providers}
+    layout = TaskLayout(config.annotation.layout, config.batch, config.annotation.seed, config.annotation.pairs_per_prompt)
     ctx = BatchContext(
         project=config.project,
         batch=config.batch,
         run_id=summary.run_id,
         config_hash=summary.config_hash,
         created_at=store.setdefault_meta("created_at", _now()),
-        seed=config.annotation.seed,
+        layout=config.annotation.layout,
         template=prepared.template,
-        providers=providers,
         generator=generator_info(),
     )
     await _open_all(pool, providers, prepared.config_path)
     breakers: dict[str, str] = {}
     run_dir = config.run_dir
-    with atomic_open(run_dir / "tasks.jsonl") as tasks_out, atomic_open(run_dir / "incomplete.jsonl") as incomplete_out:
+    with (
+        atomic_open(run_dir / "tasks.jsonl") as tasks_out,
+        atomic_open(run_dir / "incomplete.jsonl") as incomplete_out,
+        atomic_open(run_dir / "filtered.jsonl") as filtered_out,
+    ):
+        writer = TaskWriter(ctx, layout, slots, config.required_answers, summary, tasks_out, incomplete_out, filtered_out)
         for chunk_index, chunk in enumerate(batched(iter_prompts(config.prompts), config.chunk_size)):
             fingerprints = [
                 {
-                    p.source_id: request_fingerprint(identities[p.source_id], r.messages, system_text(r.system, p.system_prompt))
-                    for p in providers
+                    slot.answer_id: request_fingerprint(
+                        identities[slot.provider.source_id],
+                        record.messages,
+                        system_text(record.system, slot.provider.system_prompt),
+                        slot.sample,
+                    )
+                    for slot in slots
                 }
-                for r in chunk
+                for record in chunk
             ]
             if not stopping.requested():
-                await _call_missing(providers, chunk, fingerprints, store, str(config.store_path), pool.run_key,
+                await _call_missing(slots, chunk, fingerprints, store, str(config.store_path), pool.run_key,
                                     chunk_index, retry_failed, summary, breakers)
             stored = store.get_many(fp for fps in fingerprints for fp in fps.values())
             for record, fps in zip(chunk, fingerprints):
-                results = {sid: stored.get(fp) or _not_made(sid, breakers) for sid, fp in fps.items()}
-                _write_prompt(ctx, record, results, config.required_answers, summary, tasks_out, incomplete_out)
+                writer.write(record, {
+                    slot.answer_id: stored.get(fps[slot.answer_id]) or _not_made(slot.provider.source_id, breakers)
+                    for slot in slots
+                })
+    summary.positions = layout.positions.report()
 
 
 async def _open_all(pool: ProviderPool, providers: tuple[ProviderConfig, ...], config_path: str) -> None:
@@ -229,7 +250,7 @@ def _not_made(source_id: str, breakers: dict[str, str]) -> CallResult:
 
 
 async def _call_missing(
-    providers: tuple[ProviderConfig, ...],
+    slots: list[AnswerSlot],
     chunk: list[PromptRecord],
     fingerprints: list[dict[str, str]],
     store: ResponseStore,
@@ -243,56 +264,28 @@ async def _call_missing(
     """Plan the calls that have no usable stored result and run one Prefect task per provider."""
     stored = store.get_many(fp for fps in fingerprints for fp in fps.values())
     sink = progress.sink()
-    plans: dict[str, list[PlannedCall]] = {p.source_id: [] for p in providers}
+    providers = {slot.provider.source_id: slot.provider for slot in slots}
+    plans: dict[str, list[PlannedCall]] = {source_id: [] for source_id in providers}
     for record, fps in zip(chunk, fingerprints):
-        for provider in providers:
-            fp = fps[provider.source_id]
+        for slot in slots:
+            source_id, fp = slot.provider.source_id, fps[slot.answer_id]
             previous = stored.get(fp)
             if previous is not None and (previous.ok or not retry_failed):
-                summary.providers[provider.source_id].reused_from_store += 1
-                sink.finished(provider.source_id, previous.ok, reused=True)
-            elif provider.source_id not in breakers:
-                system = system_text(record.system, provider.system_prompt)
-                plans[provider.source_id].append(PlannedCall(fp, record.id, record.messages, system))
+                summary.providers[source_id].reused_from_store += 1
+                sink.finished(source_id, previous.ok, reused=True)
+            elif source_id not in breakers:
+                system = system_text(record.system, slot.provider.system_prompt)
+                plans[source_id].append(PlannedCall(fp, slot.answer_id, record.id, record.messages, system))
     named = [
-        (p, call_provider_chunk.with_options(task_run_name=f"{p.source_id}-chunk-{chunk_index}"))
-        for p in providers
-        if plans[p.source_id]
+        (provider, call_provider_chunk.with_options(task_run_name=f"{source_id}-chunk-{chunk_index}"))
+        for source_id, provider in providers.items()
+        if plans[source_id]
     ]
     outcomes = await asyncio.gather(*(run(p, plans[p.source_id], store_path, run_key) for p, run in named))
     for (provider, _), outcome in zip(named, outcomes):
         summary.providers[provider.source_id].called_this_run += outcome["called"]
         if outcome["breaker"]:
             breakers[provider.source_id] = outcome["breaker"]
-
-
-def _write_prompt(
-    ctx: BatchContext,
-    record: PromptRecord,
-    results: dict[str, CallResult],
-    required: int,
-    summary: RunSummary,
-    tasks_out: IO[str],
-    incomplete_out: IO[str],
-) -> None:
-    summary.prompts += 1
-    for source_id, result in results.items():
-        summary.providers[source_id].add(result)
-    answered = sum(1 for r in results.values() if r.ok)
-    if answered < required:
-        summary.incomplete += 1
-        line = {
-            "prompt_id": record.id,
-            "task_id": task_id_for(ctx.batch, record.id),
-            "reason": f"{answered} answer(s), {required} required",
-            "answered": sorted(sid for sid, r in results.items() if r.ok),
-            "errors": {sid: {"error_type": r.error_type, "error": r.error} for sid, r in results.items() if not r.ok},
-        }
-        incomplete_out.write(json.dumps(line, ensure_ascii=False) + "\n")
-        return
-    shell = build_task(ctx, record.id, record.messages, record.system, record.metadata, record.context_sources, results)
-    tasks_out.write(json.dumps(shell.to_json_dict(), ensure_ascii=False) + "\n")
-    summary.tasks_written += 1
 
 
 def _write_rejected(path: Path, prepared: PreparedRun) -> None:

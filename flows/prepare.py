@@ -8,7 +8,7 @@ from pathlib import Path
 from flows.config import RunConfig, load_config
 from flows.errors import InputError, InputProblem
 from flows.prompt_reader import scan_prompts
-from task_builder.template import AnnotationTemplate, load_annotation_template
+from task_builder.template import AnnotationTemplate, resolve_template
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ def prepare_run(config_path: str | Path, *, require_keys: bool = True, skip_inva
     all, is still an error).
     """
     config = load_config(config_path, require_keys=require_keys)
-    template = load_annotation_template(config.annotation.template)
+    template = resolve_template(config.annotation.template)
     report = scan_prompts(config.prompts)
     if report.problems and (not skip_invalid or report.valid == 0 or any(p.line is None for p in report.problems)):
         raise InputError(report.problems)

@@ -97,7 +97,10 @@ class RunSummary:
     config_hash: str
     providers: dict[str, ProviderTally]
     prompts: int = 0
+    prompts_tasked: int = 0
+    prompts_filtered: int = 0
     tasks_written: int = 0
+    tasks_filtered: int = 0
     incomplete: int = 0
     rejected: int = 0
     interrupted: bool = False
@@ -105,22 +108,33 @@ class RunSummary:
     finished_at: str = ""
     wall_s: float = 0.0
     files: dict[str, str] = field(default_factory=dict)
+    layout: str = "n_way"
+    positions: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary; ``tasks_written + incomplete == prompts`` (rejected records are not prompts)."""
+        """JSON-ready summary.
+
+        ``prompts == prompts_tasked + incomplete + prompts_filtered``; rejected records are not prompts.
+        With the default ``n_way`` layout and no filters, ``tasks_written == prompts_tasked``.
+        """
         return {
             "project": self.project,
             "batch": self.batch,
             "run_id": self.run_id,
             "config_hash": self.config_hash,
+            "layout": self.layout,
             "prompts": self.prompts,
-            "tasks_written": self.tasks_written,
+            "prompts_tasked": self.prompts_tasked,
             "incomplete": self.incomplete,
+            "prompts_filtered": self.prompts_filtered,
+            "tasks_written": self.tasks_written,
+            "tasks_filtered": self.tasks_filtered,
             "rejected": self.rejected,
             "interrupted": self.interrupted,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "wall_s": round(self.wall_s, 2),
             "providers": {sid: tally.to_dict() for sid, tally in self.providers.items()},
+            "positions": self.positions,
             "files": self.files,
         }

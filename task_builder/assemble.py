@@ -1,17 +1,16 @@
-"""Assemble a task shell from a prompt record and its providers' stored results."""
+"""Assemble a task shell from a prompt record, a planned layout and the stored results."""
 
 from __future__ import annotations
 
-import random
-import string
 from dataclasses import dataclass
 from typing import Any
 
-from providers.config import ProviderConfig
+from flows.prompt_reader import PromptRecord
 from providers.result import CallResult
-from task_builder.ids import stable_id, task_id_for
-from task_builder.quality import answer_flags
+from task_builder.ids import position_label, stable_id
+from task_builder.layout import PlannedTask
 from task_builder.shell import Annotation, Message, MessageContent, ModelParameters, Task, Thread, Turn
+from task_builder.slots import AnswerSlot
 from task_builder.template import AnnotationTemplate, Dimension
 
 
@@ -24,68 +23,48 @@ class BatchContext:
     run_id: str
     config_hash: str
     created_at: str
-    seed: int
+    layout: str
     template: AnnotationTemplate
-    providers: tuple[ProviderConfig, ...]
     generator: dict[str, str]
-
-
-def position_label(index: int) -> str:
-    """``Response A``, ``Response B``, … ``Response Z``, ``Response AA``, …"""
-    letters = ""
-    index += 1
-    while index:
-        index, rem = divmod(index - 1, 26)
-        letters = string.ascii_uppercase[rem] + letters
-    return f"Response {letters}"
-
-
-def answer_order(seed: int, task_id: str, source_ids: list[str]) -> list[str]:
-    """A seeded random permutation of the answering sources, different per task, stable across runs."""
-    order = sorted(source_ids)
-    random.Random(f"{seed}:{task_id}").shuffle(order)
-    return order
 
 
 def build_task(
     ctx: BatchContext,
-    prompt_id: str,
-    messages: list[dict[str, Any]],
-    system: str | None,
-    prompt_metadata: dict[str, Any],
-    context_sources: dict[int, str],
+    record: PromptRecord,
+    planned: PlannedTask,
+    slots: dict[str, AnswerSlot],
     results: dict[str, CallResult],
+    flags: dict[str, list[str]],
 ) -> Task:
-    """One task shell: earlier turns as context, then the prompt and one answer per answering provider."""
-    task_id = task_id_for(ctx.batch, prompt_id)
-    answered = {sid: r for sid, r in results.items() if r.ok}
-    order = answer_order(ctx.seed, task_id, list(answered))
-    by_source = {p.source_id: p for p in ctx.providers}
+    """One task shell: earlier turns as context, then the prompt and the planned answers in order.
 
+    ``results`` holds every slot's result for the prompt (answers and errors); ``flags`` the quality
+    flags of the answers in this task.
+    """
+    task_id = planned.task_id
     turns: list[Turn] = []
-    history, prompt = messages[:-1], messages[-1]
+    history, prompt = record.messages[:-1], record.messages[-1]
     pending: list[Message] = []
-    if system:
-        pending.append(_plain("system", system, "system"))
+    if record.system:
+        pending.append(_plain("system", record.system, "system"))
     for index, message in enumerate(history):
         if message["role"] == "user":
             pending.append(_plain("user", message["content"], "user"))
         else:
-            pending.append(_plain("assistant", message["content"], context_sources.get(index, "context")))
+            pending.append(_plain("assistant", message["content"], record.context_sources.get(index, "context")))
             turns.append(Turn(id=stable_id("turn", task_id, len(turns)), messages=pending))
             pending = []
 
     final: list[Message] = [*pending, _plain("user", prompt["content"], "user")]
     first_answer_position = len(final)
-    for offset, source_id in enumerate(order):
-        position = first_answer_position + offset
+    for offset, answer_id in enumerate(planned.order):
         final.append(
             Message(
                 role="assistant",
-                content=MessageContent(text=answered[source_id].text or ""),
-                source_id=source_id,
-                model_parameters=ModelParameters(**by_source[source_id].shell_model_parameters()),
-                annotations=_answer_slots(ctx.template, task_id, len(turns), position),
+                content=MessageContent(text=results[answer_id].text or ""),
+                source_id=answer_id,
+                model_parameters=ModelParameters(**slots[answer_id].provider.shell_model_parameters()),
+                annotations=_answer_slots(ctx.template, task_id, len(turns), first_answer_position + offset),
             )
         )
     turn_index = len(turns)
@@ -93,7 +72,7 @@ def build_task(
         Turn(
             id=stable_id("turn", task_id, turn_index),
             messages=final,
-            annotations=_turn_slots(ctx.template, task_id, turn_index, order),
+            annotations=_turn_slots(ctx.template, task_id, turn_index, planned.order),
         )
     )
     return Task(
@@ -101,7 +80,7 @@ def build_task(
         project=ctx.project,
         batch=ctx.batch,
         created_at=ctx.created_at,
-        metadata=_metadata(ctx, prompt_id, prompt_metadata, order, results),
+        metadata=_metadata(ctx, record, planned, slots, results, flags),
         threads=[Thread(id=stable_id("thr", task_id), turns=turns)],
     )
 
@@ -189,48 +168,61 @@ def _turn_slots(template: AnnotationTemplate, task_id: str, turn: int, order: li
 
 def _metadata(
     ctx: BatchContext,
-    prompt_id: str,
-    prompt_metadata: dict[str, Any],
-    order: list[str],
+    record: PromptRecord,
+    planned: PlannedTask,
+    slots: dict[str, AnswerSlot],
     results: dict[str, CallResult],
+    flags: dict[str, list[str]],
 ) -> dict[str, Any]:
+    sampled = any(slot.answer_id != slot.provider.source_id for slot in slots.values())
     responses: dict[str, Any] = {}
-    errors: dict[str, Any] = {}
-    for source_id, result in results.items():
-        if result.ok:
-            responses[source_id] = {
-                "model": result.model,
-                "request_id": result.request_id,
-                "finish_reason": result.finish_reason,
-                "usage": {"input_tokens": result.input_tokens, "output_tokens": result.output_tokens},
-                "latency_ms": result.latency_ms,
-                "attempts": result.attempts,
-                "created_at": result.created_at,
-                "flags": answer_flags(result),
-            }
-        else:
-            errors[source_id] = {
-                "error_type": result.error_type,
-                "error": result.error,
-                "status_code": result.status_code,
-                "attempts": result.attempts,
-                "created_at": result.created_at,
-            }
+    for answer_id in sorted(planned.order):
+        result, slot = results[answer_id], slots[answer_id]
+        entry: dict[str, Any] = {
+            "model": result.model,
+            "request_id": result.request_id,
+            "finish_reason": result.finish_reason,
+            "usage": {"input_tokens": result.input_tokens, "output_tokens": result.output_tokens},
+            "latency_ms": result.latency_ms,
+            "attempts": result.attempts,
+            "created_at": result.created_at,
+            "flags": flags.get(answer_id, []),
+        }
+        if sampled:
+            entry["provider"] = slot.provider.source_id
+            entry["sample"] = slot.sample + 1
+        responses[answer_id] = entry
+    errors = {
+        answer_id: {
+            "error_type": result.error_type,
+            "error": result.error,
+            "status_code": result.status_code,
+            "attempts": result.attempts,
+            "created_at": result.created_at,
+        }
+        for answer_id, result in sorted(results.items())
+        if not result.ok
+    }
     meta: dict[str, Any] = {
-        "prompt_id": prompt_id,
-        "prompt_metadata": prompt_metadata,
+        "prompt_id": record.id,
+        "prompt_metadata": record.metadata,
         "project": ctx.project,
         "batch": ctx.batch,
         "run_id": ctx.run_id,
         "config_hash": ctx.config_hash,
         "generator": ctx.generator,
         "annotation_template": ctx.template.name,
-        "response_order": order,
-        "positions": {position_label(i): sid for i, sid in enumerate(order)},
-        "responses": {sid: responses[sid] for sid in sorted(responses)},
-        "errors": {sid: errors[sid] for sid in sorted(errors)},
+        "layout": ctx.layout,
+        "response_order": list(planned.order),
+        "positions": {position_label(i): answer_id for i, answer_id in enumerate(planned.order)},
+        "responses": responses,
+        "errors": errors,
     }
-    system_prompts = {p.source_id: p.system_prompt for p in ctx.providers if p.system_prompt}
+    if planned.variant:
+        meta["variant"] = planned.variant
+    system_prompts = {
+        slot.provider.source_id: slot.provider.system_prompt for slot in slots.values() if slot.provider.system_prompt
+    }
     if system_prompts:
-        meta["provider_system_prompts"] = system_prompts
+        meta["provider_system_prompts"] = dict(sorted(system_prompts.items()))
     return meta

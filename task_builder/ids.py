@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import string
 
 
 def stable_id(prefix: str, *parts: object, length: int = 24) -> str:
@@ -14,3 +15,13 @@ def stable_id(prefix: str, *parts: object, length: int = 24) -> str:
 def task_id_for(batch: str, prompt_id: str, variant: str = "") -> str:
     """The task id of a prompt in a batch (``variant`` separates several tasks made from one prompt)."""
     return stable_id("task", batch, prompt_id, variant)
+
+
+def position_label(index: int) -> str:
+    """``Response A``, ``Response B``, … ``Response Z``, ``Response AA``, …"""
+    letters = ""
+    index += 1
+    while index:
+        index, rem = divmod(index - 1, 26)
+        letters = string.ascii_uppercase[rem] + letters
+    return f"Response {letters}"

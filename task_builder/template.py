@@ -80,17 +80,36 @@ class TurnSlots(BaseModel):
     ranking: bool = False
 
 
-class AnnotationTemplate(BaseModel):
-    """A whole template: per-answer dimensions, turn-level slots, and whether a rewrite is asked for."""
+class TaskFilters(BaseModel):
+    """Tasks not worth a human's time, dropped to ``filtered.jsonl`` with the reason."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str
-    title: str
+    drop_all_identical: bool = False
+    drop_all_flagged: bool = False
+
+
+class AnnotationTemplate(BaseModel):
+    """A whole template: per-answer dimensions, turn-level slots, whether a rewrite is asked for, filters.
+
+    ``extends: NAME`` starts from another template and replaces only the keys given here.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    title: str | None = None
     description: str | None = None
+    extends: str | None = None
     dimensions: list[Dimension] = Field(default_factory=list)
     rewrite: bool = False
     turn: TurnSlots = Field(default_factory=TurnSlots)
+    filters: TaskFilters = Field(default_factory=TaskFilters)
+
+    @property
+    def display_title(self) -> str:
+        """The title shown to annotators (the name when no title is given)."""
+        return self.title or self.name
 
     @model_validator(mode="after")
     def _unique_keys(self) -> "AnnotationTemplate":
@@ -104,13 +123,36 @@ class AnnotationTemplate(BaseModel):
         return self
 
 
+DEFAULT_TEMPLATE = "pref_ranking"
+MAX_EXTENDS_DEPTH = 8
+
+
+def shipped_templates() -> list[str]:
+    """Names of the annotation templates in ``prompts/templates/``."""
+    return sorted(p.stem for p in TEMPLATE_DIR.glob("*.yaml"))
+
+
+def resolve_template(spec: str | AnnotationTemplate, _depth: int = 0) -> AnnotationTemplate:
+    """A usable template from a name, a path or an inline template, with ``extends`` applied."""
+    template = load_annotation_template(spec) if isinstance(spec, str) else spec
+    if template.extends is None:
+        return template
+    if _depth >= MAX_EXTENDS_DEPTH:
+        raise InputError([InputProblem(template.name, None, f"'extends' chain deeper than {MAX_EXTENDS_DEPTH} (a cycle?)", "extends")])
+    base = resolve_template(template.extends, _depth + 1)
+    given = {key: getattr(template, key) for key in template.model_fields_set if key != "extends"}
+    return base.model_copy(update={**given, "extends": None})
+
+
 def load_annotation_template(name_or_path: str) -> AnnotationTemplate:
-    """A template by file path, or by name from ``prompts/templates/<name>.yaml``."""
+    """A template by file path, or by name from ``prompts/templates/<name>.yaml`` (``default``: Pref Ranking)."""
+    if name_or_path == "default":
+        name_or_path = DEFAULT_TEMPLATE
     path = Path(name_or_path)
     if not path.is_file():
         path = TEMPLATE_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
-        available = ", ".join(sorted(p.stem for p in TEMPLATE_DIR.glob("*.yaml")))
+        available = ", ".join(shipped_templates())
         raise InputError([InputProblem(name_or_path, None, f"annotation template not found (shipped: {available})")])
     text = path.read_text(encoding="utf-8")
     try:

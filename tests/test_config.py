@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import re
 from pathlib import Path
 
@@ -270,8 +272,9 @@ def test_key_value_never_in_errors_or_hash(cfg, monkeypatch: pytest.MonkeyPatch)
     config = load_config(cfg(TWO_PROVIDERS))
     assert FAKE_KEY not in config.model_dump_json()
     assert FAKE_KEY not in repr(config)
-    assert config.providers[0].api_key().get_secret_value() == FAKE_KEY
-    assert FAKE_KEY not in str(config.providers[0].api_key())
+    key = asyncio.run(config.providers[0].api_key())
+    assert key.get_secret_value() == FAKE_KEY
+    assert FAKE_KEY not in str(key) and FAKE_KEY not in repr(key)
 
 
 # --- ${VAR} expansion -------------------------------------------------------------------------------
@@ -355,7 +358,7 @@ def test_config_hash_stable_and_sensitive(cfg, monkeypatch: pytest.MonkeyPatch) 
 
 def test_min_responses_more_than_providers(cfg) -> None:
     err = error_text(cfg(TWO_PROVIDERS + "min_responses: 3\n"))
-    assert err == "cfg.yaml:14: min_responses: 3 answers required but only 2 provider(s) configured"
+    assert err == "cfg.yaml:14: min_responses: 3 answers required but only 2 are asked for per prompt"
 
 
 def test_key_given_twice_is_an_error(cfg) -> None:

@@ -1,0 +1,92 @@
+"""Turn each prompt's stored results into task shells, incomplete records or filtered records."""
+
+from __future__ import annotations
+
+import json
+from typing import IO, Any
+
+from flows.prompt_reader import PromptRecord
+from flows.summary import RunSummary
+from providers.result import CallResult
+from task_builder.assemble import BatchContext, build_task
+from task_builder.ids import task_id_for
+from task_builder.layout import TaskLayout
+from task_builder.quality import all_identical, task_flags
+from task_builder.slots import AnswerSlot
+from task_builder.template import TaskFilters
+
+
+def filter_reason(filters: TaskFilters, answers: dict[str, tuple[str, str | None]], flags: dict[str, list[str]]) -> str | None:
+    """Why a task should not reach annotators under the template's filters, or ``None``."""
+    if filters.drop_all_identical and all_identical(answers):
+        return "all answers are identical"
+    if filters.drop_all_flagged and flags and all(flags.values()):
+        return "every answer is flagged"
+    return None
+
+
+class TaskWriter:
+    """Writes, for each prompt in batch order, its tasks (per the layout) or why it has none."""
+
+    def __init__(
+        self,
+        ctx: BatchContext,
+        layout: TaskLayout,
+        slots: list[AnswerSlot],
+        required_answers: int,
+        summary: RunSummary,
+        tasks_out: IO[str],
+        incomplete_out: IO[str],
+        filtered_out: IO[str],
+    ) -> None:
+        self.ctx = ctx
+        self.layout = layout
+        self.slots = {slot.answer_id: slot for slot in slots}
+        self.required = max(required_answers, layout.min_answers)
+        self.summary = summary
+        self._tasks_out = tasks_out
+        self._incomplete_out = incomplete_out
+        self._filtered_out = filtered_out
+
+    def write(self, record: PromptRecord, results: dict[str, CallResult]) -> None:
+        """Account the prompt's results and write its tasks, or its incomplete record."""
+        summary = self.summary
+        summary.prompts += 1
+        for answer_id, result in results.items():
+            summary.providers[self.slots[answer_id].provider.source_id].add(result)
+        answered = [self.slots[aid] for aid, result in results.items() if result.ok]
+        plans = self.layout.plan(record.id, answered) if len(answered) >= self.required else []
+        if not plans:
+            summary.incomplete += 1
+            self._write_line(self._incomplete_out, {
+                "prompt_id": record.id,
+                "task_id": task_id_for(self.ctx.batch, record.id),
+                "reason": f"{len(answered)} answer(s), {self.required} required",
+                "answered": sorted(slot.answer_id for slot in answered),
+                "errors": {aid: {"error_type": r.error_type, "error": r.error} for aid, r in results.items() if not r.ok},
+            })
+            return
+        written = 0
+        for planned in plans:
+            texts = {aid: (results[aid].text or "", results[aid].finish_reason) for aid in planned.order}
+            flags = task_flags(texts)
+            reason = filter_reason(self.ctx.template.filters, texts, flags)
+            if reason is not None:
+                summary.tasks_filtered += 1
+                self._write_line(self._filtered_out, {
+                    "task_id": planned.task_id, "prompt_id": record.id, "variant": planned.variant,
+                    "reason": reason, "flags": flags,
+                })
+                continue
+            shell = build_task(self.ctx, record, planned, self.slots, results, flags)
+            self._tasks_out.write(json.dumps(shell.to_json_dict(), ensure_ascii=False) + "\n")
+            summary.tasks_written += 1
+            written += 1
+        if written:
+            summary.prompts_tasked += 1
+        else:
+            summary.prompts_filtered += 1
+
+    @staticmethod
+    def _write_line(handle: IO[str], data: dict[str, Any]) -> None:
+        handle.write(json.dumps(data, ensure_ascii=False) + "\n")
