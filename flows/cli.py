@@ -1,4 +1,4 @@
-"""The ``rlhf`` command line: validate, run, status, simulate."""
+"""The ``rlhf`` command line: validate, run, status, schema, simulate."""
 
 from __future__ import annotations
 
@@ -200,6 +200,24 @@ def status(
         out.print(table)
     if any(p["failed"] or p["missing"] for p in report["providers"].values()):
         raise typer.Exit(EXIT_FAILURES)
+
+
+@app.command()
+def schema(
+    what: Annotated[str, typer.Argument(help="task | config | template")],
+) -> None:
+    """Print the JSON Schema of a task shell, the run config or an annotation template."""
+    import json
+
+    from flows.config import RunConfig
+    from task_builder.shell import Task
+    from task_builder.template import AnnotationTemplate
+
+    models = {"task": Task, "config": RunConfig, "template": AnnotationTemplate}
+    if what not in models:
+        console.print(f"[red]error:[/red] unknown schema '{what}': choose one of {', '.join(models)}", highlight=False)
+        raise typer.Exit(EXIT_INPUT)
+    out.print_json(json.dumps(models[what].model_json_schema()))
 
 
 @app.command()

@@ -6,10 +6,10 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from flows.env_expand import expand_env
 from flows.errors import InputError, InputProblem
@@ -34,7 +34,10 @@ class AnnotationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    template: str | AnnotationTemplate = "default"
+    template: Annotated[
+        Annotated[str, Tag("<name>")] | Annotated[AnnotationTemplate, Tag("<inline>")],
+        Discriminator(lambda value: "<name>" if isinstance(value, str) else "<inline>"),
+    ] = "default"
     layout: Literal["n_way", "pairwise", "single"] = "n_way"
     pairs_per_prompt: int | None = Field(default=None, ge=1)
     seed: int = 0

@@ -7,10 +7,15 @@ from collections.abc import Sequence
 import yaml
 
 
+def _real(loc: Sequence[int | str]) -> list[int | str]:
+    # Union members are tagged "<name>"/"<inline>" by the models: they are not part of the YAML path.
+    return [part for part in loc if not (isinstance(part, str) and part.startswith("<"))]
+
+
 def format_loc(loc: Sequence[int | str]) -> str:
     """``('providers', 1, 'source_id')`` -> ``providers[1].source_id``."""
     out = ""
-    for part in loc:
+    for part in _real(loc):
         if isinstance(part, int):
             out += f"[{part}]"
         else:
@@ -22,7 +27,7 @@ def line_of(root: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
     """1-based line of the deepest node of ``loc`` that exists in the composed YAML tree."""
     node = root
     line = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
+    for part in _real(loc):
         child: yaml.Node | None = None
         if isinstance(node, yaml.MappingNode) and isinstance(part, str):
             for key_node, value_node in node.value:

@@ -149,8 +149,9 @@ def _turn_slots(template: AnnotationTemplate, task_id: str, turn: int, order: li
                 key="ranking",
                 type="ranked_choices",
                 title="Rank the responses from best to worst",
+                # Scale's ranked_choices has no possible_values: the value is the answers' source ids,
+                # best first; metadata.positions maps these labels to them.
                 labels=labels,
-                possible_values=list(order),
             )
         )
     if turn_cfg.justification and order:

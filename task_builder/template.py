@@ -29,7 +29,8 @@ class Dimension(BaseModel):
     @model_validator(mode="after")
     def _check_values(self) -> "Dimension":
         if self.type in ("integer", "category") and not self.values:
-            raise ValueError(f"a {self.type} dimension needs 'values'")
+            article = "an" if self.type == "integer" else "a"
+            raise ValueError(f"{article} {self.type} dimension needs 'values'")
         if self.type == "integer" and not all(isinstance(v, int) for v in self.values or []):
             raise ValueError("integer values must be whole numbers")
         if self.type in ("boolean", "text") and self.values:
