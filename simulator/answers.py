@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from simulator.settings import AnswerMode
+from simulator.settings import AnswerMode, ScriptedAnswer
 
 PROMPTS_PATH: Path = Path(__file__).resolve().parent.parent / "prompts/examples/alpaca_eval.jsonl"
 REPLAY_DIR: Path = Path(__file__).resolve().parent / "data" / "alpaca_eval"
@@ -183,3 +183,14 @@ def compose_answer(model: str, prompt_text: str, max_tokens: int | None, mode: A
     if text is None:
         text = derived_text(model, prompt_text)
     return truncate(text, max_tokens)
+
+
+def scripted_answer(rules: list[ScriptedAnswer], model: str, prompt_text: str) -> Answer | None:
+    """The first scripted answer whose model and prompt filter match the request, if any."""
+    for rule in rules:
+        if rule.model is not None and rule.model != model:
+            continue
+        if rule.prompt_contains is not None and rule.prompt_contains not in prompt_text:
+            continue
+        return Answer(rule.text, rule.truncated)
+    return None

@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from simulator.answers import compose_answer
+from simulator.answers import compose_answer, scripted_answer
 from simulator.faults import MALFORMED_BODY, FaultEngine, error_body, retry_after_headers
 from simulator.ratelimit import RateLimitWindows
 from simulator.settings import STATUS_FAULTS, ApiName, FaultRule, SimulatorSettings
@@ -48,7 +48,9 @@ class Simulator:
         self.settings = settings
         self.stats = Stats()
         self.faults = FaultEngine(settings.faults, settings.seed)
-        self.limits = RateLimitWindows(settings.rate_limit_requests, settings.rate_limit_tokens)
+        self.limits = RateLimitWindows(
+            settings.rate_limit_requests, settings.rate_limit_tokens, settings.rate_limit_window_s
+        )
         self._jitter_rng = random.Random(settings.seed)
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(5).hex()
@@ -70,6 +72,7 @@ class Simulator:
             self._jitter_rng = random.Random(new.seed)
         self.limits.request_limit = new.rate_limit_requests
         self.limits.token_limit = new.rate_limit_tokens
+        self.limits.window_s = new.rate_limit_window_s
         return new
 
     def reset(self) -> None:
@@ -116,7 +119,11 @@ class Simulator:
         self, api: ApiName, parsed: ParsedRequest, uid: str, arrival: float, *,
         empty: bool = False, no_choices: bool = False,
     ) -> web.Response:
-        answer = compose_answer(parsed.model, parsed.prompt_text, parsed.max_tokens, self.settings.mode)
+        answer = None
+        if self.settings.scripted:
+            answer = scripted_answer(self.settings.scripted, parsed.model, parsed.prompt_text)
+        if answer is None:
+            answer = compose_answer(parsed.model, parsed.prompt_text, parsed.max_tokens, self.settings.mode)
         content = "" if empty else answer.text
         truncated = answer.truncated and not empty
         headers = self._request_id_headers(api, uid)

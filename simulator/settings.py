@@ -36,6 +36,20 @@ class FaultRule(BaseModel):
     hang_s: float = Field(default=3600.0, ge=0.0)
 
 
+class ScriptedAnswer(BaseModel):
+    """A fixed answer for matching requests (crafted texts for tests: refusals, duplicates, …).
+
+    The first matching rule wins; faults are applied before scripted answers.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str
+    model: str | None = None
+    prompt_contains: str | None = None
+    truncated: bool = False
+
+
 class SimulatorSettings(BaseModel):
     """Runtime settings of a simulator instance (replaceable through ``PUT /_sim/settings``)."""
 
@@ -46,10 +60,13 @@ class SimulatorSettings(BaseModel):
     mode: AnswerMode = "auto"
     seed: int = 0
     faults: list[FaultRule] = Field(default_factory=list)
+    scripted: list[ScriptedAnswer] = Field(default_factory=list)
     require_api_key: bool = False
-    # Advertised (not enforced) per-model, per-minute rate limits.
+    # Advertised (not enforced) per-model rate limits, counted in fixed windows of
+    # ``rate_limit_window_s`` seconds (a minute, like the real APIs, unless set shorter for tests).
     rate_limit_requests: int = Field(default=10_000, ge=1)
     rate_limit_tokens: int = Field(default=2_000_000, ge=1)
+    rate_limit_window_s: float = Field(default=60.0, gt=0.0)
 
     def merged(self, patch: dict[str, Any]) -> SimulatorSettings:
         """Return a new, validated settings object with ``patch`` (partial settings) applied."""

@@ -80,3 +80,48 @@ def test_filters() -> None:
     assert filter_reason(TaskFilters(drop_all_flagged=True), flagged, task_flags(flagged)) == "every answer is flagged"
     mixed = {"a": ("", "stop"), "b": (LONG, "stop")}
     assert filter_reason(TaskFilters(drop_all_flagged=True), mixed, task_flags(mixed)) is None
+
+
+@pytest.mark.usefixtures("prefect_api", "fake_keys")
+def test_flags_on_crafted_simulator_answers_and_only_there(tmp_path) -> None:
+    import asyncio
+    import json
+
+    from conftest import three_providers, write_config, write_prompts
+    from flows.generate import generate_tasks
+    from simulator import RunningSimulator, ScriptedAnswer
+
+    long_answer = " ".join(f"Step {i} explains part {i} of the method in detail." for i in range(1, 16))
+    scripted = [
+        ScriptedAnswer(prompt_contains="number 0:", model="gpt-4o", text="   \n  "),
+        ScriptedAnswer(prompt_contains="number 1:", model="gpt-4o", text=long_answer, truncated=True),
+        ScriptedAnswer(prompt_contains="number 2:", model="llama-3-8b", text="Lo siento, pero no puedo ayudar con eso. " + "Esta solicitud va en contra de las normas de uso. " * 8),
+        ScriptedAnswer(prompt_contains="number 3:", model="gpt-4o", text=long_answer),
+        ScriptedAnswer(prompt_contains="number 3:", model="claude-sonnet-4-5", text=long_answer.upper()),
+        ScriptedAnswer(prompt_contains="number 4:", model="gpt-4o", text=long_answer + " One more closing remark."),
+        ScriptedAnswer(prompt_contains="number 4:", model="llama-3-8b", text=long_answer),
+        ScriptedAnswer(prompt_contains="number 5:", model="claude-sonnet-4-5", text="Yes."),
+    ]
+    expected = {
+        ("p-000", "gpt-4o"): ["empty"],
+        ("p-001", "gpt-4o"): ["truncated"],
+        ("p-002", "llama-3"): ["refusal"],
+        ("p-003", "gpt-4o"): ["duplicate"],
+        ("p-003", "claude"): ["duplicate"],
+        ("p-004", "gpt-4o"): ["near_duplicate"],
+        ("p-004", "llama-3"): ["near_duplicate"],
+        ("p-005", "claude"): ["short"],
+    }
+    with RunningSimulator(mode="derived", scripted=scripted) as sim:
+        providers = three_providers(sim)
+        for provider in providers:  # room for every derived answer: only the crafted one is truncated
+            provider["params"]["max_tokens"] = 4096
+        config = write_config(tmp_path, providers, write_prompts(tmp_path / "p.jsonl", 8),
+                              annotation={"template": {"name": "drop", "extends": "default",
+                                                       "filters": {"drop_all_flagged": True}}})
+        summary = asyncio.run(generate_tasks(str(config)))
+    tasks = [json.loads(line) for line in open(summary["files"]["tasks"], encoding="utf-8")]
+    assert len(tasks) == 8 and summary["tasks_filtered"] == 0
+    for task in tasks:
+        for source_id, response in task["metadata"]["responses"].items():
+            assert response["flags"] == expected.get((task["metadata"]["prompt_id"], source_id), []), (task["metadata"]["prompt_id"], source_id)
