@@ -1,4 +1,4 @@
-"""Advertised (not enforced) per-model, per-minute rate-limit headers for both APIs."""
+"""Advertised (not enforced) per-model rate-limit headers for both APIs (one-minute windows by default)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 import time
 from datetime import datetime, timedelta, timezone
 
-WINDOW_S = 60.0
+WINDOW_S = 60.0  # default window length
 
 
 def _openai_duration(seconds: float) -> str:
@@ -20,11 +20,12 @@ def _openai_duration(seconds: float) -> str:
 
 
 class RateLimitWindows:
-    """Counts requests and tokens per model in fixed one-minute windows."""
+    """Counts requests and tokens per model in fixed windows of ``window_s`` seconds (default a minute)."""
 
-    def __init__(self, request_limit: int, token_limit: int) -> None:
+    def __init__(self, request_limit: int, token_limit: int, window_s: float = WINDOW_S) -> None:
         self.request_limit = request_limit
         self.token_limit = token_limit
+        self.window_s = window_s
         self._windows: dict[str, list[float]] = {}  # model -> [window_start, requests, tokens]
         self._rfc3339_resets: dict[str, str] = {}  # model -> formatted end of its current window
 
@@ -36,14 +37,14 @@ class RateLimitWindows:
     def _consume(self, model: str, tokens: int) -> tuple[int, int, float]:
         now = time.monotonic()
         window = self._windows.get(model)
-        if window is None or now - window[0] >= WINDOW_S:
+        if window is None or now - window[0] >= self.window_s:
             window = self._windows[model] = [now, 0.0, 0.0]
             self._rfc3339_resets.pop(model, None)
         window[1] += 1
         window[2] += tokens
         remaining_requests = max(0, self.request_limit - int(window[1]))
         remaining_tokens = max(0, self.token_limit - int(window[2]))
-        return remaining_requests, remaining_tokens, max(0.0, window[0] + WINDOW_S - now)
+        return remaining_requests, remaining_tokens, max(0.0, window[0] + self.window_s - now)
 
     def openai_headers(self, model: str, tokens: int) -> dict[str, str]:
         """``x-ratelimit-*`` headers after counting one request of ``tokens`` tokens."""
