@@ -276,6 +276,8 @@ async def _call_missing(
             elif source_id not in breakers:
                 system = system_text(record.system, slot.provider.system_prompt)
                 plans[source_id].append(PlannedCall(fp, slot.answer_id, record.id, record.messages, system))
+            else:
+                sink.finished(source_id, False, reused=False)
     named = [
         (provider, call_provider_chunk.with_options(task_run_name=f"{source_id}-chunk-{chunk_index}"))
         for source_id, provider in providers.items()

@@ -139,7 +139,9 @@ class ProviderLimiter:
         """Give the slot back; correct the token estimate; grow the concurrency limit on success."""
         if self.tokens is not None and actual_tokens is not None:
             self.tokens.level += estimated_tokens - actual_tokens
-        if ok and self.limit < self.max_concurrency:
+        if not ok:
+            self._successes = 0
+        elif self.limit < self.max_concurrency:
             self._successes += 1
             if self._successes >= self.limit:
                 self._successes = 0

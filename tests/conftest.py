@@ -29,7 +29,7 @@ os.environ.pop("PREFECT_API_URL", None)
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
-from simulator import RunningSimulator  # noqa: E402
+from simulator import RunningSimulator, SimulatorSettings  # noqa: E402
 
 FAKE_OPENAI_KEY = "sk-test-FAKEKEY-0penai-7c1d9e"
 FAKE_ANTHROPIC_KEY = "sk-ant-test-FAKEKEY-4nthr0pic-5b2a"
@@ -54,8 +54,13 @@ def _session_simulator() -> Iterator[RunningSimulator]:
 
 @pytest.fixture
 def sim(_session_simulator: RunningSimulator) -> Iterator[RunningSimulator]:
-    """The simulator, reset to derived answers, no latency and no faults for each test."""
-    _session_simulator.configure(mode="derived", latency_ms=0, latency_jitter_ms=0, faults=[])
+    """The simulator, reset to its defaults (derived answers, no latency, no faults) for each test."""
+    defaults = SimulatorSettings()
+    _session_simulator.configure(
+        mode="derived", latency_ms=0, latency_jitter_ms=0, faults=[], scripted=[], require_api_key=False,
+        rate_limit_requests=defaults.rate_limit_requests, rate_limit_tokens=defaults.rate_limit_tokens,
+        rate_limit_window_s=defaults.rate_limit_window_s,
+    )
     _session_simulator.reset()
     yield _session_simulator
 
