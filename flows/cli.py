@@ -1,4 +1,4 @@
-"""The ``rlhf`` command line: validate, run, status, schema, simulate."""
+"""The ``rlhf`` command line: validate, run, status, deliver, harvest, export-dataset, schema, simulate."""
 
 from __future__ import annotations
 
@@ -200,6 +200,114 @@ def status(
         out.print(table)
     if any(p["failed"] or p["missing"] for p in report["providers"].values()):
         raise typer.Exit(EXIT_FAILURES)
+
+
+def _platform_failure(exc: Exception) -> typer.Exit:
+    console.print(f"[red]error:[/red] {exc}", highlight=False, markup=False)
+    return typer.Exit(1)
+
+
+@app.command()
+def deliver(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory (<output.dir>/<batch>).")],
+    to: Annotated[str, typer.Option("--to", help="label-studio | argilla (files) | scale (task JSONL)")] = "label-studio",
+    url: Annotated[str | None, typer.Option(help="Label Studio URL, e.g. http://127.0.0.1:8080")] = None,
+    token_env: Annotated[str, typer.Option(help="Environment variable holding the Label Studio token.")] = "LABEL_STUDIO_TOKEN",
+    project_title: Annotated[str | None, typer.Option(help="Project title (default: '<project> / <batch>').")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output directory or file for the file targets.")] = None,
+) -> None:
+    """Deliver a run's tasks: into a Label Studio project (idempotent), or as Argilla / Scale files."""
+    import json
+
+    from flows.deliver import deliver_files, deliver_label_studio, token_from_env
+    from platforms.label_studio.client import LabelStudioError
+
+    try:
+        if to == "label-studio":
+            if not url:
+                raise ValueError("--url is required for --to label-studio")
+            report = deliver_label_studio(run_dir, url, token_from_env(token_env), project_title)
+        elif to in ("argilla", "scale"):
+            if out is None:
+                raise ValueError(f"--out is required for --to {to}")
+            report = deliver_files(run_dir, to, out)
+        else:
+            raise ValueError(f"unknown target '{to}': choose label-studio, argilla or scale")
+    except InputError as exc:
+        raise _input_failure(exc) from None
+    except (ValueError, KeyError, FileNotFoundError, LabelStudioError) as exc:
+        raise _platform_failure(exc.args[0] if isinstance(exc, KeyError) else exc) from None
+    print(json.dumps(report, indent=2))
+
+
+@app.command()
+def harvest(
+    source: Annotated[str, typer.Option("--from", help="label-studio | file")] = "label-studio",
+    out: Annotated[Path, typer.Option(help="Annotated tasks (JSONL) to write.")] = Path("annotated.jsonl"),
+    url: Annotated[str | None, typer.Option(help="Label Studio URL.")] = None,
+    token_env: Annotated[str, typer.Option(help="Environment variable holding the Label Studio token.")] = "LABEL_STUDIO_TOKEN",
+    project: Annotated[int | None, typer.Option(help="Label Studio project id.")] = None,
+    input_file: Annotated[Path | None, typer.Option("--in", help="With --from file: annotated tasks to read.")] = None,
+    rejects: Annotated[Path | None, typer.Option(help="Where rejected annotations go (default: <out>.rejects.jsonl).")] = None,
+) -> None:
+    """Read annotations back, validate them against each task's slots, write annotated task shells.
+
+    Exit code 0 when every annotation was usable, 3 when some were rejected (see the rejects file).
+    """
+    import json
+
+    from flows.deliver import harvest_file, harvest_label_studio, token_from_env
+    from platforms.label_studio.client import LabelStudioError
+
+    try:
+        if source == "label-studio":
+            if not url or project is None:
+                raise ValueError("--url and --project are required for --from label-studio")
+            report = harvest_label_studio(url, token_from_env(token_env), project, out, rejects)
+        elif source == "file":
+            if input_file is None:
+                raise ValueError("--in is required for --from file")
+            report = harvest_file(input_file, out, rejects)
+        else:
+            raise ValueError(f"unknown source '{source}': choose label-studio or file")
+    except (ValueError, KeyError, FileNotFoundError, LabelStudioError) as exc:
+        raise _platform_failure(exc.args[0] if isinstance(exc, KeyError) else exc) from None
+    print(json.dumps(report, indent=2))
+    if report["rejected"]:
+        raise typer.Exit(EXIT_FAILURES)
+
+
+@app.command("export-dataset")
+def export_dataset(
+    annotated: Annotated[Path, typer.Argument(help="Annotated tasks (JSONL), e.g. from rlhf harvest.")],
+    kind: Annotated[str, typer.Option("--format", help="dpo | sft | ratings")] = "dpo",
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("datasets"),
+    parquet: Annotated[bool, typer.Option("--parquet/--no-parquet", help="Also write Parquet (needs pyarrow).")] = True,
+) -> None:
+    """Turn annotated tasks into training data: DPO pairs, SFT records or a ratings table (JSONL, Parquet).
+
+    Field names are the ones TRL's DPO and SFT trainers take unchanged. Ties and missing preferences are
+    skipped and counted, never guessed.
+    """
+    import json
+
+    from flows.deliver import read_jsonl
+    from task_builder.datasets import ParquetUnavailable, dpo_records, ratings_rows, sft_records, write_dataset
+
+    builders = {"dpo": dpo_records, "sft": sft_records, "ratings": ratings_rows}
+    if kind not in builders:
+        console.print(f"[red]error:[/red] unknown format '{kind}': choose dpo, sft or ratings", highlight=False)
+        raise typer.Exit(EXIT_INPUT)
+    if not annotated.is_file():
+        console.print(f"[red]error:[/red] {annotated}: file not found", highlight=False)
+        raise typer.Exit(EXIT_INPUT)
+    records, stats = builders[kind](read_jsonl(annotated))
+    try:
+        files = write_dataset(records, out, kind, ("jsonl", "parquet") if parquet else ("jsonl",))
+    except (ParquetUnavailable, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_INPUT) from None
+    print(json.dumps({"stats": stats.to_dict(), "files": {k: str(v) for k, v in files.items()}}, indent=2))
 
 
 @app.command()

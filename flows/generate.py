@@ -21,10 +21,12 @@ from typing import Any, TypeVar
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
 
 from flows import progress, stopping
 from flows.atomic import atomic_open, write_json
 from flows.errors import InputError, InputProblem
+from flows.manifest import write_manifest
 from flows.prepare import PreparedRun, prepare_run
 from flows.prompt_reader import PromptRecord, iter_prompts
 from flows.summary import ProviderTally, RunSummary
@@ -44,6 +46,7 @@ T = TypeVar("T")
 GENERATOR_NAME = "rlhf-orchestrator"
 STOP_GRACE_S = 10.0
 _POLL_S = 0.25
+_WRITE_SLICE = 8  # prompts written between two yields to the event loop (keeps in-flight calls moving)
 
 
 @dataclass(slots=True)
@@ -144,11 +147,7 @@ async def generate_tasks(config_path: str, retry_failed: bool = False, skip_inva
         rejected=len(prepared.rejected),
         layout=config.annotation.layout,
     )
-    write_json(
-        run_dir / "run.json",
-        {"config": str(Path(config_path).resolve()), "cwd": str(Path.cwd()), "config_hash": config_hash,
-         "store": str(config.store_path.resolve()), "started_at": summary.started_at},
-    )
+    write_manifest(run_dir, config_path, config_hash, config.store_path, summary.started_at)
     if prepared.rejected:
         _write_rejected(run_dir / "rejected.jsonl", prepared)
     progress.sink().planned(prepared.prompt_count * config.answers_per_prompt)
@@ -204,6 +203,11 @@ async def _generate(
         atomic_open(run_dir / "filtered.jsonl") as filtered_out,
     ):
         writer = TaskWriter(ctx, layout, slots, config.required_answers, summary, tasks_out, incomplete_out, filtered_out)
+        # Pipelined: the calls of chunk k+1 run while the tasks of chunk k are written, so the providers
+        # never sit idle while task shells are built (bench/RESULTS.md measured the gap). Chunk k+1 is
+        # planned only after chunk k's calls are done, and chunk k is written from the store and the
+        # breakers as they were then, so the output is what a strictly sequential loop writes.
+        finished: _FinishedChunk | None = None
         for chunk_index, chunk in enumerate(batched(iter_prompts(config.prompts), config.chunk_size)):
             fingerprints = [
                 {
@@ -217,16 +221,48 @@ async def _generate(
                 }
                 for record in chunk
             ]
+            calling: asyncio.Future[None] | None = None
             if not stopping.requested():
-                await _call_missing(slots, chunk, fingerprints, store, str(config.store_path), pool.run_key,
-                                    chunk_index, retry_failed, summary, breakers)
+                calling = asyncio.ensure_future(
+                    _call_missing(slots, chunk, fingerprints, store, str(config.store_path), pool.run_key,
+                                  chunk_index, retry_failed, summary, breakers)
+                )
+            try:
+                if finished is not None:
+                    await _write_chunk(writer, slots, finished)
+                    finished = None
+                if calling is not None:
+                    await calling
+            finally:
+                if calling is not None and not calling.done():
+                    calling.cancel()
+                    await asyncio.gather(calling, return_exceptions=True)
             stored = store.get_many(fp for fps in fingerprints for fp in fps.values())
-            for record, fps in zip(chunk, fingerprints):
-                writer.write(record, {
-                    slot.answer_id: stored.get(fps[slot.answer_id]) or _not_made(slot.provider.source_id, breakers)
-                    for slot in slots
-                })
+            finished = _FinishedChunk(chunk, fingerprints, stored, dict(breakers))
+        if finished is not None:
+            await _write_chunk(writer, slots, finished)
     summary.positions = layout.positions.report()
+
+
+@dataclass(slots=True)
+class _FinishedChunk:
+    """A chunk whose calls are done: its prompts, fingerprints, stored results and the breakers then."""
+
+    records: list[PromptRecord]
+    fingerprints: list[dict[str, str]]
+    stored: dict[str, CallResult]
+    breakers: dict[str, str]
+
+
+async def _write_chunk(writer: TaskWriter, slots: list[AnswerSlot], chunk: _FinishedChunk) -> None:
+    """Write a finished chunk's tasks in batch order, letting the next chunk's calls run in between."""
+    for index, (record, fps) in enumerate(zip(chunk.records, chunk.fingerprints)):
+        if index % _WRITE_SLICE == _WRITE_SLICE - 1:
+            await asyncio.sleep(0)
+        writer.write(record, {
+            slot.answer_id: chunk.stored.get(fps[slot.answer_id]) or _not_made(slot.provider.source_id, chunk.breakers)
+            for slot in slots
+        })
 
 
 async def _open_all(pool: ProviderPool, providers: tuple[ProviderConfig, ...], config_path: str) -> None:
@@ -283,7 +319,9 @@ async def _call_missing(
         for source_id, provider in providers.items()
         if plans[source_id]
     ]
-    outcomes = await asyncio.gather(*(run(p, plans[p.source_id], store_path, run_key) for p, run in named))
+    # quote(): Prefect would otherwise walk every planned call (messages and all) twice per task run
+    # looking for futures; the calls are plain data, so that is pure overhead.
+    outcomes = await asyncio.gather(*(run(p, quote(plans[p.source_id]), store_path, run_key) for p, run in named))
     for (provider, _), outcome in zip(named, outcomes):
         summary.providers[provider.source_id].called_this_run += outcome["called"]
         if outcome["breaker"]:

@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-import json
-import os
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from flows.config import load_config
 from flows.generate import batched
+from flows.manifest import read_manifest, working_dir
 from flows.prompt_reader import iter_prompts
 from providers.base import system_text
 from providers.fingerprint import provider_identity, request_fingerprint
 from providers.store import ResponseStore
 
 _LOOKUP_BATCH = 1000
-
-
-@contextmanager
-def _working_dir(path: Path | None) -> Iterator[None]:
-    previous = Path.cwd()
-    if path is not None:
-        os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(previous)
 
 
 def run_status(target: str | Path) -> dict[str, Any]:
@@ -39,12 +28,9 @@ def run_status(target: str | Path) -> dict[str, Any]:
     target = Path(target)
     config_path, cwd = target, None
     if target.is_dir():
-        manifest_path = target / "run.json"
-        if not manifest_path.is_file():
-            raise FileNotFoundError(f"{target}: no run.json here (not a run directory of rlhf run)")
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest = read_manifest(target)
         config_path, cwd = Path(manifest["config"]), Path(manifest["cwd"])
-    with _working_dir(cwd):
+    with working_dir(cwd):
         config = load_config(config_path, require_keys=False)
         providers = config.providers
         identities = {p.source_id: provider_identity(p) for p in providers}

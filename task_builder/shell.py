@@ -91,6 +91,7 @@ class Task(_Shape):
     batch: str
     status: Literal["pending", "completed", "canceled", "error", "deleted"] = "pending"
     created_at: str
+    completed_at: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     threads: list[Thread]
 

@@ -1,0 +1,43 @@
+"""``run.json``: which config a run directory came from, and where that run was started."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from flows.atomic import write_json
+
+MANIFEST = "run.json"
+
+
+def write_manifest(run_dir: Path, config_path: str, config_hash: str, store: Path, started_at: str) -> None:
+    """Record the run's config (absolute path), working directory, config hash and store."""
+    write_json(
+        run_dir / MANIFEST,
+        {"config": str(Path(config_path).resolve()), "cwd": str(Path.cwd()), "config_hash": config_hash,
+         "store": str(store.resolve()), "started_at": started_at},
+    )
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """The manifest of a run directory; ``FileNotFoundError`` with a clear message if there is none."""
+    path = run_dir / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no {MANIFEST} here (not a run directory of rlhf run)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@contextmanager
+def working_dir(path: Path | None) -> Iterator[None]:
+    """Run a block in ``path`` (relative paths in a config resolve against the run's directory)."""
+    previous = Path.cwd()
+    if path is not None:
+        os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)

@@ -1,0 +1,1 @@
+"""Annotation platforms: deliver task shells to them and harvest the annotations back."""

@@ -1,0 +1,1 @@
+"""Label Studio: labeling config from the annotation template, REST client, task conversion."""

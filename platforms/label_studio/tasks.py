@@ -1,0 +1,192 @@
+"""Task shells to Label Studio tasks, and Label Studio annotations back to annotated shells.
+
+Delivery puts the whole shell in the task's data (``data.shell``), next to what the labeling config
+shows (``prompt``, ``response_a`` …). Harvest needs nothing else: every result is checked against the
+slot it fills in that shell (Label Studio itself does not validate results against the config), so an
+unknown control, a value outside the slot's ``possible_values`` or a ranking that is not a permutation
+is rejected with the reason instead of reaching a dataset.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from platforms.label_studio.labeling_config import letter
+from task_builder.shell import Task
+
+TURN_CONTROLS = {"selected": "selected_model_id", "likert": "likert_value", "justification": "justification"}
+
+
+def answers_of(shell: dict[str, Any]) -> list[dict[str, Any]]:
+    """The assistant messages of the shell's last turn, in presentation order."""
+    return [m for m in shell["threads"][0]["turns"][-1]["messages"] if m["role"] == "assistant"]
+
+
+def prompt_text(shell: dict[str, Any]) -> str:
+    """The conversation up to the final user message, as annotators read it."""
+    turns = shell["threads"][0]["turns"]
+    lines = []
+    earlier = [m for t in turns[:-1] for m in t["messages"]]
+    final_context = [m for m in turns[-1]["messages"] if m["role"] != "assistant"]
+    messages = earlier + final_context
+    if len(messages) == 1:
+        return messages[0]["content"]["text"]
+    for message in messages:
+        who = {"system": "System", "user": "User", "assistant": "Assistant"}[message["role"]]
+        lines.append(f"{who}: {message['content']['text']}")
+    return "\n\n".join(lines)
+
+
+def to_label_studio(shell: dict[str, Any], positions: int) -> dict[str, Any]:
+    """The Label Studio task for a shell, with ``positions`` response fields (missing ones empty)."""
+    answers = answers_of(shell)
+    data: dict[str, Any] = {"task_id": shell["task_id"], "prompt": prompt_text(shell), "shell": shell}
+    for position in range(positions):
+        data[f"response_{letter(position)}"] = answers[position]["content"]["text"] if position < len(answers) else ""
+    return {"data": data}
+
+
+@dataclass
+class HarvestOutcome:
+    """Annotated shells made from one Label Studio task, and the annotations rejected with reasons."""
+
+    annotated: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _find_slot(slots: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
+    return next((slot for slot in slots if slot["key"] == key), None)
+
+
+def _fill_choice(slot: dict[str, Any], raw: str) -> tuple[Any, str | None]:
+    if slot["type"] == "boolean":
+        if raw not in ("true", "false"):
+            return None, f"'{raw}' is not a yes/no value"
+        return raw == "true", None
+    allowed = slot.get("possible_values") or []
+    value: Any = raw
+    if slot["type"] == "integer":
+        try:
+            value = int(raw)
+        except ValueError:
+            return None, f"'{raw}' is not a whole number"
+    if allowed and value not in allowed:
+        return None, f"{value!r} is outside the allowed values {allowed}"
+    return value, None
+
+
+def _single(item: dict[str, Any]) -> tuple[str | None, str | None]:
+    kind = item.get("type")
+    value = item.get("value") or {}
+    if kind == "choices":
+        choices = value.get("choices") or []
+        if len(choices) != 1:
+            return None, f"expected one choice, got {len(choices)}"
+        return str(choices[0]), None
+    if kind == "textarea":
+        texts = value.get("text") or []
+        return "\n".join(str(t) for t in texts), None
+    return None, f"unsupported result type '{kind}'"
+
+
+def harvest_task(ls_task: dict[str, Any], platform_meta: dict[str, Any], users: dict[int, str] | None = None) -> HarvestOutcome:
+    """Every finished annotation of a Label Studio task, validated and written into a copy of its shell.
+
+    ``users`` maps Label Studio user ids to names (e-mails) for ``metadata.annotation.annotator``.
+    """
+    outcome = HarvestOutcome()
+    shell = (ls_task.get("data") or {}).get("shell")
+    for annotation in ls_task.get("annotations") or []:
+        if annotation.get("was_cancelled"):
+            continue
+        annotator = _annotator(annotation, users or {})
+        base = {"label_studio_task": ls_task.get("id"), "annotation_id": annotation.get("id"), "annotator": annotator}
+        if not isinstance(shell, dict):
+            outcome.rejected.append({**base, "task_id": None, "reasons": ["task data has no shell (not delivered by rlhf deliver)"]})
+            continue
+        annotated, reasons = _apply(copy.deepcopy(shell), annotation.get("result") or [])
+        if reasons:
+            outcome.rejected.append({**base, "task_id": shell.get("task_id"), "reasons": reasons})
+            continue
+        annotated["status"] = "completed"
+        annotated["completed_at"] = annotation.get("updated_at") or annotation.get("created_at")
+        annotated["metadata"]["annotation"] = {
+            **platform_meta,
+            **base,
+            "annotated_at": annotation.get("created_at"),
+            "updated_at": annotation.get("updated_at"),
+            "lead_time_s": annotation.get("lead_time"),
+        }
+        Task.model_validate(annotated)  # our own contract still holds with the values filled
+        outcome.annotated.append(annotated)
+    return outcome
+
+
+def _annotator(annotation: dict[str, Any], users: dict[int, str]) -> str:
+    who = annotation.get("completed_by")
+    if isinstance(who, dict):
+        return str(who.get("email") or who.get("id"))
+    return users.get(who, str(who)) if isinstance(who, int) else str(who)
+
+
+def _apply(shell: dict[str, Any], results: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
+    reasons: list[str] = []
+    answers = answers_of(shell)
+    turn = shell["threads"][0]["turns"][-1]
+    order = [m["source_id"] for m in answers]
+    letters = {letter(i).upper(): source for i, source in enumerate(order)}
+    ranks: dict[int, str] = {}
+    for item in results:
+        name = str(item.get("from_name", ""))
+        raw, problem = _single(item)
+        if problem:
+            reasons.append(f"{name}: {problem}")
+            continue
+        assert raw is not None
+        if "__" in name:  # per-answer control: <position letter>__<slot key>
+            position_letter, key = name.split("__", 1)
+            position = next((i for i in range(len(answers)) if letter(i) == position_letter), None)
+            slot = _find_slot(answers[position]["annotations"], key) if position is not None else None
+            if slot is None:
+                reasons.append(f"{name}: no such slot in this task")
+                continue
+            if slot["type"] == "text":
+                slot["value"] = raw
+            else:
+                slot["value"], problem = _fill_choice(slot, raw)
+                if problem:
+                    reasons.append(f"{name}: {problem}")
+        elif name.startswith("rank_") and name[5:].isdigit():
+            if raw not in letters:
+                reasons.append(f"{name}: '{raw}' is not a response of this task")
+            else:
+                ranks[int(name[5:])] = letters[raw]
+        elif name in TURN_CONTROLS:
+            slot = _find_slot(turn["annotations"], TURN_CONTROLS[name])
+            if slot is None:
+                reasons.append(f"{name}: no such slot in this task")
+            elif name == "selected":
+                if raw not in letters:
+                    reasons.append(f"{name}: '{raw}' is not a response of this task")
+                else:
+                    slot["value"] = letters[raw]
+            elif slot["type"] == "text":
+                slot["value"] = raw
+            else:
+                slot["value"], problem = _fill_choice(slot, raw)
+                if problem:
+                    reasons.append(f"{name}: {problem}")
+        else:
+            reasons.append(f"{name}: unknown control")
+    if ranks:
+        slot = _find_slot(turn["annotations"], "ranking")
+        ranking = [ranks[r] for r in sorted(ranks)]
+        if slot is None:
+            reasons.append("ranking: no such slot in this task")
+        elif sorted(ranks) != list(range(1, len(order) + 1)) or sorted(ranking) != sorted(order):
+            reasons.append(f"ranking: ranks must place every response exactly once (got {ranking})")
+        else:
+            slot["value"] = ranking
+    return shell, reasons

@@ -1,0 +1,126 @@
+"""Install (once, cached) and start a real Label Studio on 127.0.0.1 for the integration tests.
+
+Label Studio is a server we talk to over HTTP, not a library we import: it lives in its own virtual
+environment (``RLHF_LABEL_STUDIO_VENV``, default ``~/.cache/rlhf-orchestrator/ls-venv``) so its Django
+stack never meets our dependencies. The first start migrates a fresh database (a minute or two); the
+migrated data directory is then kept as a template next to the venv and copied for later sessions,
+which start in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+CACHE = Path(os.environ.get("RLHF_CACHE_DIR", Path.home() / ".cache" / "rlhf-orchestrator"))
+VENV = Path(os.environ.get("RLHF_LABEL_STUDIO_VENV", CACHE / "ls-venv"))
+DATA_TEMPLATE = CACHE / "ls-data-template"
+REQUIREMENT = "label-studio>=1.20,<2"
+USERNAME = "annotator@example.com"
+PASSWORD = "not-a-real-password-1"
+LEGACY_TOKEN = "5f1e0c7d9a2b4c6e8f0a1b3c5d7e9f1a3b5c7d9e"
+
+
+def ensure_installed() -> Path:
+    """The ``label-studio`` executable, installing it into its own venv the first time."""
+    executable = VENV / "bin" / "label-studio"
+    if executable.exists():
+        return executable
+    VENV.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    subprocess.run(
+        [str(VENV / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", REQUIREMENT],
+        check=True,
+        timeout=1800,
+    )
+    return executable
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class LabelStudioServer:
+    """A running Label Studio with one user and a legacy API token."""
+
+    def __init__(self, data_dir: Path, log_path: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token = LEGACY_TOKEN
+        self._data_dir = data_dir
+        self._log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 600.0) -> "LabelStudioServer":
+        """Start the server and wait until its API answers with our token.
+
+        The very first start migrates a fresh database, stops, keeps that untouched data directory as
+        the template, and starts again from it.
+        """
+        if not DATA_TEMPLATE.exists():
+            self._launch(timeout_s)
+            self.stop()
+            staging = DATA_TEMPLATE.with_name(DATA_TEMPLATE.name + ".partial")
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(self._data_dir, staging, ignore=shutil.ignore_patterns("*.log", "media", "export"))
+            staging.rename(DATA_TEMPLATE)
+            shutil.rmtree(self._data_dir)
+        shutil.copytree(DATA_TEMPLATE, self._data_dir, dirs_exist_ok=True)
+        return self._launch(timeout_s)
+
+    def _launch(self, timeout_s: float) -> "LabelStudioServer":
+        executable = ensure_installed()
+        env = {
+            **os.environ,
+            "LABEL_STUDIO_BASE_DATA_DIR": str(self._data_dir),
+            "LATEST_VERSION_CHECK": "false",
+            "LABEL_STUDIO_USERNAME": USERNAME,
+            "LABEL_STUDIO_PASSWORD": PASSWORD,
+            "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+            "LABEL_STUDIO_USER_TOKEN": LEGACY_TOKEN,
+            "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+            "COLLECT_ANALYTICS": "false",
+            "SENTRY_DSN": "",
+            "FRONTEND_SENTRY_DSN": "",
+        }
+        log = self._log_path.open("ab")
+        self._process = subprocess.Popen(
+            [str(executable), "start", "--no-browser", "--internal-host", "127.0.0.1",
+             "--host", self.url, "--port", str(self.port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"Label Studio exited with {self._process.returncode}; see {self._log_path}")
+            try:
+                response = httpx.get(f"{self.url}/api/projects", headers={"Authorization": f"Token {self.token}"}, timeout=5)
+                if response.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        else:
+            self.stop()
+            raise TimeoutError(f"Label Studio did not come up in {timeout_s:.0f} s; see {self._log_path}")
+        return self
+
+    def stop(self) -> None:
+        """Stop the server."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None

@@ -1,0 +1,135 @@
+"""Deliver → annotate → harvest → export against a real Label Studio on 127.0.0.1.
+
+The server is installed once into its own cached venv and started for this module (see
+``label_studio_server.py``); annotations are made through its REST API exactly as the labeling UI
+submits them, and the DPO pairs exported at the end are checked against the annotations made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from conftest import provider_entry, write_config, write_prompts
+from flows.deliver import deliver_label_studio, deliver_tasks, harvest_annotations
+from flows.generate import generate_tasks
+from label_studio_server import LabelStudioServer
+from platforms.label_studio.client import LabelStudioClient
+from simulator import RunningSimulator
+from task_builder.datasets import dpo_records
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioServer]:
+    scratch = tmp_path_factory.mktemp("label-studio")
+    server = LabelStudioServer(scratch / "data", scratch / "label-studio.log").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _choice(name: str, to_name: str, value: str) -> dict[str, Any]:
+    return {"from_name": name, "to_name": to_name, "type": "choices", "value": {"choices": [value]}}
+
+
+def _text(name: str, to_name: str, value: str) -> dict[str, Any]:
+    return {"from_name": name, "to_name": to_name, "type": "textarea", "value": {"text": [value]}}
+
+
+def _person(rng: random.Random) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """What an annotator submits for a two-answer Pref Ranking with Rewrites task, and what it means."""
+    likert = rng.choice([1, 2, 3, 5, 6, 7])
+    selected = "A" if likert < 4 else "B"
+    result = []
+    for letter in ("a", "b"):
+        for key in ("instruction_following", "truthfulness", "factuality", "tone", "harmlessness", "overall"):
+            result.append(_choice(f"{letter}__{key}", f"response_{letter}", str(rng.randint(1, 7))))
+        result.append(_choice(f"{letter}__verbosity", f"response_{letter}", "just_right"))
+    result.append(_text("a__rewrite", "response_a", "A better answer, rewritten by a person."))
+    result.append(_choice("selected", "prompt", selected))
+    result.append(_choice("likert", "prompt", str(likert)))
+    result.append(_text("justification", "prompt", f"Response {selected} answers the question."))
+    return result, {"likert": likert, "selected": selected}
+
+
+@pytest.mark.usefixtures("prefect_api", "fake_keys")
+def test_deliver_annotate_harvest_export(
+    label_studio: LabelStudioServer, sim: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    providers = [provider_entry(sim, "gpt-4o", "openai", "gpt-4o"), provider_entry(sim, "claude", "anthropic", "claude-x")]
+    config = write_config(tmp_path, providers, write_prompts(tmp_path / "p.jsonl", 6),
+                          annotation={"template": "pref_ranking_rewrites"})
+    summary = asyncio.run(generate_tasks(str(config)))
+    run_dir = Path(summary["files"]["tasks"]).parent
+    shells = {json.loads(line)["task_id"]: json.loads(line) for line in Path(summary["files"]["tasks"]).read_text().splitlines()}
+    legacy = SecretStr(label_studio.token)
+
+    first = deliver_label_studio(run_dir, label_studio.url, legacy, "rlhf test project")
+    assert (first["project_created"], first["imported"], first["already_delivered"]) == (True, 6, 0)
+    monkeypatch.setenv("LS_TEST_TOKEN", label_studio.token)
+    again = deliver_tasks(str(run_dir), label_studio.url, token_env="LS_TEST_TOKEN", project_title="rlhf test project")
+    assert (again["project_created"], again["imported"], again["already_delivered"]) == (False, 0, 6)
+    assert again["project_id"] == first["project_id"]
+
+    with LabelStudioClient(label_studio.url, legacy) as client:
+        ls_ids = client.task_ids(first["project_id"])
+        assert sorted(ls_ids) == sorted(shells)  # no duplicates after the second delivery
+        project = client.request("GET", f"/api/projects/{first['project_id']}")
+        for source_id in ("gpt-4o", "claude"):
+            assert source_id not in project["label_config"]  # annotators see positions, not models
+        rng = random.Random(7)
+        made: dict[str, dict[str, Any]] = {}
+        for task_id, ls_id in sorted(ls_ids.items()):
+            result, meaning = _person(rng)
+            client.create_annotation(ls_id, result)
+            made[task_id] = meaning
+        bad_task, other_bad = sorted(ls_ids)[:2]
+        client.create_annotation(ls_ids[bad_task], [_choice("likert", "prompt", "9")])
+        client.create_annotation(ls_ids[other_bad], [_choice("no_such_control", "prompt", "1")])
+        personal = client.create_personal_access_token()
+
+    out = tmp_path / "annotated.jsonl"
+    monkeypatch.setenv("LS_TEST_TOKEN", personal.get_secret_value())  # the other token kind
+    harvested = harvest_annotations(label_studio.url, first["project_id"], str(out), token_env="LS_TEST_TOKEN")
+    assert (harvested["annotated"], harvested["rejected"]) == (6, 2)
+    rejects = [json.loads(line) for line in Path(harvested["rejects"]).read_text().splitlines()]
+    reasons = sorted(r for reject in rejects for r in reject["reasons"])
+    assert reasons == ["likert: 9 is outside the allowed values [1, 2, 3, 4, 5, 6, 7]", "no_such_control: unknown control"]
+
+    annotated = [json.loads(line) for line in out.read_text().splitlines()]
+    for task in annotated:
+        assert task["status"] == "completed" and task["metadata"]["annotation"]["annotator"] == "annotator@example.com"
+        turn = task["threads"][0]["turns"][-1]
+        values = {slot["key"]: slot["value"] for slot in turn["annotations"]}
+        order = [m["source_id"] for m in turn["messages"] if m["role"] == "assistant"]
+        meaning = made[task["task_id"]]
+        assert values["likert_value"] == meaning["likert"]
+        assert values["selected_model_id"] == order["AB".index(meaning["selected"])]
+        assert turn["messages"][1]["annotations"][-1] == {**turn["messages"][1]["annotations"][-1], "key": "rewrite",
+                                                         "value": "A better answer, rewritten by a person."}
+
+    records, stats = dpo_records(annotated)
+    pairs = list(records)
+    assert len(pairs) == 6 and stats.pairs_written == 6
+    for pair in pairs:
+        shell = shells[pair["task_id"]]
+        turn = shell["threads"][0]["turns"][-1]
+        order = [m["source_id"] for m in turn["messages"] if m["role"] == "assistant"]
+        texts = {m["source_id"]: m["content"]["text"] for m in turn["messages"] if m["role"] == "assistant"}
+        likert = made[pair["task_id"]]["likert"]
+        winner, loser = (order[0], order[1]) if likert < 4 else (order[1], order[0])
+        assert (pair["chosen_source_id"], pair["rejected_source_id"]) == (winner, loser)
+        assert pair["chosen"] == [{"role": "assistant", "content": texts[winner]}]
+        assert pair["rejected"] == [{"role": "assistant", "content": texts[loser]}]
+        assert pair["margin"] == abs(likert - 4)
+        assert pair["prompt"][-1] == {"role": "user", "content": turn["messages"][0]["content"]["text"]}
