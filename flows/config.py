@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationError
 
 from flows.env_expand import expand_env
 from flows.errors import InputError, InputProblem
@@ -82,14 +82,30 @@ class RunConfig(BaseModel):
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
+    # Set only on one shard of a sharded run (flows/shard.py): (index, count). Private, so not part of
+    # the config hash: a shard's tasks carry the same run id and config hash as an unsharded run.
+    _shard: tuple[int, int] | None = PrivateAttr(default=None)
+
     @property
-    def run_dir(self) -> Path:
-        """``<output.dir>/<batch>``: every file of this run lives here."""
+    def shard(self) -> tuple[int, int] | None:
+        """``(index, count)`` when this config runs one shard of a batch, else ``None``."""
+        return self._shard
+
+    @property
+    def batch_dir(self) -> Path:
+        """``<output.dir>/<batch>``: the batch's directory (a shard writes under ``shards/<index>/`` in it)."""
         return Path(self.output.dir) / self.batch
 
     @property
+    def run_dir(self) -> Path:
+        """``<output.dir>/<batch>`` (a shard: ``<output.dir>/<batch>/shards/<index>``): every file of this run lives here."""
+        return self.batch_dir if self._shard is None else self.batch_dir / "shards" / str(self._shard[0])
+
+    @property
     def store_path(self) -> Path:
-        """The response store's SQLite file."""
+        """The response store's SQLite file (a shard always has its own, in its run directory)."""
+        if self._shard is not None:
+            return self.run_dir / "responses.sqlite"
         return Path(self.output.store) if self.output.store else self.run_dir / "responses.sqlite"
 
 

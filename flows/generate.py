@@ -28,19 +28,20 @@ from flows.atomic import atomic_open, write_json
 from flows.errors import InputError, InputProblem
 from flows.manifest import write_manifest
 from flows.prepare import PreparedRun, prepare_run
-from flows.prompt_reader import PromptRecord, iter_prompts
+from flows.prompt_reader import PromptRecord
+from flows.report import publish_report
+from flows.shard import for_shard, prompts_of
 from flows.summary import ProviderTally, RunSummary
 from flows.task_writer import TaskWriter
 from providers.base import system_text
 from providers.config import ProviderConfig
-from providers.fingerprint import provider_identity, request_fingerprint
 from providers.pool import ProviderPool, pool_for
 from providers.result import INTERRUPTED, SKIPPED, CallResult
 from providers.store import ResponseStore
 from task_builder.assemble import BatchContext
 from task_builder.ids import stable_id
 from task_builder.layout import TaskLayout
-from task_builder.slots import AnswerSlot, answer_slots
+from task_builder.slots import AnswerSlot, SlotFingerprints, answer_slots
 
 T = TypeVar("T")
 GENERATOR_NAME = "rlhf-orchestrator"
@@ -123,26 +124,40 @@ async def call_provider_chunk(
 
 
 @flow(name="generate_tasks", log_prints=False)
-async def generate_tasks(config_path: str, retry_failed: bool = False, skip_invalid: bool = False) -> dict[str, Any]:
+async def generate_tasks(
+    config_path: str,
+    retry_failed: bool = False,
+    skip_invalid: bool = False,
+    shard_index: int | None = None,
+    shard_count: int = 1,
+    rate_shares: dict[str, float] | None = None,
+) -> dict[str, Any]:
     """Run a config end to end and return the summary (also written to ``<out>/<batch>/summary.json``).
 
     Answers already in the response store are reused, never requested again; with ``retry_failed``
     stored errors are retried too. With ``skip_invalid`` bad prompt records go to ``rejected.jsonl``
     instead of stopping the run.
+
+    ``shard_index``/``shard_count`` run one shard of a sharded batch (``flows/shard.py``): only the
+    prompts at positions ``i % shard_count == shard_index``, written to ``<out>/<batch>/shards/<index>/``
+    with its own store; ``rate_shares`` (source id -> fraction) scales that provider's requests/tokens
+    per minute for this shard.
     """
     stopping.install_handlers()
     started = time.perf_counter()
     prepared = prepare_run(config_path, skip_invalid=skip_invalid)
+    config_hash = prepared.config.config_hash()  # of the config as written: a shard's overrides leave it alone
+    if shard_index is not None:  # one shard of a sharded batch (flows/shard.py): own dir and store, rate shares
+        prepared = for_shard(prepared, shard_index, shard_count, rate_shares)
     config = prepared.config
     run_dir = config.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    config_hash = config.config_hash()
     summary = RunSummary(
         project=config.project,
         batch=config.batch,
         run_id=stable_id("run", config.project, config.batch, config_hash, length=16),
         config_hash=config_hash,
-        providers={p.source_id: ProviderTally(p.source_id, p.model) for p in config.providers},
+        providers={p.source_id: ProviderTally(p.source_id, p.model, p.price) for p in config.providers},
         started_at=_now(),
         rejected=len(prepared.rejected),
         layout=config.annotation.layout,
@@ -172,8 +187,10 @@ async def generate_tasks(config_path: str, retry_failed: bool = False, skip_inva
     summary.files["store"] = str(config.store_path)
     if prepared.rejected:
         summary.files["rejected"] = str(run_dir / "rejected.jsonl")
-    write_json(run_dir / "summary.json", summary.to_dict())
-    return summary.to_dict()
+    report = summary.to_dict()
+    write_json(run_dir / "summary.json", report)
+    await publish_report(report)
+    return report
 
 
 async def _generate(
@@ -182,7 +199,7 @@ async def _generate(
     config = prepared.config
     providers = tuple(config.providers)
     slots = answer_slots(providers, config.samples_per_provider)
-    identities = {p.source_id: provider_identity(p) for p in providers}
+    slot_fingerprints = SlotFingerprints(slots)
     layout = TaskLayout(config.annotation.layout, config.batch, config.annotation.seed, config.annotation.pairs_per_prompt)
     ctx = BatchContext(
         project=config.project,
@@ -208,19 +225,8 @@ async def _generate(
         # planned only after chunk k's calls are done, and chunk k is written from the store and the
         # breakers as they were then, so the output is what a strictly sequential loop writes.
         finished: _FinishedChunk | None = None
-        for chunk_index, chunk in enumerate(batched(iter_prompts(config.prompts), config.chunk_size)):
-            fingerprints = [
-                {
-                    slot.answer_id: request_fingerprint(
-                        identities[slot.provider.source_id],
-                        record.messages,
-                        system_text(record.system, slot.provider.system_prompt),
-                        slot.sample,
-                    )
-                    for slot in slots
-                }
-                for record in chunk
-            ]
+        for chunk_index, chunk in enumerate(batched(prompts_of(config), config.chunk_size)):
+            fingerprints = [slot_fingerprints.of(record.messages, record.system) for record in chunk]
             calling: asyncio.Future[None] | None = None
             if not stopping.requested():
                 calling = asyncio.ensure_future(

@@ -12,9 +12,8 @@ from flows.config import load_config
 from flows.generate import batched
 from flows.manifest import read_manifest, working_dir
 from flows.prompt_reader import iter_prompts
-from providers.base import system_text
-from providers.fingerprint import provider_identity, request_fingerprint
 from providers.store import ResponseStore
+from task_builder.slots import SlotFingerprints, answer_slots
 
 _LOOKUP_BATCH = 1000
 
@@ -32,23 +31,19 @@ def run_status(target: str | Path) -> dict[str, Any]:
         config_path, cwd = Path(manifest["config"]), Path(manifest["cwd"])
     with working_dir(cwd):
         config = load_config(config_path, require_keys=False)
-        providers = config.providers
-        identities = {p.source_id: provider_identity(p) for p in providers}
-        counts = {p.source_id: Counter() for p in providers}
-        reasons = {p.source_id: Counter() for p in providers}
+        slots = answer_slots(config.providers, config.samples_per_provider)
+        fingerprints = SlotFingerprints(slots)
+        provider_of = {slot.answer_id: slot.provider.source_id for slot in slots}
+        counts = {p.source_id: Counter() for p in config.providers}
+        reasons = {p.source_id: Counter() for p in config.providers}
         prompts = 0
-        store_exists = config.store_path.is_file()
-        with ResponseStore(config.store_path) if store_exists else _no_store() as store:
+        with ResponseStore(config.store_path) if config.store_path.is_file() else _no_store() as store:
             for chunk in batched(iter_prompts(config.prompts), _LOOKUP_BATCH):
                 prompts += len(chunk)
-                keys = [
-                    (p.source_id, request_fingerprint(identities[p.source_id], r.messages, system_text(r.system, p.system_prompt)))
-                    for r in chunk
-                    for p in providers
-                ]
+                keys = [(answer_id, fp) for r in chunk for answer_id, fp in fingerprints.of(r.messages, r.system).items()]
                 stored = store.get_many(fp for _, fp in keys) if store is not None else {}
-                for source_id, fp in keys:
-                    result = stored.get(fp)
+                for answer_id, fp in keys:
+                    source_id, result = provider_of[answer_id], stored.get(fp)
                     if result is None:
                         counts[source_id]["missing"] += 1
                     elif result.ok:
@@ -62,7 +57,7 @@ def run_status(target: str | Path) -> dict[str, Any]:
         "prompts": prompts,
         "providers": {
             sid: {
-                "planned": prompts,
+                "planned": prompts * config.samples_per_provider,
                 "answered": counts[sid]["answered"],
                 "failed": counts[sid]["failed"],
                 "missing": counts[sid]["missing"],

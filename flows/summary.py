@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from providers.config import Price
 from providers.limits import ProviderLimiter
 from providers.result import INTERRUPTED, SKIPPED, CallResult
 
@@ -26,6 +27,7 @@ class ProviderTally:
 
     source_id: str
     model: str
+    price: Price | None = None
     requested: int = 0
     answered: int = 0
     failed: int = 0
@@ -35,6 +37,7 @@ class ProviderTally:
     reused_from_store: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    retries: int = 0
     failure_reasons: Counter = field(default_factory=Counter)
     latencies_ms: array = field(default_factory=lambda: array("d"))
     breaker: str | None = None
@@ -43,6 +46,7 @@ class ProviderTally:
     def add(self, result: CallResult) -> None:
         """Count one stored result (the latest for its fingerprint)."""
         self.requested += 1
+        self.retries += max(0, result.attempts - 1)
         if result.ok:
             self.answered += 1
             self.input_tokens += result.input_tokens or 0
@@ -79,8 +83,10 @@ class ProviderTally:
             "breaker": self.breaker,
             "called_this_run": self.called_this_run,
             "reused_from_store": self.reused_from_store,
+            "retries": self.retries,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
+            "cost_usd": round(self.price.cost(self.input_tokens, self.output_tokens), 6) if self.price else None,
             "latency_ms_p50": _percentile(self.latencies_ms, 50),
             "latency_ms_p95": _percentile(self.latencies_ms, 95),
             "limits": self.limits,
@@ -111,6 +117,14 @@ class RunSummary:
     layout: str = "n_way"
     positions: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def cost_usd(self) -> float | None:
+        """Estimated cost of the answers, for the providers that have a price (None if none has)."""
+        priced = [t for t in self.providers.values() if t.price is not None]
+        if not priced:
+            return None
+        return round(sum(t.price.cost(t.input_tokens, t.output_tokens) for t in priced if t.price), 6)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary.
 
@@ -134,6 +148,7 @@ class RunSummary:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "wall_s": round(self.wall_s, 2),
+            "cost_usd": self.cost_usd,
             "providers": {sid: tally.to_dict() for sid, tally in self.providers.items()},
             "positions": self.positions,
             "files": self.files,

@@ -14,6 +14,19 @@ DEFAULT_BASE_URL: dict[str, str] = {"openai": "https://api.openai.com/v1", "anth
 ANTHROPIC_DEFAULT_MAX_TOKENS = 1024
 
 
+class Price(BaseModel):
+    """USD per million tokens, for cost estimates (``rlhf plan``, the run report)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_per_million: float = Field(ge=0)
+    output_per_million: float = Field(ge=0)
+
+    def cost(self, input_tokens: int | float, output_tokens: int | float) -> float:
+        """USD for this many tokens."""
+        return (input_tokens * self.input_per_million + output_tokens * self.output_per_million) / 1_000_000
+
+
 class ProviderConfig(BaseModel):
     """One model endpoint. ``source_id`` tags every answer it gives; it must be unique in a run."""
 
@@ -37,6 +50,7 @@ class ProviderConfig(BaseModel):
     burst: int | None = Field(default=None, ge=1)
     breaker_threshold: int = Field(default=5, ge=0)
     api_key_secret: str | None = None
+    price: Price | None = None
     anthropic_version: str = "2023-06-01"
 
     @field_validator("base_url")

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Any
+
+from providers.base import system_text
 from providers.config import ProviderConfig
+from providers.fingerprint import provider_identity, request_fingerprint
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,3 +32,23 @@ def answer_slots(providers: list[ProviderConfig] | tuple[ProviderConfig, ...], s
     if samples == 1:
         return [AnswerSlot(p.source_id, p, 0) for p in providers]
     return [AnswerSlot(f"{p.source_id}#{i + 1}", p, i) for p in providers for i in range(samples)]
+
+
+class SlotFingerprints:
+    """Request fingerprints of every slot of a prompt (provider identities computed once)."""
+
+    def __init__(self, slots: list[AnswerSlot]) -> None:
+        self.slots = slots
+        self._identities = {slot.provider.source_id: provider_identity(slot.provider) for slot in slots}
+
+    def of(self, messages: list[dict[str, Any]], system: str | None) -> dict[str, str]:
+        """Answer id -> fingerprint of the request that slot sends for this prompt."""
+        return {
+            slot.answer_id: request_fingerprint(
+                self._identities[slot.provider.source_id],
+                messages,
+                system_text(system, slot.provider.system_prompt),
+                slot.sample,
+            )
+            for slot in self.slots
+        }

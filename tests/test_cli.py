@@ -149,3 +149,24 @@ def test_status_shows_answered_failed_and_missing(
 def test_status_of_a_directory_that_is_not_a_run(tmp_path: Path) -> None:
     result = rlhf("status", str(tmp_path))
     assert result.returncode == 2 and "no run.json here" in result.stderr
+
+
+def test_plan_estimates_calls_tokens_cost_and_time(sim: RunningSimulator, tmp_path: Path, cli_env: dict[str, str], prefect_api: str) -> None:
+    providers = three_providers(sim)
+    providers[0].update(price={"input_per_million": 2.0, "output_per_million": 8.0}, requests_per_minute=60)
+    config = write_config(tmp_path, providers, write_prompts(tmp_path / "p.jsonl", 10))
+    result = rlhf("plan", str(config), "--json", env=cli_env)
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    gpt = plan["providers"]["gpt-4o"]
+    prompt_chars = sum(len(json.loads(line)["prompt"]) for line in (tmp_path / "p.jsonl").read_text().splitlines())
+    assert gpt["calls"] == 10 and gpt["input_tokens"] == prompt_chars // 4
+    assert gpt["output_tokens_range"] == [10 * 512 // 4, 10 * 512]
+    assert gpt["cost_usd_range"] == [round((gpt["input_tokens"] * 2 + 1280 * 8) / 1e6, 4), round((gpt["input_tokens"] * 2 + 5120 * 8) / 1e6, 4)]
+    assert gpt["min_minutes_at_rate_limits"] == pytest.approx(10 / 60, abs=0.01)
+    assert plan["providers"]["claude"]["cost_usd_range"] is None
+    assert sim.stats()["requests_total"] == 0
+
+    assert rlhf("run", str(config), env=_run_env(cli_env, prefect_api)).returncode == 0
+    after = json.loads(rlhf("plan", str(config), "--json", env=cli_env).stdout)
+    assert after["calls"] == 0 and after["providers"]["gpt-4o"]["already_answered"] == 10

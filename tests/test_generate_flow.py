@@ -117,6 +117,7 @@ def test_a_provider_that_is_down_leaves_tasks_with_the_other_answers(sim: Runnin
     providers = three_providers(sim)
     providers[1]["base_url"] = closed_port_url() + "/v1"
     providers[1]["max_retries"] = 1
+    providers[1]["breaker_threshold"] = 0  # every call fails on its own here; the breaker has its own tests
     prompts = write_prompts(tmp_path / "prompts.jsonl", 6)
     summary = run(write_config(tmp_path, providers, prompts))
 
@@ -252,3 +253,31 @@ def test_a_missing_secret_block_stops_the_run_before_any_call(sim: RunningSimula
         run(write_config(tmp_path, providers, write_prompts(tmp_path / "prompts.jsonl", 2)))
     assert sim.stats()["requests_total"] == 0
     assert not (tmp_path / "out" / "b1" / "tasks.jsonl").exists()
+
+
+def test_run_report_artifacts_and_cost(sim: RunningSimulator, tmp_path: Path) -> None:
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    sim.configure(faults=[FaultRule(kind="500", model="llama-3-8b", times=2)])
+    providers = three_providers(sim)
+    providers[0]["price"] = {"input_per_million": 2.5, "output_per_million": 10.0}
+    state = asyncio.run(generate_tasks(str(write_config(tmp_path, providers, write_prompts(tmp_path / "p.jsonl", 5))), return_state=True))
+    summary = state.result()
+    gpt = summary["providers"]["gpt-4o"]
+    assert gpt["cost_usd"] == pytest.approx((gpt["input_tokens"] * 2.5 + gpt["output_tokens"] * 10.0) / 1e6, abs=1e-6)
+    assert summary["cost_usd"] == gpt["cost_usd"] and summary["providers"]["claude"]["cost_usd"] is None
+    assert summary["providers"]["llama-3"]["retries"] == 2
+
+    async def artifacts() -> list[Any]:
+        async with get_client() as client:
+            flow_run_id = state.state_details.flow_run_id
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+
+    found = {a.type: a for a in asyncio.run(artifacts())}
+    assert set(found) == {"markdown", "table"}
+    assert "test-project / b1" in found["markdown"].data and "tasks written: 5" in found["markdown"].data
+    rows = json.loads(found["table"].data) if isinstance(found["table"].data, str) else found["table"].data
+    by_provider = {row["provider"]: row for row in rows}
+    assert by_provider["llama-3"]["retries"] == 2 and by_provider["gpt-4o"]["answered"] == 5
+    assert by_provider["gpt-4o"]["cost_usd"] == gpt["cost_usd"]
