@@ -106,6 +106,9 @@ def run(
     skip_invalid: Annotated[
         bool, typer.Option("--skip-invalid", help="Run the valid prompts; write the bad records to rejected.jsonl.")
     ] = False,
+    run_date: Annotated[
+        str | None, typer.Option("--date", help="YYYY-MM-DD for {date} in batch and prompts.path (default: today, UTC).")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's INFO logs.")] = False,
 ) -> None:
@@ -116,7 +119,10 @@ def run(
     128+N stopped by signal N (SIGINT: 130, SIGTERM: 143) after writing what was complete.
     """
     from flows.prepare import prepare_run
+    from flows.run_date import RUN_DATE_ENV
 
+    if run_date:
+        os.environ[RUN_DATE_ENV] = run_date
     try:
         prepared = prepare_run(config, skip_invalid=skip_invalid)
     except InputError as exc:
@@ -357,6 +363,34 @@ def schema(
         console.print(f"[red]error:[/red] unknown schema '{what}': choose one of {', '.join(models)}", highlight=False)
         raise typer.Exit(EXIT_INPUT)
     out.print_json(json.dumps(models[what].model_json_schema()))
+
+
+@app.command()
+def serve(
+    config: Annotated[Path, typer.Argument(help="Run config (YAML); use {date} in batch for nightly runs.")],
+    cron: Annotated[str, typer.Option(help="Cron schedule (UTC).")] = "0 2 * * *",
+    name: Annotated[str | None, typer.Option(help="Deployment name (default: the config's project).")] = None,
+) -> None:
+    """Run generate_tasks on a schedule from this machine (Prefect's flow.serve) until stopped.
+
+    Needs a Prefect server (PREFECT_API_URL): schedules live there. Each scheduled run resolves {date}
+    and prompt-file globs on its day, so nightly batches never collide.
+    """
+    from flows.prepare import prepare_run
+
+    try:
+        prepared = prepare_run(config)
+    except InputError as exc:
+        raise _input_failure(exc) from None
+    if not os.environ.get("PREFECT_API_URL"):
+        console.print("[red]error:[/red] rlhf serve needs a Prefect server: start `prefect server start` and set "
+                      "PREFECT_API_URL (schedules are kept by the server)", highlight=False)
+        raise typer.Exit(EXIT_INPUT)
+    from flows.generate import generate_tasks
+
+    deployment = name or prepared.config.project
+    console.print(f"serving generate_tasks/{deployment} on cron '{cron}' (Ctrl-C to stop)", highlight=False)
+    generate_tasks.serve(name=deployment, cron=cron, parameters={"config_path": str(config.resolve())})
 
 
 @app.command()

@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, T
 
 from flows.env_expand import expand_env
 from flows.errors import InputError, InputProblem
+from flows.notify import NotifyConfig
+from flows.run_date import RUN_DATE_ENV, apply_run_date
 from flows.yaml_locations import duplicate_keys, format_loc, line_of
 from providers.config import ProviderConfig
 from task_builder.template import AnnotationTemplate
@@ -66,6 +68,7 @@ class RunConfig(BaseModel):
     chunk_size: int = Field(default=1000, ge=1, le=100_000)
     min_responses: int | None = Field(default=None, ge=1)
     samples_per_provider: int = Field(default=1, ge=1, le=16)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
 
     @property
     def answers_per_prompt(self) -> int:
@@ -79,7 +82,8 @@ class RunConfig(BaseModel):
 
     def config_hash(self) -> str:
         """A stable hash of everything in the config (API keys are never in it: only variable names)."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        # Notifications do not change what a run produces (and webhook URLs may hold a secret).
+        canonical = json.dumps(self.model_dump(mode="json", exclude={"notify"}), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     # Set only on one shard of a sharded run (flows/shard.py): (index, count). Private, so not part of
@@ -141,6 +145,10 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> RunConfig:
         raise InputError(
             [InputProblem(name, line_of(root, loc), f"environment variable {var} is not set", format_loc(loc)) for loc, var in unset]
         )
+    try:
+        data = apply_run_date(data)
+    except ValueError as exc:
+        raise InputError([InputProblem(name, None, f"{RUN_DATE_ENV}: {exc}")]) from None
     try:
         config = RunConfig.model_validate(data)
     except ValidationError as exc:

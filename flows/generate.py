@@ -27,6 +27,7 @@ from flows import progress, stopping
 from flows.atomic import atomic_open, write_json
 from flows.errors import InputError, InputProblem
 from flows.manifest import write_manifest
+from flows.notify import on_run_completed, on_run_failed
 from flows.prepare import PreparedRun, prepare_run
 from flows.prompt_reader import PromptRecord
 from flows.report import publish_report
@@ -123,7 +124,8 @@ async def call_provider_chunk(
     return {**counts, "breaker": client.breaker.reason}
 
 
-@flow(name="generate_tasks", log_prints=False)
+@flow(name="generate_tasks", log_prints=False, on_completion=[on_run_completed], on_failure=[on_run_failed],
+      on_crashed=[on_run_failed])
 async def generate_tasks(
     config_path: str,
     retry_failed: bool = False,

@@ -170,3 +170,45 @@ def test_plan_estimates_calls_tokens_cost_and_time(sim: RunningSimulator, tmp_pa
     assert rlhf("run", str(config), env=_run_env(cli_env, prefect_api)).returncode == 0
     after = json.loads(rlhf("plan", str(config), "--json", env=cli_env).stdout)
     assert after["calls"] == 0 and after["providers"]["gpt-4o"]["already_answered"] == 10
+
+
+def test_serve_schedules_the_flow_and_a_triggered_run_makes_a_dated_batch(
+    sim: RunningSimulator, tmp_path: Path, cli_env: dict[str, str], prefect_api: str
+) -> None:
+    import asyncio
+    import os
+    import time
+
+    from prefect import get_client
+    from prefect.deployments import run_deployment
+
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    write_prompts(incoming / "older.jsonl", 2)
+    newest = write_prompts(incoming / "newest.jsonl", 3, start=10)
+    os.utime(incoming / "older.jsonl", (time.time() - 3600, time.time() - 3600))
+    config = write_config(tmp_path, three_providers(sim), newest, batch="nightly-{date}")
+    config.write_text(config.read_text().replace(str(newest), str(incoming / "*.jsonl")))
+    env = {**_run_env(cli_env, prefect_api), "RLHF_RUN_DATE": "2026-11-27", "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+    server = subprocess.Popen([RLHF, "serve", str(config), "--cron", "0 3 * * *", "--name", "nightly-test"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        async def deployment() -> Any:
+            async with get_client() as client:
+                for _ in range(120):
+                    try:
+                        return await client.read_deployment_by_name("generate_tasks/nightly-test")
+                    except Exception:  # noqa: BLE001 - not registered yet
+                        await asyncio.sleep(0.5)
+            raise AssertionError("the deployment never appeared")
+
+        found = asyncio.run(deployment())
+        assert [s.schedule.cron for s in found.schedules] == ["0 3 * * *"]
+        flow_run = run_deployment("generate_tasks/nightly-test", timeout=120, poll_interval=1)
+        assert flow_run.state is not None and flow_run.state.is_completed(), flow_run.state
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    tasks = tmp_path / "out" / "nightly-2026-11-27" / "tasks.jsonl"
+    ids = [json.loads(line)["metadata"]["prompt_id"] for line in tasks.read_text().splitlines()]
+    assert ids == ["p-010", "p-011", "p-012"]  # the newest prompt file, under the dated batch

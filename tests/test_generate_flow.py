@@ -281,3 +281,52 @@ def test_run_report_artifacts_and_cost(sim: RunningSimulator, tmp_path: Path) ->
     by_provider = {row["provider"]: row for row in rows}
     assert by_provider["llama-3"]["retries"] == 2 and by_provider["gpt-4o"]["answered"] == 5
     assert by_provider["gpt-4o"]["cost_usd"] == gpt["cost_usd"]
+
+
+class _Webhook:
+    """A loopback HTTP endpoint that records the JSON bodies POSTed to it."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        received: list[dict[str, Any]] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+                received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.received = received
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook/SECRET-PART"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def test_webhook_gets_the_summary_on_completion_and_the_reason_on_failure(
+    sim: RunningSimulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    hook = _Webhook()
+    try:
+        prompts = write_prompts(tmp_path / "p.jsonl", 3)
+        config = write_config(tmp_path, three_providers(sim), prompts, notify={"webhook_url": hook.url})
+        summary = run(config)
+        (event,) = hook.received
+        assert event["event"] == "completed" and event["summary"]["tasks_written"] == 3 == summary["tasks_written"]
+
+        prompts.unlink()  # the next run fails at its start: the prompt file is gone
+        with pytest.raises(Exception, match="prompt file not found"):
+            run(config)
+        assert [e["event"] for e in hook.received] == ["completed", "failed"]
+        assert "prompt file not found" in hook.received[1]["message"]
+    finally:
+        hook.close()
+    assert "SECRET-PART" not in capfd.readouterr().err
