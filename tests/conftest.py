@@ -29,6 +29,7 @@ os.environ.pop("PREFECT_API_URL", None)
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
+from providers.config import ProviderConfig  # noqa: E402
 from simulator import RunningSimulator, SimulatorSettings  # noqa: E402
 
 FAKE_OPENAI_KEY = "sk-test-FAKEKEY-0penai-7c1d9e"
@@ -89,6 +90,12 @@ def provider_entry(sim: RunningSimulator, source_id: str, kind: str, model: str,
     }
     entry.update(extra)
     return entry
+
+
+def provider_config(sim: RunningSimulator, kind: str, model: str = "model-under-test", **extra: Any) -> ProviderConfig:
+    """A provider config for calling the simulator directly (``source_id`` ``<kind>-src``, fast retries)."""
+    extra.setdefault("params", {"temperature": 0.2, "max_tokens": 4096})  # room for every derived answer
+    return ProviderConfig(**provider_entry(sim, f"{kind}-src", kind, model, **extra))
 
 
 def three_providers(sim: RunningSimulator) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conftest import provider_entry, write_config, write_prompts
+from conftest import provider_config, provider_entry, write_config, write_prompts
 from providers.base import Provider
 from providers.config import ProviderConfig
 from providers.factory import open_provider
@@ -181,22 +181,6 @@ def test_token_bucket_is_corrected_with_the_reported_usage() -> None:
 
 
 # --------------------------------------------------------------------------- over loopback
-def _config(sim: RunningSimulator, kind: str, model: str, **extra: Any) -> ProviderConfig:
-    fields: dict[str, Any] = {
-        "source_id": f"{kind}-src",
-        "kind": kind,
-        "model": model,
-        "base_url": sim.openai_base_url if kind == "openai" else sim.anthropic_base_url,
-        "params": {"temperature": 0.2, "max_tokens": 256},
-        "timeout_s": 5,
-        "max_retries": 3,
-        "backoff_initial_s": 0.01,
-        "backoff_max_s": 0.05,
-    }
-    fields.update(extra)
-    return ProviderConfig(**fields)
-
-
 async def _many(provider: Provider, count: int) -> list[CallResult]:
     return await asyncio.gather(*(provider.call([{"role": "user", "content": f"q{i}"}], None) for i in range(count)))
 
@@ -215,7 +199,7 @@ def _run_calls(config: ProviderConfig, count: int) -> list[CallResult]:
 @pytest.mark.parametrize("kind", KINDS)
 def test_request_rate_never_exceeds_rate_plus_burst(sim: RunningSimulator, fake_keys: dict[str, str], kind: str) -> None:
     rpm, burst, count = 300, 3, 40
-    results = _run_calls(_config(sim, kind, "rated-model", requests_per_minute=rpm, burst=burst, max_concurrency=64), count)
+    results = _run_calls(provider_config(sim, kind, "rated-model", requests_per_minute=rpm, burst=burst, max_concurrency=64), count)
     assert all(r.ok for r in results)
     times = sorted(sim.stats()["request_times"]["rated-model"])
     assert len(times) == count
@@ -234,7 +218,7 @@ def test_a_burst_of_429s_pauses_the_provider_and_halves_then_regrows_concurrency
 ) -> None:
     # Successes take 100 ms, 429s come back at once: the first wave is 6 × 429 + 2 slow answers.
     sim.configure(latency_ms=100, faults=[FaultRule(kind="429", times=6, retry_after_s=0.5)])
-    config = _config(sim, kind, "busy-model", max_concurrency=8)
+    config = provider_config(sim, kind, "busy-model", max_concurrency=8)
     limits: list[int] = []
 
     async def go() -> tuple[list[CallResult], ProviderLimiter]:
@@ -279,7 +263,7 @@ def test_client_pauses_when_the_server_says_no_requests_remain(
 ) -> None:
     sim.configure(rate_limit_requests=5, rate_limit_window_s=1.5)
     try:
-        config = _config(sim, kind, "windowed-model", max_concurrency=1)
+        config = provider_config(sim, kind, "windowed-model", max_concurrency=1)
 
         async def go() -> list[CallResult]:
             provider = await open_provider(config)

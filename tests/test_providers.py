@@ -8,29 +8,13 @@ from typing import Any
 
 import pytest
 
-from conftest import FAKE_ANTHROPIC_KEY, FAKE_OPENAI_KEY
+from conftest import FAKE_ANTHROPIC_KEY, FAKE_OPENAI_KEY, provider_config
 from providers.config import ProviderConfig
 from providers.factory import open_provider
 from providers.result import CallResult
 from simulator import FaultRule, RunningSimulator, answer_marker
 
 PROMPT = [{"role": "user", "content": "Name three primary colours."}]
-
-
-def _config(sim: RunningSimulator, kind: str, **extra: Any) -> ProviderConfig:
-    fields: dict[str, Any] = {
-        "source_id": f"{kind}-src",
-        "kind": kind,
-        "model": "model-under-test",
-        "base_url": sim.openai_base_url if kind == "openai" else sim.anthropic_base_url,
-        "params": {"temperature": 0.2, "max_tokens": 4096},
-        "timeout_s": 5,
-        "max_retries": 3,
-        "backoff_initial_s": 0.01,
-        "backoff_max_s": 0.05,
-    }
-    fields.update(extra)
-    return ProviderConfig(**fields)
 
 
 def _call(config: ProviderConfig, messages: list[dict[str, Any]] = PROMPT, system: str | None = None) -> CallResult:
@@ -49,7 +33,7 @@ KINDS = ["openai", "anthropic"]
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_answer_is_normalised(sim: RunningSimulator, fake_keys: dict[str, str], kind: str) -> None:
-    result = _call(_config(sim, kind))
+    result = _call(provider_config(sim, kind))
     assert result.ok, result.error
     assert answer_marker("model-under-test", PROMPT[-1]["content"]) in (result.text or "")
     assert result.model == "model-under-test"
@@ -66,7 +50,7 @@ def test_system_prompt_and_history_reach_the_provider(sim: RunningSimulator, fak
         {"role": "assistant", "content": "Hi! How can I help?"},
         {"role": "user", "content": "Tell me a joke."},
     ]
-    result = _call(_config(sim, kind), history, system="Be brief.")
+    result = _call(provider_config(sim, kind), history, system="Be brief.")
     assert result.ok
     assert answer_marker("model-under-test", "Tell me a joke.") in (result.text or "")
     assert sim.stats()["requests_total"] == 1
@@ -76,7 +60,7 @@ def test_system_prompt_and_history_reach_the_provider(sim: RunningSimulator, fak
 def test_429_is_retried_after_the_servers_retry_after(sim: RunningSimulator, fake_keys: dict[str, str], kind: str) -> None:
     sim.configure(faults=[FaultRule(kind="429", times=1, retry_after_s=1.0)])
     started = time.perf_counter()
-    result = _call(_config(sim, kind))
+    result = _call(provider_config(sim, kind))
     elapsed = time.perf_counter() - started
     assert result.ok and result.attempts == 2
     # Backoff alone would have waited ~0.01 s: the 1 s is the server's Retry-After being honoured.
@@ -88,7 +72,7 @@ def test_429_is_retried_after_the_servers_retry_after(sim: RunningSimulator, fak
 @pytest.mark.parametrize("status", ["500", "503"])
 def test_server_errors_are_retried(sim: RunningSimulator, fake_keys: dict[str, str], kind: str, status: str) -> None:
     sim.configure(faults=[FaultRule(kind=status, times=2)])
-    result = _call(_config(sim, kind))
+    result = _call(provider_config(sim, kind))
     assert result.ok and result.attempts == 3
 
 
@@ -96,7 +80,7 @@ def test_server_errors_are_retried(sim: RunningSimulator, fake_keys: dict[str, s
 @pytest.mark.parametrize("status", ["401", "400"])
 def test_client_errors_are_never_retried(sim: RunningSimulator, fake_keys: dict[str, str], kind: str, status: str) -> None:
     sim.configure(faults=[FaultRule(kind=status)])
-    result = _call(_config(sim, kind))
+    result = _call(provider_config(sim, kind))
     assert not result.ok
     assert result.error_type == f"http_{status}" and result.status_code == int(status)
     assert result.attempts == 1
@@ -106,7 +90,7 @@ def test_client_errors_are_never_retried(sim: RunningSimulator, fake_keys: dict[
 @pytest.mark.parametrize("kind", KINDS)
 def test_retries_exhausted_leave_the_last_error(sim: RunningSimulator, fake_keys: dict[str, str], kind: str) -> None:
     sim.configure(faults=[FaultRule(kind="503")])
-    result = _call(_config(sim, kind, max_retries=2))
+    result = _call(provider_config(sim, kind, max_retries=2))
     assert not result.ok and result.error_type == "http_503" and result.attempts == 3
     assert sim.stats()["requests_total"] == 3
 
@@ -120,9 +104,9 @@ def test_broken_responses_are_errors_and_retried(
     sim: RunningSimulator, fake_keys: dict[str, str], kind: str, fault: str, error_type: str
 ) -> None:
     sim.configure(faults=[FaultRule(kind=fault, times=1)])
-    assert _call(_config(sim, kind)).attempts == 2
+    assert _call(provider_config(sim, kind)).attempts == 2
     sim.configure(faults=[FaultRule(kind=fault)])
-    failed = _call(_config(sim, kind, max_retries=1))
+    failed = _call(provider_config(sim, kind, max_retries=1))
     assert not failed.ok and failed.error_type == error_type and failed.attempts == 2
 
 
@@ -130,7 +114,7 @@ def test_broken_responses_are_errors_and_retried(
 def test_a_hanging_server_times_out(sim: RunningSimulator, fake_keys: dict[str, str], kind: str) -> None:
     sim.configure(faults=[FaultRule(kind="hang", hang_s=30)])
     started = time.perf_counter()
-    result = _call(_config(sim, kind, timeout_s=0.3, max_retries=1))
+    result = _call(provider_config(sim, kind, timeout_s=0.3, max_retries=1))
     assert not result.ok and result.error_type == "timeout" and result.attempts == 2
     assert time.perf_counter() - started < 5
 
@@ -151,7 +135,7 @@ def test_unreachable_provider_is_a_connection_error(fake_keys: dict[str, str], k
 @pytest.mark.parametrize("kind", KINDS)
 def test_concurrency_limit_is_respected(sim: RunningSimulator, fake_keys: dict[str, str], kind: str) -> None:
     sim.configure(latency_ms=30)
-    config = _config(sim, kind, max_concurrency=4)
+    config = provider_config(sim, kind, max_concurrency=4)
 
     async def go() -> list[CallResult]:
         provider = await open_provider(config)
@@ -170,6 +154,6 @@ def test_concurrency_limit_is_respected(sim: RunningSimulator, fake_keys: dict[s
 @pytest.mark.parametrize("kind", KINDS)
 def test_api_key_never_appears_in_errors(sim: RunningSimulator, fake_keys: dict[str, str], kind: str) -> None:
     sim.configure(faults=[FaultRule(kind="401")])
-    result = _call(_config(sim, kind))
+    result = _call(provider_config(sim, kind))
     text = repr(result.to_dict())
     assert FAKE_OPENAI_KEY not in text and FAKE_ANTHROPIC_KEY not in text
