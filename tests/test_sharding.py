@@ -1,0 +1,236 @@
+"""Sharded generation: shard selection and merge in-process, then the real thing on a work pool.
+
+The acceptance test starts its own ``prefect server start`` (own PREFECT_HOME), a process work pool,
+two ``prefect worker start`` subprocesses, deploys ``prefect.yaml`` and runs a sharded batch against the
+provider simulator in its own process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import ROOT, provider_entry, write_config, write_prompts
+from simulator import RunningSimulator, start_simulator_process
+from task_builder.ids import task_id_for
+
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+POOL = "rlhf-process"
+
+
+def _task_ids(path: Path) -> list[str]:
+    return [json.loads(line)["task_id"] for line in path.read_text().splitlines()]
+
+
+def _providers(sim: Any, **extra: Any) -> list[dict[str, Any]]:
+    return [
+        provider_entry(sim, "gpt-4o", "openai", "gpt-4o", **extra),
+        provider_entry(sim, "claude", "anthropic", "claude-sonnet-4-5", **extra),
+    ]
+
+
+# ------------------------------------------------------------------------------- in-process, fast
+
+
+def test_shards_merge_to_the_unsharded_batch(
+    sim: RunningSimulator, tmp_path: Path, fake_keys: dict[str, str], prefect_api: str
+) -> None:
+    """Shards run in-process (no workers), merged: same task ids in the same order, summed counts."""
+    from flows.generate import generate_tasks
+    from flows.prepare import prepare_run
+    from flows.shard import merge_batch, seed_shards
+
+    prompts = write_prompts(tmp_path / "p.jsonl", 23)
+    config_path = write_config(tmp_path, _providers(sim, requests_per_minute=6000), prompts, chunk_size=4)
+    config = prepare_run(config_path).config
+    seed_shards(config, 3)
+    parts = [
+        asyncio.run(generate_tasks(str(config_path), shard_index=k, shard_count=3, rate_shares={"gpt-4o": 0.5, "claude": 0.5}))
+        for k in range(3)
+    ]
+    assert [p["prompts"] for p in parts] == [8, 8, 7]
+    shard0 = [json.loads(line)["metadata"]["prompt_id"] for line in (config.batch_dir / "shards/0/tasks.jsonl").read_text().splitlines()]
+    assert shard0 == [f"p-{i:03d}" for i in range(0, 23, 3)]
+    info = [{"index": k, "state": "COMPLETED"} for k in range(3)]
+    merged = merge_batch(config, str(config_path), 3, info, "2026-01-01T00:00:00Z")
+    assert merged["prompts"] == merged["tasks_written"] == merged["prompts_tasked"] == 23
+    assert merged["providers"]["gpt-4o"]["answered"] == merged["providers"]["gpt-4o"]["called_this_run"] == 23
+    assert merged["providers"]["claude"]["latency_ms_p50"] is not None
+    assert sum(c["count"] for c in merged["positions"]["gpt-4o"].values()) == 23
+    sharded_tasks = [json.loads(line) for line in (config.batch_dir / "tasks.jsonl").read_text().splitlines()]
+    assert [t["task_id"] for t in sharded_tasks] == [task_id_for("b1", f"p-{i:03d}") for i in range(23)]
+    assert len({t["created_at"] for t in sharded_tasks}) == 1  # seeded from the batch store
+
+    # An unsharded rerun of the batch finds every answer in the merged store, calls nobody, and writes
+    # the same task ids with the same run id and config hash.
+    calls_before = sim.stats()["requests_total"]
+    unsharded = asyncio.run(generate_tasks(str(config_path)))
+    assert sim.stats()["requests_total"] == calls_before == 46
+    assert unsharded["providers"]["gpt-4o"]["reused_from_store"] == 23
+    assert (unsharded["run_id"], unsharded["config_hash"]) == (merged["run_id"], merged["config_hash"])
+    assert _task_ids(config.batch_dir / "tasks.jsonl") == [t["task_id"] for t in sharded_tasks]
+
+
+def test_rate_shares_scale_the_provider_quota(tmp_path: Path, fake_keys: dict[str, str]) -> None:
+    from flows.prepare import prepare_run
+    from flows.shard import for_shard, prompts_of
+
+    sim_like = type("S", (), {"openai_base_url": "http://127.0.0.1:9/v1", "anthropic_base_url": "http://127.0.0.1:9"})()
+    config_path = write_config(
+        tmp_path, _providers(sim_like, requests_per_minute=600, tokens_per_minute=90000, burst=9), write_prompts(tmp_path / "p.jsonl", 5)
+    )
+    prepared = prepare_run(config_path)
+    shard = for_shard(prepared, 1, 2, {"gpt-4o": 0.25})
+    gpt, claude = shard.config.providers
+    assert (gpt.requests_per_minute, gpt.tokens_per_minute, gpt.burst) == (150, 22500, 2)
+    assert claude.requests_per_minute == 600
+    assert shard.config.config_hash() != prepared.config.config_hash()  # the flow hashes the config as written
+    assert shard.config.run_dir == prepared.config.run_dir / "shards" / "1"
+    assert shard.config.store_path == shard.config.run_dir / "responses.sqlite"
+    assert [r.id for r in prompts_of(shard.config)] == ["p-001", "p-003"] and shard.prompt_count == 2
+    with pytest.raises(ValueError):
+        for_shard(prepared, 2, 2)
+
+
+# ------------------------------------------------------------------------------- two workers, real server
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _stop(process: subprocess.Popen[bytes], grace_s: float = 8.0) -> None:
+    """Stop a subprocess started in its own session, and everything it started."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # children (flow-run processes) too
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+@pytest.fixture
+def prefect_stack(tmp_path: Path, fake_keys: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """Own Prefect server, a process work pool, prefect.yaml deployed, two workers (w1, w2)."""
+    home = Path(tempfile.mkdtemp(prefix="prefect-shard-"))
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        PREFECT_HOME=str(home / "home"), PREFECT_API_URL=api, DO_NOT_TRACK="1",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false", PREFECT_LOGGING_LEVEL="WARNING",
+        PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_RUNNER_POLL_FREQUENCY="1", TMPDIR=str(home),
+    )
+    processes: list[subprocess.Popen[bytes]] = []
+    logs = home / "logs"
+    logs.mkdir()
+
+    def start(name: str, *args: str) -> subprocess.Popen[bytes]:
+        with (logs / f"{name}.log").open("wb") as log:
+            process = subprocess.Popen(args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        processes.append(process)
+        return process
+
+    def cli(*args: str) -> None:
+        result = subprocess.run([PREFECT, "--no-prompt", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    try:
+        server = start("server", PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port))
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, (logs / "server.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"{api}/health", timeout=2, trust_env=False).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "prefect server did not start"
+            time.sleep(0.5)
+        cli("work-pool", "create", POOL, "--type", "process")
+        cli("deploy", "--all")
+        # --limit 1: a worker runs one shard at a time, so two shards in flight land on both workers.
+        workers = [start(name, PREFECT, "worker", "start", "--pool", POOL, "--name", name, "--limit", "1") for name in ("w1", "w2")]
+        yield {"api": api, "env": env, "logs": logs, "workers": workers}
+    finally:
+        for process in reversed(processes):  # workers first, the server last
+            _stop(process)
+        import shutil
+
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_sharded_batch_on_two_workers(prefect_stack: dict[str, Any], tmp_path: Path) -> None:
+    api, env = prefect_stack["api"], prefect_stack["env"]
+    shards, in_flight, max_concurrency, count = 3, 2, 4, 150
+    with start_simulator_process(mode="derived", latency_ms=50) as sim:
+        config_path = write_config(
+            tmp_path, _providers(sim, max_concurrency=max_concurrency, requests_per_minute=60000),
+            write_prompts(tmp_path / "p.jsonl", count), chunk_size=20,
+        )
+        # The parent runs as its own process (a flow run against the test's server); its shards are
+        # deployment runs of generate_tasks/rlhf-shard picked up by the two workers.
+        script = (
+            "import asyncio, json, sys\n"
+            "from flows.shard import generate_sharded\n"
+            f"s = asyncio.run(generate_sharded(sys.argv[1], shards={shards}, shards_in_flight={in_flight}, poll_interval_s=1))\n"
+            "print(json.dumps(s))\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script, str(config_path)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=150
+        )
+        worker_logs = "\n".join(p.read_text(errors="replace")[-2000:] for p in prefect_stack["logs"].glob("w*.log"))
+        assert result.returncode == 0, result.stderr[-4000:] + worker_logs
+        summary = json.loads(result.stdout.strip().splitlines()[-1])
+        stats = sim.stats()
+
+    # Every shard ran, on both workers (the worker's name is a label it gives the flow run).
+    runs = httpx.post(f"{api}/flow_runs/filter", json={"flows": {"name": {"any_": ["generate_tasks"]}}}, trust_env=False).json()
+    assert len(runs) == shards
+    assert all(run["state_type"] == "COMPLETED" for run in runs)
+    assert sorted(run["parameters"]["shard_index"] for run in runs) == list(range(shards))
+    assert {run["labels"]["prefect.worker.name"] for run in runs} == {"w1", "w2"}
+    assert {s["worker"] for s in summary["shards"]} == {"w1", "w2"}
+    # Each shard got its share of the provider quota: 1 / the limit's size.
+    assert all(run["parameters"]["rate_shares"] == {"gpt-4o": 0.5, "claude": 0.5} for run in runs)
+    limit = httpx.get(f"{api}/v2/concurrency_limits/rlhf-provider-gpt-4o", trust_env=False).json()
+    assert limit["limit"] == in_flight and limit["active_slots"] == 0
+
+    # All tasks present exactly once, in batch order; counts summed.
+    run_dir = tmp_path / "out" / "b1"
+    task_ids = _task_ids(run_dir / "tasks.jsonl")
+    assert task_ids == [task_id_for("b1", f"p-{i:03d}") for i in range(count)]
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert on_disk["prompts"] == on_disk["tasks_written"] == count and on_disk["incomplete"] == 0
+    for source_id in ("gpt-4o", "claude"):
+        assert on_disk["providers"][source_id]["answered"] == on_disk["providers"][source_id]["called_this_run"] == count
+
+    # Each call made once across all workers; never more in flight than the limits allow.
+    assert stats["requests_total"] == 2 * count
+    for model in ("gpt-4o", "claude-sonnet-4-5"):
+        assert stats["by_model"][model]["requests"] == count
+        assert stats["by_model"][model]["max_in_flight"] <= max_concurrency * in_flight
