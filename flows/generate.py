@@ -191,7 +191,7 @@ async def generate_tasks(
         summary.files["rejected"] = str(run_dir / "rejected.jsonl")
     report = summary.to_dict()
     write_json(run_dir / "summary.json", report)
-    await publish_report(report)
+    await publish_report(report, part=None if shard_index is None else f"shard-{shard_index}")
     return report
 
 

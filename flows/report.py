@@ -58,9 +58,13 @@ def markdown_report(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def publish_report(summary: dict[str, Any]) -> str:
-    """Create the markdown and table artifacts of a run (inside a flow run); returns the key prefix."""
-    key = artifact_key("rlhf", summary["project"], summary["batch"])
+async def publish_report(summary: dict[str, Any], part: str | None = None) -> str:
+    """Create the markdown and table artifacts of a run (inside a flow run); returns the key prefix.
+
+    ``part`` names a piece of a batch (a shard): its report gets its own keys, so the batch's keys
+    always hold the whole batch's report.
+    """
+    key = artifact_key("rlhf", summary["project"], summary["batch"], *([part] if part else []))
     await acreate_markdown_artifact(markdown=markdown_report(summary), key=f"{key}-report",
                              description=f"rlhf run report for {summary['project']} / {summary['batch']}")
     await acreate_table_artifact(table=provider_rows(summary), key=f"{key}-providers",

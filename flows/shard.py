@@ -444,5 +444,5 @@ async def generate_sharded(
     summary["wall_s"] = round(time.perf_counter() - started, 2)
     summary["concurrency_limits"] = {sid: {"name": name, "limit": size} for sid, (name, size) in limits.items()}
     write_json(config.batch_dir / "summary.json", summary)
-    publish_report(summary)  # the merged report becomes the batch's latest artifact
+    await publish_report(summary)  # the merged report: the batch's own artifact keys
     return summary

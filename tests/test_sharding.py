@@ -234,3 +234,12 @@ def test_sharded_batch_on_two_workers(prefect_stack: dict[str, Any], tmp_path: P
     for model in ("gpt-4o", "claude-sonnet-4-5"):
         assert stats["by_model"][model]["requests"] == count
         assert stats["by_model"][model]["max_in_flight"] <= max_concurrency * in_flight
+
+    # The parent published the merged run report: the newest artifacts under the batch's keys.
+    keys = ["rlhf-test-project-b1-report", "rlhf-test-project-b1-providers"]
+    latest = httpx.post(f"{api}/artifacts/latest/filter", json={"artifacts": {"key": {"any_": keys}}}, trust_env=False).json()
+    by_key = {artifact["key"]: artifact for artifact in latest}
+    assert f"tasks written: {count}" in by_key["rlhf-test-project-b1-report"]["data"]
+    table = by_key["rlhf-test-project-b1-providers"]["data"]
+    rows = json.loads(table) if isinstance(table, str) else table
+    assert {row["provider"]: row["answered"] for row in rows} == {"gpt-4o": count, "claude": count}
