@@ -330,3 +330,28 @@ def test_webhook_gets_the_summary_on_completion_and_the_reason_on_failure(
     finally:
         hook.close()
     assert "SECRET-PART" not in capfd.readouterr().err
+
+
+def test_fingerprint_follows_what_changes_the_answer_and_not_the_key(
+    sim: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prompts = write_prompts(tmp_path / "p.jsonl", 3)
+    providers = [provider_entry(sim, "gpt-4o", "openai", "gpt-4o"), provider_entry(sim, "claude", "anthropic", "claude-x")]
+    run(write_config(tmp_path, providers, prompts))
+    assert sim.stats()["requests_total"] == 6
+
+    def calls_after(change: Any) -> dict[str, int]:
+        sim.reset()
+        changed = json.loads(json.dumps(providers))
+        change(changed)
+        summary = run(write_config(tmp_path, changed, prompts))
+        return {sid: p["called_this_run"] for sid, p in summary["providers"].items()}
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-a-rotated-key-changes-nothing")
+    assert calls_after(lambda p: None) == {"gpt-4o": 0, "claude": 0}
+    assert calls_after(lambda p: p[0]["params"].update(temperature=0.9)) == {"gpt-4o": 3, "claude": 0}
+    assert calls_after(lambda p: p[1].update(model="claude-y")) == {"gpt-4o": 0, "claude": 3}
+    assert calls_after(lambda p: p[0].update(system_prompt="Be terse.")) == {"gpt-4o": 3, "claude": 0}
+    assert calls_after(lambda p: p[1].update(base_url=sim.anthropic_base_url + "/")) == {"gpt-4o": 0, "claude": 0}  # same endpoint
+    localhost = sim.openai_base_url.replace("127.0.0.1", "localhost")  # another base URL, same server
+    assert calls_after(lambda p: p[0].update(base_url=localhost)) == {"gpt-4o": 3, "claude": 0}
