@@ -145,41 +145,34 @@ def _apply(shell: dict[str, Any], results: list[dict[str, Any]]) -> tuple[dict[s
             reasons.append(f"{name}: {problem}")
             continue
         assert raw is not None
-        if "__" in name:  # per-answer control: <position letter>__<slot key>
-            position_letter, key = name.split("__", 1)
-            position = next((i for i in range(len(answers)) if letter(i) == position_letter), None)
-            slot = _find_slot(answers[position]["annotations"], key) if position is not None else None
-            if slot is None:
-                reasons.append(f"{name}: no such slot in this task")
-                continue
-            if slot["type"] == "text":
-                slot["value"] = raw
-            else:
-                slot["value"], problem = _fill_choice(slot, raw)
-                if problem:
-                    reasons.append(f"{name}: {problem}")
-        elif name.startswith("rank_") and name[5:].isdigit():
+        if name.startswith("rank_") and name[5:].isdigit():
             if raw not in letters:
                 reasons.append(f"{name}: '{raw}' is not a response of this task")
             else:
                 ranks[int(name[5:])] = letters[raw]
+            continue
+        if "__" in name:  # per-answer control: <position letter>__<slot key>
+            position_letter, key = name.split("__", 1)
+            position = next((i for i in range(len(answers)) if letter(i) == position_letter), None)
+            slot = _find_slot(answers[position]["annotations"], key) if position is not None else None
         elif name in TURN_CONTROLS:
             slot = _find_slot(turn["annotations"], TURN_CONTROLS[name])
-            if slot is None:
-                reasons.append(f"{name}: no such slot in this task")
-            elif name == "selected":
+            if name == "selected" and slot is not None:
                 if raw not in letters:
                     reasons.append(f"{name}: '{raw}' is not a response of this task")
-                else:
-                    slot["value"] = letters[raw]
-            elif slot["type"] == "text":
-                slot["value"] = raw
-            else:
-                slot["value"], problem = _fill_choice(slot, raw)
-                if problem:
-                    reasons.append(f"{name}: {problem}")
+                    continue
+                raw = letters[raw]  # a position letter names the answer's source id
         else:
             reasons.append(f"{name}: unknown control")
+            continue
+        if slot is None:
+            reasons.append(f"{name}: no such slot in this task")
+        elif slot["type"] == "text":
+            slot["value"] = raw
+        else:
+            slot["value"], problem = _fill_choice(slot, raw)
+            if problem:
+                reasons.append(f"{name}: {problem}")
     if ranks:
         slot = _find_slot(turn["annotations"], "ranking")
         ranking = [ranks[r] for r in sorted(ranks)]
