@@ -25,5 +25,10 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
+# Throughput vs the raw floor and peers, memory, resume cost (~35 min; writes bench/RESULTS.md).
+# BENCH_ARGS=--quick for a ~10 min run, BENCH_ARGS="--only memory" for one section.
+bench: install
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 clean:
 	rm -rf out .prefect .pytest_cache

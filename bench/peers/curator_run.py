@@ -1,0 +1,92 @@
+"""Drive bespokelabs-curator (0.1.x) against the simulator: one process per model, all at once.
+
+Runs in its own venv (``bench/.venvs/curator``). Curator's ``LLM`` handles one model per call, so the
+driver starts one worker process per model (``--worker MODEL``) and waits for all of them: the
+fastest way to run several models with curator (``../shared/ARCHITECTURE.md``: processes beat
+threads once many calls are in flight). Each worker uses the ``openai`` backend against the
+simulator's OpenAI-compatible endpoint with ``max_concurrent_requests`` = the benchmark's per-model
+concurrency and request/token budgets far above what the run needs; curator's cache is off and its
+working directory is fresh. Curator sends one probe request per model at start-up (to read rate-limit
+headers); the benchmark leaves those out of the request rate.
+
+Prints one JSON line: ``{"answered": N, "failed": M}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def worker(args: argparse.Namespace) -> int:
+    """One model: run curator's LLM over every prompt; print the answered/failed counts."""
+    from bespokelabs import curator
+
+    with args.prompts.open(encoding="utf-8") as handle:
+        prompts = [json.loads(line)["prompt"] for line in handle if line.strip()]
+    llm = curator.LLM(
+        model_name=args.worker,
+        backend="openai",
+        generation_params={"temperature": 0.7, "max_tokens": 1024, "top_p": 1.0},
+        backend_params={
+            "base_url": f"{args.url}/v1",
+            "api_key": "sk-bench-not-a-real-key",
+            "max_concurrent_requests": args.concurrency,
+            "max_requests_per_minute": 10_000_000,
+            "max_tokens_per_minute": 10_000_000_000,
+            "max_retries": 0,
+            "request_timeout": 120,
+            "require_all_responses": False,
+        },
+    )
+    response = llm(prompts, working_dir=str(args.working_dir / _safe(args.worker)))
+    dataset = response.dataset if hasattr(response, "dataset") else response
+    answered = sum(1 for row in dataset if row.get("response"))
+    print(json.dumps({"answered": answered, "failed": len(prompts) - answered}), flush=True)
+    return 0
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-._" else "_" for c in name)
+
+
+def driver(args: argparse.Namespace) -> int:
+    """Start one worker process per model, wait for all, add up their counts."""
+    processes = []
+    for model in args.models.split(","):
+        command = [sys.executable, __file__, "--url", args.url, "--prompts", str(args.prompts),
+                   "--concurrency", str(args.concurrency), "--working-dir", str(args.working_dir), "--worker", model]
+        processes.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=os.environ.copy()))
+    answered = failed = 0
+    code = 0
+    for process in processes:
+        out, _ = process.communicate()
+        code = code or process.returncode
+        for line in out.splitlines():
+            if line.startswith("{"):
+                counts = json.loads(line)
+                answered += counts["answered"]
+                failed += counts["failed"]
+    print(json.dumps({"answered": answered, "failed": failed}))
+    return code
+
+
+def main() -> int:
+    """Parse arguments; run as the driver, or as one model's worker with ``--worker``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True, help="simulator root URL")
+    parser.add_argument("--prompts", required=True, type=Path)
+    parser.add_argument("--models", help="comma-separated model names (driver)")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--working-dir", required=True, type=Path)
+    parser.add_argument("--worker", help="run one model (internal)")
+    args = parser.parse_args()
+    return worker(args) if args.worker else driver(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
