@@ -11,7 +11,7 @@ from task_builder.ids import position_label, stable_id
 from task_builder.layout import PlannedTask
 from task_builder.shell import Annotation, Message, MessageContent, ModelParameters, Task, Thread, Turn
 from task_builder.slots import AnswerSlot
-from task_builder.template import AnnotationTemplate, Dimension
+from task_builder.template import AnnotationTemplate
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,30 +89,20 @@ def _plain(role: str, text: str, source_id: str) -> Message:
     return Message(role=role, content=MessageContent(text=text), source_id=source_id)  # type: ignore[arg-type]
 
 
-def _dimension_slot(dim: Dimension, slot_id: str) -> Annotation:
-    return Annotation(
-        id=slot_id,
-        key=dim.key,
-        type=dim.type,
-        title=dim.title,
-        description=dim.description,
-        labels=dim.labels,
-        possible_values=dim.values,
-    )
+def _slot(task_id: str, turn: int, where: int | str, key: str, kind: str, **fields: Any) -> Annotation:
+    """An empty slot; its id derives from the task, the turn, where it sits (a position or "turn") and its key."""
+    return Annotation(id=stable_id("ann", task_id, turn, where, key), key=key, type=kind, **fields)  # type: ignore[arg-type]
 
 
 def _answer_slots(template: AnnotationTemplate, task_id: str, turn: int, position: int) -> list[Annotation]:
-    slots = [_dimension_slot(d, stable_id("ann", task_id, turn, position, d.key)) for d in template.dimensions]
+    slots = [
+        _slot(task_id, turn, position, d.key, d.type, title=d.title, description=d.description, labels=d.labels,
+              possible_values=d.values)
+        for d in template.dimensions
+    ]
     if template.rewrite:
-        slots.append(
-            Annotation(
-                id=stable_id("ann", task_id, turn, position, "rewrite"),
-                key="rewrite",
-                type="text",
-                title="Rewrite",
-                description="Rewrite this response into the ideal answer (leave empty if it needs no change).",
-            )
-        )
+        slots.append(_slot(task_id, turn, position, "rewrite", "text", title="Rewrite",
+                           description="Rewrite this response into the ideal answer (leave empty if it needs no change)."))
     return slots
 
 
@@ -121,49 +111,20 @@ def _turn_slots(template: AnnotationTemplate, task_id: str, turn: int, order: li
     labels = [position_label(i) for i in range(len(order))]
     turn_cfg = template.turn
     if turn_cfg.selected_model_id and len(order) >= 2:
-        slots.append(
-            Annotation(
-                id=stable_id("ann", task_id, turn, "turn", "selected_model_id"),
-                key="selected_model_id",
-                type="category",
-                title="Which response is best?",
-                labels=labels,
-                possible_values=list(order),
-            )
-        )
+        slots.append(_slot(task_id, turn, "turn", "selected_model_id", "category", title="Which response is best?",
+                           labels=labels, possible_values=list(order)))
     if turn_cfg.likert.enabled and len(order) == 2:
-        slots.append(
-            Annotation(
-                id=stable_id("ann", task_id, turn, "turn", "likert_value"),
-                key="likert_value",
-                type="integer",
-                title=turn_cfg.likert.title,
-                labels=turn_cfg.likert.labels_for(labels[0], labels[1]),
-                possible_values=list(turn_cfg.likert.values),
-            )
-        )
+        slots.append(_slot(task_id, turn, "turn", "likert_value", "integer", title=turn_cfg.likert.title,
+                           labels=turn_cfg.likert.labels_for(labels[0], labels[1]),
+                           possible_values=list(turn_cfg.likert.values)))
     if turn_cfg.ranking and len(order) >= 2:
-        slots.append(
-            Annotation(
-                id=stable_id("ann", task_id, turn, "turn", "ranking"),
-                key="ranking",
-                type="ranked_choices",
-                title="Rank the responses from best to worst",
-                # Scale's ranked_choices has no possible_values: the value is the answers' source ids,
-                # best first; metadata.positions maps these labels to them.
-                labels=labels,
-            )
-        )
+        # Scale's ranked_choices has no possible_values: the value is the answers' source ids, best
+        # first; metadata.positions maps these labels to them.
+        slots.append(_slot(task_id, turn, "turn", "ranking", "ranked_choices",
+                           title="Rank the responses from best to worst", labels=labels))
     if turn_cfg.justification and order:
-        slots.append(
-            Annotation(
-                id=stable_id("ann", task_id, turn, "turn", "justification"),
-                key="justification",
-                type="text",
-                title="Justification",
-                description="Explain your judgement.",
-            )
-        )
+        slots.append(_slot(task_id, turn, "turn", "justification", "text", title="Justification",
+                           description="Explain your judgement."))
     return slots
 
 
