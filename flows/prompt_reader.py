@@ -23,6 +23,7 @@ from flows.errors import InputError, InputProblem
 
 PACKAGED_TEMPLATES = Path(__file__).resolve().parent.parent / "prompts" / "templates"
 KNOWN_FIELDS = {"id", "prompt", "messages", "system", "metadata"}
+JSON_COLUMNS = ("messages", "metadata")
 ROLES = {"user", "assistant"}
 
 
@@ -177,19 +178,15 @@ def _iter_csv(path: Path, has_template: bool) -> Iterator[tuple[int, dict[str, A
             yield line, InputProblem(str(path), line, "more fields than the header has columns")
             continue
         record: dict[str, Any] = {k: v for k, v in row.items() if v not in (None, "") or k == "prompt"}
-        if "messages" in record:
-            try:
-                record["messages"] = json.loads(record["messages"])
-            except json.JSONDecodeError as exc:
-                yield line, InputProblem(str(path), line, f"invalid JSON in column: {exc.msg}", "messages")
-                continue
-        if "metadata" in record:
-            try:
-                record["metadata"] = json.loads(record["metadata"])
-            except json.JSONDecodeError as exc:
-                yield line, InputProblem(str(path), line, f"invalid JSON in column: {exc.msg}", "metadata")
-                continue
-        yield line, record
+        bad_column: InputProblem | None = None
+        for column in JSON_COLUMNS:  # columns that hold JSON, not text
+            if column in record:
+                try:
+                    record[column] = json.loads(record[column])
+                except json.JSONDecodeError as exc:
+                    bad_column = InputProblem(str(path), line, f"invalid JSON in column: {exc.msg}", column)
+                    break
+        yield line, bad_column or record
     for problem in problems:
         yield problem.line or line, problem
 

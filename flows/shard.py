@@ -119,7 +119,7 @@ def copy_results(source: Path, target: Path, prompt_ids: Iterable[str] | None = 
 
     The store's own rule applies: an answer is never replaced by an error. Returns rows copied.
     """
-    with ResponseStore(target) as store:  # creates the schema if needed
+    with ResponseStore(target):  # creates the schema if needed
         pass
     db = sqlite3.connect(target, timeout=30, isolation_level=None)
     try:
