@@ -79,7 +79,7 @@ class TaskWriter:
                 })
                 continue
             shell = build_task(self.ctx, record, planned, self.slots, results, flags)
-            self._tasks_out.write(json.dumps(shell.to_json_dict(), ensure_ascii=False) + "\n")
+            self._tasks_out.write(shell.to_json_line() + "\n")
             summary.tasks_written += 1
             written += 1
         if written:

@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from providers.breaker import Breaker
 from providers.config import ProviderConfig
 from providers.errors import ProviderError, scrub
+from providers.http import JsonExchange
 from providers.limits import ProviderLimiter
 from providers.result import INTERRUPTED, SKIPPED, Answer, CallResult
 from providers.retry import make_retrying
@@ -42,6 +43,8 @@ class _Stop(Exception):
 class Provider(abc.ABC):
     """One configured endpoint for one run. ``call`` never raises for a provider failure."""
 
+    _exchange: JsonExchange  # set by each kind: its default client stack or the lean aiohttp one
+
     def __init__(self, config: ProviderConfig, api_key: SecretStr, should_stop: Callable[[], bool] = _never) -> None:
         self.config = config
         self._secrets = (api_key.get_secret_value(),)
@@ -57,9 +60,9 @@ class Provider(abc.ABC):
     async def _send(self, messages: list[dict[str, Any]], system: str | None) -> Answer:
         """One HTTP exchange; raise :class:`ProviderError` on any failure."""
 
-    @abc.abstractmethod
     async def aclose(self) -> None:
         """Close the HTTP client."""
+        await self._exchange.aclose()
 
     def estimate_tokens(self, messages: list[dict[str, Any]], system: str | None) -> int:
         """Tokens a request may use: prompt characters / 4 plus the output limit."""

@@ -52,6 +52,7 @@ class ProviderConfig(BaseModel):
     api_key_secret: str | None = None
     price: Price | None = None
     anthropic_version: str = "2023-06-01"
+    http_client: Literal["default", "aiohttp"] = "default"
 
     @field_validator("base_url")
     @classmethod

@@ -83,16 +83,22 @@ def task_flags(answers: dict[str, tuple[str, str | None]]) -> dict[str, list[str
 
     ``answers`` maps an answer id to ``(text, finish_reason)``.
     """
-    folded = {key: _fold(text) for key, (text, _) in answers.items()}
-    words = {key: value.split() for key, value in folded.items()}
+    # Lower-casing first and splitting once gives the same words as _fold (checked on every code point).
+    words = {key: text.lower().split() for key, (text, _) in answers.items()}
+    folded = {key: " ".join(w) for key, w in words.items()}
     shingles = {key: _trigrams(w) for key, w in words.items()}
+    keys = list(answers)
+    similar = {  # each unordered pair once
+        (a, b): _jaccard(shingles[a], shingles[b]) >= NEAR_DUPLICATE_JACCARD
+        for i, a in enumerate(keys) for b in keys[i + 1:] if folded[a] and folded[b]
+    }
     flags: dict[str, list[str]] = {}
     for key, (text, finish_reason) in answers.items():
         found = answer_flags(text, finish_reason)
-        others = [other for other in answers if other != key]
+        others = [other for other in keys if other != key]
         if folded[key] and any(folded[other] == folded[key] for other in others):
             found.append("duplicate")
-        elif folded[key] and any(_jaccard(shingles[key], shingles[other]) >= NEAR_DUPLICATE_JACCARD for other in others):
+        elif any(similar.get((key, other)) or similar.get((other, key)) for other in others):
             found.append("near_duplicate")
         longest_other = max((len(words[other]) for other in others), default=0)
         count = len(words[key])

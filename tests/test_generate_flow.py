@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +85,12 @@ def test_prefect_runs_one_task_per_provider_and_chunk(sim: RunningSimulator, tmp
             runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
             return sorted(r.name for r in runs)
 
-    names = asyncio.run(task_run_names())
     expected = sorted(f"{sid}-chunk-{c}" for sid in ("gpt-4o", "llama-3", "claude") for c in range(3))
+    # Prefect records task runs from the events its engine emits, asynchronously: poll until the
+    # server has caught up (a wrong or missing name would never match).
+    deadline = time.monotonic() + 30
+    while (names := asyncio.run(task_run_names())) != expected and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert names == expected
 
 

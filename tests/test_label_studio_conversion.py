@@ -90,3 +90,17 @@ def test_invalid_results_are_rejected_with_the_reason(result: list[dict[str, Any
     (reject,) = outcome.rejected
     assert reject["reasons"][0].startswith(reason), reject
     assert json.dumps(reject)  # serialisable as a rejects line
+
+
+def test_the_task_line_is_the_same_data_as_the_task_dict() -> None:
+    providers = [ProviderConfig(source_id=s, kind="openai", model=f"m-{s}", params={"temperature": 1e-05, "top_p": 0.95})
+                 for s in SOURCES]
+    slots = {slot.answer_id: slot for slot in answer_slots(providers, 1)}
+    ctx = BatchContext("p", "b", "run", "hash", "2026-11-27T00:00:00Z", "n_way", resolve_template("default"), {"name": "x"})
+    record = PromptRecord(id="q1", messages=[{"role": "user", "content": "Grüße? 你好 \"quoted\"\n"}],
+                          metadata={"score": 0.1, "big": 2**70, "nested": {"list": [1, None, True]}})
+    results = {s: CallResult(ok=True, text=f"réponse de {s} ✓", model=f"m-{s}", attempts=1, latency_ms=12.5) for s in SOURCES}
+    shell = build_task(ctx, record, PlannedTask("task_1", "", list(SOURCES)), slots, results, {})
+    line = shell.to_json_line()
+    assert "\n" not in line and "你好" in line  # one line, not ASCII-escaped
+    assert json.loads(line) == shell.to_json_dict()

@@ -1,4 +1,8 @@
-"""Both provider kinds over real loopback HTTP: answers, retries, Retry-After, no-retry codes, faults."""
+"""Both provider kinds over real loopback HTTP: answers, retries, Retry-After, no-retry codes, faults.
+
+Every test runs each kind on both of its HTTP exchanges (``http_client``): the default client stack
+(the ``openai`` SDK, or ``httpx`` for Anthropic) and the lean aiohttp one; both must behave alike.
+"""
 
 from __future__ import annotations
 
@@ -29,11 +33,22 @@ def _call(config: ProviderConfig, messages: list[dict[str, Any]] = PROMPT, syste
 
 
 KINDS = ["openai", "anthropic"]
+EXCHANGES = ["default", "aiohttp"]
+
+
+@pytest.fixture(params=EXCHANGES)
+def http_client(request: pytest.FixtureRequest) -> str:
+    """The provider's HTTP exchange under test."""
+    return request.param
+
+
+def _config(sim: RunningSimulator, kind: str, http_client: str, **extra: Any) -> ProviderConfig:
+    return provider_config(sim, kind, http_client=http_client, **extra)
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_answer_is_normalised(sim: RunningSimulator, fake_keys: dict[str, str], kind: str) -> None:
-    result = _call(provider_config(sim, kind))
+def test_answer_is_normalised(sim: RunningSimulator, fake_keys: dict[str, str], kind: str, http_client: str) -> None:
+    result = _call(_config(sim, kind, http_client))
     assert result.ok, result.error
     assert answer_marker("model-under-test", PROMPT[-1]["content"]) in (result.text or "")
     assert result.model == "model-under-test"
@@ -44,23 +59,23 @@ def test_answer_is_normalised(sim: RunningSimulator, fake_keys: dict[str, str], 
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_system_prompt_and_history_reach_the_provider(sim: RunningSimulator, fake_keys: dict[str, str], kind: str) -> None:
+def test_system_prompt_and_history_reach_the_provider(sim: RunningSimulator, fake_keys: dict[str, str], kind: str, http_client: str) -> None:
     history = [
         {"role": "user", "content": "Hello"},
         {"role": "assistant", "content": "Hi! How can I help?"},
         {"role": "user", "content": "Tell me a joke."},
     ]
-    result = _call(provider_config(sim, kind), history, system="Be brief.")
+    result = _call(_config(sim, kind, http_client), history, system="Be brief.")
     assert result.ok
     assert answer_marker("model-under-test", "Tell me a joke.") in (result.text or "")
     assert sim.stats()["requests_total"] == 1
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_429_is_retried_after_the_servers_retry_after(sim: RunningSimulator, fake_keys: dict[str, str], kind: str) -> None:
+def test_429_is_retried_after_the_servers_retry_after(sim: RunningSimulator, fake_keys: dict[str, str], kind: str, http_client: str) -> None:
     sim.configure(faults=[FaultRule(kind="429", times=1, retry_after_s=1.0)])
     started = time.perf_counter()
-    result = _call(provider_config(sim, kind))
+    result = _call(_config(sim, kind, http_client))
     elapsed = time.perf_counter() - started
     assert result.ok and result.attempts == 2
     # Backoff alone would have waited ~0.01 s: the 1 s is the server's Retry-After being honoured.
@@ -70,17 +85,17 @@ def test_429_is_retried_after_the_servers_retry_after(sim: RunningSimulator, fak
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("status", ["500", "503"])
-def test_server_errors_are_retried(sim: RunningSimulator, fake_keys: dict[str, str], kind: str, status: str) -> None:
+def test_server_errors_are_retried(sim: RunningSimulator, fake_keys: dict[str, str], kind: str, http_client: str, status: str) -> None:
     sim.configure(faults=[FaultRule(kind=status, times=2)])
-    result = _call(provider_config(sim, kind))
+    result = _call(_config(sim, kind, http_client))
     assert result.ok and result.attempts == 3
 
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("status", ["401", "400"])
-def test_client_errors_are_never_retried(sim: RunningSimulator, fake_keys: dict[str, str], kind: str, status: str) -> None:
+def test_client_errors_are_never_retried(sim: RunningSimulator, fake_keys: dict[str, str], kind: str, http_client: str, status: str) -> None:
     sim.configure(faults=[FaultRule(kind=status)])
-    result = _call(provider_config(sim, kind))
+    result = _call(_config(sim, kind, http_client))
     assert not result.ok
     assert result.error_type == f"http_{status}" and result.status_code == int(status)
     assert result.attempts == 1
@@ -88,9 +103,9 @@ def test_client_errors_are_never_retried(sim: RunningSimulator, fake_keys: dict[
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_retries_exhausted_leave_the_last_error(sim: RunningSimulator, fake_keys: dict[str, str], kind: str) -> None:
+def test_retries_exhausted_leave_the_last_error(sim: RunningSimulator, fake_keys: dict[str, str], kind: str, http_client: str) -> None:
     sim.configure(faults=[FaultRule(kind="503")])
-    result = _call(provider_config(sim, kind, max_retries=2))
+    result = _call(_config(sim, kind, http_client, max_retries=2))
     assert not result.ok and result.error_type == "http_503" and result.attempts == 3
     assert sim.stats()["requests_total"] == 3
 
@@ -101,41 +116,42 @@ def test_retries_exhausted_leave_the_last_error(sim: RunningSimulator, fake_keys
     [("drop", "connection"), ("malformed", "malformed"), ("empty", "malformed"), ("no_choices", "malformed")],
 )
 def test_broken_responses_are_errors_and_retried(
-    sim: RunningSimulator, fake_keys: dict[str, str], kind: str, fault: str, error_type: str
+    sim: RunningSimulator, fake_keys: dict[str, str], kind: str, http_client: str, fault: str, error_type: str
 ) -> None:
     sim.configure(faults=[FaultRule(kind=fault, times=1)])
-    assert _call(provider_config(sim, kind)).attempts == 2
+    assert _call(_config(sim, kind, http_client)).attempts == 2
     sim.configure(faults=[FaultRule(kind=fault)])
-    failed = _call(provider_config(sim, kind, max_retries=1))
+    failed = _call(_config(sim, kind, http_client, max_retries=1))
     assert not failed.ok and failed.error_type == error_type and failed.attempts == 2
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_a_hanging_server_times_out(sim: RunningSimulator, fake_keys: dict[str, str], kind: str) -> None:
+def test_a_hanging_server_times_out(sim: RunningSimulator, fake_keys: dict[str, str], kind: str, http_client: str) -> None:
     sim.configure(faults=[FaultRule(kind="hang", hang_s=30)])
     started = time.perf_counter()
-    result = _call(provider_config(sim, kind, timeout_s=0.3, max_retries=1))
+    result = _call(_config(sim, kind, http_client, timeout_s=0.3, max_retries=1))
     assert not result.ok and result.error_type == "timeout" and result.attempts == 2
     assert time.perf_counter() - started < 5
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_unreachable_provider_is_a_connection_error(fake_keys: dict[str, str], kind: str) -> None:
+def test_unreachable_provider_is_a_connection_error(fake_keys: dict[str, str], kind: str, http_client: str) -> None:
     import socket
 
     with socket.socket() as probe:  # a port that nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     base = f"http://127.0.0.1:{port}" + ("/v1" if kind == "openai" else "")
-    config = ProviderConfig(source_id="down", kind=kind, model="m", base_url=base, max_retries=1, backoff_initial_s=0.01)
+    config = ProviderConfig(source_id="down", kind=kind, model="m", base_url=base, max_retries=1, backoff_initial_s=0.01,
+                            http_client=http_client)
     result = _call(config)
     assert not result.ok and result.error_type == "connection" and result.attempts == 2
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_concurrency_limit_is_respected(sim: RunningSimulator, fake_keys: dict[str, str], kind: str) -> None:
+def test_concurrency_limit_is_respected(sim: RunningSimulator, fake_keys: dict[str, str], kind: str, http_client: str) -> None:
     sim.configure(latency_ms=30)
-    config = provider_config(sim, kind, max_concurrency=4)
+    config = _config(sim, kind, http_client, max_concurrency=4)
 
     async def go() -> list[CallResult]:
         provider = await open_provider(config)
@@ -152,8 +168,31 @@ def test_concurrency_limit_is_respected(sim: RunningSimulator, fake_keys: dict[s
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_api_key_never_appears_in_errors(sim: RunningSimulator, fake_keys: dict[str, str], kind: str) -> None:
+def test_api_key_never_appears_in_errors(sim: RunningSimulator, fake_keys: dict[str, str], kind: str, http_client: str) -> None:
     sim.configure(faults=[FaultRule(kind="401")])
-    result = _call(provider_config(sim, kind))
+    result = _call(_config(sim, kind, http_client))
     text = repr(result.to_dict())
     assert FAKE_OPENAI_KEY not in text and FAKE_ANTHROPIC_KEY not in text
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_both_exchanges_send_the_same_request(sim: RunningSimulator, fake_keys: dict[str, str], kind: str) -> None:
+    params = {"temperature": 0.3, "max_tokens": 300, "top_p": 0.9, "stop": ["\n\n"]}
+    history = [{"role": "user", "content": "Hi ✓"}, {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Why?"}]
+    for http_client in EXCHANGES:
+        assert _call(_config(sim, kind, http_client, params=params), history, system="Be brief.").ok
+    fingerprints = sim.stats()["by_fingerprint"]
+    assert list(fingerprints.values()) == [{"requests": 2, "ok": 2}], "the two exchanges sent different bodies"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("fault", ["429", "401", "400", "503", "drop", "malformed", "empty", "no_choices"])
+def test_both_exchanges_report_a_fault_alike(sim: RunningSimulator, fake_keys: dict[str, str], kind: str, fault: str) -> None:
+    sim.configure(faults=[FaultRule(kind=fault, retry_after_s=0.01)])
+    results = [_call(_config(sim, kind, http_client, max_retries=0)) for http_client in EXCHANGES]
+    default, lean = results
+    assert not default.ok and not lean.ok
+    assert (lean.error_type, lean.status_code, lean.attempts) == (default.error_type, default.status_code, default.attempts)
+    if fault != "drop":  # a dropped connection is named by each library's own exception class
+        assert lean.error == default.error
+

@@ -1,0 +1,133 @@
+"""The HTTP exchange under a provider: one JSON POST to one endpoint, failures as ``ProviderError``.
+
+A provider kind owns its wire format (request body, answer JSON); the exchange owns the bytes on the
+wire. Two exchanges exist for every kind (``http_client`` in the provider config):
+
+- ``default``: the official client stack — the ``openai`` SDK for OpenAI-kind providers, ``httpx``
+  for Anthropic-kind providers, both on the aiohttp transport (see ``openai_provider`` and
+  ``anthropic_provider``).
+- ``aiohttp``: :class:`AiohttpExchange`, one ``aiohttp.ClientSession`` per provider posting the
+  same JSON with the same headers. It skips the SDK's request building and httpx's model layer,
+  ~1 ms of CPU per call on this project's benchmark machine (bench/RESULTS.md), which is what caps
+  a single event loop's request rate once many calls are in flight.
+
+Both report the same outcomes: the same status codes and server error messages, ``Retry-After``,
+timeouts, dropped connections and unreachable hosts as the same error types (tests/test_providers.py
+runs every fault against both).
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
+
+from providers.errors import ProviderError, retry_after_seconds, timeout_error
+
+USER_AGENT = "rlhf-orchestrator"
+
+
+@dataclass(slots=True)
+class RawResponse:
+    """A successful (status < 400) response: its headers and undecoded body."""
+
+    status: int
+    headers: Mapping[str, str]
+    content: bytes
+
+
+class JsonExchange(abc.ABC):
+    """POSTs a JSON body to one endpoint. Raises :class:`ProviderError` for every failure."""
+
+    @abc.abstractmethod
+    async def post(self, body: dict[str, Any]) -> RawResponse:
+        """Send ``body``; return the response, or raise for a status >= 400, a timeout or a lost connection."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Close the connections."""
+
+
+def error_message(content: bytes, fallback: str) -> str:
+    """The server's error message from an OpenAI- or Anthropic-style error body (``{"error": {"message"}}``)."""
+    try:
+        data = json.loads(content)
+    except ValueError:
+        return fallback
+    if isinstance(data, dict):
+        inner = data.get("error", data)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return inner["message"]
+    return fallback
+
+
+def status_error(status: int, headers: Mapping[str, str] | None, content: bytes, reason: str | None) -> ProviderError:
+    """The error for an HTTP status >= 400, with the server's message and its requested wait."""
+    return ProviderError(
+        f"HTTP {status}: {error_message(content, reason or 'error')}",
+        error_type="http",
+        status_code=status,
+        retry_after_s=retry_after_seconds(headers),
+    )
+
+
+class AiohttpExchange(JsonExchange):
+    """The lean exchange: one ``aiohttp.ClientSession`` per provider, created in the running loop.
+
+    The proxy comes from the environment (``HTTPS_PROXY``/``HTTP_PROXY``, ``NO_PROXY``), as with the
+    SDK and httpx, but is looked up once: aiohttp's ``trust_env`` would look up the proxy and
+    ``~/.netrc`` in a thread for every request, which costs more than the request itself. Cookies
+    are not kept (the APIs do not use them).
+    """
+
+    def __init__(self, url: str, headers: Mapping[str, str], timeout_s: float, max_connections: int) -> None:
+        self._url = URL(url)
+        self._headers = {**headers, "Content-Type": "application/json", "User-Agent": USER_AGENT}
+        self._timeout_s = timeout_s
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        # Never size the pool to exactly the concurrency: waiters queueing for a connection are slow.
+        connector = aiohttp.TCPConnector(limit=self._max_connections * 2)
+        try:
+            proxy, proxy_auth = get_env_proxy_for_url(self._url)
+        except LookupError:  # no proxy for this URL
+            proxy, proxy_auth = None, None
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers=self._headers,
+            timeout=aiohttp.ClientTimeout(total=self._timeout_s),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            proxy=proxy,
+            proxy_auth=proxy_auth,
+        )
+        return self._session
+
+    async def post(self, body: dict[str, Any]) -> RawResponse:
+        session = self._session or self._open()
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        started = time.monotonic()
+        try:
+            async with session.post(self._url, data=data) as response:
+                content = await response.read()
+                status, headers, reason = response.status, response.headers, response.reason
+        except TimeoutError as exc:  # aiohttp's connect and read timeouts are TimeoutErrors too
+            raise timeout_error(time.monotonic() - started, self._timeout_s, type(exc).__name__) from None
+        except aiohttp.ClientError as exc:
+            raise ProviderError(f"connection failed: {type(exc).__name__}", error_type="connection") from None
+        if status >= 400:
+            raise status_error(status, headers, content, reason)
+        return RawResponse(status, headers, content)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
