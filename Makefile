@@ -25,7 +25,7 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
-# Throughput vs the raw floor and peers, memory, resume cost (~35 min; writes bench/RESULTS.md).
+# Throughput vs the raw floor and peers, memory, resume cost (~45 min; writes bench/RESULTS.md).
 # BENCH_ARGS=--quick for a ~10 min run, BENCH_ARGS="--only memory" for one section.
 bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

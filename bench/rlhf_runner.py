@@ -87,8 +87,12 @@ class PrefectServer:
         self.stop()
 
 
-def write_config(name: str, prompts: Path, sim_url: str, concurrency: int, *, fresh: bool = True) -> Path:
-    """A run config like examples/demo.yaml under ``bench/out/runs/NAME/``; ``fresh`` clears earlier output."""
+def write_config(name: str, prompts: Path, sim_url: str, concurrency: int, *, fresh: bool = True,
+                 http_client: str = "default") -> Path:
+    """A run config like examples/demo.yaml under ``bench/out/runs/NAME/``; ``fresh`` clears earlier output.
+
+    ``http_client`` is every provider's exchange: ``default`` (the openai SDK / httpx) or ``aiohttp``.
+    """
     run_root = OUT / "runs" / name
     if fresh:
         shutil.rmtree(run_root, ignore_errors=True)
@@ -104,6 +108,7 @@ def write_config(name: str, prompts: Path, sim_url: str, concurrency: int, *, fr
             "params": model["params"],
             "max_concurrency": concurrency,
             "timeout_s": 120,
+            **({"http_client": http_client} if http_client != "default" else {}),  # older checkouts lack the key
         })
     config: dict[str, Any] = {
         "project": "bench",

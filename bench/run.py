@@ -34,7 +34,7 @@ from rlhf_runner import PrefectServer, run_rlhf, summary_of, write_config  # noq
 
 from simulator import start_simulator_process  # noqa: E402
 
-SECTIONS = ("capacity", "throughput", "ephemeral", "memory", "resume")
+SECTIONS = ("capacity", "paths", "throughput", "ephemeral", "memory", "resume")
 CAPACITY_FACTOR = 8  # the capacity check runs the floor at 8x the benchmark's per-provider concurrency
 MEMORY_CONCURRENCY = 16
 TIKTOKEN_BUNDLED = "lib/python3.11/site-packages/litellm/litellm_core_utils/tokenizers"
@@ -47,6 +47,7 @@ class Setting:
     name: str
     latency_ms: int
     concurrency: int
+    cpu_bound: bool = False  # so many in flight that client CPU per call decides the rate
 
     @property
     def ideal_rate(self) -> float:
@@ -54,7 +55,8 @@ class Setting:
         return len(MODELS) * self.concurrency / (self.latency_ms / 1000.0)
 
 
-SETTINGS = (Setting("50 ms", 50, 8), Setting("200 ms", 200, 16))
+SETTINGS = (Setting("50 ms", 50, 8), Setting("200 ms", 200, 16), Setting("50 ms, CPU-bound", 50, 64, cpu_bound=True))
+AIOHTTP_FLOOR, HTTPX_FLOOR = "floor: asyncio + aiohttp", "floor: asyncio + httpx"
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class Bench:
         self.server: PrefectServer | None = None
         self.targets: list[tuple[str, str, str, bool | None]] = []
         self.rlhf_label = "rlhf run" if rlhf_root is None else f"rlhf run ({rlhf_root})"
+        self.lean_label = f"{self.rlhf_label}, http_client: aiohttp"
 
     # -- helpers -------------------------------------------------------------------------------
     def prefect(self) -> PrefectServer:
@@ -135,7 +138,7 @@ class Bench:
         """The simulator's capacity: the floor client at 8x the benchmark's concurrency."""
         rows = []
         prompts = prompt_file(self.profile.capacity_prompts)
-        for setting in SETTINGS:
+        for setting in (s for s in SETTINGS if not s.cpu_bound):  # there, the aiohttp floor row is the capacity
             concurrency = setting.concurrency * CAPACITY_FACTOR
             with start_simulator_process(latency_ms=setting.latency_ms, mode="derived") as sim:
                 log(f"capacity at {setting.name}: floor (aiohttp) with {concurrency} per provider")
@@ -161,6 +164,22 @@ class Bench:
                               "benchmark ideal req/s", "headroom", "load"], rows)
         )
 
+    def paths(self) -> None:
+        """CPU per call of each request path (bench/request_paths.py, in its own process)."""
+        log("request paths: CPU per call, 2,000 calls × 3 repeats per path")
+        table_file = OUT / "request-paths.md"
+        table_file.unlink(missing_ok=True)
+        measured = run_measured([str(PROJECT_PYTHON), str(BENCH / "request_paths.py"), "--out", str(table_file)],
+                                log_path=OUT / "logs" / "request-paths.log", timeout_s=1800)
+        table = (table_file.read_text(encoding="utf-8").strip() if measured.code == 0 and table_file.is_file()
+                 else f"(failed, exit {measured.code}; see bench/out/logs/request-paths.log)")
+        self.parts.append(
+            "## CPU per call, by request path\n\n`bench/request_paths.py`: one process, 2,000 calls, 16 in flight, "
+            "the simulator at 0 ms in its own process; CPU of the client process only, best of 3. *send + parse* is "
+            "the provider's HTTP exchange and answer parsing; `Provider.call` adds the limiter, the retry loop, the "
+            "breaker and the result.\n\n" + table
+        )
+
     def throughput(self) -> None:
         """One table per setting: floors, rlhf run and the peers on the same requests."""
         self.parts.append(
@@ -169,9 +188,15 @@ class Bench:
             "per-provider concurrency. *req/s* is measured at the simulator from the first to the last request's "
             "arrival; *start-up* is process start → first request; *CPU* is the client's whole process tree "
             "(user + system, `wait4`), per 1,000 requests, start-up included; *peak RSS* is the largest single process "
-            "of the tree. *× floor* compares with the aiohttp floor at the same number of prompts. "
+            "of the tree. *× aiohttp* and *× httpx* compare with the two floors at the same number of prompts: "
+            "issue 6 names plain asyncio + httpx as the floor, ARCHITECTURE.md the leaner asyncio + aiohttp. "
+            "`rlhf run` runs twice: with the default HTTP clients (the `openai` SDK, `httpx` for Anthropic) and with "
+            "`http_client: aiohttp` (providers/http.py). "
             f"The peers cost far more CPU per call, so they run at {self.profile.peer_prompts:,} prompts; "
-            f"`rlhf run` and the floor run at both sizes."
+            f"`rlhf run` and the floor run at both sizes. The CPU-bound setting ({SETTINGS[-1].concurrency} in flight "
+            f"per provider) runs {self.profile.capacity_prompts:,} prompts: the floors, `rlhf run` and curator "
+            "(the httpx floor is left out there: an httpx pool with that many waiters is pathologically slow, "
+            "ARCHITECTURE.md; distilabel too: its batches wait for their slowest request, it is not CPU-bound)."
         )
         for setting in SETTINGS:
             rows = self._throughput_setting(setting)
@@ -181,6 +206,8 @@ class Bench:
     def _throughput_setting(self, setting: Setting) -> list[Row]:
         rows: list[Row] = []
         big, small = self.profile.prompts, self.profile.peer_prompts
+        if setting.cpu_bound:
+            big = small = self.profile.capacity_prompts
         with start_simulator_process(latency_ms=setting.latency_ms, mode="derived") as sim:
 
             def measure(client: str, prompts: int, command: list[str] | None = None, *, config: Path | None = None,
@@ -216,32 +243,38 @@ class Bench:
                     log_name=f"floor-{client}-{setting.latency_ms}-{prompts}",
                 )
 
-            def rlhf(prompts: int) -> Row:
-                name = f"tp-{setting.latency_ms}ms-{prompts}"
-                config = write_config(name, prompt_file(prompts), sim.url, setting.concurrency)
-                return measure(self.rlhf_label, prompts, config=config, log_name=name)
+            def rlhf(prompts: int, http_client: str = "default") -> Row:
+                name = f"tp-{setting.latency_ms}ms-{setting.concurrency}-{prompts}-{http_client}"
+                config = write_config(name, prompt_file(prompts), sim.url, setting.concurrency, http_client=http_client)
+                label = self.lean_label if http_client == "aiohttp" else self.rlhf_label
+                return measure(label, prompts, config=config, log_name=name)
 
             rows.append(floor("aiohttp", big))
-            if not self.rlhf_only:
+            if not self.rlhf_only and not setting.cpu_bound:
                 rows.append(floor("httpx", big))
             rows.append(rlhf(big))
-            if not self.rlhf_only:
+            rows.append(rlhf(big, "aiohttp"))
+            if not self.rlhf_only and small != big:
                 rows.append(floor("aiohttp", small))
                 rows.append(rlhf(small))
+                rows.append(rlhf(small, "aiohttp"))
             if not self.skip_peers:
-                rows.extend(self._peers(setting, small, sim.url, measure))
+                peers = ("curator",) if setting.cpu_bound else ("curator", "distilabel")
+                rows.extend(self._peers(setting, small, sim.url, measure, peers))
         for row in rows:
-            floor_row = next((r for r in rows if r.client == "floor: asyncio + aiohttp" and r.prompts == row.prompts), None)
+            floor_row = next((r for r in rows if r.client == AIOHTTP_FLOOR and r.prompts == row.prompts), None)
             row.floor_rate = floor_row.rate if floor_row else None
+            httpx_row = next((r for r in rows if r.client == HTTPX_FLOOR and r.prompts == row.prompts), None)
+            row.extra["httpx_floor_rate"] = httpx_row.rate if httpx_row else None
         return rows
 
-    def _peers(self, setting: Setting, prompts: int, url: str, measure: Any) -> list[Row]:
+    def _peers(self, setting: Setting, prompts: int, url: str, measure: Any, peers: tuple[str, ...]) -> list[Row]:
         from peers.setup import ensure
 
         rows = []
         models = ",".join(m["model"] for m in MODELS)
         work = OUT / "peers"
-        for peer in ("curator", "distilabel"):
+        for peer in peers:
             python, reason = ensure(peer)
             label = {"curator": "bespokelabs-curator (one process per model)",
                      "distilabel": "distilabel (one branch per model)"}[peer]
@@ -265,25 +298,30 @@ class Bench:
                 }
                 command = [str(python), script, *common_args, "--working-dir", str(work / peer / "work")]
                 rows.append(measure(label, prompts, command, env=env, probes=True,
-                                    note="start-up probe requests left out", log_name=f"curator-{setting.latency_ms}"))
+                                    note="start-up probe requests left out",
+                                    log_name=f"curator-{setting.latency_ms}-{setting.concurrency}"))
             else:
                 env = {"DISTILABEL_LOG_LEVEL": "WARNING", "DISTILABEL_CACHE_DIR": str(work / peer / "cache")}
                 command = [str(python), script, *common_args, "--cache-dir", str(work / peer / "cache")]
-                rows.append(measure(label, prompts, command, env=env, log_name=f"distilabel-{setting.latency_ms}"))
+                rows.append(measure(label, prompts, command, env=env,
+                                    log_name=f"distilabel-{setting.latency_ms}-{setting.concurrency}"))
         return rows
 
     def _throughput_table(self, setting: Setting, rows: list[Row]) -> str:
         table = []
         for row in rows:
+            httpx_rate = row.extra.get("httpx_floor_rate")
+            httpx_ratio = f"{row.rate / httpx_rate:.2f}×" if row.rate and httpx_rate else "–"
             table.append([
-                row.client, f"{row.prompts:,} × 3", fmt(row.rate, 0), row.ratio(), fmt(row.wall_s), fmt(row.startup_s),
-                fmt(row.cpu_per_1k, 2), fmt(row.maxrss_mb, 0), fmt(row.extra.get("load1"), 1), row.note or "",
+                row.client, f"{row.prompts:,} × 3", fmt(row.rate, 0), row.ratio(), httpx_ratio, fmt(row.wall_s),
+                fmt(row.startup_s), fmt(row.cpu_per_1k, 2), fmt(row.maxrss_mb, 0), fmt(row.extra.get("load1"), 1),
+                row.note or "",
             ])
         return (
-            f"### {setting.name} latency, {setting.concurrency} in flight per provider "
-            f"(ideal {setting.ideal_rate:,.0f} req/s)\n\n"
-            + markdown_table(["client", "prompts", "req/s", "× floor", "wall s", "start-up s", "CPU s / 1k req",
-                              "peak RSS MB", "load", "note"], table)
+            f"### {setting.latency_ms} ms latency, {setting.concurrency} in flight per provider "
+            f"(ideal {setting.ideal_rate:,.0f} req/s){': client CPU decides the rate' if setting.cpu_bound else ''}\n\n"
+            + markdown_table(["client", "prompts", "req/s", "× aiohttp", "× httpx", "wall s", "start-up s",
+                              "CPU s / 1k req", "peak RSS MB", "load", "note"], table)
         )
 
     def ephemeral(self) -> None:
@@ -378,22 +416,31 @@ class Bench:
     # -- targets -------------------------------------------------------------------------------
     def evaluate_targets(self) -> None:
         """Compare with the issue's targets (benchmarks, not tests)."""
-        target_n = self.profile.prompts
         for setting in SETTINGS:
             rows = [Row(**r) for r in self.raw["rows"].get(setting.name, [])]
-            rlhf_big = next((r for r in rows if r.client == self.rlhf_label and r.prompts == target_n), None)
-            if rlhf_big and rlhf_big.rate and rlhf_big.floor_rate:
-                ratio = rlhf_big.rate / rlhf_big.floor_rate
-                self.targets.append((f"{setting.name}: rlhf run / floor at {target_n:,} × 3", "≥ 0.80×", f"{ratio:.2f}×", ratio >= 0.8))
-            rlhf_small = next((r for r in rows if r.client == self.rlhf_label and r.prompts == self.profile.peer_prompts), None)
+            target_n = self.profile.capacity_prompts if setting.cpu_bound else self.profile.prompts
+            peer_n = self.profile.capacity_prompts if setting.cpu_bound else self.profile.peer_prompts
+            for label in (self.rlhf_label, self.lean_label):
+                row = next((r for r in rows if r.client == label and r.prompts == target_n), None)
+                if row is None or not row.rate:
+                    continue
+                for floor_name, floor_rate in (("httpx floor", row.extra.get("httpx_floor_rate")),
+                                               ("aiohttp floor", row.floor_rate)):
+                    if floor_rate and not setting.cpu_bound:
+                        ratio = row.rate / floor_rate
+                        self.targets.append((f"{setting.name}: {label} / {floor_name} at {target_n:,} × 3", "≥ 0.80×",
+                                             f"{ratio:.2f}×", ratio >= 0.8))
             curator = next((r for r in rows if r.client.startswith("bespokelabs-curator")), None)
-            if rlhf_small and curator:
-                if curator.rate and rlhf_small.rate:
-                    ratio = rlhf_small.rate / curator.rate
-                    self.targets.append((f"{setting.name}: rlhf run / curator at {self.profile.peer_prompts:,} × 3",
-                                         "≥ 2×", f"{ratio:.2f}×", ratio >= 2))
+            for label in (self.rlhf_label, self.lean_label):
+                row = next((r for r in rows if r.client == label and r.prompts == peer_n), None)
+                if row is None or curator is None:
+                    continue
+                if curator.rate and row.rate:
+                    ratio = row.rate / curator.rate
+                    self.targets.append((f"{setting.name}: {label} / curator at {peer_n:,} × 3", "≥ 2×",
+                                         f"{ratio:.2f}×", ratio >= 2))
                 else:
-                    self.targets.append((f"{setting.name}: rlhf run / curator", "≥ 2×", "curator skipped", None))
+                    self.targets.append((f"{setting.name}: {label} / curator", "≥ 2×", "curator skipped", None))
         memory = self.raw.get("memory", {})
         if memory:
             first = memory[min(memory)]["maxrss_mb"]
@@ -450,9 +497,9 @@ def write_report(bench: Bench, started: float, loads: tuple[float, float], path:
     parts.append(
         "## How to reproduce\n\n"
         "```bash\n"
-        "make bench                                  # full run (~35 min): rewrites bench/RESULTS.md\n"
+        "make bench                                  # full run (~45 min): rewrites bench/RESULTS.md\n"
         ".venv/bin/python bench/run.py --quick       # ~10 min, writes bench/out/results-quick.md\n"
-        ".venv/bin/python bench/run.py --only memory # one section: capacity | throughput | ephemeral | memory | resume\n"
+        ".venv/bin/python bench/run.py --only memory # one section: capacity | paths | throughput | ephemeral | memory | resume\n"
         "```\n\n"
         "The peers are installed on first use into `bench/.venvs/{curator,distilabel}` from "
         "`bench/peers/requirements-*.txt`; a peer that will not install or run is shown as skipped with the reason. "
@@ -496,6 +543,8 @@ def main() -> int:
     try:
         if "capacity" in sections:
             bench.capacity()
+        if "paths" in sections:
+            bench.paths()
         if "throughput" in sections:
             bench.throughput()
         if "ephemeral" in sections:

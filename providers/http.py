@@ -19,13 +19,17 @@ runs every fault against both).
 from __future__ import annotations
 
 import abc
+import functools
 import json
+import os
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import certifi
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
@@ -68,6 +72,18 @@ def error_message(content: bytes, fallback: str) -> str:
     return fallback
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The CA bundle httpx (and so the SDK) verifies against: ``SSL_CERT_FILE``/``SSL_CERT_DIR`` if set, else certifi's.
+
+    Built once per process (it costs milliseconds), so both paths trust the same servers.
+    """
+    cafile, capath = os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
+    if cafile or capath:
+        return ssl.create_default_context(cafile=cafile, capath=capath)
+    return ssl.create_default_context(cafile=certifi.where())
+
+
 def status_error(status: int, headers: Mapping[str, str] | None, content: bytes, reason: str | None) -> ProviderError:
     """The error for an HTTP status >= 400, with the server's message and its requested wait."""
     return ProviderError(
@@ -84,7 +100,7 @@ class AiohttpExchange(JsonExchange):
     The proxy comes from the environment (``HTTPS_PROXY``/``HTTP_PROXY``, ``NO_PROXY``), as with the
     SDK and httpx, but is looked up once: aiohttp's ``trust_env`` would look up the proxy and
     ``~/.netrc`` in a thread for every request, which costs more than the request itself. Cookies
-    are not kept (the APIs do not use them).
+    are not kept (the APIs do not use them). TLS verifies against the same CA bundle as httpx.
     """
 
     def __init__(self, url: str, headers: Mapping[str, str], timeout_s: float, max_connections: int) -> None:
@@ -93,21 +109,22 @@ class AiohttpExchange(JsonExchange):
         self._timeout_s = timeout_s
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        self._proxy: URL | None = None
+        self._proxy_auth: aiohttp.BasicAuth | None = None
 
     def _open(self) -> aiohttp.ClientSession:
         # Never size the pool to exactly the concurrency: waiters queueing for a connection are slow.
-        connector = aiohttp.TCPConnector(limit=self._max_connections * 2)
+        tls: ssl.SSLContext | bool = tls_context() if self._url.scheme == "https" else True
+        connector = aiohttp.TCPConnector(limit=self._max_connections * 2, ssl=tls)
         try:
-            proxy, proxy_auth = get_env_proxy_for_url(self._url)
+            self._proxy, self._proxy_auth = get_env_proxy_for_url(self._url)
         except LookupError:  # no proxy for this URL
-            proxy, proxy_auth = None, None
+            self._proxy, self._proxy_auth = None, None
         self._session = aiohttp.ClientSession(
             connector=connector,
             headers=self._headers,
             timeout=aiohttp.ClientTimeout(total=self._timeout_s),
             cookie_jar=aiohttp.DummyCookieJar(),
-            proxy=proxy,
-            proxy_auth=proxy_auth,
         )
         return self._session
 
@@ -116,7 +133,7 @@ class AiohttpExchange(JsonExchange):
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         started = time.monotonic()
         try:
-            async with session.post(self._url, data=data) as response:
+            async with session.post(self._url, data=data, proxy=self._proxy, proxy_auth=self._proxy_auth) as response:
                 content = await response.read()
                 status, headers, reason = response.status, response.headers, response.reason
         except TimeoutError as exc:  # aiohttp's connect and read timeouts are TimeoutErrors too

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-import openai
 from pydantic import SecretStr
 
 from providers.base import Provider
 from providers.config import ProviderConfig
-from providers.errors import ProviderError, timeout_error
-from providers.http import AiohttpExchange, JsonExchange, RawResponse, status_error
+from providers.errors import ProviderError
+from providers.http import AiohttpExchange
 from providers.ratelimit_headers import openai_remaining
 from providers.result import Answer
 
@@ -24,8 +21,8 @@ CHAT_PATH = "/chat/completions"
 class OpenAIProvider(Provider):
     """Chat Completions (``POST {base_url}/chat/completions`` with a bearer key); the answer read from its JSON.
 
-    ``params`` are sent as configured. The exchange is the SDK (:class:`SdkExchange`, the default) or
-    the lean :class:`~providers.http.AiohttpExchange` (``http_client: aiohttp``).
+    ``params`` are sent as configured. The exchange is the SDK (:class:`~providers.openai_sdk.SdkExchange`,
+    the default) or the lean :class:`~providers.http.AiohttpExchange` (``http_client: aiohttp``).
     """
 
     def __init__(self, config: ProviderConfig, api_key: SecretStr, should_stop: Callable[[], bool] = lambda: False) -> None:
@@ -35,7 +32,9 @@ class OpenAIProvider(Provider):
             url = config.effective_base_url + CHAT_PATH
             self._exchange = AiohttpExchange(url, headers, config.timeout_s, config.max_concurrency)
         else:
-            self._exchange = SdkExchange(config, api_key)
+            from providers.openai_sdk import SdkExchange  # the SDK takes ~1 s to import: only when used
+
+            self._exchange = SdkExchange(config, api_key, CHAT_PATH)
 
     async def _send(self, messages: list[dict[str, Any]], system: str | None) -> Answer:
         wire = [{"role": "system", "content": system}, *messages] if system else messages
@@ -64,47 +63,6 @@ class OpenAIProvider(Provider):
         )
 
 
-class SdkExchange(JsonExchange):
-    """Posts through ``AsyncOpenAI`` (aiohttp transport, the SDK's own retries off).
-
-    Requests go through the SDK's client (base URL, auth, headers, timeouts, its error classes), but
-    not through ``chat.completions.create``: that re-walks every request against the SDK's typed
-    parameter definitions and builds a typed model of every answer, ~1.4 ms of CPU per call, half
-    of the SDK's cost (bench/RESULTS.md).
-    """
-
-    def __init__(self, config: ProviderConfig, api_key: SecretStr) -> None:
-        self._timeout_s = config.timeout_s
-        self._client = openai.AsyncOpenAI(
-            api_key=api_key.get_secret_value(),
-            base_url=config.effective_base_url,
-            max_retries=0,
-            timeout=config.timeout_s,
-            http_client=openai.DefaultAioHttpClient(timeout=config.timeout_s),
-        )
-        self._post = self._client.post
-
-    async def post(self, body: dict[str, Any]) -> RawResponse:
-        started = time.monotonic()
-        try:
-            # cast_to=httpx.Response: the SDK's documented way to get the raw response (the SDK's
-            # status errors are still raised); openai 3.x also accepts it while httpx is imported.
-            raw = await self._post(CHAT_PATH, body=body, cast_to=httpx.Response)
-        except openai.APIStatusError as exc:
-            response = exc.response
-            raise status_error(exc.status_code, response.headers, response.content, response.reason_phrase) from None
-        except openai.APITimeoutError as exc:
-            raise timeout_error(time.monotonic() - started, self._timeout_s, _cause(exc)) from None
-        except openai.APIConnectionError as exc:
-            raise ProviderError(f"connection failed: {_cause(exc)}", error_type="connection") from None
-        except openai.APIResponseValidationError as exc:
-            raise ProviderError(f"malformed response: {exc.message}", error_type="malformed") from None
-        return RawResponse(raw.status_code, raw.headers, raw.content)
-
-    async def aclose(self) -> None:
-        await self._client.close()
-
-
 def _completion_json(content: bytes, content_type: str) -> dict[str, Any]:
     """The body as a JSON object, read the way the SDK reads it.
 
@@ -118,8 +76,3 @@ def _completion_json(content: bytes, content_type: str) -> dict[str, Any]:
             raise ProviderError(f"malformed response: {type(exc).__name__}", error_type="malformed") from None
         data = None
     return data if isinstance(data, dict) else {}
-
-
-def _cause(exc: BaseException) -> str:
-    cause = exc.__cause__ or exc.__context__
-    return f"{type(cause).__name__}" if cause else type(exc).__name__

@@ -158,6 +158,11 @@ def test_wrong_kind(cfg) -> None:
     assert error_text(cfg(text)) == "cfg.yaml:11: providers[1].kind: Input should be 'openai' or 'anthropic'"
 
 
+def test_unknown_http_client(cfg) -> None:
+    text = TWO_PROVIDERS.replace("    model: gpt-4o\n", "    model: gpt-4o\n    http_client: requests\n")
+    assert error_text(cfg(text)) == "cfg.yaml:9: providers[0].http_client: Input should be 'default' or 'aiohttp'"
+
+
 def test_max_concurrency_zero(cfg) -> None:
     text = TWO_PROVIDERS.replace("    model: gpt-4o\n", "    model: gpt-4o\n    max_concurrency: 0\n")
     assert (

@@ -118,6 +118,29 @@ def test_two_runs_give_the_same_tasks_and_a_rerun_calls_nobody(sim: RunningSimul
     assert tasks_file.read_bytes() == before
 
 
+def test_a_batch_on_the_aiohttp_client_matches_the_default_and_resumes_across_clients(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 15)
+    lean_dir, default_dir = tmp_path / "lean", tmp_path / "default"
+    lean_dir.mkdir(), default_dir.mkdir()
+    lean_providers = [{**p, "http_client": "aiohttp"} for p in three_providers(sim)]
+    lean = run(write_config(lean_dir, lean_providers, prompts, chunk_size=4))
+    assert lean["tasks_written"] == 15 and all(p["answered"] == 15 for p in lean["providers"].values())
+    default = run(write_config(default_dir, three_providers(sim), prompts, chunk_size=4))
+
+    def content(tasks: list[dict[str, Any]]) -> list[tuple[str, list[str], list[str]]]:
+        return [(t["task_id"], [m["source_id"] for m in answers(t)], [m["content"]["text"] for m in answers(t)]) for t in tasks]
+
+    assert content(read_tasks(lean)) == content(read_tasks(default))
+    # The client is not part of the request fingerprint: the batch resumes on the other client, unpaid.
+    requests_before = sim.stats()["requests_total"]
+    again = run(write_config(lean_dir, three_providers(sim), prompts, chunk_size=4))
+    assert sim.stats()["requests_total"] == requests_before
+    assert all(p["called_this_run"] == 0 and p["reused_from_store"] == 15 for p in again["providers"].values())
+    assert content(read_tasks(again)) == content(read_tasks(lean))
+
+
 def test_a_provider_that_is_down_leaves_tasks_with_the_other_answers(sim: RunningSimulator, tmp_path: Path) -> None:
     providers = three_providers(sim)
     providers[1]["base_url"] = closed_port_url() + "/v1"

@@ -196,3 +196,42 @@ def test_both_exchanges_report_a_fault_alike(sim: RunningSimulator, fake_keys: d
     if fault != "drop":  # a dropped connection is named by each library's own exception class
         assert lean.error == default.error
 
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_aiohttp_client_honours_the_proxy_environment(
+    sim: RunningSimulator, fake_keys: dict[str, str], kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a proxy address where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        dead_proxy = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    for name in ("HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, dead_proxy)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    through_proxy = _call(_config(sim, kind, "aiohttp", max_retries=0))
+    assert not through_proxy.ok and through_proxy.error_type == "connection"
+    assert sim.stats()["requests_total"] == 0  # it went to the proxy, not to the simulator
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert _call(_config(sim, kind, "aiohttp", max_retries=0)).ok
+
+
+def test_the_aiohttp_client_verifies_tls_against_the_ca_bundle_httpx_uses(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ssl
+
+    import certifi
+
+    from providers.http import tls_context
+
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    tls_context.cache_clear()
+    try:
+        context = tls_context()
+        assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+        bundle = ssl.create_default_context(cafile=certifi.where())
+        assert context.cert_store_stats()["x509_ca"] == bundle.cert_store_stats()["x509_ca"] > 0
+    finally:
+        tls_context.cache_clear()

@@ -1,0 +1,136 @@
+"""CPU per call of each request path, in one process against the simulator (latency 0, its own process).
+
+What one call costs the client's event loop, path by path: the raw aiohttp floor, each provider kind
+on each ``http_client``, and ``Provider.call`` end to end (limiter, retries, breaker, result) on top.
+``time.process_time`` of this process only, best of ``--repeats``; the simulator's CPU is not counted.
+
+    .venv/bin/python bench/request_paths.py            # prints a markdown table
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ANTHROPIC_KEY, MODELS, OPENAI_KEY, markdown_table  # noqa: E402
+
+from providers.config import ProviderConfig  # noqa: E402
+from providers.factory import open_provider  # noqa: E402
+from simulator import start_simulator_process  # noqa: E402
+
+PROMPT = [{"role": "user", "content": "Explain the difference between a list and a tuple in Python."}]
+
+
+async def _drive(call: Callable[[int], Awaitable[Any]], calls: int, in_flight: int) -> float:
+    """CPU seconds of this process for ``calls`` calls, ``in_flight`` at a time."""
+    semaphore = asyncio.Semaphore(in_flight)
+
+    async def one(i: int) -> None:
+        async with semaphore:
+            await call(i)
+
+    await call(-1)  # warm the connection pool and any lazy setup
+    started = time.process_time()
+    await asyncio.gather(*(one(i) for i in range(calls)))
+    return time.process_time() - started
+
+
+def _config(url: str, kind: str, http_client: str) -> ProviderConfig:
+    model = next(m for m in MODELS if m["kind"] == kind)
+    return ProviderConfig(
+        source_id=f"{kind}-{http_client}", kind=kind, model=model["model"], params=model["params"],
+        base_url=f"{url}/v1" if kind == "openai" else url, http_client=http_client, max_concurrency=64,
+        api_key_env="BENCH_OPENAI_KEY" if kind == "openai" else "BENCH_ANTHROPIC_KEY",
+    )
+
+
+async def raw_aiohttp(url: str, calls: int, in_flight: int) -> float:
+    """The floor's path: one session, a prebuilt header dict, ``json.dumps`` and ``json.loads``."""
+    model = next(m for m in MODELS if m["kind"] == "openai")
+    headers = {"Authorization": f"Bearer {OPENAI_KEY}", "Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as session:
+
+        async def call(i: int) -> None:
+            body = json.dumps({"model": model["model"], "messages": PROMPT, **model["params"]}).encode()
+            async with session.post(f"{url}/v1/chat/completions", data=body, headers=headers) as response:
+                data = json.loads(await response.read())
+                assert data["choices"][0]["message"]["content"]
+
+        return await _drive(call, calls, in_flight)
+
+
+async def exchange_only(url: str, kind: str, http_client: str, calls: int, in_flight: int) -> float:
+    """The provider's exchange plus its answer parsing (``_send``), no limiter, retries or breaker."""
+    config = _config(url, kind, http_client)
+    provider = await open_provider(config)
+    try:
+        return await _drive(lambda i: provider._send(PROMPT, None), calls, in_flight)
+    finally:
+        await provider.aclose()
+
+
+async def provider_call(url: str, kind: str, http_client: str, calls: int, in_flight: int) -> float:
+    """``Provider.call`` end to end."""
+    provider = await open_provider(_config(url, kind, http_client))
+    try:
+
+        async def call(i: int) -> None:
+            result = await provider.call(PROMPT, None)
+            assert result.ok, result.error
+
+        return await _drive(call, calls, in_flight)
+    finally:
+        await provider.aclose()
+
+
+def measure(calls: int, in_flight: int, repeats: int) -> list[tuple[str, float]]:
+    """(path, best CPU ms per call) for every path."""
+    os.environ.setdefault("BENCH_OPENAI_KEY", OPENAI_KEY)
+    os.environ.setdefault("BENCH_ANTHROPIC_KEY", ANTHROPIC_KEY)
+    paths: list[tuple[str, Callable[[str], Awaitable[float]]]] = [
+        ("raw aiohttp (the floor's path)", lambda url: raw_aiohttp(url, calls, in_flight)),
+    ]
+    for kind in ("openai", "anthropic"):
+        default = "openai SDK" if kind == "openai" else "httpx"
+        for http_client, label in (("default", default), ("aiohttp", "aiohttp")):
+            paths.append((f"{kind}: send + parse, {label}",
+                          lambda url, k=kind, h=http_client: exchange_only(url, k, h, calls, in_flight)))
+            paths.append((f"{kind}: `Provider.call`, {label}",
+                          lambda url, k=kind, h=http_client: provider_call(url, k, h, calls, in_flight)))
+    results = []
+    with start_simulator_process(latency_ms=0, mode="derived") as sim:
+        for label, run in paths:
+            best = min(asyncio.run(run(sim.url)) for _ in range(repeats))
+            results.append((label, best / calls * 1000))
+    return results
+
+
+def main() -> int:
+    """Print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--in-flight", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, help="also write the table to this file")
+    args = parser.parse_args()
+    rows = measure(args.calls, args.in_flight, args.repeats)
+    table = markdown_table(["path", "CPU ms per call"], [[label, f"{ms:.2f}"] for label, ms in rows])
+    print(table)
+    if args.out:
+        args.out.write_text(table + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
