@@ -4,7 +4,7 @@ A provider kind owns its wire format (request body, answer JSON); the exchange o
 wire. Two exchanges exist for every kind (``http_client`` in the provider config):
 
 - ``default``: the official client stack — the ``openai`` SDK for OpenAI-kind providers, ``httpx``
-  for Anthropic-kind providers, both on the aiohttp transport (see ``openai_provider`` and
+  for Anthropic-kind providers, both on the aiohttp transport (see ``openai_sdk`` and
   ``anthropic_provider``).
 - ``aiohttp``: :class:`AiohttpExchange`, one ``aiohttp.ClientSession`` per provider posting the
   same JSON with the same headers. It skips the SDK's request building and httpx's model layer,
