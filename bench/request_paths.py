@@ -23,6 +23,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from clients.floor import answer_text, request_for  # noqa: E402
 from common import ANTHROPIC_KEY, MODELS, OPENAI_KEY, markdown_table  # noqa: E402
 
 from providers.config import ProviderConfig  # noqa: E402
@@ -56,39 +57,30 @@ def _config(url: str, kind: str, http_client: str) -> ProviderConfig:
 
 
 async def raw_aiohttp(url: str, calls: int, in_flight: int) -> float:
-    """The floor's path: one session, a prebuilt header dict, ``json.dumps`` and ``json.loads``."""
+    """The floor's path (``clients/floor.py``): one session, its request building and answer reading."""
     model = next(m for m in MODELS if m["kind"] == "openai")
-    headers = {"Authorization": f"Bearer {OPENAI_KEY}", "Content-Type": "application/json"}
     async with aiohttp.ClientSession() as session:
 
         async def call(i: int) -> None:
-            body = json.dumps({"model": model["model"], "messages": PROMPT, **model["params"]}).encode()
-            async with session.post(f"{url}/v1/chat/completions", data=body, headers=headers) as response:
-                data = json.loads(await response.read())
-                assert data["choices"][0]["message"]["content"]
+            path, headers, body = request_for(model, PROMPT[-1]["content"])
+            async with session.post(url + path, data=body, headers=headers) as response:
+                assert answer_text(model["kind"], json.loads(await response.read()))
 
         return await _drive(call, calls, in_flight)
 
 
-async def exchange_only(url: str, kind: str, http_client: str, calls: int, in_flight: int) -> float:
-    """The provider's exchange plus its answer parsing (``_send``), no limiter, retries or breaker."""
-    config = _config(url, kind, http_client)
-    provider = await open_provider(config)
-    try:
-        return await _drive(lambda i: provider._send(PROMPT, None), calls, in_flight)
-    finally:
-        await provider.aclose()
-
-
-async def provider_call(url: str, kind: str, http_client: str, calls: int, in_flight: int) -> float:
-    """``Provider.call`` end to end."""
+async def provider_path(url: str, kind: str, http_client: str, calls: int, in_flight: int, *, whole_call: bool) -> float:
+    """``Provider.call`` end to end (``whole_call``), or only its exchange and answer parsing (``_send``)."""
     provider = await open_provider(_config(url, kind, http_client))
-    try:
 
-        async def call(i: int) -> None:
+    async def call(i: int) -> None:
+        if whole_call:
             result = await provider.call(PROMPT, None)
             assert result.ok, result.error
+        else:
+            await provider._send(PROMPT, None)
 
+    try:
         return await _drive(call, calls, in_flight)
     finally:
         await provider.aclose()
@@ -104,10 +96,9 @@ def measure(calls: int, in_flight: int, repeats: int) -> list[tuple[str, float]]
     for kind in ("openai", "anthropic"):
         default = "openai SDK" if kind == "openai" else "httpx"
         for http_client, label in (("default", default), ("aiohttp", "aiohttp")):
-            paths.append((f"{kind}: send + parse, {label}",
-                          lambda url, k=kind, h=http_client: exchange_only(url, k, h, calls, in_flight)))
-            paths.append((f"{kind}: `Provider.call`, {label}",
-                          lambda url, k=kind, h=http_client: provider_call(url, k, h, calls, in_flight)))
+            for whole, what in ((False, "send + parse"), (True, "`Provider.call`")):
+                paths.append((f"{kind}: {what}, {label}", lambda url, k=kind, h=http_client, w=whole:
+                              provider_path(url, k, h, calls, in_flight, whole_call=w)))
     results = []
     with start_simulator_process(latency_ms=0, mode="derived") as sim:
         for label, run in paths:

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from providers.base import Provider
 from providers.config import ProviderConfig
-from providers.errors import ProviderError, timeout_error
+from providers.errors import ProviderError, connection_error, timeout_error
 from providers.http import AiohttpExchange, JsonExchange, RawResponse, status_error
 from providers.ratelimit_headers import anthropic_remaining
 from providers.result import Answer
@@ -84,7 +84,7 @@ class HttpxExchange(JsonExchange):
         except httpx.TimeoutException as exc:
             raise timeout_error(time.monotonic() - started, self._timeout_s, type(exc).__name__) from None
         except httpx.TransportError as exc:
-            raise ProviderError(f"connection failed: {type(exc).__name__}", error_type="connection") from None
+            raise connection_error(type(exc).__name__) from None
         if response.status_code >= 400:
             raise status_error(response.status_code, response.headers, response.content, response.reason_phrase)
         return RawResponse(response.status_code, response.headers, response.content)

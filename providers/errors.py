@@ -70,11 +70,16 @@ def scrub(text: str, secrets: tuple[str, ...]) -> str:
     return text if len(text) <= MAX_ERROR_TEXT else text[:MAX_ERROR_TEXT] + "…"
 
 
+def connection_error(detail: str) -> ProviderError:
+    """A connection that failed or was lost, named by ``detail`` (the client library's exception class)."""
+    return ProviderError(f"connection failed: {detail}", error_type="connection")
+
+
 def timeout_error(elapsed_s: float, timeout_s: float, detail: str) -> ProviderError:
     """A timeout, or a dropped connection that the aiohttp transports report as a (connect) timeout.
 
     Only a request that actually ran into its time limit is called a timeout.
     """
     if elapsed_s < 0.9 * timeout_s:
-        return ProviderError(f"connection failed: {detail}", error_type="connection")
+        return connection_error(detail)
     return ProviderError(f"timed out after {timeout_s:g} s", error_type="timeout")

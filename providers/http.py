@@ -33,7 +33,7 @@ import certifi
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
-from providers.errors import ProviderError, retry_after_seconds, timeout_error
+from providers.errors import ProviderError, connection_error, retry_after_seconds, timeout_error
 
 USER_AGENT = "rlhf-orchestrator"
 
@@ -139,7 +139,7 @@ class AiohttpExchange(JsonExchange):
         except TimeoutError as exc:  # aiohttp's connect and read timeouts are TimeoutErrors too
             raise timeout_error(time.monotonic() - started, self._timeout_s, type(exc).__name__) from None
         except aiohttp.ClientError as exc:
-            raise ProviderError(f"connection failed: {type(exc).__name__}", error_type="connection") from None
+            raise connection_error(type(exc).__name__) from None
         if status >= 400:
             raise status_error(status, headers, content, reason)
         return RawResponse(status, headers, content)

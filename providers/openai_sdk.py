@@ -10,7 +10,7 @@ import openai
 from pydantic import SecretStr
 
 from providers.config import ProviderConfig
-from providers.errors import ProviderError, timeout_error
+from providers.errors import ProviderError, connection_error, timeout_error
 from providers.http import JsonExchange, RawResponse, status_error
 
 
@@ -47,7 +47,7 @@ class SdkExchange(JsonExchange):
         except openai.APITimeoutError as exc:
             raise timeout_error(time.monotonic() - started, self._timeout_s, _cause(exc)) from None
         except openai.APIConnectionError as exc:
-            raise ProviderError(f"connection failed: {_cause(exc)}", error_type="connection") from None
+            raise connection_error(_cause(exc)) from None
         except openai.APIResponseValidationError as exc:
             raise ProviderError(f"malformed response: {exc.message}", error_type="malformed") from None
         return RawResponse(raw.status_code, raw.headers, raw.content)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import FAKE_ANTHROPIC_KEY, FAKE_OPENAI_KEY, provider_entry, three_providers, write_config, write_prompts
+from conftest import FAKE_ANTHROPIC_KEY, FAKE_OPENAI_KEY, closed_port_url, provider_entry, three_providers, write_config, write_prompts
 from flows.generate import generate_tasks
 from scale_check import assert_scale_compatible
 from simulator import FaultRule, RunningSimulator, answer_marker
@@ -30,12 +29,6 @@ def read_tasks(summary: dict[str, Any]) -> list[dict[str, Any]]:
 
 def answers(task: dict[str, Any]) -> list[dict[str, Any]]:
     return [m for m in task["threads"][0]["turns"][-1]["messages"] if m["role"] == "assistant"]
-
-
-def closed_port_url() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{probe.getsockname()[1]}"
 
 
 def test_every_prompt_goes_to_every_provider_and_each_answer_is_its_own(sim: RunningSimulator, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from conftest import FAKE_ANTHROPIC_KEY, FAKE_OPENAI_KEY, provider_config
+from conftest import FAKE_ANTHROPIC_KEY, FAKE_OPENAI_KEY, closed_port_url, provider_config
 from providers.config import ProviderConfig
 from providers.factory import open_provider
 from providers.result import CallResult
@@ -136,12 +136,7 @@ def test_a_hanging_server_times_out(sim: RunningSimulator, fake_keys: dict[str, 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_unreachable_provider_is_a_connection_error(fake_keys: dict[str, str], kind: str, http_client: str) -> None:
-    import socket
-
-    with socket.socket() as probe:  # a port that nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    base = f"http://127.0.0.1:{port}" + ("/v1" if kind == "openai" else "")
+    base = closed_port_url() + ("/v1" if kind == "openai" else "")
     config = ProviderConfig(source_id="down", kind=kind, model="m", base_url=base, max_retries=1, backoff_initial_s=0.01,
                             http_client=http_client)
     result = _call(config)
@@ -202,11 +197,7 @@ def test_both_exchanges_report_a_fault_alike(sim: RunningSimulator, fake_keys: d
 def test_the_aiohttp_client_honours_the_proxy_environment(
     sim: RunningSimulator, fake_keys: dict[str, str], kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import socket
-
-    with socket.socket() as probe:  # a proxy address where nothing listens
-        probe.bind(("127.0.0.1", 0))
-        dead_proxy = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    dead_proxy = closed_port_url()  # a proxy address where nothing listens
     for name in ("HTTP_PROXY", "http_proxy"):
         monkeypatch.setenv(name, dead_proxy)
     for name in ("NO_PROXY", "no_proxy"):
