@@ -2,7 +2,9 @@
 
 Every client (the floors, ``rlhf run``, the peers) runs as its own subprocess and is reaped with
 ``os.wait4``, whose resource usage covers that process and every descendant it waited for: CPU
-seconds and the largest single process's peak RSS, with nothing of the benchmark driver in it.
+seconds, with nothing of the benchmark driver in it. Peak RSS is the larger of ``wait4``'s (the largest
+single process) and the peak of the whole tree's summed RSS, sampled from ``/proc`` every 0.25 s, so a
+client that works in several processes is charged for all of them.
 Request rates are measured at the simulator from its arrival times (``GET /_sim/stats``), which use
 the system-wide monotonic clock, so they compare directly with ``time.monotonic()`` here.
 """
@@ -81,6 +83,36 @@ def prompt_file(n: int) -> Path:
     return path
 
 
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+RSS_SAMPLE_S = 0.25
+
+
+def tree_rss_bytes(root_pid: int) -> int:
+    """Summed resident memory of ``root_pid`` and all its descendants now (0 where ``/proc`` is absent)."""
+    parents: dict[int, list[int]] = {}
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return 0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    total, pending = 0, [root_pid]
+    while pending:
+        pid = pending.pop()
+        pending.extend(parents.get(pid, ()))
+        try:
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE_BYTES
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 @dataclass
 class Measured:
     """One client run: exit code, wall time, CPU and peak RSS of its process tree, output tail."""
@@ -112,10 +144,14 @@ def run_measured(command: list[str], env: dict[str, str | None] | None = None, c
         proc = subprocess.Popen(command, env=full_env, cwd=cwd or ROOT, stdout=sink, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
         deadline = started + timeout_s
+        tree_peak, next_sample = 0, started
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
+            if time.monotonic() >= next_sample:
+                tree_peak = max(tree_peak, tree_rss_bytes(proc.pid))
+                next_sample = time.monotonic() + RSS_SAMPLE_S
             if time.monotonic() > deadline:
                 proc.kill()
                 pid, status, usage = os.wait4(proc.pid, 0)
@@ -128,7 +164,7 @@ def run_measured(command: list[str], env: dict[str, str | None] | None = None, c
         code=proc.returncode,
         wall_s=wall,
         cpu_s=usage.ru_utime + usage.ru_stime,
-        maxrss_mb=usage.ru_maxrss / 1024.0,
+        maxrss_mb=max(usage.ru_maxrss / 1024.0, tree_peak / 1024.0 / 1024.0),
         started=started,
         output=text[-3000:],
     )

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import (  # noqa: E402
-    BENCH, MODELS, OUT, PROJECT_PYTHON, VENVS, Measured, Row, arrival_rate, fmt, log, markdown_table,
+    BENCH, MODELS, OUT, PROJECT_PYTHON, RSS_SAMPLE_S, VENVS, Measured, Row, arrival_rate, fmt, log, markdown_table,
     prompt_file, run_measured,
 )
 from machine import describe  # noqa: E402
@@ -187,8 +187,9 @@ class Bench:
             "messages and sampling parameters) to the simulator (fixed latency, no faults, no jitter) with the same "
             "per-provider concurrency. *req/s* is measured at the simulator from the first to the last request's "
             "arrival; *start-up* is process start → first request; *CPU* is the client's whole process tree "
-            "(user + system, `wait4`), per 1,000 requests, start-up included; *peak RSS* is the largest single process "
-            "of the tree. *× aiohttp* and *× httpx* compare with the two floors at the same number of prompts: "
+            "(user + system, `wait4`), per 1,000 requests, start-up included; *peak RSS* is the whole tree's "
+            f"(its summed RSS sampled every {RSS_SAMPLE_S} s, or the largest single process's if higher). "
+            "*× aiohttp* and *× httpx* compare with the two floors at the same number of prompts: "
             "issue 6 names plain asyncio + httpx as the floor, ARCHITECTURE.md the leaner asyncio + aiohttp. "
             "`rlhf run` runs twice: with the default HTTP clients (the `openai` SDK, `httpx` for Anthropic) and with "
             "`http_client: aiohttp` (providers/http.py). "
@@ -379,7 +380,8 @@ class Bench:
                     width = int(round((row.maxrss_mb or 0) / 10))
                     curve.append(f"{prompts:>8,} × 3 | {'█' * width} {fmt(row.maxrss_mb, 0)} MB")
                 self.parts.append(
-                    f"## Memory\n\nPeak RSS of `rlhf run` (the largest process of its tree, `wait4` ru_maxrss) at "
+                    f"## Memory\n\nPeak RSS of `rlhf run`: the larger of its largest process's (`wait4` ru_maxrss) and "
+                    f"its whole process tree's summed RSS (sampled every {RSS_SAMPLE_S} s), at "
                     f"simulator latency 0, {MEMORY_CONCURRENCY} in flight per provider.\n\n"
                     + markdown_table(["prompts", "peak RSS MB", "× the first", "wall s", "req/s", "CPU s / 1k req",
                                       "load", "note"], table)

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -23,6 +24,7 @@ if not out.is_terminal:
 
 EXIT_INPUT = 2
 EXIT_FAILURES = 3
+EXIT_OUTPUT = 4
 
 
 def _input_failure(exc: InputError) -> typer.Exit:
@@ -116,10 +118,12 @@ def run(
 
     Exit codes: 0 every call answered; 2 bad input (nothing called); 3 finished, but some calls failed,
     were skipped or some prompts have too few answers (rerun, optionally with --retry-failed);
+    4 the output files could not be written (answers received are kept in the store);
     128+N stopped by signal N (SIGINT: 130, SIGTERM: 143) after writing what was complete.
     """
     from flows.prepare import prepare_run
     from flows.run_date import RUN_DATE_ENV
+    from flows.writer_process import TaskWriterFailed
 
     if run_date:
         os.environ[RUN_DATE_ENV] = run_date
@@ -132,8 +136,10 @@ def run(
         console.print("[dim]No PREFECT_API_URL: starting Prefect's temporary local server (takes ~20 s).[/dim]")
     from flows import progress as progress_mod
     from flows import stopping
+    from flows.console_logs import drop_console_tracebacks
     from flows.generate import generate_tasks
 
+    drop_console_tracebacks(InputError, TaskWriterFailed, OSError)  # reported below in plain words
     stopping.enable()
     if prepared.rejected:
         console.print(f"[yellow]{len(prepared.rejected)} invalid record(s) skipped[/yellow] (see rejected.jsonl):", highlight=False)
@@ -146,6 +152,11 @@ def run(
             summary = asyncio.run(generate_tasks(str(config), retry_failed=retry_failed, skip_invalid=skip_invalid))
         except InputError as exc:
             raise _input_failure(exc) from None
+        except (TaskWriterFailed, OSError) as exc:
+            console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+            console.print("Every answer received is kept in the response store; once this is fixed, rerun (nothing is "
+                          f"asked twice): rlhf run {config}", highlight=False, markup=False)
+            raise typer.Exit(EXIT_OUTPUT) from None
         finally:
             progress_mod.set_sink(None)
     out.print(_summary_table(summary))

@@ -33,7 +33,7 @@ from flows.prompt_reader import PromptRecord
 from flows.report import publish_report
 from flows.shard import for_shard, prompts_of
 from flows.summary import ProviderTally, RunSummary
-from flows.task_writer import TaskWriter
+from flows.writer_process import ChunkResults, WriterSetup, task_writer_process
 from providers.base import system_text
 from providers.config import ProviderConfig
 from providers.pool import ProviderPool, pool_for
@@ -41,14 +41,12 @@ from providers.result import INTERRUPTED, SKIPPED, CallResult
 from providers.store import ResponseStore
 from task_builder.assemble import BatchContext
 from task_builder.ids import stable_id
-from task_builder.layout import TaskLayout
 from task_builder.slots import AnswerSlot, SlotFingerprints, answer_slots
 
 T = TypeVar("T")
 GENERATOR_NAME = "rlhf-orchestrator"
 STOP_GRACE_S = 10.0
 _POLL_S = 0.25
-_WRITE_SLICE = 8  # prompts written between two yields to the event loop (keeps in-flight calls moving)
 
 
 @dataclass(slots=True)
@@ -195,82 +193,71 @@ async def generate_tasks(
     return report
 
 
+def writer_setup(prepared: PreparedRun, run_id: str, config_hash: str, created_at: str) -> WriterSetup:
+    """What the task writer needs for this run: the batch context, the answer slots and the layout."""
+    config = prepared.config
+    annotation = config.annotation
+    ctx = BatchContext(
+        project=config.project,
+        batch=config.batch,
+        run_id=run_id,
+        config_hash=config_hash,
+        created_at=created_at,
+        layout=annotation.layout,
+        template=prepared.template,
+        generator=generator_info(),
+    )
+    return WriterSetup(
+        run_dir=str(config.run_dir), ctx=ctx, slots=answer_slots(tuple(config.providers), config.samples_per_provider),
+        required_answers=config.required_answers, layout_kind=annotation.layout, seed=annotation.seed,
+        pairs_per_prompt=annotation.pairs_per_prompt,
+    )
+
+
 async def _generate(
     prepared: PreparedRun, store: ResponseStore, pool: ProviderPool, summary: RunSummary, retry_failed: bool
 ) -> None:
     config = prepared.config
-    providers = tuple(config.providers)
-    slots = answer_slots(providers, config.samples_per_provider)
+    await _open_all(pool, tuple(config.providers), prepared.config_path)
+    setup = writer_setup(prepared, summary.run_id, summary.config_hash, store.setdefault_meta("created_at", _now()))
+    slots = setup.slots
     slot_fingerprints = SlotFingerprints(slots)
-    layout = TaskLayout(config.annotation.layout, config.batch, config.annotation.seed, config.annotation.pairs_per_prompt)
-    ctx = BatchContext(
-        project=config.project,
-        batch=config.batch,
-        run_id=summary.run_id,
-        config_hash=summary.config_hash,
-        created_at=store.setdefault_meta("created_at", _now()),
-        layout=config.annotation.layout,
-        template=prepared.template,
-        generator=generator_info(),
-    )
-    await _open_all(pool, providers, prepared.config_path)
     breakers: dict[str, str] = {}
-    run_dir = config.run_dir
-    with (
-        atomic_open(run_dir / "tasks.jsonl") as tasks_out,
-        atomic_open(run_dir / "incomplete.jsonl") as incomplete_out,
-        atomic_open(run_dir / "filtered.jsonl") as filtered_out,
-    ):
-        writer = TaskWriter(ctx, layout, slots, config.required_answers, summary, tasks_out, incomplete_out, filtered_out)
-        # Pipelined: the calls of chunk k+1 run while the tasks of chunk k are written, so the providers
-        # never sit idle while task shells are built (bench/RESULTS.md measured the gap). Chunk k+1 is
-        # planned only after chunk k's calls are done, and chunk k is written from the store and the
-        # breakers as they were then, so the output is what a strictly sequential loop writes.
-        finished: _FinishedChunk | None = None
+    # The tasks are written by a second process (flows/writer_process.py): handing a finished chunk over
+    # costs the event loop milliseconds, and the next chunk's calls start at once. Each chunk is handed
+    # over with the store and the breakers as they were when its calls ended, so the output is what a
+    # strictly sequential loop writes.
+    async with task_writer_process(setup) as writer:
         for chunk_index, chunk in enumerate(batched(prompts_of(config), config.chunk_size)):
             fingerprints = [slot_fingerprints.of(record.messages, record.system) for record in chunk]
-            calling: asyncio.Future[None] | None = None
             if not stopping.requested():
-                calling = asyncio.ensure_future(
-                    _call_missing(slots, chunk, fingerprints, store, str(config.store_path), pool.run_key,
-                                  chunk_index, retry_failed, summary, breakers)
-                )
-            try:
-                if finished is not None:
-                    await _write_chunk(writer, slots, finished)
-                    finished = None
-                if calling is not None:
-                    await calling
-            finally:
-                if calling is not None and not calling.done():
-                    calling.cancel()
-                    await asyncio.gather(calling, return_exceptions=True)
+                await _call_missing(slots, chunk, fingerprints, store, str(config.store_path), pool.run_key,
+                                    chunk_index, retry_failed, summary, breakers)
             stored = store.get_many(fp for fps in fingerprints for fp in fps.values())
-            finished = _FinishedChunk(chunk, fingerprints, stored, dict(breakers))
-        if finished is not None:
-            await _write_chunk(writer, slots, finished)
-    summary.positions = layout.positions.report()
+            await writer.write(chunk, _chunk_results(slots, fingerprints, stored, breakers, summary))
+        report = await writer.finish()
+    summary.written = report.counts
+    summary.positions = report.positions
 
 
-@dataclass(slots=True)
-class _FinishedChunk:
-    """A chunk whose calls are done: its prompts, fingerprints, stored results and the breakers then."""
-
-    records: list[PromptRecord]
-    fingerprints: list[dict[str, str]]
-    stored: dict[str, CallResult]
-    breakers: dict[str, str]
-
-
-async def _write_chunk(writer: TaskWriter, slots: list[AnswerSlot], chunk: _FinishedChunk) -> None:
-    """Write a finished chunk's tasks in batch order, letting the next chunk's calls run in between."""
-    for index, (record, fps) in enumerate(zip(chunk.records, chunk.fingerprints)):
-        if index % _WRITE_SLICE == _WRITE_SLICE - 1:
-            await asyncio.sleep(0)
-        writer.write(record, {
-            slot.answer_id: chunk.stored.get(fps[slot.answer_id]) or _not_made(slot.provider.source_id, chunk.breakers)
-            for slot in slots
-        })
+def _chunk_results(
+    slots: list[AnswerSlot],
+    fingerprints: list[dict[str, str]],
+    stored: dict[str, CallResult],
+    breakers: dict[str, str],
+    summary: RunSummary,
+) -> ChunkResults:
+    """Every slot's result for each prompt of a finished chunk, counted into the providers' tallies."""
+    results: ChunkResults = []
+    for fps in fingerprints:
+        prompt_results: dict[str, CallResult] = {}
+        for slot in slots:
+            source_id = slot.provider.source_id
+            result = stored.get(fps[slot.answer_id]) or _not_made(source_id, breakers)
+            summary.providers[source_id].add(result)
+            prompt_results[slot.answer_id] = result
+        results.append(prompt_results)
+    return results
 
 
 async def _open_all(pool: ProviderPool, providers: tuple[ProviderConfig, ...], config_path: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from array import array
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from providers.config import Price
@@ -93,6 +93,18 @@ class ProviderTally:
         }
 
 
+@dataclass(slots=True)
+class WriteCounts:
+    """What the task writer made of the prompts (field order is the order in ``summary.json``)."""
+
+    prompts: int = 0
+    prompts_tasked: int = 0
+    incomplete: int = 0
+    prompts_filtered: int = 0
+    tasks_written: int = 0
+    tasks_filtered: int = 0
+
+
 @dataclass
 class RunSummary:
     """The whole run: prompts in, tasks and incomplete prompts out, and each provider's tally."""
@@ -102,12 +114,7 @@ class RunSummary:
     run_id: str
     config_hash: str
     providers: dict[str, ProviderTally]
-    prompts: int = 0
-    prompts_tasked: int = 0
-    prompts_filtered: int = 0
-    tasks_written: int = 0
-    tasks_filtered: int = 0
-    incomplete: int = 0
+    written: WriteCounts = field(default_factory=WriteCounts)
     rejected: int = 0
     interrupted: bool = False
     started_at: str = ""
@@ -137,12 +144,7 @@ class RunSummary:
             "run_id": self.run_id,
             "config_hash": self.config_hash,
             "layout": self.layout,
-            "prompts": self.prompts,
-            "prompts_tasked": self.prompts_tasked,
-            "incomplete": self.incomplete,
-            "prompts_filtered": self.prompts_filtered,
-            "tasks_written": self.tasks_written,
-            "tasks_filtered": self.tasks_filtered,
+            **asdict(self.written),
             "rejected": self.rejected,
             "interrupted": self.interrupted,
             "started_at": self.started_at,

@@ -6,7 +6,7 @@ import json
 from typing import IO, Any
 
 from flows.prompt_reader import PromptRecord
-from flows.summary import RunSummary
+from flows.summary import WriteCounts
 from providers.result import CallResult
 from task_builder.assemble import BatchContext, build_task
 from task_builder.ids import task_id_for
@@ -34,7 +34,6 @@ class TaskWriter:
         layout: TaskLayout,
         slots: list[AnswerSlot],
         required_answers: int,
-        summary: RunSummary,
         tasks_out: IO[str],
         incomplete_out: IO[str],
         filtered_out: IO[str],
@@ -43,21 +42,19 @@ class TaskWriter:
         self.layout = layout
         self.slots = {slot.answer_id: slot for slot in slots}
         self.required = max(required_answers, layout.min_answers)
-        self.summary = summary
+        self.counts = WriteCounts()
         self._tasks_out = tasks_out
         self._incomplete_out = incomplete_out
         self._filtered_out = filtered_out
 
     def write(self, record: PromptRecord, results: dict[str, CallResult]) -> None:
-        """Account the prompt's results and write its tasks, or its incomplete record."""
-        summary = self.summary
-        summary.prompts += 1
-        for answer_id, result in results.items():
-            summary.providers[self.slots[answer_id].provider.source_id].add(result)
+        """Write the prompt's tasks, or its incomplete record, and count what was written."""
+        counts = self.counts
+        counts.prompts += 1
         answered = [self.slots[aid] for aid, result in results.items() if result.ok]
         plans = self.layout.plan(record.id, answered) if len(answered) >= self.required else []
         if not plans:
-            summary.incomplete += 1
+            counts.incomplete += 1
             self._write_line(self._incomplete_out, {
                 "prompt_id": record.id,
                 "task_id": task_id_for(self.ctx.batch, record.id),
@@ -72,7 +69,7 @@ class TaskWriter:
             flags = task_flags(texts)
             reason = filter_reason(self.ctx.template.filters, texts, flags)
             if reason is not None:
-                summary.tasks_filtered += 1
+                counts.tasks_filtered += 1
                 self._write_line(self._filtered_out, {
                     "task_id": planned.task_id, "prompt_id": record.id, "variant": planned.variant,
                     "reason": reason, "flags": flags,
@@ -80,12 +77,12 @@ class TaskWriter:
                 continue
             shell = build_task(self.ctx, record, planned, self.slots, results, flags)
             self._tasks_out.write(shell.to_json_line() + "\n")
-            summary.tasks_written += 1
+            counts.tasks_written += 1
             written += 1
         if written:
-            summary.prompts_tasked += 1
+            counts.prompts_tasked += 1
         else:
-            summary.prompts_filtered += 1
+            counts.prompts_filtered += 1
 
     @staticmethod
     def _write_line(handle: IO[str], data: dict[str, Any]) -> None:

@@ -82,6 +82,14 @@ def closed_port_url() -> str:
         return f"http://127.0.0.1:{probe.getsockname()[1]}"
 
 
+def process_gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie no one reaped counts as exited)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except OSError:
+        return True
+
+
 def provider_entry(sim: RunningSimulator, source_id: str, kind: str, model: str, **extra: Any) -> dict[str, Any]:
     """A provider block pointing at the simulator, with fast retries for tests."""
     entry: dict[str, Any] = {

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from conftest import provider_entry, write_config, write_prompts
+from conftest import process_gone, provider_entry, write_config, write_prompts
 from simulator import RunningSimulator, SimulatorProcess, start_simulator_process
 
 RLHF = str(Path(sys.executable).with_name("rlhf"))
@@ -41,11 +41,12 @@ def run_env(fake_keys: dict[str, str], prefect_api: str) -> dict[str, str]:
 class Client:
     """An ``rlhf`` subprocess with its output in files (no pipe can fill up and stall it)."""
 
-    def __init__(self, args: list[str], env: dict[str, str], logs: Path) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], logs: Path, own_group: bool = False) -> None:
         logs.mkdir(parents=True, exist_ok=True)
         self._out = (logs / "stdout").open("w+")
         self._err = (logs / "stderr").open("w+")
-        self.process = subprocess.Popen([RLHF, *args], stdout=self._out, stderr=self._err, env=env)
+        self.process = subprocess.Popen([RLHF, *args], stdout=self._out, stderr=self._err, env=env,
+                                        start_new_session=own_group)
 
     def wait(self, timeout: float = 120) -> int:
         try:
@@ -73,6 +74,20 @@ def run_to_end(args: list[str], env: dict[str, str], logs: Path) -> tuple[int, s
         return (code, *client.output())
     finally:
         client.close()
+
+
+def writer_processes(parent: int) -> list[int]:
+    """Process ids of the task writer children (``flows.writer_process``) of ``parent``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if int(stat[stat.rindex(")") + 2:].split()[1]) == parent and b"flows.writer_process" in cmdline:
+            found.append(int(entry.name))
+    return found
 
 
 def store_rows(store: Path) -> list[tuple[str, str, int]]:
@@ -152,11 +167,19 @@ def test_kill_9_mid_batch_then_rerun_pays_for_nothing_twice(
     try:
         wait_mid_wave(client, sim_process, store, min_rows=20, latency_s=latency_s, margin_s=0.35)
         in_flight_at_kill = sum(s["in_flight"] for s in sim_process.stats()["by_model"].values())
+        writers = writer_processes(client.process.pid)
         os.kill(client.process.pid, signal.SIGKILL)
         assert client.wait(30) == -signal.SIGKILL
     finally:
         client.close()
     assert in_flight_at_kill > 0
+    # The task writer process sees its parent go, removes its partial files and exits.
+    assert len(writers) == 1
+    deadline = time.monotonic() + 30
+    while not process_gone(writers[0]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process_gone(writers[0]), "the task writer outlived the killed run"
+    assert not list(run_dir.glob("*.partial"))
 
     rows_at_kill = store_rows(store)
     assert 20 <= len(rows_at_kill) < 180 and all(ok == 1 for _, _, ok in rows_at_kill)
@@ -203,9 +226,13 @@ def test_kill_9_mid_batch_then_rerun_pays_for_nothing_twice(
 
 
 # ------------------------------------------------------------------------------------ SIGINT / SIGTERM
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize(
+    ("signum", "to_group"),
+    [(signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGINT, True)],
+    ids=["SIGTERM", "SIGINT", "SIGINT-to-the-process-group"],  # the last: Ctrl-C at a terminal
+)
 def test_signal_stops_gracefully_and_a_rerun_completes(
-    sim_process: SimulatorProcess, run_env: dict[str, str], tmp_path: Path, signum: int
+    sim_process: SimulatorProcess, run_env: dict[str, str], tmp_path: Path, signum: int, to_group: bool
 ) -> None:
     latency_s = 0.5
     sim_process.configure(latency_ms=latency_s * 1000, latency_jitter_ms=0)
@@ -218,11 +245,14 @@ def test_signal_stops_gracefully_and_a_rerun_completes(
     run_dir = tmp_path / "out" / "b1"
     store = run_dir / "responses.sqlite"
 
-    client = Client(["run", str(config), "-q"], run_env, tmp_path / "logs-1")
+    client = Client(["run", str(config), "-q"], run_env, tmp_path / "logs-1", own_group=to_group)
     try:
         wait_mid_wave(client, sim_process, store, min_rows=4, latency_s=latency_s, margin_s=0.2)
         rows_before = len(store_rows(store))
-        client.process.send_signal(signum)
+        if to_group:
+            os.killpg(client.process.pid, signum)
+        else:
+            client.process.send_signal(signum)
         code = client.wait(60)
         stdout, stderr = client.output()
     finally:
@@ -257,6 +287,36 @@ def test_signal_stops_gracefully_and_a_rerun_completes(
     # Across both runs every (prompt, provider) was requested exactly once.
     fingerprints = sim_process.stats()["by_fingerprint"]
     assert len(fingerprints) == 80 and all(v == {"requests": 1, "ok": 1} for v in fingerprints.values())
+
+
+# ------------------------------------------------------------------------------- output cannot be written
+def test_output_that_cannot_be_written_fails_cleanly_and_a_rerun_pays_for_nothing(
+    sim: RunningSimulator, run_env: dict[str, str], tmp_path: Path
+) -> None:
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 12)
+    providers = [provider_entry(sim, "gpt-4o", "openai", "gpt-4o"), provider_entry(sim, "claude", "anthropic", "claude-x")]
+    config = write_config(tmp_path, providers, prompts, chunk_size=5)
+    run_dir = tmp_path / "out" / "b1"
+    obstacle = run_dir / "incomplete.jsonl.partial"
+    obstacle.mkdir(parents=True)  # stands in for a full disk or a read-only directory
+
+    code, _, stderr = run_to_end(["run", str(config), "-q"], run_env, tmp_path / "logs-1")
+    assert code == 4, stderr
+    assert "error: the task writer process failed: IsADirectoryError" in stderr and str(obstacle) in stderr
+    assert f"rerun (nothing is asked twice): rlhf run {config}" in stderr
+    assert "Traceback" not in stderr  # the console gets the plain error; Prefect's API logs keep the traceback
+    assert sorted(p.name for p in run_dir.iterdir() if p.suffix in {".jsonl", ".partial"} or p.name == "summary.json") \
+        == ["incomplete.jsonl.partial"]  # nothing written but the obstacle
+    assert len(store_rows(store := run_dir / "responses.sqlite")) == 24  # every answer kept
+    requests = sim.stats()["requests_total"]
+
+    obstacle.rmdir()
+    code, _, stderr = run_to_end(["run", str(config), "-q"], run_env, tmp_path / "logs-2")
+    assert code == 0, stderr
+    assert sim.stats()["requests_total"] == requests, "the rerun asked for an answer it already had"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["tasks_written"] == 12 and summary["providers"]["claude"]["reused_from_store"] == 12
+    assert len(store_rows(store)) == 24 and len(read_jsonl(run_dir / "tasks.jsonl")) == 12
 
 
 # ------------------------------------------------------------------------------------------ --skip-invalid

@@ -1,0 +1,41 @@
+"""Keep tracebacks of errors the CLI explains itself off the operator's console.
+
+When a flow fails, Prefect logs the exception with its traceback. For errors the ``rlhf`` command
+reports in clear lines of its own (bad input, output that cannot be written) that traceback is noise
+on the terminal. Only the console handlers' formatting changes: the record itself is untouched, so
+Prefect's API log handler still sends the traceback to the flow run's logs.
+"""
+
+from __future__ import annotations
+
+import logging
+
+
+class _WithoutTraceback(logging.Formatter):
+    """Formats like ``inner``, but leaves out the traceback of the expected exceptions."""
+
+    def __init__(self, inner: logging.Formatter, expected: tuple[type[BaseException], ...]) -> None:
+        super().__init__()
+        self.inner = inner
+        self.expected = expected
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not (record.exc_info and isinstance(record.exc_info[1], self.expected)):
+            return self.inner.format(record)
+        saved = record.exc_info, record.exc_text
+        record.exc_info, record.exc_text = None, None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text = saved
+
+
+def drop_console_tracebacks(*expected: type[BaseException]) -> None:
+    """On Prefect's console handlers, log the ``expected`` exceptions in one line, without the traceback."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict))]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", ()):
+            if isinstance(handler, PrefectConsoleHandler) and not isinstance(handler.formatter, _WithoutTraceback):
+                handler.setFormatter(_WithoutTraceback(handler.formatter or logging.Formatter(), expected))
