@@ -224,9 +224,8 @@ async def _generate(
     slot_fingerprints = SlotFingerprints(slots)
     breakers: dict[str, str] = {}
     # The tasks are written by a second process (flows/writer_process.py): handing a finished chunk over
-    # costs the event loop milliseconds, and the next chunk's calls start at once. Each chunk is handed
-    # over with the store and the breakers as they were when its calls ended, so the output is what a
-    # strictly sequential loop writes.
+    # costs the event loop milliseconds, the writing happens on the other core, and the next chunk's calls
+    # start at once.
     async with task_writer_process(setup) as writer:
         for chunk_index, chunk in enumerate(batched(prompts_of(config), config.chunk_size)):
             fingerprints = [slot_fingerprints.of(record.messages, record.system) for record in chunk]

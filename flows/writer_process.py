@@ -43,6 +43,7 @@ from task_builder.layout import LayoutKind, TaskLayout
 from task_builder.slots import AnswerSlot
 
 FINISH = "finish"
+OUTPUT_FILES = ("tasks.jsonl", "incomplete.jsonl", "filtered.jsonl")
 _HEADER = struct.Struct(">Q")
 _EXIT_WAIT_S = 10.0
 _PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
@@ -96,9 +97,9 @@ def read_frame(stream: IO[bytes]) -> Any:
 class TaskWriterProcess:
     """The parent's end: hands finished chunks to the child and collects its report."""
 
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, run_dir: Path) -> None:
         self._process = process
-        self._finished = False
+        self._run_dir = run_dir
 
     @property
     def pid(self) -> int:
@@ -120,7 +121,7 @@ class TaskWriterProcess:
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
             start_new_session=True,  # out of the terminal's process group: Ctrl-C is the parent's to handle
         )
-        writer = cls(process)
+        writer = cls(process, Path(setup.run_dir))
         await writer._send(setup)
         return writer
 
@@ -131,7 +132,6 @@ class TaskWriterProcess:
     async def finish(self) -> WriterReport:
         """Tell the child the batch is done; return its report once the files are committed."""
         await self._send(FINISH)
-        self._finished = True
         reply = await self._reply()
         await self._process.wait()
         if reply is None or reply[0] != "done":
@@ -139,7 +139,11 @@ class TaskWriterProcess:
         return WriterReport(counts=reply[1], positions=reply[2])
 
     async def close(self) -> None:
-        """Make sure the child is gone; without ``finish`` first it discards its partial files."""
+        """Make sure the child is gone; without ``finish`` first it discards its partial files.
+
+        A child still busy after ``_EXIT_WAIT_S`` (a long backlog of chunks) is killed and its partial
+        files are removed here.
+        """
         process = self._process
         if process.stdin is not None and not process.stdin.is_closing():
             process.stdin.close()
@@ -148,6 +152,8 @@ class TaskWriterProcess:
         except TimeoutError:
             process.kill()
             await process.wait()
+            for name in OUTPUT_FILES:
+                (self._run_dir / f"{name}.partial").unlink(missing_ok=True)
 
     async def _send(self, message: Any) -> None:
         stdin = self._process.stdin
@@ -197,7 +203,7 @@ def serve(requests: IO[bytes]) -> WriterReport:
     with ExitStack() as files:
         tasks_out, incomplete_out, filtered_out = (
             files.enter_context(atomic_open(run_dir / name))
-            for name in ("tasks.jsonl", "incomplete.jsonl", "filtered.jsonl")
+            for name in OUTPUT_FILES
         )
         writer = TaskWriter(setup.ctx, layout, setup.slots, setup.required_answers, tasks_out, incomplete_out, filtered_out)
         while (message := read_frame(requests)) != FINISH:

@@ -24,12 +24,13 @@ from flows.prepare import prepare_run
 from flows.prompt_reader import PromptRecord
 from flows.shard import prompts_of
 from flows.task_writer import TaskWriter
-from flows.writer_process import ChunkResults, TaskWriterFailed, WriterSetup, task_writer_process
+from flows import writer_process
+from flows.writer_process import OUTPUT_FILES, ChunkResults, TaskWriterFailed, WriterSetup, task_writer_process
 from providers.result import CallResult
 from simulator import RunningSimulator
 from task_builder.layout import TaskLayout
 
-OUTPUTS = ("tasks.jsonl", "incomplete.jsonl", "filtered.jsonl")
+OUTPUTS = OUTPUT_FILES
 
 
 @pytest.fixture(autouse=True)
@@ -130,6 +131,24 @@ def test_stopping_without_finish_discards_the_partial_files(sim: RunningSimulato
         return writer.returncode
 
     assert asyncio.run(scenario()) == 1
+    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(OUTPUTS)]
+
+
+def test_a_child_too_busy_to_stop_is_killed_and_its_partial_files_removed(
+    sim: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup, records, results = batch(tmp_path, sim, 6)
+    run_dir = Path(setup.run_dir)
+    monkeypatch.setattr(writer_process, "_EXIT_WAIT_S", 0.0)  # stands in for a backlog longer than the wait
+
+    async def scenario() -> int | None:
+        async with task_writer_process(setup) as writer:
+            await writer.write(records, results)
+            while not (run_dir / "tasks.jsonl.partial").exists():
+                await asyncio.sleep(0.02)
+        return writer.returncode
+
+    assert asyncio.run(scenario()) == -signal.SIGKILL
     assert not [p.name for p in run_dir.iterdir() if p.name.startswith(OUTPUTS)]
 
 
