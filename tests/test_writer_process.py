@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, process_gone, three_providers, write_config, write_prompts
+from conftest import ROOT, exits_within, three_providers, write_config, write_prompts
 from flows.generate import writer_setup
 from flows.prepare import prepare_run
 from flows.prompt_reader import PromptRecord
@@ -30,7 +30,6 @@ from providers.result import CallResult
 from simulator import RunningSimulator
 from task_builder.layout import TaskLayout
 
-OUTPUTS = OUTPUT_FILES
 
 
 @pytest.fixture(autouse=True)
@@ -64,11 +63,19 @@ def batch(tmp_path: Path, sim: RunningSimulator, count: int) -> tuple[WriterSetu
 def written_in_process(setup: WriterSetup, records: list[PromptRecord], results: ChunkResults) -> dict[str, str]:
     """What a ``TaskWriter`` in this process writes for the same input (the reference)."""
     layout = TaskLayout(setup.layout_kind, setup.ctx.batch, setup.seed, setup.pairs_per_prompt)
-    outs = {name: io.StringIO() for name in OUTPUTS}
+    outs = {name: io.StringIO() for name in OUTPUT_FILES}
     writer = TaskWriter(setup.ctx, layout, setup.slots, setup.required_answers, *outs.values())
     for record, prompt_results in zip(records, results):
         writer.write(record, prompt_results)
     return {name: out.getvalue() for name, out in outs.items()}
+
+
+async def writing_started(run_dir: Path, timeout_s: float = 30.0) -> None:
+    """Wait until the child has opened its first output file, i.e. it is past its start-up."""
+    deadline = time.monotonic() + timeout_s
+    while not (run_dir / "tasks.jsonl.partial").exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert (run_dir / "tasks.jsonl.partial").exists(), "the writer never started writing"
 
 
 def test_the_child_writes_what_an_in_process_writer_writes(sim: RunningSimulator, tmp_path: Path) -> None:
@@ -88,7 +95,7 @@ def test_the_child_writes_what_an_in_process_writer_writes(sim: RunningSimulator
     asyncio.run(scenario())
     run_dir = Path(setup.run_dir)
     expected = written_in_process(setup, records, results)
-    for name in OUTPUTS:
+    for name in OUTPUT_FILES:
         assert (run_dir / name).read_text(encoding="utf-8") == expected[name], name
     assert expected["tasks.jsonl"].count("\n") == 24 and '"p-024"' in expected["incomplete.jsonl"]
     assert not list(run_dir.glob("*.partial"))
@@ -104,8 +111,7 @@ def test_signals_meant_for_the_run_do_not_stop_the_child(sim: RunningSimulator, 
         async with task_writer_process(setup) as writer:
             assert os.getpgid(writer.pid) != os.getpgid(0)
             await writer.write(records[:3], results[:3])
-            while not (run_dir / "tasks.jsonl.partial").exists():  # past its start-up
-                await asyncio.sleep(0.02)
+            await writing_started(run_dir)
             os.kill(writer.pid, signal.SIGINT)
             os.kill(writer.pid, signal.SIGTERM)
             await asyncio.sleep(0.3)
@@ -124,14 +130,11 @@ def test_stopping_without_finish_discards_the_partial_files(sim: RunningSimulato
     async def scenario() -> int | None:
         async with task_writer_process(setup) as writer:
             await writer.write(records, results)
-            deadline = time.monotonic() + 30
-            while not (run_dir / "tasks.jsonl.partial").exists() and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
-            assert (run_dir / "tasks.jsonl.partial").exists()
+            await writing_started(run_dir)
         return writer.returncode
 
     assert asyncio.run(scenario()) == 1
-    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(OUTPUTS)]
+    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(OUTPUT_FILES)]
 
 
 def test_a_child_too_busy_to_stop_is_killed_and_its_partial_files_removed(
@@ -144,12 +147,11 @@ def test_a_child_too_busy_to_stop_is_killed_and_its_partial_files_removed(
     async def scenario() -> int | None:
         async with task_writer_process(setup) as writer:
             await writer.write(records, results)
-            while not (run_dir / "tasks.jsonl.partial").exists():
-                await asyncio.sleep(0.02)
+            await writing_started(run_dir)
         return writer.returncode
 
     assert asyncio.run(scenario()) == -signal.SIGKILL
-    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(OUTPUTS)]
+    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(OUTPUT_FILES)]
 
 
 KILLED_PARENT = """
@@ -180,11 +182,8 @@ def test_a_parent_killed_with_sigkill_leaves_no_partial_files(sim: RunningSimula
                             text=True, timeout=60)
     assert parent.returncode == -signal.SIGKILL, parent.stderr
     child = int(parent.stdout.strip())
-    deadline = time.monotonic() + 30
-    while not process_gone(child) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert process_gone(child), "the writer outlived its killed parent"
-    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(OUTPUTS)]
+    assert exits_within(child), "the writer outlived its killed parent"
+    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(OUTPUT_FILES)]
 
 
 def test_a_failing_child_is_reported_and_leaves_nothing(sim: RunningSimulator, tmp_path: Path) -> None:
