@@ -12,11 +12,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationError
 
 from flows.env_expand import expand_env
-from flows.errors import InputError, InputProblem
+from flows.errors import InputError, InputProblem, location
 from flows.notify import NotifyConfig
 from flows.run_date import RUN_DATE_ENV, apply_run_date
-from flows.yaml_locations import duplicate_keys, format_loc, line_of
-from providers.config import ProviderConfig
+from flows.yaml_locations import duplicate_keys, line_of, problem_at, read_yaml, surrogate_problems, validation_problems
+from providers.config import ConfigInt, ProviderConfig
 from task_builder.template import AnnotationTemplate
 
 
@@ -28,7 +28,7 @@ class PromptsConfig(BaseModel):
     path: str
     format: Literal["auto", "jsonl", "csv"] = "auto"
     template: str | None = None
-    max_prompt_chars: int = Field(default=200_000, ge=1)
+    max_prompt_chars: ConfigInt = Field(default=200_000, ge=1)
 
 
 class AnnotationConfig(BaseModel):
@@ -41,8 +41,8 @@ class AnnotationConfig(BaseModel):
         Discriminator(lambda value: "<name>" if isinstance(value, str) else "<inline>"),
     ] = "default"
     layout: Literal["n_way", "pairwise", "single"] = "n_way"
-    pairs_per_prompt: int | None = Field(default=None, ge=1)
-    seed: int = 0
+    pairs_per_prompt: ConfigInt | None = Field(default=None, ge=1)
+    seed: ConfigInt = 0
 
 
 class OutputConfig(BaseModel):
@@ -52,6 +52,10 @@ class OutputConfig(BaseModel):
 
     dir: str = "out"
     store: str | None = None
+
+
+# The fields that name other input files.
+REFERENCES = ("prompts.path", "prompts.template", "annotation.template")
 
 
 class RunConfig(BaseModel):
@@ -65,9 +69,9 @@ class RunConfig(BaseModel):
     providers: list[ProviderConfig] = Field(min_length=1)
     annotation: AnnotationConfig = Field(default_factory=AnnotationConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
-    chunk_size: int = Field(default=1000, ge=1, le=100_000)
-    min_responses: int | None = Field(default=None, ge=1)
-    samples_per_provider: int = Field(default=1, ge=1, le=16)
+    chunk_size: ConfigInt = Field(default=1000, ge=1, le=100_000)
+    min_responses: ConfigInt | None = Field(default=None, ge=1)
+    samples_per_provider: ConfigInt = Field(default=1, ge=1, le=16)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
 
     @property
@@ -89,6 +93,14 @@ class RunConfig(BaseModel):
     # Set only on one shard of a sharded run (flows/shard.py): (index, count). Private, so not part of
     # the config hash: a shard's tasks carry the same run id and config hash as an unsharded run.
     _shard: tuple[int, int] | None = PrivateAttr(default=None)
+
+    # ``file:line: field`` of each REFERENCES field in the YAML it was read from (set by load_config), so
+    # that problems in the files they name also say where they were named.
+    _references: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def where(self, field: str) -> str:
+        """Where ``field`` (one of :data:`REFERENCES`) was given: ``run.yaml:4: prompts.path``."""
+        return self._references.get(field, field)
 
     @property
     def shard(self) -> tuple[int, int] | None:
@@ -120,21 +132,7 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> RunConfig:
     """
     path = Path(path)
     name = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError([InputProblem(name, None, "file not found")]) from None
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise InputError([InputProblem(name, line, f"not valid UTF-8 ({exc.reason})")]) from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise InputError([InputProblem(name, line, f"invalid YAML: {problem}")]) from None
+    root, data = read_yaml(path)
     if not isinstance(data, dict):
         raise InputError([InputProblem(name, 1, "the config must be a YAML mapping (key: value)")])
     duplicates = [InputProblem(name, line, f"key '{key}' appears more than once") for line, key in duplicate_keys(root)]
@@ -142,29 +140,28 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> RunConfig:
         raise InputError(duplicates)
     data, unset = expand_env(data)
     if unset:
-        raise InputError(
-            [InputProblem(name, line_of(root, loc), f"environment variable {var} is not set", format_loc(loc)) for loc, var in unset]
-        )
+        raise InputError([problem_at(name, root, loc, f"environment variable {var} is not set") for loc, var in unset])
     try:
         data = apply_run_date(data)
     except ValueError as exc:
         raise InputError([InputProblem(name, None, f"{RUN_DATE_ENV}: {exc}")]) from None
+    # Checked last: a variable's value, or a file name a glob matched, may not be valid Unicode either.
+    surrogates = surrogate_problems(name, root, data)
+    if surrogates:
+        raise InputError(surrogates)
     try:
         config = RunConfig.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = err["loc"]
-            problems.append(InputProblem(name, line_of(root, loc), _clean_message(err), format_loc(loc) or None))
-        raise InputError(problems) from None
+        raise InputError(validation_problems(name, root, exc)) from None
+    config._references = {field: location(name, line_of(root, field.split(".")), field) for field in REFERENCES}
     problems = _duplicate_source_ids(config, name, root)
     if config.min_responses is not None and config.min_responses > config.answers_per_prompt:
         problems.append(
-            InputProblem(
+            problem_at(
                 name,
-                line_of(root, ("min_responses",)),
+                root,
+                ("min_responses",),
                 f"{config.min_responses} answers required but only {config.answers_per_prompt} are asked for per prompt",
-                "min_responses",
             )
         )
     if require_keys:
@@ -174,22 +171,12 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> RunConfig:
     return config
 
 
-def _clean_message(err: dict) -> str:
-    message = err["msg"]
-    if err["type"] == "extra_forbidden":
-        return "unknown key"
-    return message.removeprefix("Value error, ")
-
-
 def _duplicate_source_ids(config: RunConfig, name: str, root: yaml.Node | None) -> list[InputProblem]:
     seen: set[str] = set()
     problems = []
     for index, provider in enumerate(config.providers):
         if provider.source_id in seen:
-            loc = ("providers", index, "source_id")
-            problems.append(
-                InputProblem(name, line_of(root, loc), f"duplicate '{provider.source_id}'", format_loc(loc))
-            )
+            problems.append(problem_at(name, root, ("providers", index, "source_id"), f"duplicate '{provider.source_id}'"))
         seen.add(provider.source_id)
     return problems
 
@@ -198,13 +185,12 @@ def _missing_keys(config: RunConfig, name: str, root: yaml.Node | None) -> list[
     problems = []
     for index, provider in enumerate(config.providers):
         if provider.api_key_secret is None and not os.environ.get(provider.key_env):
-            loc = ("providers", index, "api_key_env")
             problems.append(
-                InputProblem(
+                problem_at(
                     name,
-                    line_of(root, loc),
+                    root,
+                    ("providers", index, "api_key_env"),
                     f"environment variable {provider.key_env} is not set (the API key of '{provider.source_id}')",
-                    format_loc(loc),
                 )
             )
     return problems

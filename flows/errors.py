@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def location(file: str, line: int | None, field: str | None = None) -> str:
+    """``file:line: field``, leaving out what is not known."""
+    where = f"{file}:{line}" if line is not None else file
+    return f"{where}: {field}" if field else where
 
 
 @dataclass(frozen=True, slots=True)
 class InputProblem:
-    """One problem in an input file, located by file and (1-based) line."""
+    """One problem in an input file, located by file and (1-based) line.
+
+    ``context`` is where the file was referred to from, e.g. ``run.yaml:4: prompts.path``.
+    """
 
     file: str
     line: int | None
     message: str
     field: str | None = None
+    context: str | None = None
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line is not None else self.file
-        what = f"{self.field}: {self.message}" if self.field else self.message
-        return f"{where}: {what}"
+        text = f"{location(self.file, self.line, self.field)}: {self.message}"
+        return f"{text} (from {self.context})" if self.context else text
 
 
 class InputError(Exception):
@@ -36,3 +50,30 @@ class InputError(Exception):
         if len(self.problems) > limit:
             lines.append(f"... and {len(self.problems) - limit} more problem(s)")
         return "\n".join(lines)
+
+
+def referred_from(problems: list[InputProblem], context: str) -> list[InputProblem]:
+    """The same problems, each saying where its file was referred to from (``run.yaml:4: prompts.path``)."""
+    return [replace(p, context=context) for p in problems]
+
+
+def lone_surrogates(value: Any, loc: tuple[int | str, ...] = ()) -> Iterator[tuple[tuple[int | str, ...], str]]:
+    """``(location, message)`` of every string in ``value`` (nested lists and mappings, keys too) that
+    holds a lone surrogate: text that cannot be written as UTF-8 (a JSON ``\\ud800`` escape without its
+    pair, a YAML ``"\\ud800"``, an environment variable that was not UTF-8).
+
+    A key holding one is named with the surrogate escaped, so the location itself can always be printed.
+    """
+    if isinstance(value, str):
+        found = _SURROGATE.search(value)
+        if found:
+            yield loc, f"not valid Unicode: lone surrogate U+{ord(found.group()):04X} at character {found.start() + 1}"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and _SURROGATE.search(key):
+                yield (*loc, key.encode("utf-8", "backslashreplace").decode()), "not valid Unicode: the key holds a lone surrogate"
+            else:
+                yield from lone_surrogates(item, (*loc, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from lone_surrogates(item, (*loc, index))

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from flows.config import RunConfig, load_config
-from flows.errors import InputError, InputProblem
-from flows.prompt_reader import scan_prompts
+from flows.errors import InputError, InputProblem, referred_from
+from flows.prompt_reader import load_template, scan_prompts
 from task_builder.template import AnnotationTemplate, resolve_template
+
+_Spec = TypeVar("_Spec")
+_Loaded = TypeVar("_Loaded")
 
 
 @dataclass(frozen=True)
@@ -27,17 +32,28 @@ def prepare_run(config_path: str | Path, *, require_keys: bool = True, skip_inva
 
     Raises :class:`InputError` listing every problem; with ``skip_invalid`` the bad prompt records are
     returned as ``rejected`` instead (a missing file or template, or a file with no valid prompt at
-    all, is still an error).
+    all, is still an error). A problem in a file the config names also says where the config names it
+    (``p.jsonl:3: prompt: ... (from run.yaml:4: prompts.path)``).
     """
     config = load_config(config_path, require_keys=require_keys)
-    template = resolve_template(config.annotation.template)
+    template = _named_by(config, "annotation.template", resolve_template, config.annotation.template)
+    _named_by(config, "prompts.template", load_template, config.prompts.template)
     report = scan_prompts(config.prompts)
-    if report.problems and (not skip_invalid or report.valid == 0 or any(p.line is None for p in report.problems)):
-        raise InputError(report.problems)
+    problems = referred_from(report.problems, config.where("prompts.path"))
+    if problems and (not skip_invalid or report.valid == 0 or any(p.line is None for p in problems)):
+        raise InputError(problems)
     return PreparedRun(
         config_path=str(config_path),
         config=config,
         template=template,
         prompt_count=report.valid,
-        rejected=report.problems,
+        rejected=problems,
     )
+
+
+def _named_by(config: RunConfig, field: str, load: Callable[[_Spec], _Loaded], spec: _Spec) -> _Loaded:
+    """``load(spec)`` for the file the config's ``field`` names; its problems say where it is named."""
+    try:
+        return load(spec)
+    except InputError as exc:
+        raise InputError(referred_from(exc.problems, config.where(field))) from None

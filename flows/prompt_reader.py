@@ -19,7 +19,8 @@ from typing import Any
 import jinja2
 
 from flows.config import PromptsConfig
-from flows.errors import InputError, InputProblem
+from flows.errors import InputError, InputProblem, lone_surrogates
+from flows.yaml_locations import format_loc
 
 PACKAGED_TEMPLATES = Path(__file__).resolve().parent.parent / "prompts" / "templates"
 KNOWN_FIELDS = {"id", "prompt", "messages", "system", "metadata"}
@@ -177,7 +178,9 @@ def _iter_csv(path: Path, has_template: bool) -> Iterator[tuple[int, dict[str, A
         if None in row:
             yield line, InputProblem(str(path), line, "more fields than the header has columns")
             continue
-        record: dict[str, Any] = {k: v for k, v in row.items() if v not in (None, "") or k == "prompt"}
+        # An empty prompt cell is kept (to report "empty prompt"), unless the row gives its messages instead.
+        keep_empty = () if row.get("messages") else ("prompt",)
+        record: dict[str, Any] = {k: v for k, v in row.items() if v not in (None, "") or k in keep_empty}
         bad_column: InputProblem | None = None
         for column in JSON_COLUMNS:  # columns that hold JSON, not text
             if column in record:
@@ -196,6 +199,13 @@ def _to_record(
 ) -> PromptRecord | InputProblem:
     def problem(message: str, field_name: str | None = None) -> InputProblem:
         return InputProblem(file, line, message, field_name)
+
+    # Text that cannot be encoded as UTF-8 (a JSON "\ud800" escape) can be neither sent nor stored.
+    surrogate = next(lone_surrogates(obj), None)
+    if surrogate is not None:
+        return problem(surrogate[1], format_loc(surrogate[0]))
+    if template is None and "prompt" in obj and "messages" in obj:
+        return problem("give 'prompt' or 'messages', not both", "prompt")
 
     metadata = obj.get("metadata", {})
     if not isinstance(metadata, dict):
@@ -224,6 +234,9 @@ def _to_record(
             return problem(f"template uses a field this record does not have ({exc.message})", "template")
         except jinja2.TemplateError as exc:
             return problem(f"template failed: {exc}", "template")
+        surrogate = next(lone_surrogates(rendered), None)  # from a "\ud800" literal in the template itself
+        if surrogate is not None:
+            return problem(surrogate[1], "template")
         if messages:
             messages[-1] = {**messages[-1], "content": rendered}
         else:

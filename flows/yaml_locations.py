@@ -1,10 +1,15 @@
-"""Map a validation error's location (``providers[1].source_id``) back to a line of the YAML file."""
+"""Read a YAML input file and map a location in it (``providers[1].source_id``) back to its line."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import yaml
+from pydantic import ValidationError
+
+from flows.errors import InputError, InputProblem, lone_surrogates
 
 
 def _real(loc: Sequence[int | str]) -> list[int | str]:
@@ -66,3 +71,40 @@ def duplicate_keys(root: yaml.Node | None) -> list[tuple[int, str]]:
         elif isinstance(node, yaml.SequenceNode):
             stack.extend(node.value)
     return sorted(found)
+
+
+def read_yaml(path: Path) -> tuple[yaml.Node | None, Any]:
+    """The composed tree (for :func:`line_of`) and the data of a YAML file; :class:`InputError` if unreadable."""
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError([InputProblem(name, None, "file not found")]) from None
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise InputError([InputProblem(name, line, f"not valid UTF-8 ({exc.reason})")]) from None
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise InputError([InputProblem(name, line, f"invalid YAML: {problem}")]) from None
+
+
+def problem_at(file: str, root: yaml.Node | None, loc: Sequence[int | str], message: str) -> InputProblem:
+    """A problem at ``loc`` of a YAML file: its line and its field (``providers[1].source_id``)."""
+    return InputProblem(file, line_of(root, loc), message, format_loc(loc) or None)
+
+
+def surrogate_problems(file: str, root: yaml.Node | None, data: Any) -> list[InputProblem]:
+    """Every string of ``data`` that is not valid Unicode (a YAML ``"\\ud800"``, an undecodable variable)."""
+    return [problem_at(file, root, loc, message) for loc, message in lone_surrogates(data)]
+
+
+def validation_problems(file: str, root: yaml.Node | None, exc: ValidationError) -> list[InputProblem]:
+    """pydantic's errors as problems at their line and field (``unknown key`` for an extra one)."""
+    return [
+        problem_at(file, root, err["loc"], "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, "))
+        for err in exc.errors()
+    ]

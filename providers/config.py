@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+from typing_extensions import TypedDict
 
 ProviderKind = Literal["openai", "anthropic"]
 
@@ -14,13 +17,55 @@ DEFAULT_BASE_URL: dict[str, str] = {"openai": "https://api.openai.com/v1", "anth
 ANTHROPIC_DEFAULT_MAX_TOKENS = 1024
 
 
+def _not_bool(value: Any) -> Any:
+    """Refuse ``true``/``false`` where a number is expected (pydantic's lax mode would read 1/0)."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("bool_not_number", "Input should be a number, not true/false")
+    return value
+
+
+def _finite(value: Any) -> Any:
+    """Refuse NaN and infinities (YAML ``.nan``, ``.inf``, ``-.inf``), also inside lists and mappings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PydanticCustomError("finite_number", "Input should be a finite number")
+    for item in value.values() if isinstance(value, dict) else value if isinstance(value, list) else ():
+        _finite(item)
+    return value
+
+
+# The numbers of every config model (run config, providers, annotation templates). Numeric strings stay
+# accepted (``${VAR}`` expands to text); booleans and non-finite floats are errors.
+ConfigInt = Annotated[int, BeforeValidator(_not_bool)]
+"""An integer in a config: never ``true``/``false``."""
+ConfigFloat = Annotated[float, BeforeValidator(_not_bool), BeforeValidator(_finite), Field(allow_inf_nan=False)]
+"""A number in a config: finite, never ``true``/``false``."""
+ParamNumber = Annotated[Any, BeforeValidator(_not_bool), BeforeValidator(_finite)]
+"""A numeric sampling parameter: never ``true``/``false``, finite, and sent exactly as given (``0`` stays ``0``)."""
+ParamValue = Annotated[Any, BeforeValidator(_finite)]
+"""Any other sampling parameter: sent as given, but no NaN or infinity anywhere in it."""
+
+
+class SamplingParams(TypedDict, total=False, extra_items=ParamValue):
+    """``params``: sent to the API as given; the well-known numeric ones must be finite numbers."""
+
+    __pydantic_config__ = ConfigDict(extra="allow")  # other keys are ParamValue (not the models' "forbid")
+    temperature: ParamNumber
+    top_p: ParamNumber
+    top_k: ParamNumber
+    max_tokens: ParamNumber
+    max_completion_tokens: ParamNumber
+    frequency_penalty: ParamNumber
+    presence_penalty: ParamNumber
+    seed: ParamNumber
+
+
 class Price(BaseModel):
     """USD per million tokens, for cost estimates (``rlhf plan``, the run report)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    input_per_million: float = Field(ge=0)
-    output_per_million: float = Field(ge=0)
+    input_per_million: ConfigFloat = Field(ge=0)
+    output_per_million: ConfigFloat = Field(ge=0)
 
     def cost(self, input_tokens: int | float, output_tokens: int | float) -> float:
         """USD for this many tokens."""
@@ -37,18 +82,18 @@ class ProviderConfig(BaseModel):
     model: str = Field(min_length=1)
     base_url: str | None = None
     api_key_env: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: SamplingParams = Field(default_factory=dict)
     system_prompt: str | None = None
-    max_concurrency: int = Field(default=16, ge=1, le=4096)
-    timeout_s: float = Field(default=120.0, gt=0)
-    max_retries: int = Field(default=5, ge=0, le=100)
-    backoff_initial_s: float = Field(default=1.0, ge=0)
-    backoff_max_s: float = Field(default=60.0, ge=0)
-    max_retry_after_s: float = Field(default=300.0, ge=0)
-    requests_per_minute: float | None = Field(default=None, gt=0)
-    tokens_per_minute: float | None = Field(default=None, gt=0)
-    burst: int | None = Field(default=None, ge=1)
-    breaker_threshold: int = Field(default=5, ge=0)
+    max_concurrency: ConfigInt = Field(default=16, ge=1, le=4096)
+    timeout_s: ConfigFloat = Field(default=120.0, gt=0)
+    max_retries: ConfigInt = Field(default=5, ge=0, le=100)
+    backoff_initial_s: ConfigFloat = Field(default=1.0, ge=0)
+    backoff_max_s: ConfigFloat = Field(default=60.0, ge=0)
+    max_retry_after_s: ConfigFloat = Field(default=300.0, ge=0)
+    requests_per_minute: ConfigFloat | None = Field(default=None, gt=0)
+    tokens_per_minute: ConfigFloat | None = Field(default=None, gt=0)
+    burst: ConfigInt | None = Field(default=None, ge=1)
+    breaker_threshold: ConfigInt = Field(default=5, ge=0)
     api_key_secret: str | None = None
     price: Price | None = None
     anthropic_version: str = "2023-06-01"
@@ -66,7 +111,7 @@ class ProviderConfig(BaseModel):
 
     @field_validator("params")
     @classmethod
-    def _check_params(cls, value: dict[str, Any]) -> dict[str, Any]:
+    def _check_params(cls, value: SamplingParams) -> SamplingParams:
         for reserved in ("model", "messages", "stream", "n"):
             if reserved in value:
                 raise ValueError(f"'{reserved}' is set by the orchestrator and may not appear in params")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from flows.errors import InputError, InputProblem
-from flows.yaml_locations import format_loc, line_of
+from flows.yaml_locations import read_yaml, surrogate_problems, validation_problems
+from providers.config import ConfigInt
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "prompts" / "templates"
 
@@ -23,7 +23,11 @@ class Dimension(BaseModel):
     title: str
     description: str | None = None
     type: Literal["integer", "category", "boolean", "text"] = "integer"
-    values: list[int] | list[str] | None = None
+    # Whole numbers, or labels when every value is text (tagged, so an error names values[i], not a union member).
+    values: Annotated[
+        Annotated[list[ConfigInt], Tag("<numbers>")] | Annotated[list[str], Tag("<labels>")],
+        Discriminator(lambda v: "<labels>" if isinstance(v, list) and v and all(isinstance(x, str) for x in v) else "<numbers>"),
+    ] | None = None
     labels: list[str] | None = None
 
     @model_validator(mode="after")
@@ -47,7 +51,7 @@ class LikertSlot(BaseModel):
 
     enabled: bool = True
     title: str = "Which response is better?"
-    values: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7], min_length=2)
+    values: list[ConfigInt] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7], min_length=2)
     labels: list[str] | None = None
 
     def labels_for(self, first: str, second: str) -> list[str]:
@@ -155,19 +159,11 @@ def load_annotation_template(name_or_path: str) -> AnnotationTemplate:
     if not path.is_file():
         available = ", ".join(shipped_templates())
         raise InputError([InputProblem(name_or_path, None, f"annotation template not found (shipped: {available})")])
-    text = path.read_text(encoding="utf-8")
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise InputError([InputProblem(str(path), mark.line + 1 if mark else None, f"invalid YAML: {exc}")]) from None
+    root, data = read_yaml(path)
+    surrogates = surrogate_problems(str(path), root, data)
+    if surrogates:
+        raise InputError(surrogates)
     try:
         return AnnotationTemplate.model_validate(data)
     except ValidationError as exc:
-        raise InputError(
-            [
-                InputProblem(str(path), line_of(root, e["loc"]), e["msg"].removeprefix("Value error, "), format_loc(e["loc"]) or None)
-                for e in exc.errors()
-            ]
-        ) from None
+        raise InputError(validation_problems(str(path), root, exc)) from None

@@ -454,3 +454,51 @@ def test_run_config_model_direct() -> None:
     # The pydantic model itself enforces the same rules as load_config.
     with pytest.raises(ValidationError):
         RunConfig.model_validate({"project": "p", "batch": "b", "prompts": {"path": "x"}, "providers": []})
+
+
+# --- numbers: finite, never booleans; text: valid Unicode ------------------------------------------------
+
+
+def test_numbers_from_variables_are_checked_too(cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIMEOUT", "inf")
+    monkeypatch.setenv("RETRIES", "2")
+    text = TWO_PROVIDERS.replace("    model: gpt-4o\n", "    model: gpt-4o\n    timeout_s: ${TIMEOUT}\n    max_retries: ${RETRIES}\n")
+    assert error_text(cfg(text)) == "cfg.yaml:9: providers[0].timeout_s: Input should be a finite number"
+    monkeypatch.setenv("TIMEOUT", "30")
+    provider = load_config(cfg(text), require_keys=False).providers[0]
+    assert (provider.timeout_s, provider.max_retries) == (30.0, 2)
+
+
+def test_params_keep_their_values_and_booleans_where_they_belong() -> None:
+    p = provider("openai", temperature=0, top_p=1, logprobs=True, stop=["x"], logit_bias={"1": -100})
+    assert p.params == {"temperature": 0, "top_p": 1, "logprobs": True, "stop": ["x"], "logit_bias": {"1": -100}}
+    assert type(p.params["temperature"]) is int  # sent as written: the request fingerprint stays the same
+    with pytest.raises(ValidationError, match=r"params\.seed\n  Input should be a number, not true/false"):
+        provider("openai", seed=True)
+    with pytest.raises(ValidationError, match=r"params\.stop\n  Input should be a finite number"):
+        provider("openai", stop=[float("nan")])
+
+
+def test_undecodable_variable_is_an_error_at_its_field(cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL", "gpt-\udcff")  # the byte 0xff in a variable, as Python decodes the environment
+    text = TWO_PROVIDERS.replace("model: gpt-4o", "model: ${MODEL}")
+    assert error_text(cfg(text)) == "cfg.yaml:8: providers[0].model: not valid Unicode: lone surrogate U+DCFF at character 5"
+
+
+def test_annotation_template_file_problems(tmp_path: Path) -> None:
+    from task_builder.template import resolve_template
+
+    bad = tmp_path / "t.yaml"
+    bad.write_bytes(b"name: t\ntitle: caf\xe9\n")
+    with pytest.raises(InputError, match=rf"^{re.escape(str(bad))}:2: not valid UTF-8 \(invalid continuation byte\)$"):
+        resolve_template(str(bad))
+    bad.write_text('name: t\ntitle: "\\ud800"\nbogus: 1\n')
+    with pytest.raises(InputError, match=rf"^{re.escape(str(bad))}:2: title: not valid Unicode: lone surrogate U\+D800"):
+        resolve_template(str(bad))
+    bad.write_text("name: t\nbogus: 1\nturn: {likert: {values: [1, false]}}\n")
+    with pytest.raises(InputError) as info:
+        resolve_template(str(bad))
+    assert sorted(str(info.value).splitlines()) == [
+        f"{bad}:2: bogus: unknown key",
+        f"{bad}:3: turn.likert.values[1]: Input should be a number, not true/false",
+    ]

@@ -493,3 +493,37 @@ def test_shipped_csv_example_renders_with_the_shipped_template() -> None:
     assert "completed in March 1889" in records[0].prompt_text
     # The template's input columns stay with the record, so annotators' tooling can show them.
     assert records[1].metadata["domain"] == "science" and records[1].metadata["question"].startswith("What is the boiling")
+
+
+# --- text that is not valid Unicode; prompt and messages together -------------------------------------------
+
+
+def test_lone_surrogates_are_bad_records(workdir: Path) -> None:
+    name = write_jsonl(
+        workdir / "p.jsonl",
+        '{"id": "ok", "prompt": "fine \\ud83d\\ude00"}',  # a valid pair: one character
+        '{"prompt": "a", "metadata": {"\\udfff": 1}}',
+        '{"prompt": "b", "system": "x\\ud800"}',
+    )
+    found = scan_prompts(PromptsConfig(path=name))
+    assert found.valid == 1 and read(name)[0].prompt_text == "fine \U0001F600"
+    assert [str(p) for p in found.problems] == [
+        "p.jsonl:2: metadata.\\udfff: not valid Unicode: the key holds a lone surrogate",
+        "p.jsonl:3: system: not valid Unicode: lone surrogate U+D800 at character 2",
+    ]
+    for problem in found.problems:  # a problem can always be printed and written (rejected.jsonl)
+        str(problem).encode("utf-8")
+
+
+def test_prompt_and_messages_together(workdir: Path) -> None:
+    messages = [{"role": "user", "content": "from messages"}]
+    name = write_jsonl(workdir / "p.jsonl", {"id": 1, "prompt": "from prompt", "messages": messages})
+    assert problems(name) == ["p.jsonl:1: prompt: give 'prompt' or 'messages', not both"]
+    # With a template both are only the template's inputs: it says what is sent.
+    (workdir / "t.j2").write_text("{{ prompt }} / {{ messages[0].content }}")
+    assert read(name, template="t.j2")[0].prompt_text == "from prompt / from messages"
+    # CSV: an empty prompt cell beside a messages cell is no prompt; both filled is the same error.
+    cell = json.dumps(messages).replace('"', '""')
+    (workdir / "p.csv").write_text(f'id,prompt,messages\n1,,"{cell}"\n2,hi,"{cell}"\n3,,\n')
+    assert [r.prompt_text for r in read("p.csv")] == ["from messages"]
+    assert problems("p.csv") == ["p.csv:3: prompt: give 'prompt' or 'messages', not both", "p.csv:4: prompt: empty prompt"]
