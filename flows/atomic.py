@@ -24,7 +24,10 @@ def atomic_open(path: str | Path) -> Iterator[IO[str]]:
         handle.close()
         os.replace(partial, path)
     except BaseException:
-        handle.close()
+        try:
+            handle.close()  # on a full disk, closing flushes and fails too: the partial file goes all the same
+        except OSError:
+            pass
         partial.unlink(missing_ok=True)
         raise
 

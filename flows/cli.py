@@ -6,7 +6,7 @@ import asyncio
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from flows.errors import InputError
+
+if TYPE_CHECKING:
+    from flows.prepare import PreparedRun
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fan prompts out to LLM providers and build RLHF task shells.")
 console = Console(stderr=True, soft_wrap=True)  # never wrap: problem lines must stay grep-able
@@ -25,12 +28,29 @@ if not out.is_terminal:
 EXIT_INPUT = 2
 EXIT_FAILURES = 3
 EXIT_OUTPUT = 4
+EXIT_BUSY = 5
+
+
+def _error(message: object) -> None:
+    """Print ``error: <message>`` on stderr; the message is printed as it is (no console markup in it)."""
+    console.print(f"[red]error:[/red] {escape(str(message))}", highlight=False)
 
 
 def _input_failure(exc: InputError) -> typer.Exit:
-    console.print(f"[red]error:[/red] {len(exc.problems)} problem(s) found; nothing was called or written", highlight=False)
+    _error(f"{len(exc.problems)} problem(s) found; nothing was called or written")
     console.print(exc.render(), highlight=False, markup=False)
     return typer.Exit(EXIT_INPUT)
+
+
+def _store_failure(exc: Exception) -> typer.Exit:
+    """The exit for a store that cannot be used: 2 unreadable, 4 unwritable (or failed mid-run), 5 in use."""
+    from providers.store import StoreUnreadable
+    from providers.store_lock import BatchBusy
+
+    _error(exc)
+    if isinstance(exc, BatchBusy):
+        return typer.Exit(EXIT_BUSY)
+    return typer.Exit(EXIT_INPUT if isinstance(exc, StoreUnreadable) else EXIT_OUTPUT)
 
 
 @app.command()
@@ -113,17 +133,24 @@ def run(
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's INFO logs.")] = False,
+    rescue_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where answers go if the response store stops taking them (default: the system temp dir)."),
+    ] = None,
 ) -> None:
     """Generate: send every prompt to every provider and write task shells and a summary.
 
-    Exit codes: 0 every call answered; 2 bad input (nothing called); 3 finished, but some calls failed,
-    were skipped or some prompts have too few answers (rerun, optionally with --retry-failed);
-    4 the output files could not be written (answers received are kept in the store);
-    128+N stopped by signal N (SIGINT: 130, SIGTERM: 143) after writing what was complete.
+    Exit codes: 0 every call answered; 2 bad input, or a store that is not readable (nothing called);
+    3 finished, but some calls failed, were skipped or some prompts have too few answers (rerun,
+    optionally with --retry-failed); 4 the output files or the response store could not be written
+    (the message says how many answers were kept, rescued or lost); 5 another run holds this batch
+    (nothing called); 128+N stopped by signal N (SIGINT: 130, SIGTERM: 143) after writing what was complete.
     """
     from flows.prepare import prepare_run
     from flows.run_date import RUN_DATE_ENV
-    from flows.writer_process import TaskWriterFailed
+    from providers.rescue import StoreFailed
+    from providers.store import StoreError
+    from providers.store_lock import BatchBusy, hold_store
 
     if run_date:
         os.environ[RUN_DATE_ENV] = run_date
@@ -131,6 +158,21 @@ def run(
         prepared = prepare_run(config, skip_invalid=skip_invalid)
     except InputError as exc:
         raise _input_failure(exc) from None
+    try:
+        with hold_store(prepared.config.store_path):  # before Prefect starts: a second run stops at once
+            _run_held(config, prepared, retry_failed, skip_invalid, quiet, verbose, rescue_dir)
+    except (BatchBusy, StoreError, StoreFailed) as exc:
+        raise _store_failure(exc) from None
+
+
+def _run_held(
+    config: Path, prepared: PreparedRun, retry_failed: bool, skip_invalid: bool, quiet: bool, verbose: bool, rescue_dir: Path | None
+) -> None:
+    """``rlhf run`` once the batch's store is held by this process."""
+    from flows.writer_process import TaskWriterFailed
+    from providers.rescue import StoreFailed
+    from providers.store import StoreError
+
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
     if not os.environ.get("PREFECT_API_URL"):
         console.print("[dim]No PREFECT_API_URL: starting Prefect's temporary local server (takes ~20 s).[/dim]")
@@ -139,7 +181,7 @@ def run(
     from flows.console_logs import drop_console_tracebacks
     from flows.generate import generate_tasks
 
-    drop_console_tracebacks(InputError, TaskWriterFailed, OSError)  # reported below in plain words
+    drop_console_tracebacks(InputError, TaskWriterFailed, OSError, StoreError, StoreFailed)  # reported in plain words
     stopping.enable()
     if prepared.rejected:
         console.print(f"[yellow]{len(prepared.rejected)} invalid record(s) skipped[/yellow] (see rejected.jsonl):", highlight=False)
@@ -149,11 +191,12 @@ def run(
     with Progress(*columns, console=console, disable=quiet or not console.is_terminal, transient=False) as bar:
         progress_mod.set_sink(_RichSink(bar, source_ids))
         try:
-            summary = asyncio.run(generate_tasks(str(config), retry_failed=retry_failed, skip_invalid=skip_invalid))
+            summary = asyncio.run(generate_tasks(str(config), retry_failed=retry_failed, skip_invalid=skip_invalid,
+                                                 rescue_dir=str(rescue_dir) if rescue_dir else None))
         except InputError as exc:
             raise _input_failure(exc) from None
         except (TaskWriterFailed, OSError) as exc:
-            console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+            _error(exc)
             console.print("Every answer received is kept in the response store; once this is fixed, rerun (nothing is "
                           f"asked twice): rlhf run {config}", highlight=False, markup=False)
             raise typer.Exit(EXIT_OUTPUT) from None
@@ -223,19 +266,23 @@ def status(
 ) -> None:
     """Show per provider what is answered, failed and still missing (reads the store, calls nobody).
 
-    Exit code 0 when nothing is failed or missing, 3 otherwise.
+    Works while a run of the batch is writing (the store is opened read-only). Exit code 0 when nothing
+    is failed or missing, 3 otherwise, 2 when the store is not readable.
     """
     import json
 
     from flows.status import run_status
+    from providers.store import StoreError
 
     try:
         report = run_status(target)
     except InputError as exc:
         raise _input_failure(exc) from None
     except FileNotFoundError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        _error(exc)
         raise typer.Exit(EXIT_INPUT) from None
+    except StoreError as exc:
+        raise _store_failure(exc) from None
     if as_json:
         out.print_json(json.dumps(report))
     else:
@@ -250,8 +297,8 @@ def status(
         raise typer.Exit(EXIT_FAILURES)
 
 
-def _platform_failure(exc: Exception) -> typer.Exit:
-    console.print(f"[red]error:[/red] {exc}", highlight=False, markup=False)
+def _platform_failure(exc: object) -> typer.Exit:
+    _error(exc)
     return typer.Exit(1)
 
 
@@ -344,16 +391,16 @@ def export_dataset(
 
     builders = {"dpo": dpo_records, "sft": sft_records, "ratings": ratings_rows}
     if kind not in builders:
-        console.print(f"[red]error:[/red] unknown format '{kind}': choose dpo, sft or ratings", highlight=False)
+        _error(f"unknown format '{kind}': choose dpo, sft or ratings")
         raise typer.Exit(EXIT_INPUT)
     if not annotated.is_file():
-        console.print(f"[red]error:[/red] {annotated}: file not found", highlight=False)
+        _error(f"{annotated}: file not found")
         raise typer.Exit(EXIT_INPUT)
     records, stats = builders[kind](read_jsonl(annotated))
     try:
         files = write_dataset(records, out, kind, ("jsonl", "parquet") if parquet else ("jsonl",))
     except (ParquetUnavailable, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, markup=False)
+        _error(exc)
         raise typer.Exit(EXIT_INPUT) from None
     print(json.dumps({"stats": stats.to_dict(), "files": {k: str(v) for k, v in files.items()}}, indent=2))
 
@@ -371,7 +418,7 @@ def schema(
 
     models = {"task": Task, "config": RunConfig, "template": AnnotationTemplate}
     if what not in models:
-        console.print(f"[red]error:[/red] unknown schema '{what}': choose one of {', '.join(models)}", highlight=False)
+        _error(f"unknown schema '{what}': choose one of {', '.join(models)}")
         raise typer.Exit(EXIT_INPUT)
     out.print_json(json.dumps(models[what].model_json_schema()))
 
@@ -394,8 +441,8 @@ def serve(
     except InputError as exc:
         raise _input_failure(exc) from None
     if not os.environ.get("PREFECT_API_URL"):
-        console.print("[red]error:[/red] rlhf serve needs a Prefect server: start `prefect server start` and set "
-                      "PREFECT_API_URL (schedules are kept by the server)", highlight=False)
+        _error("rlhf serve needs a Prefect server: start `prefect server start` and set PREFECT_API_URL "
+               "(schedules are kept by the server)")
         raise typer.Exit(EXIT_INPUT)
     from flows.generate import generate_tasks
 

@@ -12,7 +12,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Coroutine, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -37,8 +37,10 @@ from flows.writer_process import ChunkResults, WriterSetup, task_writer_process
 from providers.base import system_text
 from providers.config import ProviderConfig
 from providers.pool import ProviderPool, pool_for
+from providers.rescue import AnswerKeeper, default_rescue_dir, recover_rescued
 from providers.result import INTERRUPTED, SKIPPED, CallResult
 from providers.store import ResponseStore
+from providers.store_lock import hold_store
 from task_builder.assemble import BatchContext
 from task_builder.ids import stable_id
 from task_builder.slots import AnswerSlot, SlotFingerprints, answer_slots
@@ -97,29 +99,41 @@ async def gather_until_stopped(coroutines: Iterable[Coroutine[Any, Any, None]], 
             return
 
 
+# The answer keeper of each running flow, by run key: like the provider pool, it outlives the chunk
+# task runs, which get only plain parameters.
+_keepers: dict[str, AnswerKeeper] = {}
+
+
 @task(name="call-provider-chunk", cache_policy=NO_CACHE, persist_result=False)
-async def call_provider_chunk(
-    provider: ProviderConfig, calls: list[PlannedCall], store_path: str, run_key: str
-) -> dict[str, Any]:
-    """Make every planned call of one chunk for one provider; commit each result as it arrives."""
+async def call_provider_chunk(provider: ProviderConfig, calls: list[PlannedCall], run_key: str) -> dict[str, Any]:
+    """Make every planned call of one chunk for one provider; keep each result as it arrives.
+
+    Results go to the response store; once a commit has failed, new calls stop and the results still
+    arriving go to a rescue file (``providers/rescue.py``).
+    """
     client = await pool_for(run_key).get(provider)
+    keeper = _keepers[run_key]
     sink = progress.sink()
     counts = {"called": 0, "answered": 0, "failed": 0, "not_made": 0}
-    with ResponseStore(store_path) as store:
+    unstored: dict[str, CallResult] = {}  # refusals: reported in this run's files, not kept
 
-        async def one(call: PlannedCall) -> None:
-            result = await client.call(call.messages, call.system)
-            if not result.storable:
-                counts["not_made"] += 1
-                sink.finished(provider.source_id, False, reused=False)
-                return
-            store.put(call.fingerprint, call.answer_id, call.prompt_id, result)
-            counts["called"] += 1
-            counts["answered" if result.ok else "failed"] += 1
-            sink.finished(provider.source_id, result.ok, reused=False)
+    async def one(call: PlannedCall) -> None:
+        result = await client.call(call.messages, call.system)
+        if not result.made:
+            counts["not_made"] += 1
+            sink.finished(provider.source_id, False, reused=False)
+            return
+        if result.storable:
+            keeper.keep(call.fingerprint, call.answer_id, call.prompt_id, result)
+        else:
+            unstored[call.fingerprint] = result
+        counts["called"] += 1
+        counts["answered" if result.ok else "failed"] += 1
+        sink.finished(provider.source_id, result.ok, reused=False)
 
-        await gather_until_stopped((one(call) for call in calls), STOP_GRACE_S)
-    return {**counts, "breaker": client.breaker.reason}
+    await gather_until_stopped((one(call) for call in calls), STOP_GRACE_S)
+    return {**counts, "breaker": client.breaker.reason, "discard_status": client.breaker.discard_status,
+            "unstored": unstored}
 
 
 @flow(name="generate_tasks", log_prints=False, on_completion=[on_run_completed], on_failure=[on_run_failed],
@@ -131,6 +145,7 @@ async def generate_tasks(
     shard_index: int | None = None,
     shard_count: int = 1,
     rate_shares: dict[str, float] | None = None,
+    rescue_dir: str | None = None,
 ) -> dict[str, Any]:
     """Run a config end to end and return the summary (also written to ``<out>/<batch>/summary.json``).
 
@@ -142,13 +157,29 @@ async def generate_tasks(
     prompts at positions ``i % shard_count == shard_index``, written to ``<out>/<batch>/shards/<index>/``
     with its own store; ``rate_shares`` (source id -> fraction) scales that provider's requests/tokens
     per minute for this shard.
+
+    The run holds its store for its whole length (``providers/store_lock.py``): a second run of the
+    same batch raises :class:`~providers.store_lock.BatchBusy` before calling anything. Results a
+    previous run rescued to ``rescue_dir`` (default: the system temp dir) are taken into the store
+    first; if the store stops taking commits, the run stops making calls and raises
+    :class:`~providers.rescue.StoreFailed` after rescuing what arrives.
     """
     stopping.install_handlers()
-    started = time.perf_counter()
     prepared = prepare_run(config_path, skip_invalid=skip_invalid)
     config_hash = prepared.config.config_hash()  # of the config as written: a shard's overrides leave it alone
     if shard_index is not None:  # one shard of a sharded batch (flows/shard.py): own dir and store, rate shares
         prepared = for_shard(prepared, shard_index, shard_count, rate_shares)
+    with hold_store(prepared.config.store_path):
+        return await _run_held(prepared, config_hash, shard_index, retry_failed,
+                               Path(rescue_dir) if rescue_dir else default_rescue_dir())
+
+
+async def _run_held(
+    prepared: PreparedRun, config_hash: str, shard_index: int | None, retry_failed: bool, rescue_dir: Path
+) -> dict[str, Any]:
+    """The run, once its store is held."""
+    started = time.perf_counter()
+    config_path = prepared.config_path
     config = prepared.config
     run_dir = config.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -167,13 +198,19 @@ async def generate_tasks(
         _write_rejected(run_dir / "rejected.jsonl", prepared)
     progress.sink().planned(prepared.prompt_count * config.answers_per_prompt)
 
-    with ResponseStore(config.store_path) as store, ProviderPool(uuid.uuid4().hex, stopping.requested) as pool:
-        try:
-            await _generate(prepared, store, pool, summary, retry_failed)
-        finally:
-            for source_id, provider in pool.opened().items():
-                summary.providers[source_id].note_limits(provider.limiter, provider.breaker.reason)
-            await pool.aclose()
+    with ResponseStore(config.store_path) as store:
+        summary.recovered_from_rescue = recover_rescued(store, rescue_dir)
+        keeper = AnswerKeeper(store, rescue_dir)
+        with ProviderPool(uuid.uuid4().hex, _stop_when(keeper)) as pool:
+            _keepers[pool.run_key] = keeper
+            try:
+                await _generate(prepared, store, pool, keeper, summary, retry_failed)
+            finally:
+                del _keepers[pool.run_key]
+                keeper.close()
+                for source_id, provider in pool.opened().items():
+                    summary.providers[source_id].note_limits(provider.limiter, provider.breaker.reason)
+                await pool.aclose()
 
     summary.interrupted = stopping.requested()
     summary.finished_at = _now()
@@ -191,6 +228,11 @@ async def generate_tasks(
     write_json(run_dir / "summary.json", report)
     await publish_report(report, part=None if shard_index is None else f"shard-{shard_index}")
     return report
+
+
+def _stop_when(keeper: AnswerKeeper) -> Callable[[], bool]:
+    """New calls stop on a stop signal, or once the store has refused a commit."""
+    return lambda: stopping.requested() or keeper.failed
 
 
 def writer_setup(prepared: PreparedRun, run_id: str, config_hash: str, created_at: str) -> WriterSetup:
@@ -215,7 +257,12 @@ def writer_setup(prepared: PreparedRun, run_id: str, config_hash: str, created_a
 
 
 async def _generate(
-    prepared: PreparedRun, store: ResponseStore, pool: ProviderPool, summary: RunSummary, retry_failed: bool
+    prepared: PreparedRun,
+    store: ResponseStore,
+    pool: ProviderPool,
+    keeper: AnswerKeeper,
+    summary: RunSummary,
+    retry_failed: bool,
 ) -> None:
     config = prepared.config
     await _open_all(pool, tuple(config.providers), prepared.config_path)
@@ -229,10 +276,14 @@ async def _generate(
     async with task_writer_process(setup) as writer:
         for chunk_index, chunk in enumerate(batched(prompts_of(config), config.chunk_size)):
             fingerprints = [slot_fingerprints.of(record.messages, record.system) for record in chunk]
+            unstored: dict[str, CallResult] = {}
             if not stopping.requested():
-                await _call_missing(slots, chunk, fingerprints, store, str(config.store_path), pool.run_key,
-                                    chunk_index, retry_failed, summary, breakers)
+                unstored = await _call_missing(slots, chunk, fingerprints, store, pool.run_key, chunk_index,
+                                               retry_failed, summary, breakers)
+            if keeper.failed:  # the writer is abandoned: it removes its partial files
+                raise keeper.failure()
             stored = store.get_many(fp for fps in fingerprints for fp in fps.values())
+            stored.update(unstored)
             await writer.write(chunk, _chunk_results(slots, fingerprints, stored, breakers, summary))
         report = await writer.finish()
     summary.written = report.counts
@@ -284,14 +335,16 @@ async def _call_missing(
     chunk: list[PromptRecord],
     fingerprints: list[dict[str, str]],
     store: ResponseStore,
-    store_path: str,
     run_key: str,
     chunk_index: int,
     retry_failed: bool,
     summary: RunSummary,
     breakers: dict[str, str],
-) -> None:
-    """Plan the calls that have no usable stored result and run one Prefect task per provider."""
+) -> dict[str, CallResult]:
+    """Plan the calls that have no usable stored result and run one Prefect task per provider.
+
+    Returns the results that were not stored (the providers' refusals), by fingerprint.
+    """
     stored = store.get_many(fp for fps in fingerprints for fp in fps.values())
     sink = progress.sink()
     providers = {slot.provider.source_id: slot.provider for slot in slots}
@@ -315,11 +368,19 @@ async def _call_missing(
     ]
     # quote(): Prefect would otherwise walk every planned call (messages and all) twice per task run
     # looking for futures; the calls are plain data, so that is pure overhead.
-    outcomes = await asyncio.gather(*(run(p, quote(plans[p.source_id]), store_path, run_key) for p, run in named))
+    outcomes = await asyncio.gather(*(run(p, quote(plans[p.source_id]), run_key) for p, run in named))
+    unstored: dict[str, CallResult] = {}
     for (provider, _), outcome in zip(named, outcomes):
+        unstored.update(outcome["unstored"])
         summary.providers[provider.source_id].called_this_run += outcome["called"]
         if outcome["breaker"]:
             breakers[provider.source_id] = outcome["breaker"]
+        if outcome["discard_status"] is not None and not _keepers[run_key].failed:
+            # The provider answered every call with the same client error: the provider's fault, not the
+            # prompts'. Those errors are not final answers; the next run makes the calls again.
+            answer_ids = [slot.answer_id for slot in slots if slot.provider.source_id == provider.source_id]
+            store.discard_errors(answer_ids, outcome["discard_status"])
+    return unstored
 
 
 def _write_rejected(path: Path, prepared: PreparedRun) -> None:

@@ -37,7 +37,7 @@ def run_status(target: str | Path) -> dict[str, Any]:
         counts = {p.source_id: Counter() for p in config.providers}
         reasons = {p.source_id: Counter() for p in config.providers}
         prompts = 0
-        with ResponseStore(config.store_path) if config.store_path.is_file() else _no_store() as store:
+        with ResponseStore(config.store_path, read_only=True) if config.store_path.is_file() else _no_store() as store:
             for chunk in batched(iter_prompts(config.prompts), _LOOKUP_BATCH):
                 prompts += len(chunk)
                 keys = [(answer_id, fp) for r in chunk for answer_id, fp in fingerprints.of(r.messages, r.system).items()]

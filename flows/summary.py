@@ -117,6 +117,7 @@ class RunSummary:
     written: WriteCounts = field(default_factory=WriteCounts)
     rejected: int = 0
     interrupted: bool = False
+    recovered_from_rescue: int = 0
     started_at: str = ""
     finished_at: str = ""
     wall_s: float = 0.0
@@ -147,6 +148,7 @@ class RunSummary:
             **asdict(self.written),
             "rejected": self.rejected,
             "interrupted": self.interrupted,
+            "recovered_from_rescue": self.recovered_from_rescue,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "wall_s": round(self.wall_s, 2),

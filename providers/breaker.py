@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
-# Final errors that say something about the provider, not about one prompt. A 400/413/422 is the
-# prompt's problem and never trips the breaker.
-PROVIDER_FAILURES = frozenset({"connection", "timeout", "malformed"})
+# Final errors that say something about the provider, not about one prompt.
+PROVIDER_FAILURES = frozenset({"connection", "timeout", "malformed", "tls"})
 PROVIDER_FAILURE_STATUSES = frozenset({401, 403, 404, 408, 409, 429}) | frozenset(range(500, 600))
+# Any other 4xx (400, 413, 422, ...) is normally the prompt's problem: one of them never trips the
+# breaker. But when every call in a row fails with the same one, the provider (or a gateway in front
+# of it) is refusing the requests themselves, e.g. a LiteLLM proxy answering 400 to a bad key.
 
 
 class Breaker:
-    """Opens after ``threshold`` consecutive provider-level final failures; any answer resets the count."""
+    """Opens after ``threshold`` consecutive provider-level final failures; any answer resets the count.
+
+    It also opens after ``threshold`` consecutive final failures with one and the same client error
+    (a 4xx that is not provider-level on its own). Then :attr:`discard_status` names that status:
+    those failures were the provider's, and must not be kept as the prompts' final answers.
+    """
 
     def __init__(self, threshold: int) -> None:
         self.threshold = threshold
         self.consecutive = 0
         self.reason: str | None = None
+        self.discard_status: int | None = None
+        self._same_status: int | None = None
+        self._same_count = 0
 
     @property
     def is_open(self) -> bool:
@@ -25,10 +35,21 @@ class Breaker:
         """Account one call's final outcome (after its retries)."""
         if ok:
             self.consecutive = 0
+            self._same_status, self._same_count = None, 0
             return
-        provider_level = error_type in PROVIDER_FAILURES or status_code in PROVIDER_FAILURE_STATUSES
-        if not provider_level:
-            return
-        self.consecutive += 1
-        if self.threshold and self.consecutive >= self.threshold and self.reason is None:
-            self.reason = f"cut off after {self.consecutive} consecutive failures (last: {error_type}: {error})"
+        if error_type in PROVIDER_FAILURES or status_code in PROVIDER_FAILURE_STATUSES:
+            self.consecutive += 1
+            self._trip(self.consecutive, error_type, error)
+        elif status_code is not None and 400 <= status_code < 500:
+            if status_code == self._same_status:
+                self._same_count += 1
+            else:
+                self._same_status, self._same_count = status_code, 1
+            if self._trip(self._same_count, error_type, error):
+                self.discard_status = status_code
+
+    def _trip(self, count: int, error_type: str | None, error: str | None) -> bool:
+        if not self.threshold or count < self.threshold or self.reason is not None:
+            return False
+        self.reason = f"cut off after {count} consecutive failures (last: {error_type}: {error})"
+        return True

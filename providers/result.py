@@ -10,6 +10,9 @@ from typing import Any
 SKIPPED = "skipped"  # the provider's breaker was open
 INTERRUPTED = "interrupted"  # the run was stopped before the call was made
 UNSTORED = frozenset({SKIPPED, INTERRUPTED})
+# Errors about the provider itself (the key, its permissions, the model or URL), not about the prompt:
+# reported, but never stored as the prompt's final answer, so a rerun after the fix makes the call.
+PROVIDER_REFUSALS = frozenset({401, 403, 404})
 
 
 @dataclass(slots=True)
@@ -35,9 +38,14 @@ class CallResult:
         return asdict(self)
 
     @property
-    def storable(self) -> bool:
-        """False for skipped and interrupted calls, which a rerun must make."""
+    def made(self) -> bool:
+        """False for calls that were never sent (skipped, interrupted)."""
         return self.error_type not in UNSTORED
+
+    @property
+    def storable(self) -> bool:
+        """False for calls not made and for the provider's refusals (401/403/404): a rerun must make them."""
+        return self.error_type not in UNSTORED and self.status_code not in PROVIDER_REFUSALS
 
 
 @dataclass(slots=True)

@@ -3,12 +3,19 @@
 SQLite in WAL mode with ``synchronous=NORMAL``: a committed row survives the process being killed at
 any moment (only an operating-system crash can lose the last commits), readers never block the writer,
 and the file is one place to look at what a run has paid for.
+
+Every SQLite or file-system failure leaves this module as one of two errors that name the file and
+say what to do: :class:`StoreUnreadable` (not a store, or damaged) and :class:`StoreUnwritable` (full
+disk, read-only file or directory). A run holds its store through ``providers.store_lock``; ``rlhf
+status`` opens it ``read_only`` and never writes.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from providers.result import CallResult
@@ -48,16 +55,89 @@ _SELECT = "SELECT fingerprint, " + ", ".join(_RESULT_COLUMNS) + " FROM responses
 _BATCH = 500
 
 
-class ResponseStore:
-    """A single-writer view of the store file (one per process; SQLite serialises writers across them)."""
+class StoreError(Exception):
+    """The store file could not be used; the message names the file, the cause and what to do."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: Path, cause: str, advice: str) -> None:
+        super().__init__(f"{path}: {cause}; {advice}")
+        self.path = path
+        self.cause = cause
+
+
+class StoreUnreadable(StoreError):
+    """The file is not a response store, or is damaged (``rlhf`` exits 2)."""
+
+
+class StoreUnwritable(StoreError):
+    """The store cannot take writes: full disk, read-only file or directory (``rlhf`` exits 4)."""
+
+
+_UNREADABLE_ADVICE = "move it aside (or restore it from a backup) and run again: answers missing from it are requested again"
+_UNWRITABLE_ADVICE = "free space or fix the permissions of its directory, then run again"
+# SQLite reports a damaged or foreign file with these; anything else is the file system refusing writes.
+_DAMAGED = ("not a database", "malformed", "corrupt")
+
+
+def _store_error(path: Path, exc: BaseException) -> StoreError:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, sqlite3.DatabaseError) and any(word in text for word in _DAMAGED):
+        return StoreUnreadable(path, f"not a readable response store ({text})", _UNREADABLE_ADVICE)
+    if not os.access(path.parent, os.W_OK):
+        text = f"{text}: its directory is read-only"
+    elif path.exists() and not os.access(path, os.W_OK):
+        text = f"{text}: the file is read-only"
+    return StoreUnwritable(path, f"cannot write the response store ({text})", _UNWRITABLE_ADVICE)
+
+
+@contextmanager
+def _named_errors(path: Path) -> Iterator[None]:
+    """Turn SQLite and OS errors into :class:`StoreError` naming ``path``."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as exc:
+        raise _store_error(path, exc) from None
+
+
+class ResponseStore:
+    """A single-writer view of the store file (one per process; SQLite serialises writers across them).
+
+    ``read_only`` opens an existing store for reading only (``rlhf status``): no schema, no journal
+    change, nothing written, safe beside a run that is writing.
+    """
+
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
+        db: sqlite3.Connection | None = None
+        try:
+            db = self._open_read_only() if read_only else self._open_for_writing()
+            self._check(db)
+            if not read_only:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            if db is not None:
+                db.close()
+            raise _store_error(self.path, exc) from None
+        self._db = db
+
+    def _open_for_writing(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        return sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        uri = f"{self.path.resolve().as_uri()}?mode=ro"
+        if not os.access(self.path.parent, os.W_OK):
+            # On read-only media SQLite cannot create the WAL's index file; nobody can be writing there.
+            uri += "&immutable=1"
+        return sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=30, isolation_level=None)
+
+    @staticmethod
+    def _check(db: sqlite3.Connection) -> None:
+        """Fail now, not mid-run, on a file that is not a store or is damaged (reads each page once)."""
+        row = db.execute("PRAGMA quick_check(1)").fetchone()
+        if row is None or row[0] != "ok":
+            raise sqlite3.DatabaseError(f"database disk image is malformed: {row[0] if row else 'no result'}")
 
     def close(self) -> None:
         """Close the connection."""
@@ -70,11 +150,27 @@ class ResponseStore:
         self.close()
 
     def put(self, fingerprint: str, source_id: str, prompt_id: str, result: CallResult) -> None:
-        """Commit one finished call (an answer or a final error). An answer is never replaced by an error."""
-        if not result.ok and self._has_answer(fingerprint):
-            return
-        values = (fingerprint, source_id, prompt_id) + tuple(getattr(result, c) for c in _RESULT_COLUMNS)
-        self._db.execute(_INSERT, values)
+        """Commit one finished call (an answer or a final error). An answer is never replaced by an error.
+
+        Raises :class:`StoreError` if the commit failed (nothing of it is then in the store).
+        """
+        with _named_errors(self.path):
+            if not result.ok and self._has_answer(fingerprint):
+                return
+            values = (fingerprint, source_id, prompt_id) + tuple(getattr(result, c) for c in _RESULT_COLUMNS)
+            self._db.execute(_INSERT, values)
+
+    def discard_errors(self, source_ids: Iterable[str], status_code: int) -> int:
+        """Forget the stored errors with this HTTP status for these answer slots (so a rerun makes them again).
+
+        For failures that turned out to be the provider's, not the prompts' (the breaker's verdict on a
+        run of identical client errors, e.g. a gateway's 400 for a bad key). Returns the rows removed.
+        """
+        ids = list(source_ids)
+        query = ("DELETE FROM responses WHERE ok = 0 AND status_code = ? AND source_id IN ("
+                 + ",".join("?" * len(ids)) + ")")
+        with _named_errors(self.path):
+            return self._db.execute(query, (status_code, *ids)).rowcount
 
     def _has_answer(self, fingerprint: str) -> bool:
         row = self._db.execute("SELECT 1 FROM responses WHERE fingerprint = ? AND ok = 1", (fingerprint,)).fetchone()
@@ -84,21 +180,27 @@ class ResponseStore:
         """The stored results for these fingerprints (missing ones are absent from the dict)."""
         wanted = list(dict.fromkeys(fingerprints))
         found: dict[str, CallResult] = {}
+        with _named_errors(self.path):
+            self._get_into(found, wanted)
+        return found
+
+    def _get_into(self, found: dict[str, CallResult], wanted: list[str]) -> None:
         for start in range(0, len(wanted), _BATCH):
             part = wanted[start : start + _BATCH]
             query = _SELECT + "(" + ",".join("?" * len(part)) + ")"
             for row in self._db.execute(query, part):
                 found[row[0]] = CallResult(*((bool(row[1]),) + tuple(row[2:])))
-        return found
 
     def get_meta(self, key: str) -> str | None:
         """A run-level value recorded earlier (e.g. when the batch was first created)."""
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        with _named_errors(self.path):
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
     def setdefault_meta(self, key: str, value: str) -> str:
         """Record ``value`` under ``key`` unless one is there already; return the value in force."""
-        self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
+        with _named_errors(self.path):
+            self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
         stored = self.get_meta(key)
         assert stored is not None
         return stored

@@ -17,6 +17,7 @@ from conftest import FAKE_ANTHROPIC_KEY, FAKE_OPENAI_KEY, three_providers, write
 from simulator import FaultRule, RunningSimulator
 
 RLHF = str(Path(sys.executable).with_name("rlhf"))
+pytestmark = pytest.mark.slow  # every test runs the rlhf command as a subprocess
 
 
 def rlhf(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -131,7 +132,7 @@ def test_status_shows_answered_failed_and_missing(
         "planned": 4, "answered": 0, "failed": 0, "missing": 4, "failure_reasons": {}
     }
 
-    sim.configure(faults=[FaultRule(kind="401", model="llama-3-8b", prompt_contains="number 2:")])
+    sim.configure(faults=[FaultRule(kind="400", model="llama-3-8b", prompt_contains="number 2:")])
     assert rlhf("run", str(config), env=_run_env(cli_env, prefect_api)).returncode == 3
     # Two more prompts appear in the file: status reports them missing for every provider.
     write_prompts(tmp_path / "p.jsonl", 6)
@@ -139,11 +140,11 @@ def test_status_shows_answered_failed_and_missing(
     assert after.returncode == 3
     report = json.loads(after.stdout)["providers"]
     assert report["gpt-4o"] == {"planned": 6, "answered": 4, "failed": 0, "missing": 2, "failure_reasons": {}}
-    assert report["llama-3"] == {"planned": 6, "answered": 3, "failed": 1, "missing": 2, "failure_reasons": {"http_401": 1}}
+    assert report["llama-3"] == {"planned": 6, "answered": 3, "failed": 1, "missing": 2, "failure_reasons": {"http_400": 1}}
     assert sim.stats()["requests_total"] == 12  # status itself calls nobody
 
     table = rlhf("status", str(tmp_path / "out" / "b1"), env=cli_env)
-    assert re.search(r"llama-3\s.*\s3/6\s.*\s1\s.*\s2\s.*http_401×1", table.stdout), table.stdout
+    assert re.search(r"llama-3\s.*\s3/6\s.*\s1\s.*\s2\s.*http_400×1", table.stdout), table.stdout
 
 
 def test_status_of_a_directory_that_is_not_a_run(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from flows.generate import generate_tasks
 from scale_check import assert_scale_compatible
 from simulator import FaultRule, RunningSimulator, answer_marker
 
-pytestmark = pytest.mark.usefixtures("prefect_api", "fake_keys")
+pytestmark = [pytest.mark.usefixtures("prefect_api", "fake_keys"), pytest.mark.slow]
 
 
 def run(config: Path, **kwargs: Any) -> dict[str, Any]:
@@ -169,13 +169,14 @@ def test_prompts_with_too_few_answers_go_to_incomplete(sim: RunningSimulator, tm
 
 
 def test_stored_errors_are_kept_unless_retry_failed(sim: RunningSimulator, tmp_path: Path) -> None:
-    sim.configure(faults=[FaultRule(kind="401", model="claude-x")])
+    # A 400 for fewer calls than the breaker's threshold is the prompts' own final error: stored.
+    sim.configure(faults=[FaultRule(kind="400", model="claude-x")])
     providers = [provider_entry(sim, "gpt-4o", "openai", "gpt-4o"), provider_entry(sim, "claude", "anthropic", "claude-x")]
     prompts = write_prompts(tmp_path / "prompts.jsonl", 3)
     config = write_config(tmp_path, providers, prompts)
     first = run(config)
-    assert first["providers"]["claude"]["failure_reasons"] == {"http_401": 3}
-    assert sim.stats()["by_model"]["claude-x"]["requests"] == 3  # 401 is never retried
+    assert first["providers"]["claude"]["failure_reasons"] == {"http_400": 3}
+    assert sim.stats()["by_model"]["claude-x"]["requests"] == 3  # 400 is never retried
 
     sim.configure(faults=[])
     sim.reset()
@@ -185,6 +186,42 @@ def test_stored_errors_are_kept_unless_retry_failed(sim: RunningSimulator, tmp_p
     retried = run(config, retry_failed=True)
     assert sim.stats()["by_model"]["claude-x"]["requests"] == 3 and "gpt-4o" not in sim.stats()["by_model"]
     assert retried["providers"]["claude"]["answered"] == 3 and retried["tasks_written"] == 3
+
+
+def test_refused_key_is_reported_but_not_stored(sim: RunningSimulator, tmp_path: Path) -> None:
+    """A 401 says nothing about the prompt: the rerun after fixing the key makes the calls, no --retry-failed."""
+    sim.configure(faults=[FaultRule(kind="401", model="claude-x")])
+    providers = [provider_entry(sim, "gpt-4o", "openai", "gpt-4o"), provider_entry(sim, "claude", "anthropic", "claude-x")]
+    config = write_config(tmp_path, providers, write_prompts(tmp_path / "prompts.jsonl", 3))
+    first = run(config)
+    assert first["providers"]["claude"]["failure_reasons"] == {"http_401": 3}
+    incomplete = [json.loads(line) for line in (tmp_path / "out" / "b1" / "incomplete.jsonl").read_text().splitlines()]
+    assert {i["errors"]["claude"]["error_type"] for i in incomplete} == {"http_401"}
+
+    sim.configure(faults=[])
+    sim.reset()
+    fixed = run(config)
+    assert sim.stats()["by_model"]["claude-x"]["requests"] == 3 and "gpt-4o" not in sim.stats()["by_model"]
+    assert fixed["providers"]["claude"]["answered"] == 3 and fixed["tasks_written"] == 3
+
+
+def test_a_gateway_refusing_every_call_with_one_4xx_is_cut_off_and_not_stored(sim: RunningSimulator, tmp_path: Path) -> None:
+    """A LiteLLM-style 400 for a bad key on every call: the provider is cut off, the rerun makes the calls."""
+    sim.configure(faults=[FaultRule(kind="400", model="claude-x")])
+    providers = [provider_entry(sim, "gpt-4o", "openai", "gpt-4o"),
+                 provider_entry(sim, "claude", "anthropic", "claude-x", breaker_threshold=4, max_concurrency=1)]
+    config = write_config(tmp_path, providers, write_prompts(tmp_path / "prompts.jsonl", 12))
+    first = run(config)
+    claude = first["providers"]["claude"]
+    assert sim.stats()["by_model"]["claude-x"]["requests"] == 4  # cut off after the threshold
+    assert claude["breaker"] and "Invalid request (simulated)" in claude["breaker"]  # the server's own text
+    assert claude["answered"] == 0 and claude["skipped"] + claude["failed"] == 12
+
+    sim.configure(faults=[])
+    sim.reset()
+    fixed = run(config)  # no --retry-failed: those 400s were the gateway's, not the prompts' final answers
+    assert sim.stats()["by_model"]["claude-x"]["requests"] == 12 and "gpt-4o" not in sim.stats()["by_model"]
+    assert fixed["providers"]["claude"]["answered"] == 12 and fixed["tasks_written"] == 12
 
 
 def test_conversations_and_system_prompts_become_turns(sim: RunningSimulator, tmp_path: Path) -> None:

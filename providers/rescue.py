@@ -1,0 +1,158 @@
+"""Answers the store could not take: kept in a rescue file, read back into the store by the next run.
+
+A run commits every finished call to its response store. When a commit fails (full disk, the store's
+directory turned read-only), :class:`AnswerKeeper` records the failure, tells the run to stop making
+new calls, and writes every result still arriving to a rescue file in another directory (the system
+temp directory unless ``--rescue-dir`` says otherwise): those calls are paid for, and must not be paid
+for again. The next run of the same store calls :func:`recover_rescued` before anything else, which
+commits the rescued results (an answer is never replaced by an error) and removes the file.
+
+Rescue file: JSON lines, ``rlhf-rescue-*.jsonl``. The first line names the store it belongs to
+(``{"rescue_of": "/abs/path/responses.sqlite", ...}``); every other line is one result
+(``{"fingerprint", "source_id", "prompt_id", "result": {...}}``), flushed and synced as written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+from providers.result import CallResult
+from providers.store import ResponseStore, StoreError
+
+RESCUE_GLOB = "rlhf-rescue-*.jsonl"
+
+
+def default_rescue_dir() -> Path:
+    """The system temp directory (``TMPDIR`` or the platform's default)."""
+    return Path(tempfile.gettempdir())
+
+
+@dataclass
+class KeepCounts:
+    """What became of the results that arrived: committed, rescued to a file, or lost."""
+
+    kept: int = 0
+    rescued: int = 0
+    lost: int = 0
+    rescue_file: Path | None = None
+    rescue_error: str | None = None
+
+
+class StoreFailed(Exception):
+    """The store stopped taking results mid-run; says how many were kept, rescued and lost."""
+
+    def __init__(self, error: StoreError, counts: KeepCounts) -> None:
+        where = f" to {counts.rescue_file}" if counts.rescue_file else ""
+        lost = f"; {counts.lost} lost ({counts.rescue_error})" if counts.lost else "; none lost"
+        super().__init__(
+            f"{error}. New calls were stopped at the first failed commit. Of the results received this run, "
+            f"{counts.kept} are in the store, {counts.rescued} were rescued{where}{lost}."
+            + (" The next rlhf run of this batch reads the rescue file back into the store (give it the same "
+               "--rescue-dir, if one was given)." if counts.rescued else "")
+        )
+        self.error = error
+        self.counts = counts
+
+
+@dataclass
+class AnswerKeeper:
+    """Commits each finished call to the store; after the first failed commit, to a rescue file instead."""
+
+    store: ResponseStore
+    rescue_dir: Path
+    counts: KeepCounts = field(default_factory=KeepCounts)
+    error: StoreError | None = None
+    _rescue: IO[str] | None = None
+
+    @property
+    def failed(self) -> bool:
+        """True once a commit failed: the run must stop making new calls."""
+        return self.error is not None
+
+    def keep(self, fingerprint: str, source_id: str, prompt_id: str, result: CallResult) -> None:
+        """Commit one result, or rescue it if the store has failed. Never raises."""
+        if self.error is None:
+            try:
+                self.store.put(fingerprint, source_id, prompt_id, result)
+                self.counts.kept += 1
+                return
+            except StoreError as exc:
+                self.error = exc
+        self._rescue_one(fingerprint, source_id, prompt_id, result)
+
+    def failure(self) -> StoreFailed:
+        """The error to stop the run with (only once :attr:`failed`)."""
+        assert self.error is not None
+        return StoreFailed(self.error, self.counts)
+
+    def close(self) -> None:
+        """Close the rescue file, if one was opened."""
+        if self._rescue is not None:
+            self._rescue.close()
+            self._rescue = None
+
+    def _rescue_one(self, fingerprint: str, source_id: str, prompt_id: str, result: CallResult) -> None:
+        line = json.dumps({"fingerprint": fingerprint, "source_id": source_id, "prompt_id": prompt_id,
+                           "result": result.to_dict()}, ensure_ascii=False)
+        try:
+            handle = self._rescue or self._open_rescue()
+            handle.write(line + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+            self.counts.rescued += 1
+        except OSError as exc:
+            self.counts.lost += 1
+            self.counts.rescue_error = f"rescue file in {self.rescue_dir}: {exc.strerror or exc}"
+
+    def _open_rescue(self) -> IO[str]:
+        self.rescue_dir.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        fd, name = tempfile.mkstemp(prefix=f"rlhf-rescue-{stamp}-", suffix=".jsonl", dir=self.rescue_dir)
+        handle = os.fdopen(fd, "w", encoding="utf-8")
+        self.counts.rescue_file = Path(name)
+        handle.write(json.dumps({"rescue_of": str(self.store.path.resolve()), "created_at": stamp}) + "\n")
+        self._rescue = handle
+        return handle
+
+
+def recover_rescued(store: ResponseStore, rescue_dir: Path) -> int:
+    """Commit every rescue file of ``store`` found in ``rescue_dir``, then remove it; return results read.
+
+    A file of another store is left alone. A file cut short (a crash while rescuing) gives up its
+    complete lines. Raises :class:`StoreError` if the store still cannot be written (files are kept).
+    """
+    target = str(store.path.resolve())
+    recovered = 0
+    for path in sorted(rescue_dir.glob(RESCUE_GLOB)):
+        rows = _rows_of(path, target)
+        if rows is None:
+            continue
+        for row in rows:
+            store.put(row["fingerprint"], row["source_id"], row["prompt_id"], CallResult(**row["result"]))
+            recovered += 1
+        path.unlink()
+    return recovered
+
+
+def _rows_of(path: Path, store: str) -> list[dict[str, object]] | None:
+    """The results in a rescue file of ``store``; None for another store's file or an unreadable one."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        header = json.loads(lines[0]) if lines else {}
+    except (OSError, ValueError):
+        return None
+    if not isinstance(header, dict) or header.get("rescue_of") != store:
+        return None
+    rows = []
+    for line in lines[1:]:
+        try:
+            rows.append(json.loads(line))
+        except ValueError:  # the last line of a file cut short
+            break
+    return rows
