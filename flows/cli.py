@@ -149,7 +149,7 @@ def run(
     from flows.prepare import prepare_run
     from flows.run_date import RUN_DATE_ENV
     from providers.rescue import StoreFailed
-    from providers.store import StoreError
+    from providers.store import ResponseStore, StoreError
     from providers.store_lock import BatchBusy, hold_store
 
     if run_date:
@@ -159,7 +159,9 @@ def run(
     except InputError as exc:
         raise _input_failure(exc) from None
     try:
-        with hold_store(prepared.config.store_path):  # before Prefect starts: a second run stops at once
+        # Before Prefect starts: a second run, or a store that cannot be used, stops here at once.
+        with hold_store(prepared.config.store_path):
+            ResponseStore(prepared.config.store_path).close()
             _run_held(config, prepared, retry_failed, skip_invalid, quiet, verbose, rescue_dir)
     except (BatchBusy, StoreError, StoreFailed) as exc:
         raise _store_failure(exc) from None

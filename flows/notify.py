@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from providers.config import ConfigFloat
+
 
 class NotifyConfig(BaseModel):
     """``notify:`` in the run config."""
@@ -24,7 +26,7 @@ class NotifyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     webhook_url: str | None = None
-    timeout_s: float = Field(default=10.0, gt=0)
+    timeout_s: ConfigFloat = Field(default=10.0, gt=0)
     on: list[str] = Field(default_factory=lambda: ["completed", "failed"])
 
 

@@ -46,6 +46,7 @@ from flows.report import publish_report
 from flows.summary import _percentile
 from providers.config import ProviderConfig
 from providers.store import ResponseStore
+from providers.store_lock import hold_store
 from task_builder.slots import SlotFingerprints, answer_slots
 
 LIMIT_PREFIX = "rlhf-provider-"
@@ -412,37 +413,39 @@ async def generate_sharded(
     limits = await ensure_limits(config, shards_in_flight or shards)
     names = [name for name, _ in limits.values()]
     shares = {source_id: 1.0 / size for source_id, (_, size) in limits.items()}
-    seed_shards(config, shards)
+    # The parent holds the batch store (seeding, merging); each shard holds its own store.
+    with hold_store(config.store_path):
+        seed_shards(config, shards)
 
-    async def run_shard(index: int) -> Any:
-        async with concurrency(names, occupy=1, strict=True):
-            logger.info("shard %d/%d starting", index, shards)
-            return await run_deployment(
-                shard_deployment,
-                parameters={
-                    "config_path": config_file, "retry_failed": retry_failed, "skip_invalid": skip_invalid,
-                    "shard_index": index, "shard_count": shards, "rate_shares": shares,
-                },
-                flow_run_name=f"{config.batch}-shard-{index}-of-{shards}",
-                timeout=None,
-                poll_interval=poll_interval_s,
-            )
+        async def run_shard(index: int) -> Any:
+            async with concurrency(names, occupy=1, strict=True):
+                logger.info("shard %d/%d starting", index, shards)
+                return await run_deployment(
+                    shard_deployment,
+                    parameters={
+                        "config_path": config_file, "retry_failed": retry_failed, "skip_invalid": skip_invalid,
+                        "shard_index": index, "shard_count": shards, "rate_shares": shares,
+                    },
+                    flow_run_name=f"{config.batch}-shard-{index}-of-{shards}",
+                    timeout=None,
+                    poll_interval=poll_interval_s,
+                )
 
-    runs = await asyncio.gather(*(run_shard(k) for k in range(shards)))
-    shard_info = [
-        {
-            "index": index,
-            "flow_run_id": str(run.id),
-            "flow_run_name": run.name,
-            "state": run.state.type.value if run.state else None,
-            "worker": (run.labels or {}).get("prefect.worker.name"),
-            "prompts": shard_size(prepared.prompt_count, index, shards),
-        }
-        for index, run in enumerate(runs)
-    ]
-    summary = merge_batch(config, config_path, shards, shard_info, started_at)
-    summary["wall_s"] = round(time.perf_counter() - started, 2)
-    summary["concurrency_limits"] = {sid: {"name": name, "limit": size} for sid, (name, size) in limits.items()}
-    write_json(config.batch_dir / "summary.json", summary)
+        runs = await asyncio.gather(*(run_shard(k) for k in range(shards)))
+        shard_info = [
+            {
+                "index": index,
+                "flow_run_id": str(run.id),
+                "flow_run_name": run.name,
+                "state": run.state.type.value if run.state else None,
+                "worker": (run.labels or {}).get("prefect.worker.name"),
+                "prompts": shard_size(prepared.prompt_count, index, shards),
+            }
+            for index, run in enumerate(runs)
+        ]
+        summary = merge_batch(config, config_path, shards, shard_info, started_at)
+        summary["wall_s"] = round(time.perf_counter() - started, 2)
+        summary["concurrency_limits"] = {sid: {"name": name, "limit": size} for sid, (name, size) in limits.items()}
+        write_json(config.batch_dir / "summary.json", summary)
     await publish_report(summary)  # the merged report: the batch's own artifact keys
     return summary
