@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -14,9 +13,9 @@ from pydantic import SecretStr
 
 from providers.base import Provider
 from providers.config import ProviderConfig
-from providers.errors import ProviderError, connection_error, timeout_error
+from providers.errors import ProviderError
 from providers.http import AiohttpExchange, JsonExchange, RawResponse, status_error
-from providers.ratelimit_headers import anthropic_remaining
+from providers.ratelimit_headers import anthropic_remaining, request_id
 from providers.result import Answer
 
 MESSAGES_PATH = "/v1/messages"
@@ -33,10 +32,8 @@ class AnthropicProvider(Provider):
         super().__init__(config, api_key, should_stop)
         headers = {"x-api-key": api_key.get_secret_value(), "anthropic-version": config.anthropic_version}
         url = config.effective_base_url + MESSAGES_PATH
-        if config.http_client == "aiohttp":
-            self._exchange = AiohttpExchange(url, headers, config.timeout_s, config.max_concurrency)
-        else:
-            self._exchange = HttpxExchange(url, headers, config.timeout_s, config.max_concurrency)
+        exchange = AiohttpExchange if config.http_client == "aiohttp" else HttpxExchange
+        self._exchange = exchange(url, headers, config.timeout_s, config.max_concurrency, self._secrets)
 
     async def _send(self, messages: list[dict[str, Any]], system: str | None) -> Answer:
         body: dict[str, Any] = {"model": self.config.model, "messages": messages, **self._params}
@@ -59,32 +56,33 @@ class AnthropicProvider(Provider):
             finish_reason=data.get("stop_reason"),
             input_tokens=usage.get("input_tokens"),
             output_tokens=usage.get("output_tokens"),
-            request_id=raw.headers.get("request-id"),
+            request_id=request_id(raw.headers, "request-id", data),
             remaining_requests=remaining,
             reset_requests_s=reset_s,
         )
 
 
 class HttpxExchange(JsonExchange):
-    """Posts with ``httpx`` on the httpx-aiohttp transport."""
+    """Posts with ``httpx`` on the httpx-aiohttp transport.
 
-    def __init__(self, url: str, headers: dict[str, str], timeout_s: float, max_connections: int) -> None:
+    httpx's timeouts are per read; ``timeout_s`` bounds the whole attempt in :meth:`JsonExchange.post`.
+    """
+
+    _transport_errors = (*JsonExchange._transport_errors, httpx.TransportError)
+
+    def __init__(
+        self, url: str, headers: dict[str, str], timeout_s: float, max_connections: int, secrets: tuple[str, ...]
+    ) -> None:
+        super().__init__(timeout_s, secrets)
         self._url = url
-        self._timeout_s = timeout_s
         # Never size the pool to exactly the concurrency: waiters queueing for a connection are slow.
         limits = httpx.Limits(max_connections=max_connections * 2, max_keepalive_connections=max_connections * 2)
         self._client = HttpxAiohttpClient(
             headers={**headers, "content-type": "application/json"}, timeout=timeout_s, limits=limits
         )
 
-    async def post(self, body: dict[str, Any]) -> RawResponse:
-        started = time.monotonic()
-        try:
-            response = await self._client.post(self._url, content=json.dumps(body))
-        except httpx.TimeoutException as exc:
-            raise timeout_error(time.monotonic() - started, self._timeout_s, type(exc).__name__) from None
-        except httpx.TransportError as exc:
-            raise connection_error(type(exc).__name__) from None
+    async def _post(self, body: dict[str, Any]) -> RawResponse:
+        response = await self._client.post(self._url, content=json.dumps(body))
         if response.status_code >= 400:
             raise status_error(response.status_code, response.headers, response.content, response.reason_phrase)
         return RawResponse(response.status_code, response.headers, response.content)

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import email.utils
+import errno
+import re
+import socket
+import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+
+import aiohttp
 
 RETRYABLE_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 MAX_ERROR_TEXT = 500
+# No run of this many consecutive characters of a secret may appear in an error text.
+SECRET_WINDOW = 8
+# OpenSSL's decoration of its messages: "[SSL: CERTIFICATE_VERIFY_FAILED] ... (_ssl.c:1006)".
+_SSL_DECORATION = re.compile(r"^\[SSL(?:: \w+)?\] | \(_ssl\.c:\d+\)$")
+# A connection the server closed or reset (TLS's own ways of saying so included).
+_DROPS = (aiohttp.ServerDisconnectedError, ConnectionResetError, ssl.SSLEOFError, ssl.SSLZeroReturnError)
 
 
 class ProviderError(Exception):
-    """A failed attempt. ``error_type`` is one of ``http``, ``timeout``, ``connection``, ``malformed``."""
+    """A failed attempt. ``error_type`` is one of ``http``, ``timeout``, ``connection``, ``tls``, ``malformed``."""
 
     def __init__(
         self,
@@ -27,9 +39,25 @@ class ProviderError(Exception):
         self.status_code = status_code
         self.retry_after_s = retry_after_s
 
+    def scrubbed(self, secrets: tuple[str, ...]) -> ProviderError:
+        """A copy with ``secrets`` scrubbed from the message, and no exception chain.
+
+        A client library's exception, which may quote the server's echo of a key, does not travel with it.
+        """
+        return ProviderError(
+            scrub(self.message, secrets),
+            error_type=self.error_type,
+            status_code=self.status_code,
+            retry_after_s=self.retry_after_s,
+        )
+
     @property
     def retryable(self) -> bool:
-        """408/409/429/5xx, timeouts, dropped connections and malformed bodies are worth another try."""
+        """408/409/429/5xx, timeouts, dropped connections and malformed bodies are worth another try.
+
+        A TLS failure (an untrusted certificate, a name mismatch, a server not speaking TLS) is not:
+        it will not fix itself.
+        """
         if self.error_type == "http":
             return self.status_code in RETRYABLE_STATUS
         return self.error_type in {"timeout", "connection", "malformed"}
@@ -63,23 +91,87 @@ def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
 
 
 def scrub(text: str, secrets: tuple[str, ...]) -> str:
-    """Remove every secret from ``text`` and cap its length."""
+    """``text`` with every run of ``SECRET_WINDOW`` or more characters of a secret replaced by ``***``, capped.
+
+    Providers and gateways echo truncated keys ("Incorrect API key provided: sk-proj-****abcd", or the
+    first 12 characters): every ``SECRET_WINDOW``-character window of a secret found in ``text`` is
+    hidden, and overlapping or adjacent hidden windows become one ``***``. A secret shorter than the
+    window is hidden where it appears whole.
+    """
+    hidden = bytearray(len(text))  # 1 for each character to hide
     for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
+        if len(secret) < SECRET_WINDOW:
+            start = text.find(secret) if secret else -1
+            while start >= 0:
+                hidden[start : start + len(secret)] = b"\1" * len(secret)
+                start = text.find(secret, start + 1)
+            continue
+        windows = {secret[i : i + SECRET_WINDOW] for i in range(len(secret) - SECRET_WINDOW + 1)}
+        for start in range(len(text) - SECRET_WINDOW + 1):
+            if text[start : start + SECRET_WINDOW] in windows:
+                hidden[start : start + SECRET_WINDOW] = b"\1" * SECRET_WINDOW
+    if any(hidden):
+        parts: list[str] = []
+        for index, char in enumerate(text):
+            if not hidden[index]:
+                parts.append(char)
+            elif index == 0 or not hidden[index - 1]:
+                parts.append("***")
+        text = "".join(parts)
     return text if len(text) <= MAX_ERROR_TEXT else text[:MAX_ERROR_TEXT] + "…"
 
 
-def connection_error(detail: str) -> ProviderError:
-    """A connection that failed or was lost, named by ``detail`` (the client library's exception class)."""
-    return ProviderError(f"connection failed: {detail}", error_type="connection")
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it wraps, outermost first (``__cause__``, else ``__context__``)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
 
 
-def timeout_error(elapsed_s: float, timeout_s: float, detail: str) -> ProviderError:
-    """A timeout, or a dropped connection that the aiohttp transports report as a (connect) timeout.
+def transport_error(exc: BaseException, elapsed_s: float, timeout_s: float) -> ProviderError:
+    """The error for an attempt that got no HTTP response, named by what actually happened.
 
-    Only a request that actually ran into its time limit is called a timeout.
+    The client stacks wrap the real cause several times and rename it on the way (the SDK wraps
+    httpx, which wraps aiohttp, which wraps the ``OSError``; httpx-aiohttp reports a refused
+    connection, an unknown host, a bad certificate and a dropped connection all as a
+    ``ConnectTimeout``), so the chain is searched for the cause:
+
+    - the server closed or reset the connection: ``connection`` (``connection lost: closed by the server``);
+    - a TLS failure: ``tls``, not retryable (``TLS error: certificate verify failed: ... (host:port)``);
+    - an unresolvable host: ``connection`` (``cannot resolve host 'name'``);
+    - a refused connection: ``connection`` (``connection refused (host:port)``);
+    - a time limit: ``timeout``, but only when the attempt did run into ``timeout_s`` (0.9 of it
+      at least): an earlier "timeout" is a connection failure that a client reported as one.
+
+    ``host:port`` is the one aiohttp (under every client stack) tried to connect to, marked
+    ``proxy`` when it was the proxy.
     """
-    if elapsed_s < 0.9 * timeout_s:
-        return connection_error(detail)
-    return ProviderError(f"timed out after {timeout_s:g} s", error_type="timeout")
+    causes = list(_causes(exc))
+    connector = next((c for c in causes if isinstance(c, aiohttp.ClientConnectorError)), None)
+    where = ""
+    if connector is not None:
+        proxy = "proxy " if isinstance(connector, aiohttp.ClientProxyConnectionError) else ""
+        where = f" ({proxy}{connector.host}:{connector.port})"
+    for cause in reversed(causes):  # the innermost (the wrappers copy its class or text) first
+        if isinstance(cause, _DROPS):
+            return connection_error(f"connection lost: closed by the server{where}")
+        if isinstance(cause, ssl.SSLError):
+            reason = _SSL_DECORATION.sub("", str(cause)) or type(cause).__name__
+            return ProviderError(f"TLS error: {reason}{where}", error_type="tls")
+        if isinstance(cause, socket.gaierror):
+            return connection_error("cannot resolve host" + (f" '{connector.host}'" if connector else ""))
+        if isinstance(cause, OSError) and cause.errno == errno.ECONNREFUSED:
+            return connection_error(f"connection refused{where}")
+    if elapsed_s >= 0.9 * timeout_s and any(isinstance(cause, TimeoutError) for cause in causes):
+        return ProviderError(f"timed out after {timeout_s:g} s", error_type="timeout")
+    root = causes[-1]
+    detail = f" ({root})" if str(root) else ""
+    return connection_error(f"connection failed: {type(root).__name__}{detail}{where}")
+
+
+def connection_error(message: str) -> ProviderError:
+    """A connection that failed or was lost (retryable), described by ``message``."""
+    return ProviderError(message, error_type="connection")

@@ -13,12 +13,15 @@ wire. Two exchanges exist for every kind (``http_client`` in the provider config
 
 Both report the same outcomes: the same status codes and server error messages, ``Retry-After``,
 timeouts, dropped connections and unreachable hosts as the same error types (tests/test_providers.py
-runs every fault against both).
+runs every fault against both). :meth:`JsonExchange.post` is where they meet: it bounds the whole
+attempt by ``timeout_s``, names a transport failure by its cause (``providers.errors.transport_error``)
+and scrubs the provider's key from every error.
 """
 
 from __future__ import annotations
 
 import abc
+import asyncio
 import functools
 import json
 import os
@@ -33,7 +36,7 @@ import certifi
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
-from providers.errors import ProviderError, connection_error, retry_after_seconds, timeout_error
+from providers.errors import ProviderError, retry_after_seconds, transport_error
 
 USER_AGENT = "rlhf-orchestrator"
 
@@ -48,11 +51,39 @@ class RawResponse:
 
 
 class JsonExchange(abc.ABC):
-    """POSTs a JSON body to one endpoint. Raises :class:`ProviderError` for every failure."""
+    """POSTs a JSON body to one endpoint. Raises :class:`ProviderError` for every failure.
+
+    A client stack implements :meth:`_post` and lists the exceptions its transport raises in
+    ``_transport_errors``; :meth:`post` does the rest, the same way for every stack.
+    """
+
+    _transport_errors: tuple[type[BaseException], ...] = (OSError, aiohttp.ClientError)  # TimeoutError is an OSError
+
+    def __init__(self, timeout_s: float, secrets: tuple[str, ...]) -> None:
+        self._timeout_s = timeout_s
+        self._secrets = secrets
+
+    async def post(self, body: dict[str, Any]) -> RawResponse:
+        """Send ``body``; return the response, or raise for a status >= 400, a timeout or a failed connection.
+
+        ``timeout_s`` bounds the whole attempt: connecting, sending and receiving the full body (the
+        client libraries' own timeouts are per read, so a server trickling bytes would never time
+        out). The raised error's text has the secrets scrubbed, and it carries no exception chain.
+        """
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await self._post(body)
+        except ProviderError as exc:
+            error = exc
+        except self._transport_errors as exc:
+            error = transport_error(exc, time.monotonic() - started, self._timeout_s)
+        raise error.scrubbed(self._secrets)  # outside the except blocks: no __context__
 
     @abc.abstractmethod
-    async def post(self, body: dict[str, Any]) -> RawResponse:
-        """Send ``body``; return the response, or raise for a status >= 400, a timeout or a lost connection."""
+    async def _post(self, body: dict[str, Any]) -> RawResponse:
+        """Send ``body``; raise :class:`ProviderError` for a status >= 400 or a malformed answer and let
+        transport failures (``_transport_errors``) through."""
 
     @abc.abstractmethod
     async def aclose(self) -> None:
@@ -101,12 +132,15 @@ class AiohttpExchange(JsonExchange):
     SDK and httpx, but is looked up once: aiohttp's ``trust_env`` would look up the proxy and
     ``~/.netrc`` in a thread for every request, which costs more than the request itself. Cookies
     are not kept (the APIs do not use them). TLS verifies against the same CA bundle as httpx.
+    The session has no time limits of its own: :meth:`JsonExchange.post` bounds each attempt.
     """
 
-    def __init__(self, url: str, headers: Mapping[str, str], timeout_s: float, max_connections: int) -> None:
+    def __init__(
+        self, url: str, headers: Mapping[str, str], timeout_s: float, max_connections: int, secrets: tuple[str, ...]
+    ) -> None:
+        super().__init__(timeout_s, secrets)
         self._url = URL(url)
         self._headers = {**headers, "Content-Type": "application/json", "User-Agent": USER_AGENT}
-        self._timeout_s = timeout_s
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
         self._proxy: URL | None = None
@@ -123,23 +157,17 @@ class AiohttpExchange(JsonExchange):
         self._session = aiohttp.ClientSession(
             connector=connector,
             headers=self._headers,
-            timeout=aiohttp.ClientTimeout(total=self._timeout_s),
+            timeout=aiohttp.ClientTimeout(),  # none: post() bounds the whole attempt
             cookie_jar=aiohttp.DummyCookieJar(),
         )
         return self._session
 
-    async def post(self, body: dict[str, Any]) -> RawResponse:
+    async def _post(self, body: dict[str, Any]) -> RawResponse:
         session = self._session or self._open()
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        started = time.monotonic()
-        try:
-            async with session.post(self._url, data=data, proxy=self._proxy, proxy_auth=self._proxy_auth) as response:
-                content = await response.read()
-                status, headers, reason = response.status, response.headers, response.reason
-        except TimeoutError as exc:  # aiohttp's connect and read timeouts are TimeoutErrors too
-            raise timeout_error(time.monotonic() - started, self._timeout_s, type(exc).__name__) from None
-        except aiohttp.ClientError as exc:
-            raise connection_error(type(exc).__name__) from None
+        async with session.post(self._url, data=data, proxy=self._proxy, proxy_auth=self._proxy_auth) as response:
+            content = await response.read()
+            status, headers, reason = response.status, response.headers, response.reason
         if status >= 400:
             raise status_error(status, headers, content, reason)
         return RawResponse(status, headers, content)

@@ -12,7 +12,7 @@ from providers.base import Provider
 from providers.config import ProviderConfig
 from providers.errors import ProviderError
 from providers.http import AiohttpExchange
-from providers.ratelimit_headers import openai_remaining
+from providers.ratelimit_headers import openai_remaining, request_id
 from providers.result import Answer
 
 CHAT_PATH = "/chat/completions"
@@ -30,11 +30,11 @@ class OpenAIProvider(Provider):
         if config.http_client == "aiohttp":
             headers = {"Authorization": f"Bearer {api_key.get_secret_value()}"}
             url = config.effective_base_url + CHAT_PATH
-            self._exchange = AiohttpExchange(url, headers, config.timeout_s, config.max_concurrency)
+            self._exchange = AiohttpExchange(url, headers, config.timeout_s, config.max_concurrency, self._secrets)
         else:
             from providers.openai_sdk import SdkExchange  # the SDK takes ~1 s to import: only when used
 
-            self._exchange = SdkExchange(config, api_key, CHAT_PATH)
+            self._exchange = SdkExchange(config, api_key, CHAT_PATH, self._secrets)
 
     async def _send(self, messages: list[dict[str, Any]], system: str | None) -> Answer:
         wire = [{"role": "system", "content": system}, *messages] if system else messages
@@ -57,7 +57,7 @@ class OpenAIProvider(Provider):
             finish_reason=choice.get("finish_reason"),
             input_tokens=usage.get("prompt_tokens"),
             output_tokens=usage.get("completion_tokens"),
-            request_id=raw.headers.get("x-request-id"),
+            request_id=request_id(raw.headers, "x-request-id", completion),
             remaining_requests=remaining,
             reset_requests_s=reset_s,
         )

@@ -1,13 +1,22 @@
-"""Read the rate-limit headers providers send with every response."""
+"""Read what providers send with every response: rate-limit headers and the request id."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+# Request ids set by gateways in front of a provider, best first: a LiteLLM proxy forwards the
+# provider's own headers prefixed with "llm_provider-" and adds its call id; Portkey adds a trace id.
+GATEWAY_REQUEST_ID_HEADERS = (
+    "llm_provider-x-request-id",
+    "llm_provider-request-id",
+    "x-litellm-call-id",
+    "x-portkey-trace-id",
+)
 
 
 def openai_duration_s(value: str | None) -> float | None:
@@ -49,3 +58,17 @@ def anthropic_remaining(headers: Mapping[str, str], now: datetime) -> tuple[int 
         _int(headers.get("anthropic-ratelimit-requests-remaining")),
         rfc3339_in_s(headers.get("anthropic-ratelimit-requests-reset"), now),
     )
+
+
+def request_id(headers: Mapping[str, str], own_header: str, body: Mapping[str, Any]) -> str | None:
+    """The id to quote to the provider about a response.
+
+    The kind's own header (``x-request-id`` for OpenAI, ``request-id`` for Anthropic), else a
+    gateway's (:data:`GATEWAY_REQUEST_ID_HEADERS`), else the body's ``id`` (``chatcmpl-…``, ``msg_…``).
+    """
+    for name in (own_header, *GATEWAY_REQUEST_ID_HEADERS):
+        value = headers.get(name)
+        if value:
+            return value
+    value = body.get("id")
+    return value if isinstance(value, str) and value else None

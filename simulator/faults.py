@@ -7,7 +7,7 @@ import math
 import random
 from collections.abc import Sequence
 
-from simulator.settings import ApiName, FaultRule
+from simulator.settings import ApiName, FaultRule, KeyEcho
 
 # (OpenAI error type, OpenAI error code, Anthropic error type, message) per HTTP status fault.
 _ERRORS: dict[str, tuple[str, str | None, str, str]] = {
@@ -91,3 +91,24 @@ def retry_after_headers(rule: FaultRule) -> dict[str, str]:
         "Retry-After": str(math.ceil(rule.retry_after_s)),
         "retry-after-ms": str(round(rule.retry_after_s * 1000)),
     }
+
+
+def echoed_key_message(api: ApiName, key: str, echo: KeyEcho, chars: int) -> str:
+    """An authentication error message quoting ``key``, whole or truncated the way real services do.
+
+    OpenAI's own: "Incorrect API key provided: sk-proj-****abcd. ..."; gateways echo more, e.g.
+    a key's first 12 characters.
+    """
+    masked = "*" * max(0, len(key) - chars)
+    if echo == "full":
+        shown = key
+    elif echo == "prefix":
+        shown = key[:chars] + masked
+    else:
+        shown = masked + key[-chars:]
+    if api == "openai":
+        return (
+            f"Incorrect API key provided: {shown}. "
+            "You can find your API key at https://platform.openai.com/account/api-keys."
+        )
+    return f"invalid x-api-key: {shown}"

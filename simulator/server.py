@@ -11,13 +11,14 @@ import signal
 import socket
 import sys
 import time
+import uuid
 from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
 
 from simulator.answers import compose_answer, scripted_answer
-from simulator.faults import MALFORMED_BODY, FaultEngine, error_body, retry_after_headers
+from simulator.faults import MALFORMED_BODY, FaultEngine, echoed_key_message, error_body, retry_after_headers
 from simulator.ratelimit import RateLimitWindows
 from simulator.settings import STATUS_FAULTS, ApiName, FaultRule, SimulatorSettings
 from simulator.stats import ModelStats, Stats, fingerprint
@@ -99,11 +100,15 @@ class Simulator:
             jitter = self._jitter_rng.uniform(0.0, settings.latency_jitter_ms)
         await asyncio.sleep((settings.latency_ms + jitter) / 1000.0)
 
-    @staticmethod
-    def _request_id_headers(api: ApiName, uid: str) -> dict[str, str]:
-        if api == "openai":
-            return {"x-request-id": f"req_{uid}", "Content-Type": JSON_CONTENT_TYPE}
-        return {"request-id": f"req_{uid}", "Content-Type": JSON_CONTENT_TYPE}
+    def _request_id_headers(self, api: ApiName, uid: str) -> dict[str, str]:
+        """Content-Type and the request id header chosen by ``settings.request_id_header``."""
+        headers = {"Content-Type": JSON_CONTENT_TYPE}
+        choice = self.settings.request_id_header
+        if choice == "provider":
+            headers["x-request-id" if api == "openai" else "request-id"] = f"req_{uid}"
+        elif choice == "gateway":
+            headers["x-litellm-call-id"] = str(uuid.UUID(uid.rjust(32, "0")))
+        return headers
 
     def _error(
         self, api: ApiName, kind: str, uid: str, ms: ModelStats | None, message: str | None = None,
@@ -151,6 +156,9 @@ class Simulator:
         kind = rule.kind
         if kind in STATUS_FAULTS:
             return self._error(api, kind, uid, ms, extra_headers=retry_after_headers(rule), fault_kind=kind)
+        if kind == "echo_key":
+            message = echoed_key_message(api, received_key(request, api), rule.echo, rule.echo_chars)
+            return self._error(api, rule.echo_status, uid, ms, message, fault_kind=kind)
         self.stats.error(ms, kind)
         if kind == "drop":
             if request.transport is not None:
@@ -179,11 +187,7 @@ class Simulator:
         except ValueError:
             body = None
         stats = self.stats
-        if api == "openai":
-            auth = request.headers.get("Authorization", "")
-            has_key = auth.startswith("Bearer ") and bool(auth[7:].strip())
-        else:
-            has_key = bool(request.headers.get("x-api-key", "").strip())
+        has_key = bool(received_key(request, api))
         if body is None:
             stats.arrive(None, None, arrival, has_key)
             return self._error(api, "400", uid, None, "Could not parse the JSON body of your request.")
@@ -257,6 +261,14 @@ class Simulator:
     async def health(self, request: web.Request) -> web.Response:
         """``GET /_sim/health``."""
         return web.json_response({"ok": True})
+
+
+def received_key(request: web.Request, api: ApiName) -> str:
+    """The API key a request carries (``Authorization: Bearer`` or ``x-api-key``), ``""`` if none."""
+    if api == "openai":
+        auth = request.headers.get("Authorization", "")
+        return auth[7:].strip() if auth.startswith("Bearer ") else ""
+    return request.headers.get("x-api-key", "").strip()
 
 
 SIMULATOR_KEY: web.AppKey[Simulator] = web.AppKey("simulator", Simulator)

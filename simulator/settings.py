@@ -7,10 +7,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 FaultKind = Literal[
-    "429", "500", "503", "529", "401", "400", "drop", "hang", "malformed", "empty", "no_choices"
+    "429", "500", "503", "529", "401", "400", "drop", "hang", "malformed", "empty", "no_choices", "echo_key"
 ]
 ApiName = Literal["openai", "anthropic"]
 AnswerMode = Literal["auto", "replay", "derived"]
+# How much of the received API key an ``echo_key`` error quotes: all of it, or ``echo_chars`` of its
+# first or last characters with the rest masked, as real providers and gateways do.
+KeyEcho = Literal["full", "prefix", "suffix"]
+# Which request id a response carries: the API's own header (``x-request-id`` / ``request-id``),
+# a LiteLLM proxy's ``x-litellm-call-id`` instead, or none (the body's ``id`` is always there).
+RequestIdHeader = Literal["provider", "gateway", "none"]
 
 # Fault kinds that produce an HTTP error status (the rest are 200s or transport-level faults).
 STATUS_FAULTS: frozenset[str] = frozenset({"429", "500", "503", "529", "401", "400"})
@@ -21,7 +27,8 @@ class FaultRule(BaseModel):
 
     ``times`` limits the rule to the first N requests it is applied to; ``probability``
     applies it to a seeded-random fraction of matching requests. With neither set, the rule
-    applies to every matching request.
+    applies to every matching request. ``echo_key`` answers ``echo_status`` with an error message
+    quoting the API key it received (see :data:`KeyEcho`).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -34,6 +41,9 @@ class FaultRule(BaseModel):
     retry_after_s: float | None = Field(default=None, ge=0.0)
     prompt_contains: str | None = None
     hang_s: float = Field(default=3600.0, ge=0.0)
+    echo: KeyEcho = "full"
+    echo_chars: int = Field(default=12, ge=1)
+    echo_status: Literal["400", "401"] = "401"
 
 
 class ScriptedAnswer(BaseModel):
@@ -62,6 +72,7 @@ class SimulatorSettings(BaseModel):
     faults: list[FaultRule] = Field(default_factory=list)
     scripted: list[ScriptedAnswer] = Field(default_factory=list)
     require_api_key: bool = False
+    request_id_header: RequestIdHeader = "provider"
     # Advertised (not enforced) per-model rate limits, counted in fixed windows of
     # ``rate_limit_window_s`` seconds (a minute, like the real APIs, unless set shorter for tests).
     rate_limit_requests: int = Field(default=10_000, ge=1)
