@@ -62,7 +62,7 @@ def sim(_session_simulator: RunningSimulator) -> Iterator[RunningSimulator]:
     _session_simulator.configure(
         mode="derived", latency_ms=0, latency_jitter_ms=0, faults=[], scripted=[], require_api_key=False,
         rate_limit_requests=defaults.rate_limit_requests, rate_limit_tokens=defaults.rate_limit_tokens,
-        rate_limit_window_s=defaults.rate_limit_window_s,
+        rate_limit_window_s=defaults.rate_limit_window_s, request_id_header=defaults.request_id_header,
     )
     _session_simulator.reset()
     yield _session_simulator

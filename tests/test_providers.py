@@ -131,7 +131,7 @@ def test_a_hanging_server_times_out(sim: RunningSimulator, fake_keys: dict[str, 
     started = time.perf_counter()
     result = _call(_config(sim, kind, http_client, timeout_s=0.3, max_retries=1))
     assert not result.ok and result.error_type == "timeout" and result.attempts == 2
-    assert time.perf_counter() - started < 5
+    assert time.perf_counter() - started < 15  # two 0.3 s timeouts, not the 30 s hang
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -188,8 +188,7 @@ def test_both_exchanges_report_a_fault_alike(sim: RunningSimulator, fake_keys: d
     default, lean = results
     assert not default.ok and not lean.ok
     assert (lean.error_type, lean.status_code, lean.attempts) == (default.error_type, default.status_code, default.attempts)
-    if fault != "drop":  # a dropped connection is named by each library's own exception class
-        assert lean.error == default.error
+    assert lean.error == default.error
 
 
 
