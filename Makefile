@@ -9,7 +9,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast bench clean
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# Everything except the tests marked slow (those that start Prefect, a flow run or a subprocess).
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # Throughput vs the raw floor and peers, memory, resume cost (~45 min; writes bench/RESULTS.md).
 # BENCH_ARGS=--quick for a ~10 min run, BENCH_ARGS="--only memory" for one section.

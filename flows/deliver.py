@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from flows.manifest import read_manifest, working_dir
 from platforms.label_studio.client import LabelStudioClient
 from platforms.label_studio.labeling_config import build_labeling_config
 from platforms.label_studio.tasks import HarvestOutcome, answers_of, harvest_task, to_label_studio
-from task_builder.annotated import annotation_problems
+from task_builder.annotated import REJECT_KINDS, annotation_problems, reject_kind
 from task_builder.template import AnnotationTemplate, resolve_template
 
 
@@ -48,12 +49,18 @@ def load_run(run_dir: str | Path) -> tuple[RunConfig, AnnotationTemplate, Path]:
     return config, template, tasks
 
 
-def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    """The objects of a JSONL file, one per non-empty line."""
-    with Path(path).open(encoding="utf-8") as handle:
-        for line in handle:
+def numbered_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
+    """The non-blank lines of a file as ``(line number, bytes)``; numbers count blank lines too (1-based)."""
+    with Path(path).open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
             if line.strip():
-                yield json.loads(line)
+                yield number, line
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    """The objects of a JSONL file, one per non-blank line."""
+    for _, line in numbered_lines(path):
+        yield json.loads(line)
 
 
 def deliver_label_studio(run_dir: str | Path, url: str, token: SecretStr, project_title: str | None = None) -> dict[str, Any]:
@@ -136,16 +143,36 @@ def harvest_label_studio(url: str, token: SecretStr, project_id: int, out: str |
 
 
 def harvest_file(source: str | Path, out: str | Path, rejects: str | Path | None = None) -> dict[str, Any]:
-    """Read annotated tasks already in the shell shape, keep the valid ones, reject the rest with reasons."""
+    """Read annotated tasks already in the shell shape, keep the valid ones, reject the rest with reasons.
+
+    Every non-blank line is read on its own: a line that is not JSON, not a JSON object, not a valid
+    annotated shell (``task_builder.annotated``: shape, unknown slot keys, values) or not annotated at
+    all is one reject, with the file, its line number (blank lines counted) and the reason (its kind)
+    and details; the other lines are kept. Blank (whitespace-only) lines are skipped silently and not
+    counted as read: editors and concatenated exports leave them, and they hold no annotation to lose.
+    The report counts the lines read, annotated (accepted) and rejected, and the rejects by reason.
+    """
     out = Path(out)
     outcome = HarvestOutcome()
-    for number, shell in enumerate(read_jsonl(source), start=1):
-        problems = annotation_problems(shell)
-        if problems:
-            outcome.rejected.append({"file": str(source), "line": number, "task_id": shell.get("task_id"), "reasons": problems})
+    read = 0
+    for number, line in numbered_lines(source):
+        read += 1
+        try:
+            shell: Any = json.loads(line)
+        except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+            shell, problems = None, [("invalid_json", str(exc))]
         else:
+            problems = annotation_problems(shell)
+        if not problems:
             outcome.annotated.append(shell)
-    return {"platform": "file", **_write_outcome(outcome, out, Path(rejects) if rejects else default_rejects_path(out))}
+            continue
+        task_id = shell.get("task_id") if isinstance(shell, dict) else None
+        outcome.rejected.append({"file": str(source), "line": number, "task_id": task_id, "reason": reject_kind(problems),
+                                 "reasons": [message for _, message in problems]})
+    by_reason = Counter(reject["reason"] for reject in outcome.rejected)
+    return {"platform": "file", "file": str(source), "read": read,
+            **_write_outcome(outcome, out, Path(rejects) if rejects else default_rejects_path(out)),
+            "rejected_by_reason": {kind: by_reason[kind] for kind in REJECT_KINDS if by_reason[kind]}}
 
 
 @flow(name="deliver_tasks")

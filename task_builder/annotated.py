@@ -1,4 +1,17 @@
-"""Checks on annotated task shells (values filled by humans) read from files."""
+"""Checks on annotated task shells (values filled by humans) read from files.
+
+A problem is a ``(kind, message)`` pair. The kinds, most fundamental first (``REJECT_KINDS``; a line
+with problems of several kinds is counted under the first):
+
+- ``invalid_json`` / ``not_an_object``: the line is not a JSON object (found by the reader);
+- ``invalid_shell``: not the task shell shape (``task_builder/shell.py``);
+- ``unknown_slot_key``: a slot the task was not built with. A slot's id derives from the task id, the
+  turn, where the slot sits (the message's index, or ``turn``) and its key (``assemble._slot``), so a
+  renamed key, an added slot or a slot moved to another answer no longer matches its id;
+- ``invalid_value``: a value of the wrong type, outside the slot's values, or a ranking that is not a
+  permutation of the answers;
+- ``no_annotation``: every slot is still ``null``: nothing was annotated.
+"""
 
 from __future__ import annotations
 
@@ -7,46 +20,71 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from task_builder.ids import stable_id
 from task_builder.shell import Task
+
+REJECT_KINDS = ("invalid_json", "not_an_object", "invalid_shell", "unknown_slot_key", "invalid_value", "no_annotation")
+Problem = tuple[str, str]
 
 _TYPES: dict[str, tuple[type, ...]] = {"integer": (int,), "category": (str,), "text": (str,), "boolean": (bool,)}
 
 
-def _slots(shell: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    for thread in shell.get("threads", []):
-        for t, turn in enumerate(thread.get("turns", [])):
-            for slot in turn.get("annotations", []):
-                yield f"turns[{t}].{slot.get('key')}", slot
-            for m, message in enumerate(turn.get("messages", [])):
-                for slot in message.get("annotations", []):
-                    yield f"turns[{t}].messages[{m}].{slot.get('key')}", slot
+def _slots(shell: dict[str, Any]) -> Iterator[tuple[str, str | None, dict[str, Any]]]:
+    """Every slot as ``(where, the id it must have, slot)``; thread-level slots are never built (id None)."""
+    task_id = shell["task_id"]
+    for thread in shell["threads"]:
+        for slot in thread["annotations"]:
+            yield f"threads.{slot['key']}", None, slot
+        for t, turn in enumerate(thread["turns"]):
+            for slot in turn["annotations"]:
+                yield f"turns[{t}].{slot['key']}", stable_id("ann", task_id, t, "turn", slot["key"]), slot
+            for m, message in enumerate(turn["messages"]):
+                for slot in message["annotations"]:
+                    yield f"turns[{t}].messages[{m}].{slot['key']}", stable_id("ann", task_id, t, m, slot["key"]), slot
 
 
-def annotation_problems(shell: dict[str, Any]) -> list[str]:
-    """Why an annotated shell is unusable (empty list when it is fine): shape, types and allowed values."""
+def _value_problem(where: str, slot: dict[str, Any], answer_ids: set[str]) -> str | None:
+    value, kind = slot["value"], slot["type"]
+    if kind == "ranked_choices":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value) or sorted(value) != sorted(answer_ids):
+            return f"{where}: a ranking must list every response's source_id once"
+        return None
+    expected = _TYPES[kind]
+    if not isinstance(value, expected) or (kind == "integer" and isinstance(value, bool)):
+        return f"{where}: {value!r} is not a valid {kind} value"
+    allowed = slot.get("possible_values")
+    if allowed and kind in ("integer", "category") and value not in allowed:
+        return f"{where}: {value!r} is outside the allowed values {allowed}"
+    return None
+
+
+def annotation_problems(shell: Any) -> list[Problem]:
+    """Why an annotated shell is unusable, as ``(kind, message)`` pairs (empty when it is fine)."""
+    if not isinstance(shell, dict):
+        return [("not_an_object", f"expected a JSON object (a task shell), got {type(shell).__name__}")]
     try:
-        Task.model_validate(shell)
+        shell = Task.model_validate(shell).model_dump(mode="json")  # every optional key present from here on
     except ValidationError as exc:
-        return [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]]
-    problems = []
+        return [("invalid_shell", f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}") for e in exc.errors()[:5]]
     answer_ids = {
         m["source_id"] for thread in shell["threads"] for turn in thread["turns"][-1:] for m in turn["messages"]
         if m["role"] == "assistant"
     }
-    for where, slot in _slots(shell):
-        value = slot.get("value")
-        if value is None:
-            continue
-        kind = slot.get("type")
-        if kind == "ranked_choices":
-            if not isinstance(value, list) or sorted(value) != sorted(answer_ids):
-                problems.append(f"{where}: a ranking must list every response's source_id once")
-            continue
-        expected = _TYPES.get(str(kind))
-        if expected is None or not isinstance(value, expected) or (kind == "integer" and isinstance(value, bool)):
-            problems.append(f"{where}: {value!r} is not a valid {kind} value")
-            continue
-        allowed = slot.get("possible_values")
-        if allowed and kind in ("integer", "category") and value not in allowed:
-            problems.append(f"{where}: {value!r} is outside the allowed values {allowed}")
+    problems: list[Problem] = []
+    filled = False
+    for where, expected_id, slot in _slots(shell):
+        if slot["id"] != expected_id:
+            problems.append(("unknown_slot_key", f"{where}: unknown slot key {slot['key']!r} (not a slot this task was built with)"))
+        elif slot["value"] is not None:
+            filled = True
+            problem = _value_problem(where, slot, answer_ids)
+            if problem:
+                problems.append(("invalid_value", problem))
+    if not problems and not filled:
+        problems.append(("no_annotation", "no slot has a value: nothing was annotated"))
     return problems
+
+
+def reject_kind(problems: list[Problem]) -> str:
+    """The kind a rejected line is counted under: the most fundamental of its problems."""
+    return min((kind for kind, _ in problems), key=REJECT_KINDS.index)

@@ -18,6 +18,7 @@ from flows.generate import generate_tasks
 from simulator import RunningSimulator
 
 RLHF = str(Path(sys.executable).with_name("rlhf"))
+pytestmark = pytest.mark.slow  # every test runs the rlhf command as a subprocess
 
 
 def rlhf(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -89,7 +89,10 @@ def test_invalid_results_are_rejected_with_the_reason(result: list[dict[str, Any
     assert outcome.annotated == []
     (reject,) = outcome.rejected
     assert reject["reasons"][0].startswith(reason), reject
-    assert json.dumps(reject)  # serialisable as a rejects line
+    # The whole rejects line: which task and annotation, by whom, and why; unchanged through JSON.
+    assert reject == {"label_studio_task": 7, "annotation_id": 1, "annotator": "ann@example.com",
+                      "task_id": "task_1", "reasons": reject["reasons"]}
+    assert json.loads(json.dumps(reject)) == reject
 
 
 def test_the_task_line_is_the_same_data_as_the_task_dict() -> None:

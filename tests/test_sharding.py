@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -45,6 +46,7 @@ def _providers(sim: Any, **extra: Any) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------- in-process, fast
 
 
+@pytest.mark.slow
 def test_shards_merge_to_the_unsharded_batch(
     sim: RunningSimulator, tmp_path: Path, fake_keys: dict[str, str], prefect_api: str
 ) -> None:
@@ -82,6 +84,59 @@ def test_shards_merge_to_the_unsharded_batch(
     assert unsharded["providers"]["gpt-4o"]["reused_from_store"] == 23
     assert (unsharded["run_id"], unsharded["config_hash"]) == (merged["run_id"], merged["config_hash"])
     assert _task_ids(config.batch_dir / "tasks.jsonl") == [t["task_id"] for t in sharded_tasks]
+
+
+def _stored(store: Path) -> set[tuple[str, str, int]]:
+    """``(fingerprint, source_id, ok)`` of every result in a response store."""
+    db = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+    try:
+        return set(db.execute("SELECT fingerprint, source_id, ok FROM responses"))
+    finally:
+        db.close()
+
+
+@pytest.mark.slow
+def test_a_failed_shard_fails_the_merge_and_keeps_every_paid_answer(
+    sim: RunningSimulator, tmp_path: Path, fake_keys: dict[str, str], prefect_api: str
+) -> None:
+    """Shard 2 pays for answers, then fails (its task file cannot be written). The merge names it,
+    writes no batch task files or summary (nothing claims the batch is complete), and still copies
+    every answer shard 2 paid for into the batch store; once fixed, shard 2 resumes without paying twice."""
+    from flows.generate import generate_tasks
+    from flows.prepare import prepare_run
+    from flows.shard import merge_batch, seed_shards
+
+    prompts = write_prompts(tmp_path / "p.jsonl", 23)
+    config_path = write_config(tmp_path, _providers(sim), prompts, chunk_size=4)
+    config = prepare_run(config_path).config
+    seed_shards(config, 3)
+    obstacle = config.batch_dir / "shards" / "2" / "filtered.jsonl.partial"
+    obstacle.mkdir(parents=True)  # shard 2's task writer cannot open its third output
+
+    def run_shard(index: int) -> dict[str, Any]:
+        state = asyncio.run(generate_tasks(str(config_path), shard_index=index, shard_count=3, return_state=True))
+        return {"index": index, "flow_run_name": f"b1-shard-{index}-of-3", "state": state.type.value}
+
+    info = [run_shard(k) for k in range(3)]
+    assert [s["state"] for s in info] == ["COMPLETED", "COMPLETED", "FAILED"]
+    paid = sim.stats()["requests_total"]
+    shard2 = _stored(config.batch_dir / "shards" / "2" / "responses.sqlite")
+    assert shard2 and all(ok for _, _, ok in shard2)  # shard 2 did pay for answers before failing
+
+    with pytest.raises(RuntimeError, match=r"shard\(s\) did not complete: 2 \(b1-shard-2-of-3: FAILED\)") as failure:
+        merge_batch(config, str(config_path), 3, info, "2026-01-01T00:00:00Z")
+    assert "their answers so far are kept" in str(failure.value)
+    assert not [name for name in ("tasks.jsonl", "summary.json") if (config.batch_dir / name).exists()]
+    batch = _stored(config.store_path)
+    assert shard2 <= batch and len(batch) == paid  # every answer paid for, in any shard, is in the batch store
+
+    obstacle.rmdir()
+    info[2] = run_shard(2)
+    assert info[2]["state"] == "COMPLETED"
+    assert sim.stats()["requests_total"] == 2 * 23  # shard 2 made only the calls it had not paid for
+    merged = merge_batch(config, str(config_path), 3, info, "2026-01-01T00:00:00Z")
+    assert merged["prompts"] == merged["tasks_written"] == 23
+    assert _task_ids(config.batch_dir / "tasks.jsonl") == [task_id_for("b1", f"p-{i:03d}") for i in range(23)]
 
 
 def test_rate_shares_scale_the_provider_quota(tmp_path: Path, fake_keys: dict[str, str]) -> None:

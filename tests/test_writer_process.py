@@ -30,6 +30,7 @@ from providers.result import CallResult
 from simulator import RunningSimulator
 from task_builder.layout import TaskLayout
 
+pytestmark = pytest.mark.slow  # every test starts the writer child process
 
 
 @pytest.fixture(autouse=True)
@@ -137,20 +138,46 @@ def test_stopping_without_finish_discards_the_partial_files(sim: RunningSimulato
     assert not [p.name for p in run_dir.iterdir() if p.name.startswith(OUTPUT_FILES)]
 
 
-def test_a_child_too_busy_to_stop_is_killed_and_its_partial_files_removed(
-    sim: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_child_too_busy_to_stop_is_killed_and_its_partial_files_removed(sim: RunningSimulator, tmp_path: Path) -> None:
+    """A real backlog, longer than the parent's wait after closing the pipe (``_EXIT_WAIT_S``, 10 s,
+    not patched): one chunk of a million prompts (five prompts repeated, so the pickle stays small;
+    the child still builds and writes every task, about 0.5 ms each, minutes in all). The child keeps
+    writing through the whole wait, then the parent kills it and removes the partial files."""
     setup, records, results = batch(tmp_path, sim, 6)
     run_dir = Path(setup.run_dir)
-    monkeypatch.setattr(writer_process, "_EXIT_WAIT_S", 0.0)  # stands in for a backlog longer than the wait
+    partial = run_dir / "tasks.jsonl.partial"
+    repeats = 200_000
 
-    async def scenario() -> int | None:
+    def partial_size() -> int | None:
+        try:
+            return partial.stat().st_size
+        except FileNotFoundError:
+            return None
+
+    async def scenario() -> tuple[int | None, float, list[int]]:
+        sizes: list[int] = []
+
+        async def watch() -> None:
+            while (size := partial_size()) is not None:
+                sizes.append(size)
+                await asyncio.sleep(0.5)
+
         async with task_writer_process(setup) as writer:
-            await writer.write(records, results)
-            await writing_started(run_dir)
-        return writer.returncode
+            await writer.write(records[:5] * repeats, results[:5] * repeats)
+            deadline = time.monotonic() + 60
+            while not partial_size() and time.monotonic() < deadline:  # tasks are being written
+                await asyncio.sleep(0.05)
+            watcher = asyncio.create_task(watch())
+            closing = time.monotonic()
+        waited = time.monotonic() - closing
+        await watcher
+        return writer.returncode, waited, sizes
 
-    assert asyncio.run(scenario()) == -signal.SIGKILL
+    returncode, waited, sizes = asyncio.run(scenario())
+    assert returncode == -signal.SIGKILL
+    assert waited >= writer_process._EXIT_WAIT_S - 0.1  # the full wait, not an early kill
+    # Busy for real: the tasks file kept growing while the parent waited.
+    assert len(sizes) >= 10 and sizes[0] > 0 and sizes[-1] > sizes[len(sizes) // 2] > sizes[0]
     assert not [p.name for p in run_dir.iterdir() if p.name.startswith(OUTPUT_FILES)]
 
 
