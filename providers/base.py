@@ -95,7 +95,8 @@ class Provider(abc.ABC):
                         used = (answer.input_tokens or 0) + (answer.output_tokens or 0) or None
                     except ProviderError as exc:
                         if exc.status_code in RATE_LIMIT_STATUSES:
-                            self.limiter.rate_limited(exc.retry_after_s)
+                            wait = exc.retry_after_s
+                            self.limiter.rate_limited(None if wait is None else min(wait, self.config.max_retry_after_s))
                         raise
                     finally:
                         self.limiter.release(estimate, used, ok)

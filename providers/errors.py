@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import math
 import errno
 import re
 import socket
@@ -69,25 +70,30 @@ class ProviderError(Exception):
 
 
 def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
-    """The server's requested wait: ``retry-after-ms`` first, then ``retry-after`` (seconds or HTTP date)."""
+    """The server's requested wait: ``retry-after-ms`` first, then ``retry-after`` (seconds or HTTP date).
+
+    A value that is neither (``soon``, ``inf``) is ignored: the retry policy's own backoff applies.
+    """
     if not headers:
         return None
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        raw = headers.get(name)
+        if not raw:
+            continue
         try:
-            return max(0.0, float(raw_ms) / 1000.0)
+            seconds = float(raw) / scale
         except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
+            seconds = _seconds_until(raw) if scale == 1.0 else None
+        if seconds is not None and math.isfinite(seconds):
+            return max(0.0, seconds)
+    return None
+
+
+def _seconds_until(http_date: str) -> float | None:
     try:
-        return max(0.0, float(raw))
-    except ValueError:
-        parsed = email.utils.parsedate_to_datetime(raw) if raw else None
-        if parsed is None:
-            return None
-        return max(0.0, parsed.timestamp() - time.time())
+        return email.utils.parsedate_to_datetime(http_date).timestamp() - time.time()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
 
 
 def scrub(text: str, secrets: tuple[str, ...]) -> str:

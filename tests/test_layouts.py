@@ -95,6 +95,7 @@ def _answers(task: dict[str, Any]) -> list[dict[str, Any]]:
     return [m for m in task["threads"][0]["turns"][-1]["messages"] if m["role"] == "assistant"]
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api", "fake_keys")
 @pytest.mark.parametrize("layout", ["n_way", "pairwise", "single"])
 def test_every_shipped_template_in_every_layout_is_scale_compatible(sim: RunningSimulator, tmp_path: Path, layout: str) -> None:
@@ -132,6 +133,7 @@ def test_every_shipped_template_in_every_layout_is_scale_compatible(sim: Running
                 assert task["metadata"]["positions"] == {"Response A": answers[0]["source_id"], "Response B": answers[1]["source_id"]}
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api", "fake_keys")
 def test_summary_reports_position_shares(sim: RunningSimulator, tmp_path: Path) -> None:
     config = write_config(tmp_path, three_providers(sim), write_prompts(tmp_path / "p.jsonl", 20),
@@ -144,6 +146,7 @@ def test_summary_reports_position_shares(sim: RunningSimulator, tmp_path: Path) 
         assert abs(positions[source]["Response A"]["share"] - 0.5) <= 0.05
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api", "fake_keys")
 def test_samples_per_provider_get_unique_traceable_ids(sim: RunningSimulator, tmp_path: Path) -> None:
     providers = [provider_entry(sim, "gpt-4o", "openai", "gpt-4o"), provider_entry(sim, "claude", "anthropic", "claude-x")]
@@ -161,6 +164,7 @@ def test_samples_per_provider_get_unique_traceable_ids(sim: RunningSimulator, tm
     assert sim.stats()["requests_total"] == requests and again["providers"]["claude"]["reused_from_store"] == 6
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api", "fake_keys")
 def test_inline_template_extending_a_shipped_one(sim: RunningSimulator, tmp_path: Path) -> None:
     inline = {"name": "short", "extends": "pref_ranking", "rewrite": True,
@@ -190,6 +194,7 @@ def test_inline_template_errors_point_into_the_run_config(tmp_path: Path, fake_k
     assert str(caught.value) == f"{config}:{line}: annotation.template.dimensions[0].key: String should match pattern '^[a-z][a-z0-9_]*$'"
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api")
 def test_examples_pairwise_runs_on_the_simulator(sim: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
@@ -203,6 +208,7 @@ def test_examples_pairwise_runs_on_the_simulator(sim: RunningSimulator, tmp_path
     assert summary["prompts"] == 50 and summary["tasks_written"] == 150 and summary["layout"] == "pairwise"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("what", ["task", "config", "template"])
 def test_schema_command_prints_json_schema(what: str) -> None:
     result = subprocess.run([str(Path(sys.executable).with_name("rlhf")), "schema", what], capture_output=True, text=True)

@@ -466,7 +466,7 @@ def test_streaming_large_file(tmp_path: Path) -> None:
     iterator.close()
     assert [r.id for r in first] == ["0", "1", "2"]
     assert peak < 1_000_000, f"taking 3 records allocated {peak} bytes (file is {size})"
-    assert elapsed < 1.0
+    assert elapsed < 3.0  # the memory bound above is the strict check; this one allows for a loaded machine
 
     # A full pass keeps nothing per record but its id (the set that catches duplicates): count the
     # interpreter's live memory blocks as we go (tracemalloc over 200,000 records would take ~30 s).

@@ -82,6 +82,7 @@ def test_filters() -> None:
     assert filter_reason(TaskFilters(drop_all_flagged=True), mixed, task_flags(mixed)) is None
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api", "fake_keys")
 def test_flags_on_crafted_simulator_answers_and_only_there(tmp_path) -> None:
     import asyncio

@@ -25,6 +25,7 @@ from simulator import RunningSimulator, SimulatorProcess, start_simulator_proces
 RLHF = str(Path(sys.executable).with_name("rlhf"))
 MODELS = {"gpt-4o": "gpt-4o", "llama-3": "llama-3-8b", "claude": "claude-sonnet-4-5"}
 VOLATILE_KEYS = {"run_id", "config_hash", "created_at", "request_id", "latency_ms"}
+pytestmark = pytest.mark.slow  # rlhf subprocesses against Prefect and a simulator process
 
 
 @pytest.fixture

