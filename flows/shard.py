@@ -82,17 +82,17 @@ def prompts_of(config: RunConfig) -> Iterator[PromptRecord]:
 
 
 def scaled_provider(provider: ProviderConfig, share: float) -> ProviderConfig:
-    """The provider with ``share`` of its requests/tokens per minute (and burst, if set)."""
+    """The provider with ``share`` of its requests/tokens per minute (and burst, if set) and of what it learns."""
     if share >= 1:
         return provider
-    update: dict[str, Any] = {}
+    update: dict[str, Any] = {"rate_share": provider.rate_share * share}
     if provider.requests_per_minute is not None:
         update["requests_per_minute"] = provider.requests_per_minute * share
     if provider.tokens_per_minute is not None:
         update["tokens_per_minute"] = provider.tokens_per_minute * share
     if provider.burst is not None:
         update["burst"] = max(1, int(provider.burst * share))
-    return provider.model_copy(update=update) if update else provider
+    return provider.model_copy(update=update)
 
 
 def for_shard(

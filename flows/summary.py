@@ -63,11 +63,14 @@ class ProviderTally:
     def note_limits(self, limiter: ProviderLimiter, breaker: str | None) -> None:
         """Record how the provider's limits behaved and whether its breaker opened."""
         self.breaker = breaker
+        governor = limiter.governor
         self.limits = {
             "peak_in_flight": limiter.peak_in_flight,
-            "rate_limited_responses": limiter.throttled,
-            "pauses": limiter.pauses,
+            "rate_limited_responses": governor.throttled,
+            "rate_limit_wait_s": round(governor.wait_s, 2),
+            "pauses": governor.pauses,
             "final_concurrency_limit": limiter.limit,
+            "allowance_per_minute": governor.learned_per_minute(),
         }
 
     def to_dict(self) -> dict[str, Any]:

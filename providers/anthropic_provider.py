@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -15,7 +14,8 @@ from providers.base import Provider
 from providers.config import ProviderConfig
 from providers.errors import ProviderError
 from providers.http import AiohttpExchange, JsonExchange, RawResponse, status_error
-from providers.ratelimit_headers import anthropic_remaining, request_id
+from providers.limits import RateGovernor
+from providers.ratelimit_headers import rate_info, request_id
 from providers.result import Answer
 
 MESSAGES_PATH = "/v1/messages"
@@ -28,8 +28,14 @@ class AnthropicProvider(Provider):
     :class:`~providers.http.AiohttpExchange` (``http_client: aiohttp``).
     """
 
-    def __init__(self, config: ProviderConfig, api_key: SecretStr, should_stop: Callable[[], bool] = lambda: False) -> None:
-        super().__init__(config, api_key, should_stop)
+    def __init__(
+        self,
+        config: ProviderConfig,
+        api_key: SecretStr,
+        should_stop: Callable[[], bool] = lambda: False,
+        governor: RateGovernor | None = None,
+    ) -> None:
+        super().__init__(config, api_key, should_stop, governor)
         headers = {"x-api-key": api_key.get_secret_value(), "anthropic-version": config.anthropic_version}
         url = config.effective_base_url + MESSAGES_PATH
         exchange = AiohttpExchange if config.http_client == "aiohttp" else HttpxExchange
@@ -49,7 +55,6 @@ class AnthropicProvider(Provider):
             raise ProviderError("malformed response: not a Messages API body", error_type="malformed") from None
         if not text:
             raise ProviderError("malformed response: empty content", error_type="malformed")
-        remaining, reset_s = anthropic_remaining(raw.headers, datetime.now(UTC))
         return Answer(
             text=text,
             model=data.get("model"),
@@ -57,8 +62,7 @@ class AnthropicProvider(Provider):
             input_tokens=usage.get("input_tokens"),
             output_tokens=usage.get("output_tokens"),
             request_id=request_id(raw.headers, "request-id", data),
-            remaining_requests=remaining,
-            reset_requests_s=reset_s,
+            rate=rate_info(raw.headers),
         )
 
 

@@ -14,7 +14,7 @@ from providers.breaker import Breaker
 from providers.config import ProviderConfig
 from providers.errors import ProviderError, scrub
 from providers.http import JsonExchange
-from providers.limits import ProviderLimiter
+from providers.limits import GENTLE_START, ProviderLimiter, RateGovernor
 from providers.result import INTERRUPTED, SKIPPED, Answer, CallResult
 from providers.retry import make_retrying
 
@@ -31,6 +31,11 @@ def _never() -> bool:
     return False
 
 
+def governor_for(config: ProviderConfig) -> RateGovernor:
+    """A provider's own rate governor: its configured limits, and its share of what it learns."""
+    return RateGovernor(config.requests_per_minute, config.tokens_per_minute, config.burst, config.rate_share)
+
+
 class _Stop(Exception):
     """Raised inside the retry loop when the breaker opened or the run is stopping."""
 
@@ -45,14 +50,22 @@ class Provider(abc.ABC):
 
     _exchange: JsonExchange  # set by each kind: its default client stack or the lean aiohttp one
 
-    def __init__(self, config: ProviderConfig, api_key: SecretStr, should_stop: Callable[[], bool] = _never) -> None:
+    def __init__(
+        self,
+        config: ProviderConfig,
+        api_key: SecretStr,
+        should_stop: Callable[[], bool] = _never,
+        governor: RateGovernor | None = None,
+    ) -> None:
         self.config = config
         self._secrets = (api_key.get_secret_value(),)
         self._params = config.wire_params()
         self._output_tokens = config.estimated_output_tokens()
         self._should_stop = should_stop
         self.limiter = ProviderLimiter(
-            config.max_concurrency, config.requests_per_minute, config.tokens_per_minute, config.burst
+            config.max_concurrency,
+            governor=governor or governor_for(config),
+            start_concurrency=GENTLE_START,
         )
         self.breaker = Breaker(config.breaker_threshold)
 
@@ -74,16 +87,19 @@ class Provider(abc.ABC):
         attempts = 0
         started = time.perf_counter()
         estimate = self.estimate_tokens(messages, system)
+        governor = self.limiter.governor
         try:
             async for attempt in make_retrying(
                 self.config.max_retries,
                 self.config.backoff_initial_s,
                 self.config.backoff_max_s,
                 self.config.max_retry_after_s,
+                self.config.max_rate_limited_s,
+                lambda: governor.last_progress,
             ):
                 with attempt:
                     self._check_stop()
-                    await self.limiter.acquire(estimate)
+                    ticket = await self.limiter.acquire(estimate)
                     attempts += 1
                     ok = False
                     used: int | None = None
@@ -96,7 +112,9 @@ class Provider(abc.ABC):
                     except ProviderError as exc:
                         if exc.status_code in RATE_LIMIT_STATUSES:
                             wait = exc.retry_after_s
-                            self.limiter.rate_limited(None if wait is None else min(wait, self.config.max_retry_after_s))
+                            self.limiter.rate_limited(
+                                None if wait is None else min(wait, self.config.max_retry_after_s), exc.rate
+                            )
                         raise
                     finally:
                         self.limiter.release(estimate, used, ok)
@@ -115,7 +133,7 @@ class Provider(abc.ABC):
                 created_at=_now(),
             )
         self.breaker.record(True, None, None, None)
-        self.limiter.server_remaining(answer.remaining_requests, answer.reset_requests_s)
+        self.limiter.answered(answer.rate, ticket)
         return CallResult(
             ok=True,
             text=answer.text,

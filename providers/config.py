@@ -93,6 +93,9 @@ class ProviderConfig(BaseModel):
     requests_per_minute: ConfigFloat | None = Field(default=None, gt=0)
     tokens_per_minute: ConfigFloat | None = Field(default=None, gt=0)
     burst: ConfigInt | None = Field(default=None, ge=1)
+    max_rate_limited_s: ConfigFloat = Field(default=900.0, ge=0)
+    rate_limit_group: str | None = Field(default=None, min_length=1)
+    rate_share: ConfigFloat = Field(default=1.0, gt=0, le=1)
     breaker_threshold: ConfigInt = Field(default=5, ge=0)
     api_key_secret: str | None = None
     price: Price | None = None

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import email.utils
-import math
 import errno
+import math
 import re
 import socket
 import ssl
@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterator, Mapping
 
 import aiohttp
+
+from providers.ratelimit_headers import RateInfo
 
 RETRYABLE_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 MAX_ERROR_TEXT = 500
@@ -33,12 +35,14 @@ class ProviderError(Exception):
         error_type: str,
         status_code: int | None = None,
         retry_after_s: float | None = None,
+        rate: RateInfo | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.error_type = error_type
         self.status_code = status_code
         self.retry_after_s = retry_after_s
+        self.rate = rate  # the rate-limit headers of the error response, if any
 
     def scrubbed(self, secrets: tuple[str, ...]) -> ProviderError:
         """A copy with ``secrets`` scrubbed from the message, and no exception chain.
@@ -50,6 +54,7 @@ class ProviderError(Exception):
             error_type=self.error_type,
             status_code=self.status_code,
             retry_after_s=self.retry_after_s,
+            rate=self.rate,
         )
 
     @property

@@ -7,10 +7,16 @@ from collections.abc import Callable
 from providers.anthropic_provider import AnthropicProvider
 from providers.base import Provider
 from providers.config import ProviderConfig
+from providers.limits import RateGovernor
 from providers.openai_provider import OpenAIProvider
 
 
-async def open_provider(config: ProviderConfig, should_stop: Callable[[], bool] = lambda: False) -> Provider:
-    """The provider for ``config.kind``, its key read from the environment or its Prefect Secret block."""
+async def open_provider(
+    config: ProviderConfig, should_stop: Callable[[], bool] = lambda: False, governor: RateGovernor | None = None
+) -> Provider:
+    """The provider for ``config.kind``, its key read from the environment or its Prefect Secret block.
+
+    ``governor``: the rate governor it shares with its ``rate_limit_group`` (default: its own).
+    """
     kind = AnthropicProvider if config.kind == "anthropic" else OpenAIProvider
-    return kind(config, await config.api_key(), should_stop)
+    return kind(config, await config.api_key(), should_stop, governor)

@@ -37,6 +37,7 @@ from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from providers.errors import ProviderError, retry_after_seconds, transport_error
+from providers.ratelimit_headers import rate_info
 
 USER_AGENT = "rlhf-orchestrator"
 
@@ -122,6 +123,7 @@ def status_error(status: int, headers: Mapping[str, str] | None, content: bytes,
         error_type="http",
         status_code=status,
         retry_after_s=retry_after_seconds(headers),
+        rate=rate_info(headers) if headers else None,
     )
 
 

@@ -1,18 +1,24 @@
-"""Per-provider limits: adaptive concurrency, requests/minute and tokens/minute buckets, server pauses.
+"""Per-provider limits: adaptive concurrency, and a rate governor that learns the provider's allowance.
 
-One :class:`ProviderLimiter` per provider per run, used from one event loop. The path through it is
-a few comparisons when nothing is limiting; it waits only when a limit is reached.
+One :class:`ProviderLimiter` per provider per run, used from one event loop; its rate side is a
+:class:`RateGovernor`, shared by every provider of a ``rate_limit_group`` (one key or one gateway
+limit). The path through both is a few comparisons when nothing is limiting.
 
-- **Concurrency**: at most ``limit`` requests in flight. The limit starts at ``max_concurrency``,
-  halves on a burst of 429s (at most once per second) and grows back by one after ``limit``
-  consecutive successes (additive increase, multiplicative decrease).
-- **Requests and tokens per minute**: token buckets refilled continuously. The request bucket holds
-  ``burst`` requests, so over any window of T seconds at most ``burst + rpm * T / 60`` requests start.
-  Tokens are estimated before a call (prompt characters / 4 + the output limit) and corrected with the
-  usage the provider reports.
-- **Server signals**: a ``Retry-After`` on a 429 pauses every new request of the provider until it has
-  passed; ``x-ratelimit-remaining-requests: 0`` (or Anthropic's equivalent) pauses until the reset the
-  server announced.
+- **Concurrency**: at most ``limit`` requests in flight. A run starts gently (a few requests, not
+  ``max_concurrency`` at once) and grows by one per answer (slow start) until the first 429; after
+  that it halves on a burst of 429s (at most once per second) and grows by one after ``limit``
+  consecutive answers (additive increase, multiplicative decrease).
+- **Rate**: a request bucket and a token bucket, refilled continuously. Their rate and size are the
+  lowest of what is known: the configured ``requests_per_minute`` / ``tokens_per_minute`` / ``burst``;
+  the allowance the provider announces in its rate-limit headers (size ``limit``; refill rate measured
+  as ``(limit - remaining) / reset``, at least ``limit`` per minute; both times ``rate_share``); and,
+  for a server that announces nothing, a rate learned from its 429s (at a burst of 429s, 85% of the
+  rate it accepted in the last 2 s, or, if it accepted none and gave no ``Retry-After``, half the
+  rate tried; then 5% more per second of answers). The server's ``remaining`` also caps the bucket's level, less the requests sent
+  since the one it answered.
+- **Pauses**: a ``Retry-After`` pauses every new request until it has passed.
+- **Waiting is measured**: :attr:`RateGovernor.wait_s` is the wall-clock time during which at least one
+  call was held back by a rate limit or a pause.
 """
 
 from __future__ import annotations
@@ -22,8 +28,18 @@ import collections
 import math
 import time
 
+from providers.ratelimit_headers import Allowance, RateInfo
+
 MAX_SERVER_PAUSE_S = 120.0
 RATE_LIMIT_HALVING_INTERVAL_S = 1.0
+GENTLE_START = 4  # requests in flight before the first answer tells how the provider copes
+_CUT_INTERVAL_S = 1.0  # a burst of 429s cuts the learned rate once
+_CUT_FACTOR = 0.85
+_GROWTH_PER_S = 0.05  # of the learned rate, per second of answers without a 429
+_MIN_RATE = 0.05  # requests per second: one every 20 s at the slowest
+_MAX_GROWTH_S = 5.0  # one answer after a long wait grows the rate by at most this many seconds' worth
+_WINDOW_S = 2.0  # the recent past that "accepted" and "tried" rates are measured over
+_DECAY = 0.8  # weight of earlier header samples in the refill-rate estimate
 
 
 class TokenBucket:
@@ -45,9 +61,255 @@ class TokenBucket:
         missing = min(amount, self.capacity) - self.level
         return 0.0 if missing <= 0 else missing / self.rate
 
+    def reshape(self, per_second: float, capacity: float, now: float) -> None:
+        """Change the refill rate and the size (the level never exceeds the new size)."""
+        self.refill(now)
+        self.rate, self.capacity = per_second, capacity
+        self.level = min(self.level, capacity)
+
+
+class _Learned:
+    """One allowance learned from headers: its size and its refill rate (a decayed ratio of sums)."""
+
+    def __init__(self) -> None:
+        self.limit: float | None = None
+        self._used = 0.0
+        self._seconds = 0.0
+
+    def add(self, allowance: Allowance) -> None:
+        self.limit = allowance.limit
+        used = allowance.limit - allowance.remaining
+        if allowance.reset_s and allowance.reset_s > 0 and used >= 1:
+            self._used = _DECAY * self._used + used
+            self._seconds = _DECAY * self._seconds + allowance.reset_s
+
+    @property
+    def per_second(self) -> float | None:
+        """The refill rate: measured from ``(limit - remaining) / reset``, and never below ``limit`` per minute.
+
+        Both vendors document their limits per minute and refill continuously (a bucket's reset is
+        the time until it is full again). A server counting in fixed windows announces the window's
+        end instead, which would make the measured rate far too low: the per-minute floor guards it.
+        """
+        if self.limit is None:
+            return None
+        measured = self._used / self._seconds if self._seconds > 0 else 0.0
+        return max(self.limit / 60.0, measured)
+
+
+class RateGovernor:
+    """The rate side of one provider, or of a group of providers sharing one allowance."""
+
+    def __init__(
+        self,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        burst: int | None = None,
+        share: float = 1.0,
+    ) -> None:
+        self.share = share
+        self._configured: dict[str, tuple[float, float] | None] = {"requests": None, "tokens": None}
+        self._learned = {"requests": _Learned(), "tokens": _Learned()}
+        self.headers_seen = False
+        self.adaptive_rate: float | None = None  # requests/s learned from 429s, for servers without headers
+        self._last_cut = -math.inf
+        self._last_growth = time.monotonic()
+        self._accepted: collections.deque[float] = collections.deque()  # answers, while no headers are seen
+        self._sent: collections.deque[float] = collections.deque()  # requests started, likewise
+        self.requests: TokenBucket | None = None
+        self.tokens: TokenBucket | None = None
+        self.paused_until = 0.0
+        self.pauses = 0
+        self.throttled = 0
+        self.started = 0  # requests let through so far
+        self.last_progress = time.monotonic()
+        self.wait_s = 0.0
+        self._waiting = 0
+        self._waiting_since = 0.0
+        self.tighten(requests_per_minute, tokens_per_minute, burst)
+
+    def tighten(self, requests_per_minute: float | None, tokens_per_minute: float | None, burst: int | None) -> None:
+        """Apply a configured limit (a group takes the lowest of its members')."""
+        candidates = {
+            "requests": (requests_per_minute / 60.0, float(burst or max(1, math.ceil(requests_per_minute / 60))))
+            if requests_per_minute else None,
+            "tokens": (tokens_per_minute / 60.0, tokens_per_minute / 60.0) if tokens_per_minute else None,
+        }
+        for name, new in candidates.items():
+            self._configured[name] = _lowest(self._configured[name], new)
+        self._reshape(time.monotonic())
+
+    # -- the shape of the buckets ---------------------------------------------------------------
+    def _limits(self, name: str) -> tuple[float, float] | None:
+        """(per second, size) of one bucket: the lowest of the configured, announced and learned limits."""
+        known = [self._configured[name]]
+        learned = self._learned[name]
+        rate = learned.per_second
+        if learned.limit is not None and rate is not None:
+            known.append((rate * self.share, max(1.0, learned.limit * self.share)))
+        if name == "requests" and self.adaptive_rate is not None:
+            known.append((self.adaptive_rate, max(1.0, self.adaptive_rate / 4)))
+        found = [k for k in known if k is not None]
+        return None if not found else (min(k[0] for k in found), min(k[1] for k in found))
+
+    def _reshape(self, now: float) -> None:
+        for name in ("requests", "tokens"):
+            shape = self._limits(name)
+            bucket: TokenBucket | None = getattr(self, name)
+            if shape is None:
+                setattr(self, name, None)
+            elif bucket is None:
+                bucket = TokenBucket(shape[0] * 60.0, shape[1])
+                setattr(self, name, bucket)
+            else:
+                bucket.reshape(shape[0], shape[1], now)
+
+    # -- the call path ----------------------------------------------------------------------------
+    async def wait_turn(self, estimated_tokens: int) -> int:
+        """Wait for any pause to pass and for rate budget; return the count of requests started before."""
+        now = time.monotonic()
+        wait = self._wait(now, estimated_tokens)
+        if wait > 0:
+            self._hold(now)
+            try:
+                while wait > 0:
+                    await asyncio.sleep(wait)
+                    wait = self._wait(time.monotonic(), estimated_tokens)
+            finally:
+                self._unhold()
+        ticket = self.started
+        self.started += 1
+        if not self.headers_seen:
+            _remember(self._sent, time.monotonic())
+        return ticket
+
+    def _wait(self, now: float, estimated_tokens: int) -> float:
+        wait = self.paused_until - now
+        if wait > 0:
+            return wait
+        requests, tokens = self.requests, self.tokens
+        if requests is None and tokens is None:
+            return 0.0
+        if requests is not None:
+            requests.refill(now)
+            wait = requests.wait_for(1)
+        if tokens is not None:
+            tokens.refill(now)
+            wait = max(wait, tokens.wait_for(estimated_tokens))
+        if wait > 0:
+            return wait
+        if requests is not None:
+            requests.level -= 1
+        if tokens is not None:
+            tokens.level -= estimated_tokens
+        return 0.0
+
+    def _hold(self, now: float) -> None:
+        if self._waiting == 0:
+            self._waiting_since = now
+        self._waiting += 1
+
+    def _unhold(self) -> None:
+        self._waiting -= 1
+        if self._waiting == 0:
+            self.wait_s += time.monotonic() - self._waiting_since
+
+    def correct_tokens(self, estimated_tokens: int, actual_tokens: int | None) -> None:
+        """Replace a call's token estimate with the usage the provider reported."""
+        if self.tokens is not None and actual_tokens is not None:
+            self.tokens.level += estimated_tokens - actual_tokens
+
+    # -- what the provider says -------------------------------------------------------------------
+    def answered(self, info: RateInfo | None, ticket: int | None) -> None:
+        """An answer: progress, headers to learn from, and (without headers) room to grow the learned rate."""
+        now = time.monotonic()
+        self.last_progress = now
+        if not self.headers_seen:
+            _remember(self._accepted, now)
+            if self.adaptive_rate is not None:
+                self.adaptive_rate += self.adaptive_rate * _GROWTH_PER_S * min(_MAX_GROWTH_S, now - self._last_growth)
+                self._last_growth = now
+                self._reshape(now)
+        if info is not None:
+            self._learn(info, ticket, now)
+
+    def refused(self, retry_after_s: float | None, info: RateInfo | None) -> None:
+        """A 429: pause for the server's Retry-After, learn from its headers, or cut the learned rate."""
+        now = time.monotonic()
+        self.throttled += 1
+        if retry_after_s:
+            self.pause(retry_after_s, now)
+        if info is not None:
+            self._learn(info, None, now)
+        if not self.headers_seen and now - self._last_cut >= _CUT_INTERVAL_S:
+            self._last_cut = now
+            self._cut(now, guided=bool(retry_after_s))
+        if self.requests is not None:
+            self.requests.refill(now)
+            self.requests.level = min(self.requests.level, 0.0)
+
+    def _cut(self, now: float, guided: bool) -> None:
+        """Without headers: pace to 85% of the rate the server accepted lately.
+
+        If it accepted nothing lately, a server that said when to come back (``guided``) is taken at its
+        word; one that said nothing gets half the rate tried (an exponential backoff of the rate).
+        """
+        recent = now - _WINDOW_S
+        accepted = sum(1 for t in self._accepted if t >= recent) / _WINDOW_S
+        tried = self.adaptive_rate if self.adaptive_rate is not None else sum(1 for t in self._sent if t >= recent) / _WINDOW_S
+        if accepted > 0:
+            rate = _CUT_FACTOR * accepted
+        elif tried > 0 and not guided:
+            rate = tried / 2
+        else:
+            return  # nothing sent lately to measure against: the Retry-After (if any) is all there is
+        self.adaptive_rate = max(_MIN_RATE, rate)
+        self._last_growth = now
+        self._reshape(now)
+
+    def _learn(self, info: RateInfo, ticket: int | None, now: float) -> None:
+        self.headers_seen = True
+        self.adaptive_rate = None  # the server says what it allows: no need to guess from 429s
+        for name, allowance in (("requests", info.requests), ("tokens", info.tokens)):
+            if allowance is not None:
+                self._learned[name].add(allowance)
+        self._reshape(now)
+        requests = info.requests
+        if requests is not None and self.requests is not None and ticket is not None:
+            # The server counted this request; the ones sent after it were not counted yet.
+            sent_since = self.started - ticket - 1
+            self.requests.refill(now)
+            self.requests.level = min(self.requests.level, requests.remaining * self.share - sent_since)
+
+    def pause(self, seconds: float, now: float | None = None) -> None:
+        """Start no new request for ``seconds`` (capped); extends, never shortens, a running pause."""
+        now = time.monotonic() if now is None else now
+        until = now + min(seconds, MAX_SERVER_PAUSE_S)
+        if until > self.paused_until:
+            self.paused_until = until
+            self.pauses += 1
+
+    def learned_per_minute(self) -> dict[str, float | None]:
+        """The allowance in force per minute (requests, tokens), for the run summary."""
+        shapes = {name: self._limits(name) for name in ("requests", "tokens")}
+        return {name: None if shape is None else round(shape[0] * 60.0, 1) for name, shape in shapes.items()}
+
+
+def _remember(times: collections.deque[float], now: float) -> None:
+    """Append ``now`` and forget what is older than the measuring window."""
+    times.append(now)
+    while times[0] < now - _WINDOW_S:
+        times.popleft()
+
+
+def _lowest(a: tuple[float, float] | None, b: tuple[float, float] | None) -> tuple[float, float] | None:
+    if a is None or b is None:
+        return a or b
+    return (min(a[0], b[0]), min(a[1], b[1]))
+
 
 class ProviderLimiter:
-    """Concurrency, rate and pause control for one provider (single event loop, no locks needed)."""
+    """Concurrency of one provider, and its rate governor (its own, or its group's)."""
 
     def __init__(
         self,
@@ -55,23 +317,40 @@ class ProviderLimiter:
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
         burst: int | None = None,
+        *,
+        governor: RateGovernor | None = None,
+        start_concurrency: int | None = None,
     ) -> None:
         self.max_concurrency = max_concurrency
-        self.limit = max_concurrency
+        self.limit = min(max_concurrency, start_concurrency or max_concurrency)
         self.in_flight = 0
         self.peak_in_flight = 0
-        self.paused_until = 0.0
-        self.pauses = 0
-        self.throttled = 0
+        self.governor = governor or RateGovernor(requests_per_minute, tokens_per_minute, burst)
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._successes = 0
         self._last_halving = 0.0
-        self.requests = (
-            TokenBucket(requests_per_minute, float(burst or max(1, math.ceil(requests_per_minute / 60))))
-            if requests_per_minute
-            else None
-        )
-        self.tokens = TokenBucket(tokens_per_minute, tokens_per_minute / 60.0) if tokens_per_minute else None
+        self._congested = False  # slow start until the first 429
+
+    # The governor's counters, for tests and the summary.
+    @property
+    def paused_until(self) -> float:
+        return self.governor.paused_until
+
+    @property
+    def pauses(self) -> int:
+        return self.governor.pauses
+
+    @property
+    def throttled(self) -> int:
+        return self.governor.throttled
+
+    @property
+    def requests(self) -> TokenBucket | None:
+        return self.governor.requests
+
+    @property
+    def tokens(self) -> TokenBucket | None:
+        return self.governor.tokens
 
     # -- concurrency -------------------------------------------------------------------------
     async def _acquire_slot(self) -> None:
@@ -103,59 +382,41 @@ class ProviderLimiter:
             self._waiters.popleft().set_result(None)
 
     # -- the call path -----------------------------------------------------------------------
-    async def acquire(self, estimated_tokens: int) -> None:
-        """Wait for a slot, for any server-requested pause to pass, and for rate budget."""
+    async def acquire(self, estimated_tokens: int) -> int:
+        """Wait for a slot, for any server-requested pause to pass, and for rate budget.
+
+        Returns a ticket (the count of requests started before this one) to hand back with the answer.
+        """
         await self._acquire_slot()
         try:
-            while True:
-                now = time.monotonic()
-                wait = self.paused_until - now
-                if wait <= 0 and (self.requests is not None or self.tokens is not None):
-                    wait = self._take(now, estimated_tokens)
-                if wait <= 0:
-                    return
-                await asyncio.sleep(wait)
+            return await self.governor.wait_turn(estimated_tokens)
         except BaseException:
             self._release_slot()
             raise
 
-    def _take(self, now: float, estimated_tokens: int) -> float:
-        wait = 0.0
-        if self.requests is not None:
-            self.requests.refill(now)
-            wait = self.requests.wait_for(1)
-        if self.tokens is not None:
-            self.tokens.refill(now)
-            wait = max(wait, self.tokens.wait_for(estimated_tokens))
-        if wait > 0:
-            return wait
-        if self.requests is not None:
-            self.requests.level -= 1
-        if self.tokens is not None:
-            self.tokens.level -= estimated_tokens
-        return 0.0
-
     def release(self, estimated_tokens: int, actual_tokens: int | None, ok: bool) -> None:
         """Give the slot back; correct the token estimate; grow the concurrency limit on success."""
-        if self.tokens is not None and actual_tokens is not None:
-            self.tokens.level += estimated_tokens - actual_tokens
+        self.governor.correct_tokens(estimated_tokens, actual_tokens)
         if not ok:
             self._successes = 0
         elif self.limit < self.max_concurrency:
             self._successes += 1
-            if self._successes >= self.limit:
+            if not self._congested or self._successes >= self.limit:
                 self._successes = 0
                 self.limit += 1
                 self._wake_waiters()
         self._release_slot()
 
     # -- server signals ----------------------------------------------------------------------
-    def rate_limited(self, retry_after_s: float | None) -> None:
-        """A 429 (or 529): pause for the server's Retry-After and halve the concurrency limit."""
+    def answered(self, info: RateInfo | None, ticket: int | None) -> None:
+        """An answer arrived, with the rate-limit headers it carried (if any)."""
+        self.governor.answered(info, ticket)
+
+    def rate_limited(self, retry_after_s: float | None, info: RateInfo | None = None) -> None:
+        """A 429 (or 529): pause for the server's Retry-After, learn, and halve the concurrency limit."""
         now = time.monotonic()
-        self.throttled += 1
-        if retry_after_s:
-            self.pause(retry_after_s, now)
+        self._congested = True
+        self.governor.refused(retry_after_s, info)
         if now - self._last_halving >= RATE_LIMIT_HALVING_INTERVAL_S and self.limit > 1:
             self.limit = max(1, self.limit // 2)
             self._successes = 0
@@ -163,13 +424,4 @@ class ProviderLimiter:
 
     def pause(self, seconds: float, now: float | None = None) -> None:
         """Start no new request for ``seconds`` (capped); extends, never shortens, a running pause."""
-        now = time.monotonic() if now is None else now
-        until = now + min(seconds, MAX_SERVER_PAUSE_S)
-        if until > self.paused_until:
-            self.paused_until = until
-            self.pauses += 1
-
-    def server_remaining(self, remaining_requests: int | None, reset_s: float | None) -> None:
-        """Rate-limit headers of a successful response: pause when the server says none are left."""
-        if remaining_requests is not None and remaining_requests <= 0 and reset_s:
-            self.pause(reset_s)
+        self.governor.pause(seconds, now)

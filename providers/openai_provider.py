@@ -12,7 +12,8 @@ from providers.base import Provider
 from providers.config import ProviderConfig
 from providers.errors import ProviderError
 from providers.http import AiohttpExchange
-from providers.ratelimit_headers import openai_remaining, request_id
+from providers.limits import RateGovernor
+from providers.ratelimit_headers import rate_info, request_id
 from providers.result import Answer
 
 CHAT_PATH = "/chat/completions"
@@ -25,8 +26,14 @@ class OpenAIProvider(Provider):
     the default) or the lean :class:`~providers.http.AiohttpExchange` (``http_client: aiohttp``).
     """
 
-    def __init__(self, config: ProviderConfig, api_key: SecretStr, should_stop: Callable[[], bool] = lambda: False) -> None:
-        super().__init__(config, api_key, should_stop)
+    def __init__(
+        self,
+        config: ProviderConfig,
+        api_key: SecretStr,
+        should_stop: Callable[[], bool] = lambda: False,
+        governor: RateGovernor | None = None,
+    ) -> None:
+        super().__init__(config, api_key, should_stop, governor)
         if config.http_client == "aiohttp":
             headers = {"Authorization": f"Bearer {api_key.get_secret_value()}"}
             url = config.effective_base_url + CHAT_PATH
@@ -50,7 +57,6 @@ class OpenAIProvider(Provider):
             raise ProviderError("malformed response: empty content", error_type="malformed")
         usage = completion.get("usage")
         usage = usage if isinstance(usage, dict) else {}
-        remaining, reset_s = openai_remaining(raw.headers)
         return Answer(
             text=text,
             model=completion.get("model"),
@@ -58,8 +64,7 @@ class OpenAIProvider(Provider):
             input_tokens=usage.get("prompt_tokens"),
             output_tokens=usage.get("completion_tokens"),
             request_id=request_id(raw.headers, "x-request-id", completion),
-            remaining_requests=remaining,
-            reset_requests_s=reset_s,
+            rate=rate_info(raw.headers),
         )
 
 

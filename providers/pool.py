@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from providers.base import Provider
+from providers.base import Provider, governor_for
 from providers.config import ProviderConfig
 from providers.factory import open_provider
+from providers.limits import RateGovernor
 
 _pools: dict[str, "ProviderPool"] = {}
 
@@ -23,13 +24,26 @@ class ProviderPool:
         self.run_key = run_key
         self._should_stop = should_stop
         self._providers: dict[str, Provider] = {}
+        self._groups: dict[str, RateGovernor] = {}
 
     async def get(self, config: ProviderConfig) -> Provider:
         """The run's provider for ``config`` (opened now if this is its first use)."""
         provider = self._providers.get(config.source_id)
         if provider is None:
-            provider = self._providers[config.source_id] = await open_provider(config, self._should_stop)
+            governor = self._group_governor(config) if config.rate_limit_group else None
+            provider = await open_provider(config, self._should_stop, governor)
+            self._providers[config.source_id] = provider
         return provider
+
+    def _group_governor(self, config: ProviderConfig) -> RateGovernor:
+        """The governor a ``rate_limit_group`` shares: the lowest configured limits of its members."""
+        assert config.rate_limit_group is not None
+        governor = self._groups.get(config.rate_limit_group)
+        if governor is None:
+            governor = self._groups[config.rate_limit_group] = governor_for(config)
+        else:
+            governor.tighten(config.requests_per_minute, config.tokens_per_minute, config.burst)
+        return governor
 
     def opened(self) -> dict[str, Provider]:
         """The providers opened so far."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -40,24 +42,64 @@ def rfc3339_in_s(value: str | None, now: datetime) -> float | None:
     return max(0.0, (moment - now).total_seconds())
 
 
-def _int(value: str | None) -> int | None:
+def _number(value: str | None) -> float | None:
     try:
-        return int(value) if value is not None else None
+        number = float(value) if value is not None else None
     except ValueError:
         return None
+    return number if number is not None and math.isfinite(number) else None
 
 
-def openai_remaining(headers: Mapping[str, str]) -> tuple[int | None, float | None]:
-    """``(remaining requests, seconds until the request window resets)`` from ``x-ratelimit-*``."""
-    return _int(headers.get("x-ratelimit-remaining-requests")), openai_duration_s(headers.get("x-ratelimit-reset-requests"))
+@dataclass(frozen=True, slots=True)
+class Allowance:
+    """One rate limit as a response announced it: its size, what is left, seconds until it is full again."""
+
+    limit: float
+    remaining: float
+    reset_s: float | None
 
 
-def anthropic_remaining(headers: Mapping[str, str], now: datetime) -> tuple[int | None, float | None]:
-    """The same from ``anthropic-ratelimit-requests-*``."""
-    return (
-        _int(headers.get("anthropic-ratelimit-requests-remaining")),
-        rfc3339_in_s(headers.get("anthropic-ratelimit-requests-reset"), now),
-    )
+@dataclass(frozen=True, slots=True)
+class RateInfo:
+    """The request and token allowances a response announced (either may be missing)."""
+
+    requests: Allowance | None
+    tokens: Allowance | None
+
+
+def _allowance(headers: Mapping[str, str], limit: str, remaining: str, reset_s: float | None) -> Allowance | None:
+    size, left = _number(headers.get(limit)), _number(headers.get(remaining))
+    if size is None or left is None or size <= 0:
+        return None
+    return Allowance(size, max(0.0, left), reset_s)
+
+
+def rate_info(headers: Mapping[str, str], now: datetime | None = None) -> RateInfo | None:
+    """The allowances in a response's headers, OpenAI's (``x-ratelimit-*``) or Anthropic's (``anthropic-ratelimit-*``).
+
+    OpenAI: ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``, resets as durations. Anthropic:
+    ``anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}``, resets as RFC 3339 times; its
+    ``tokens`` headers are the most restrictive of its token limits at that moment, and are used here
+    (``input-tokens``/``output-tokens`` stand in when a server sends only those). None when the
+    response announces nothing (many OpenAI-compatible servers).
+    """
+    if "x-ratelimit-limit-requests" in headers or "x-ratelimit-limit-tokens" in headers:
+        requests = _allowance(headers, "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
+                              openai_duration_s(headers.get("x-ratelimit-reset-requests")))
+        tokens = _allowance(headers, "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
+                            openai_duration_s(headers.get("x-ratelimit-reset-tokens")))
+        return RateInfo(requests, tokens)
+    prefix = "anthropic-ratelimit-"
+    if prefix + "requests-limit" not in headers and prefix + "tokens-limit" not in headers:
+        if prefix + "input-tokens-limit" not in headers:
+            return None
+    now = now or datetime.now(UTC)
+    found: dict[str, Allowance | None] = {}
+    for name in ("requests", "tokens", "input-tokens"):
+        base = prefix + name
+        found[name] = _allowance(headers, base + "-limit", base + "-remaining",
+                                 rfc3339_in_s(headers.get(base + "-reset"), now))
+    return RateInfo(found["requests"], found["tokens"] or found["input-tokens"])
 
 
 def request_id(headers: Mapping[str, str], own_header: str, body: Mapping[str, Any]) -> str | None:

@@ -5,14 +5,17 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from providers.ratelimit_headers import RateInfo
+
 
 # Outcomes that are not the provider's answer or error and are never stored: a rerun makes these calls.
 SKIPPED = "skipped"  # the provider's breaker was open
 INTERRUPTED = "interrupted"  # the run was stopped before the call was made
 UNSTORED = frozenset({SKIPPED, INTERRUPTED})
-# Errors about the provider itself (the key, its permissions, the model or URL), not about the prompt:
+# Errors about the provider itself (the key, its permissions, the model or URL, a rate limit that never
+# lifted), not about the prompt:
 # reported, but never stored as the prompt's final answer, so a rerun after the fix makes the call.
-PROVIDER_REFUSALS = frozenset({401, 403, 404})
+PROVIDER_REFUSALS = frozenset({401, 403, 404, 429})
 
 
 @dataclass(slots=True)
@@ -58,5 +61,4 @@ class Answer:
     input_tokens: int | None
     output_tokens: int | None
     request_id: str | None
-    remaining_requests: int | None = None
-    reset_requests_s: float | None = None
+    rate: RateInfo | None = None  # the rate-limit headers the response carried

@@ -84,17 +84,23 @@ def waits_before_success(failures: list[ProviderError], max_retry_after: float) 
     return slept
 
 
-def rate_limited(retry_after_s: float | None) -> ProviderError:
-    return ProviderError("HTTP 429", error_type="http", status_code=429, retry_after_s=retry_after_s)
+def unavailable(retry_after_s: float | None) -> ProviderError:
+    return ProviderError("HTTP 503", error_type="http", status_code=503, retry_after_s=retry_after_s)
 
 
 def test_retry_after_is_waited_exactly_up_to_the_cap() -> None:
-    assert waits_before_success([rate_limited(2.5), rate_limited(0.0)], max_retry_after=10) == [2.5, 0.0]
-    assert waits_before_success([rate_limited(3600.0), rate_limited(11.0)], max_retry_after=10) == [10, 10]
+    assert waits_before_success([unavailable(2.5), unavailable(0.0)], max_retry_after=10) == [2.5, 0.0]
+    assert waits_before_success([unavailable(3600.0), unavailable(11.0)], max_retry_after=10) == [10, 10]
+
+
+def test_a_429_is_not_waited_out_by_the_retry_policy_but_by_the_limiter() -> None:
+    # The provider's limiter pauses every call for a 429's Retry-After (tests/test_rate_governor.py).
+    too_many = ProviderError("HTTP 429", error_type="http", status_code=429, retry_after_s=2.5)
+    assert waits_before_success([too_many, too_many], max_retry_after=10) == [0.0, 0.0]
 
 
 def test_without_retry_after_the_backoff_applies() -> None:
-    slept = waits_before_success([rate_limited(None)] * 4, max_retry_after=10)
+    slept = waits_before_success([unavailable(None)] * 4, max_retry_after=10)
     # initial 0.2 s doubling, plus up to 0.2 s of jitter, capped at 1 s.
     assert [0.2 <= slept[0] <= 0.4, 0.4 <= slept[1] <= 0.6, 0.8 <= slept[2] <= 1.0, slept[3] == 1.0] == [True] * 4
 
