@@ -462,19 +462,48 @@ def simulate(
     mode: Annotated[str, typer.Option(help="auto | replay | derived")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of jitter and probabilistic faults.")] = 0,
     faults_json: Annotated[str | None, typer.Option(help="Fault rules as a JSON list (see docs).")] = None,
+    rate_limit_requests: Annotated[int, typer.Option(help="Requests per window (per key and model when enforced).")] = 10_000,
+    rate_limit_tokens: Annotated[int, typer.Option(help="Tokens per window (per key and model when enforced).")] = 2_000_000,
+    rate_limit_window_s: Annotated[
+        float, typer.Option(help="The window: an empty bucket refills in this many seconds.")
+    ] = 60.0,
+    rate_limit_burst: Annotated[
+        int | None, typer.Option(help="Request bucket capacity (default: --rate-limit-requests).")
+    ] = None,
+    enforce_rate_limits: Annotated[
+        bool, typer.Option(help="Answer 429 beyond the limits (token buckets); without it they are only advertised.")
+    ] = False,
+    rate_limit_headers: Annotated[
+        bool,
+        typer.Option("--rate-limit-headers/--no-rate-limit-headers", help="Send x-ratelimit-* / anthropic-ratelimit-*."),
+    ] = True,
+    retry_after: Annotated[str, typer.Option(help="On a rate-limit 429: seconds | ms | none.")] = "seconds",
 ) -> None:
     """Serve the provider simulator (OpenAI /v1/chat/completions and Anthropic /v1/messages)."""
     import json
 
+    from pydantic import ValidationError
+
     from simulator import SimulatorSettings, serve
 
-    settings = SimulatorSettings(
-        latency_ms=latency_ms,
-        latency_jitter_ms=jitter_ms,
-        mode=mode,  # type: ignore[arg-type]
-        seed=seed,
-        faults=json.loads(faults_json) if faults_json else [],
-    )
+    try:
+        settings = SimulatorSettings(
+            latency_ms=latency_ms,
+            latency_jitter_ms=jitter_ms,
+            mode=mode,  # type: ignore[arg-type]
+            seed=seed,
+            faults=json.loads(faults_json) if faults_json else [],
+            rate_limit_requests=rate_limit_requests,
+            rate_limit_tokens=rate_limit_tokens,
+            rate_limit_window_s=rate_limit_window_s,
+            rate_limit_burst=rate_limit_burst,
+            rate_limit_enforce=enforce_rate_limits,
+            rate_limit_headers=rate_limit_headers,
+            rate_limit_retry_after=retry_after,  # type: ignore[arg-type]
+        )
+    except (ValueError, ValidationError) as exc:
+        _error(f"rlhf simulate: {exc}")
+        raise typer.Exit(EXIT_INPUT) from None
     serve(host, port, settings)
 
 

@@ -22,6 +22,14 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[str, int, SimulatorSe
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--faults-json", default=None, help="JSON list of FaultRule objects")
     parser.add_argument("--require-api-key", action="store_true", default=None)
+    parser.add_argument("--rate-limit-requests", type=int, default=None, help="requests per window")
+    parser.add_argument("--rate-limit-tokens", type=int, default=None, help="tokens per window")
+    parser.add_argument("--rate-limit-window-s", type=float, default=None, help="window / refill period")
+    parser.add_argument("--rate-limit-burst", type=int, default=None, help="request bucket capacity")
+    parser.add_argument("--enforce-rate-limits", action="store_true", default=None,
+                        help="answer 429 beyond the limits (token buckets per key and model)")
+    parser.add_argument("--no-rate-limit-headers", action="store_false", default=None, dest="rate_limit_headers")
+    parser.add_argument("--retry-after", choices=["seconds", "ms", "none"], default=None)
     parser.add_argument("--settings-json", default=None, help="full SimulatorSettings JSON")
     args = parser.parse_args(argv)
 
@@ -35,6 +43,13 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[str, int, SimulatorSe
         ("mode", "mode"),
         ("seed", "seed"),
         ("require_api_key", "require_api_key"),
+        ("rate_limit_requests", "rate_limit_requests"),
+        ("rate_limit_tokens", "rate_limit_tokens"),
+        ("rate_limit_window_s", "rate_limit_window_s"),
+        ("rate_limit_burst", "rate_limit_burst"),
+        ("enforce_rate_limits", "rate_limit_enforce"),
+        ("rate_limit_headers", "rate_limit_headers"),
+        ("retry_after", "rate_limit_retry_after"),
     ):
         value = getattr(args, flag)
         if value is not None:

@@ -1,10 +1,22 @@
-"""Advertised (not enforced) per-model rate-limit headers for both APIs (one-minute windows by default)."""
+"""Rate limits of the simulator, in two modes.
+
+* Advertised only (``rate_limit_enforce=False``, the default): :class:`RateLimitWindows` counts
+  requests and tokens per model in fixed windows and reports them in headers; nothing is refused.
+* Enforced (``rate_limit_enforce=True``): :class:`TokenBuckets` keeps a request bucket and a token
+  bucket per (API key, model), each refilled continuously (a token bucket, as OpenAI and Anthropic
+  describe theirs); a request the buckets cannot pay for gets a 429 in the API's own shape, and every
+  response reports the buckets' real state in the API's rate-limit headers.
+"""
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from datetime import datetime, timedelta, timezone
+from typing import Literal
+
+from simulator.settings import ApiName, RetryAfterMode
 
 WINDOW_S = 60.0  # default window length
 
@@ -74,3 +86,226 @@ class RateLimitWindows:
             "anthropic-ratelimit-tokens-remaining": str(tokens_left),
             "anthropic-ratelimit-tokens-reset": reset,
         }
+
+
+# ---------------------------------------------------------------------------------- enforced
+
+def go_duration(seconds: float) -> str:
+    """A delay the way OpenAI writes it (Go's duration format), rounded up to the millisecond:
+    ``"0s"``, ``"120ms"``, ``"1s"``, ``"8.64s"``, ``"6m0s"``, ``"1h2m3.5s"``."""
+    ms = math.ceil(seconds * 1000.0 - 1e-6)
+    if ms <= 0:
+        return "0s"
+    if ms < 1000:
+        return f"{ms}ms"
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    whole, frac = divmod(rest, 1000)
+    text = f"{whole}s" if frac == 0 else f"{whole}.{frac:03d}".rstrip("0") + "s"
+    if hours:
+        return f"{hours}h{minutes}m{text}"
+    if minutes:
+        return f"{minutes}m{text}"
+    return text
+
+
+# What a refusal was for: the request bucket, the token bucket, or a request whose token cost
+# exceeds the token bucket's capacity (it can never be admitted).
+RefusalKind = Literal["requests", "tokens", "too_large"]
+
+
+class Admission:
+    """The outcome of :meth:`TokenBuckets.admit`: the buckets' levels after it, and why it was refused.
+
+    ``refused`` is None for an admitted request; ``wait_s`` is how long until the buckets could pay
+    for the same request (0 when admitted, ``inf`` when it can never fit).
+    """
+
+    __slots__ = ("cost", "refused", "requests_level", "tokens_level", "wait_s")
+
+    def __init__(
+        self, refused: RefusalKind | None, requests_level: float, tokens_level: float, cost: int, wait_s: float
+    ) -> None:
+        self.refused = refused
+        self.requests_level = requests_level
+        self.tokens_level = tokens_level
+        self.cost = cost
+        self.wait_s = wait_s
+
+
+class TokenBuckets:
+    """Request and token buckets per (API key, model), refilled continuously, for enforced limits.
+
+    The request bucket holds ``burst`` (default ``requests``) and refills at ``requests / window_s``
+    per second; the token bucket holds ``tokens`` and refills at ``tokens / window_s`` per second.
+    Buckets start full. A request is admitted when its request bucket holds at least 1 and its token
+    bucket at least the request's cost; it then takes 1 and the cost. A refused request takes nothing.
+    Each request costs O(1): one dict lookup and a few float operations. Event-loop use only.
+    API keys are kept as their ``hash()``, never as values.
+    """
+
+    def __init__(self, requests: int, tokens: int, window_s: float, burst: int | None = None) -> None:
+        self._buckets: dict[tuple[int, str], list[float]] = {}  # (hash(key), model) -> [requests, tokens, t]
+        self._stamps: dict[int, str] = {}  # whole epoch second -> RFC 3339 text
+        self.configure(requests, tokens, window_s, burst)
+
+    def configure(self, requests: int, tokens: int, window_s: float, burst: int | None = None) -> None:
+        """Set the limits; every bucket starts full again."""
+        self.requests = requests
+        self.window_s = window_s
+        self.request_capacity = float(burst if burst is not None else requests)
+        self.request_rate = requests / window_s
+        self.token_capacity = float(tokens)
+        self.token_rate = tokens / window_s
+        self._request_limit_text = str(burst if burst is not None else requests)
+        self._token_limit_text = str(tokens)
+        self._buckets.clear()
+
+    def clear(self) -> None:
+        """Refill every bucket (forget them)."""
+        self._buckets.clear()
+
+    def admit(self, api_key: str, model: str, cost: int, now: float | None = None) -> Admission:
+        """Refill the (key, model) buckets to ``now`` (monotonic), then admit or refuse one request."""
+        if now is None:
+            now = time.monotonic()
+        rcap, tcap = self.request_capacity, self.token_capacity
+        key = (hash(api_key), model)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = [rcap, tcap, now]
+        else:
+            elapsed = now - bucket[2]
+            if elapsed > 0.0:
+                level = bucket[0] + elapsed * self.request_rate
+                bucket[0] = level if level < rcap else rcap
+                level = bucket[1] + elapsed * self.token_rate
+                bucket[1] = level if level < tcap else tcap
+                bucket[2] = now
+        requests_level, tokens_level = bucket[0], bucket[1]
+        if requests_level >= 1.0 and tokens_level >= cost:
+            bucket[0] = requests_level - 1.0
+            bucket[1] = tokens_level - cost
+            return Admission(None, bucket[0], bucket[1], cost, 0.0)
+        if cost > tcap:
+            return Admission("too_large", requests_level, tokens_level, cost, math.inf)
+        request_wait = (1.0 - requests_level) / self.request_rate if requests_level < 1.0 else 0.0
+        token_wait = (cost - tokens_level) / self.token_rate if tokens_level < cost else 0.0
+        refused: RefusalKind = "requests" if requests_level < 1.0 else "tokens"
+        return Admission(refused, requests_level, tokens_level, cost, max(request_wait, token_wait))
+
+    # --------------------------------------------------------------------------- headers
+    def _resets(self, admission: Admission) -> tuple[float, float]:
+        """Seconds until the request bucket and the token bucket are full again."""
+        return (
+            (self.request_capacity - admission.requests_level) / self.request_rate,
+            (self.token_capacity - admission.tokens_level) / self.token_rate,
+        )
+
+    def openai_headers(self, admission: Admission) -> dict[str, str]:
+        """``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` from the buckets' state."""
+        request_reset, token_reset = self._resets(admission)
+        return {
+            "x-ratelimit-limit-requests": self._request_limit_text,
+            "x-ratelimit-remaining-requests": str(int(admission.requests_level)),
+            "x-ratelimit-reset-requests": go_duration(request_reset),
+            "x-ratelimit-limit-tokens": self._token_limit_text,
+            "x-ratelimit-remaining-tokens": str(int(admission.tokens_level)),
+            "x-ratelimit-reset-tokens": go_duration(token_reset),
+        }
+
+    def _rfc3339_in(self, seconds: float) -> str:
+        """RFC 3339 UTC time ``seconds`` from now, rounded up to the whole second (cached per second)."""
+        epoch = math.ceil(time.time() + seconds)
+        text = self._stamps.get(epoch)
+        if text is None:
+            if len(self._stamps) > 256:
+                self._stamps.clear()
+            text = self._stamps[epoch] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+        return text
+
+    def anthropic_headers(self, admission: Admission) -> dict[str, str]:
+        """``anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{limit,remaining,reset}``.
+
+        The simulator has one token bucket, so ``tokens`` (the most restrictive token limit, as
+        Anthropic defines it), ``input-tokens`` and ``output-tokens`` all report it.
+        """
+        request_reset, token_reset = self._resets(admission)
+        tokens_left = str(int(admission.tokens_level))
+        tokens_reset = self._rfc3339_in(token_reset)
+        limit = self._token_limit_text
+        return {
+            "anthropic-ratelimit-requests-limit": self._request_limit_text,
+            "anthropic-ratelimit-requests-remaining": str(int(admission.requests_level)),
+            "anthropic-ratelimit-requests-reset": self._rfc3339_in(request_reset),
+            "anthropic-ratelimit-tokens-limit": limit,
+            "anthropic-ratelimit-tokens-remaining": tokens_left,
+            "anthropic-ratelimit-tokens-reset": tokens_reset,
+            "anthropic-ratelimit-input-tokens-limit": limit,
+            "anthropic-ratelimit-input-tokens-remaining": tokens_left,
+            "anthropic-ratelimit-input-tokens-reset": tokens_reset,
+            "anthropic-ratelimit-output-tokens-limit": limit,
+            "anthropic-ratelimit-output-tokens-remaining": tokens_left,
+            "anthropic-ratelimit-output-tokens-reset": tokens_reset,
+        }
+
+    def headers(self, api: ApiName, admission: Admission) -> dict[str, str]:
+        """The rate-limit headers of ``api`` for this admission."""
+        return self.openai_headers(admission) if api == "openai" else self.anthropic_headers(admission)
+
+    # --------------------------------------------------------------------------- refusals
+    def _per_window(self, what: str) -> str:
+        if self.window_s == 60.0:
+            return f"{what} per min ({'RPM' if what == 'requests' else 'TPM'})"
+        return f"{what} per {self.window_s:g}s"
+
+    def refusal_body(self, api: ApiName, model: str, admission: Admission) -> bytes:
+        """The 429 body in ``api``'s shape, naming the limit, what was used and when to retry."""
+        kind = admission.refused
+        if kind == "requests":
+            limit, used, requested = self._request_limit_text, self.request_capacity - int(admission.requests_level), 1
+        else:
+            limit, used, requested = self._token_limit_text, self.token_capacity - int(admission.tokens_level), admission.cost
+        what = "requests" if kind == "requests" else "tokens"
+        window = self._per_window(what)
+        if api == "openai":
+            if kind == "too_large":
+                message = (
+                    f"Request too large for {model} in organization org-simulator on {window}: "
+                    f"Limit {limit}, Requested {requested}. Lower the input or max_tokens to fit (simulated)."
+                )
+            else:
+                message = (
+                    f"Rate limit reached for {model} in organization org-simulator on {window}: "
+                    f"Limit {limit}, Used {int(used)}, Requested {requested}. "
+                    f"Please try again in {go_duration(admission.wait_s)}. (simulated)"
+                )
+            payload: dict[str, object] = {
+                "error": {"message": message, "type": what, "param": None, "code": "rate_limit_exceeded"}
+            }
+        else:
+            if kind == "too_large":
+                message = (
+                    f"This request needs {requested} tokens, more than the simulated limit of {limit} "
+                    f"{window} for {model}; lower the prompt or max_tokens."
+                )
+            else:
+                message = (
+                    f"This request would go over the simulated limit of {limit} {window} for {model}. "
+                    "Wait as long as the retry-after header says, or send more slowly."
+                )
+            payload = {"type": "error", "error": {"type": "rate_limit_error", "message": message}}
+        return json.dumps(payload).encode()
+
+
+def retry_after(mode: RetryAfterMode, wait_s: float) -> dict[str, str]:
+    """Retry headers for a refusal: ``retry-after`` in whole seconds (rounded up), plus
+    ``retry-after-ms`` in ``"ms"`` mode; none in ``"none"`` mode or when no wait helps."""
+    if mode == "none" or not math.isfinite(wait_s):
+        return {}
+    if mode == "seconds":
+        return {"retry-after": str(max(1, math.ceil(wait_s - 1e-9)))}
+    return {
+        "retry-after": str(max(1, math.ceil(wait_s - 1e-9))),
+        "retry-after-ms": str(max(1, math.ceil(wait_s * 1000.0 - 1e-6))),
+    }

@@ -17,9 +17,9 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from simulator.answers import compose_answer, scripted_answer
+from simulator.answers import Answer, approx_tokens, compose_answer, scripted_answer
 from simulator.faults import MALFORMED_BODY, FaultEngine, echoed_key_message, error_body, retry_after_headers
-from simulator.ratelimit import RateLimitWindows
+from simulator.ratelimit import Admission, RateLimitWindows, TokenBuckets, retry_after
 from simulator.settings import STATUS_FAULTS, ApiName, FaultRule, SimulatorSettings
 from simulator.stats import ModelStats, Stats, fingerprint
 from simulator.wire import (
@@ -52,6 +52,10 @@ class Simulator:
         self.limits = RateLimitWindows(
             settings.rate_limit_requests, settings.rate_limit_tokens, settings.rate_limit_window_s
         )
+        self.buckets = TokenBuckets(
+            settings.rate_limit_requests, settings.rate_limit_tokens, settings.rate_limit_window_s,
+            settings.rate_limit_burst,
+        )
         self._jitter_rng = random.Random(settings.seed)
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(5).hex()
@@ -65,8 +69,13 @@ class Simulator:
             patch["faults"] = [
                 rule.model_dump() if isinstance(rule, FaultRule) else rule for rule in patch["faults"]
             ]
-        new = self.settings.merged(patch)
+        old = self.settings
+        new = old.merged(patch)
         self.settings = new
+        if _bucket_params(new) != _bucket_params(old):  # new limits: every bucket starts full
+            self.buckets.configure(
+                new.rate_limit_requests, new.rate_limit_tokens, new.rate_limit_window_s, new.rate_limit_burst
+            )
         if "faults" in patch or "seed" in patch:
             self.faults = FaultEngine(new.faults, new.seed)
         if "seed" in patch:
@@ -77,15 +86,16 @@ class Simulator:
         return new
 
     def reset(self) -> None:
-        """Clear statistics, fault-rule counters and rate-limit windows; re-seed the RNGs."""
+        """Clear statistics, fault-rule counters, rate-limit windows and buckets; re-seed the RNGs."""
         self.stats = Stats()
         self.faults.reset()
         self.limits.clear()
+        self.buckets.clear()
         self._jitter_rng = random.Random(self.settings.seed)
 
     def snapshot(self) -> dict[str, Any]:
         """Statistics in the ``GET /_sim/stats`` shape."""
-        return self.stats.snapshot()
+        return self.stats.snapshot(rate_limited=self.settings.rate_limit_enforce)
 
     # ----------------------------------------------------------------- helpers
     def _next_id(self) -> str:
@@ -120,15 +130,25 @@ class Simulator:
             headers.update(extra_headers)
         return web.Response(status=int(kind), body=error_body(api, kind, message), headers=headers)
 
-    def _answer(
-        self, api: ApiName, parsed: ParsedRequest, uid: str, arrival: float, *,
-        empty: bool = False, no_choices: bool = False,
-    ) -> web.Response:
+    def _compose(self, parsed: ParsedRequest) -> Answer:
         answer = None
         if self.settings.scripted:
             answer = scripted_answer(self.settings.scripted, parsed.model, parsed.prompt_text)
         if answer is None:
             answer = compose_answer(parsed.model, parsed.prompt_text, parsed.max_tokens, self.settings.mode)
+        return answer
+
+    def _answer(
+        self, api: ApiName, parsed: ParsedRequest, uid: str, arrival: float, *,
+        empty: bool = False, no_choices: bool = False, answer: Answer | None = None,
+        limit_headers: dict[str, str] | None = None,
+    ) -> web.Response:
+        """A 200 answer. ``limit_headers``: the enforced buckets' headers; without them, the
+        advertised windows count this answer and add theirs (unless rate-limit headers are off)."""
+        if answer is None:
+            answer = self._compose(parsed)
+        settings = self.settings
+        window_headers = limit_headers is None and settings.rate_limit_headers and not settings.rate_limit_enforce
         content = "" if empty else answer.text
         truncated = answer.truncated and not empty
         headers = self._request_id_headers(api, uid)
@@ -137,28 +157,48 @@ class Simulator:
                 f"chatcmpl-{uid}", int(time.time()), parsed.model, content, truncated,
                 parsed.input_tokens, no_choices=no_choices,
             )
-            used = payload["usage"]["total_tokens"]
-            headers.update(self.limits.openai_headers(parsed.model, used))
+            if limit_headers is not None:
+                headers.update(limit_headers)
+            elif window_headers:
+                headers.update(self.limits.openai_headers(parsed.model, payload["usage"]["total_tokens"]))
             headers["openai-processing-ms"] = str(int((time.monotonic() - arrival) * 1000))
         else:
             payload = anthropic_message(
                 f"msg_01{uid}", parsed.model, content, truncated, parsed.input_tokens,
                 no_content=no_choices,
             )
-            used = payload["usage"]["input_tokens"] + payload["usage"]["output_tokens"]
-            headers.update(self.limits.anthropic_headers(parsed.model, used))
+            if limit_headers is not None:
+                headers.update(limit_headers)
+            elif window_headers:
+                used = payload["usage"]["input_tokens"] + payload["usage"]["output_tokens"]
+                headers.update(self.limits.anthropic_headers(parsed.model, used))
         return web.Response(body=json.dumps(payload).encode(), headers=headers)
+
+    def _refuse(
+        self, api: ApiName, model: str, admission: Admission, uid: str, ms: ModelStats | None,
+        limit_headers: dict[str, str] | None,
+    ) -> web.Response:
+        """The rate limiter's 429: the API's body, the buckets' headers and the retry headers."""
+        self.stats.rate_limited(ms)
+        headers = self._request_id_headers(api, uid)
+        if limit_headers:
+            headers.update(limit_headers)
+        headers.update(retry_after(self.settings.rate_limit_retry_after, admission.wait_s))
+        return web.Response(status=429, body=self.buckets.refusal_body(api, model, admission), headers=headers)
 
     async def _fault(
         self, api: ApiName, rule: FaultRule, parsed: ParsedRequest, uid: str, arrival: float,
-        request: web.Request, ms: ModelStats | None,
+        request: web.Request, ms: ModelStats | None, limit_headers: dict[str, str] | None = None,
     ) -> web.StreamResponse:
         kind = rule.kind
         if kind in STATUS_FAULTS:
-            return self._error(api, kind, uid, ms, extra_headers=retry_after_headers(rule), fault_kind=kind)
+            extra = retry_after_headers(rule)
+            if limit_headers:
+                extra = {**limit_headers, **extra}
+            return self._error(api, kind, uid, ms, extra_headers=extra, fault_kind=kind)
         if kind == "echo_key":
             message = echoed_key_message(api, received_key(request, api), rule.echo, rule.echo_chars)
-            return self._error(api, rule.echo_status, uid, ms, message, fault_kind=kind)
+            return self._error(api, rule.echo_status, uid, ms, message, extra_headers=limit_headers, fault_kind=kind)
         self.stats.error(ms, kind)
         if kind == "drop":
             if request.transport is not None:
@@ -168,14 +208,16 @@ class Simulator:
             raise ConnectionResetError("connection dropped by simulator fault")
         if kind == "hang":
             await asyncio.sleep(rule.hang_s)
-            return self._answer(api, parsed, uid, arrival)
+            return self._answer(api, parsed, uid, arrival, limit_headers=limit_headers)
         await self._latency()
         if kind == "malformed":
             headers = self._request_id_headers(api, uid)
+            if limit_headers:
+                headers.update(limit_headers)
             return web.Response(body=MALFORMED_BODY, headers=headers)
         if kind == "empty":
-            return self._answer(api, parsed, uid, arrival, empty=True)
-        return self._answer(api, parsed, uid, arrival, no_choices=True)
+            return self._answer(api, parsed, uid, arrival, empty=True, limit_headers=limit_headers)
+        return self._answer(api, parsed, uid, arrival, no_choices=True, limit_headers=limit_headers)
 
     # ---------------------------------------------------------------- handlers
     async def _chat(self, request: web.Request, api: ApiName) -> web.StreamResponse:
@@ -187,7 +229,8 @@ class Simulator:
         except ValueError:
             body = None
         stats = self.stats
-        has_key = bool(received_key(request, api))
+        api_key = received_key(request, api)
+        has_key = bool(api_key)
         if body is None:
             stats.arrive(None, None, arrival, has_key)
             return self._error(api, "400", uid, None, "Could not parse the JSON body of your request.")
@@ -207,11 +250,26 @@ class Simulator:
             except RequestError as exc:
                 return self._error(api, "400", uid, ms, str(exc))
             self._models_seen.setdefault(parsed.model, int(time.time()))
+            settings = self.settings
+            answer: Answer | None = None
+            limit_headers: dict[str, str] | None = None
+            if settings.rate_limit_enforce:
+                # Cost at admission: input tokens plus max_tokens (OpenAI reserves max_tokens up
+                # front); without max_tokens, the answer's own tokens.
+                output_tokens = parsed.max_tokens
+                if output_tokens is None:
+                    answer = self._compose(parsed)
+                    output_tokens = approx_tokens(answer.text)
+                admission = self.buckets.admit(api_key, parsed.model, parsed.input_tokens + output_tokens)
+                if settings.rate_limit_headers:
+                    limit_headers = self.buckets.headers(api, admission)
+                if admission.refused is not None:
+                    return self._refuse(api, parsed.model, admission, uid, ms, limit_headers)
             rule = self.faults.select(api, parsed.model, parsed.prompt_text)
             if rule is not None:
-                return await self._fault(api, rule, parsed, uid, arrival, request, ms)
+                return await self._fault(api, rule, parsed, uid, arrival, request, ms, limit_headers)
             await self._latency()
-            response = self._answer(api, parsed, uid, arrival)
+            response = self._answer(api, parsed, uid, arrival, answer=answer, limit_headers=limit_headers)
             stats.ok(ms, fp)
             return response
         finally:
@@ -261,6 +319,13 @@ class Simulator:
     async def health(self, request: web.Request) -> web.Response:
         """``GET /_sim/health``."""
         return web.json_response({"ok": True})
+
+
+def _bucket_params(settings: SimulatorSettings) -> tuple[object, ...]:
+    return (
+        settings.rate_limit_enforce, settings.rate_limit_requests, settings.rate_limit_tokens,
+        settings.rate_limit_window_s, settings.rate_limit_burst,
+    )
 
 
 def received_key(request: web.Request, api: ApiName) -> str:

@@ -17,6 +17,9 @@ KeyEcho = Literal["full", "prefix", "suffix"]
 # Which request id a response carries: the API's own header (``x-request-id`` / ``request-id``),
 # a LiteLLM proxy's ``x-litellm-call-id`` instead, or none (the body's ``id`` is always there).
 RequestIdHeader = Literal["provider", "gateway", "none"]
+# What a rate-limit 429 says about when to retry: ``retry-after`` in whole seconds (rounded up),
+# that plus OpenAI's ``retry-after-ms``, or nothing (a bare 429, as some gateways send).
+RetryAfterMode = Literal["seconds", "ms", "none"]
 
 # Fault kinds that produce an HTTP error status (the rest are 200s or transport-level faults).
 STATUS_FAULTS: frozenset[str] = frozenset({"429", "500", "503", "529", "401", "400"})
@@ -73,11 +76,23 @@ class SimulatorSettings(BaseModel):
     scripted: list[ScriptedAnswer] = Field(default_factory=list)
     require_api_key: bool = False
     request_id_header: RequestIdHeader = "provider"
-    # Advertised (not enforced) per-model rate limits, counted in fixed windows of
-    # ``rate_limit_window_s`` seconds (a minute, like the real APIs, unless set shorter for tests).
+    # Rate limits per model. Not enforced (the default): requests and tokens are counted per model
+    # in fixed windows of ``rate_limit_window_s`` seconds and only advertised in headers.
+    # Enforced (``rate_limit_enforce``): token buckets per (API key, model) -- a request bucket of
+    # ``rate_limit_burst`` (default ``rate_limit_requests``) and a token bucket of
+    # ``rate_limit_tokens``, each refilled continuously at its limit per ``rate_limit_window_s``;
+    # a request costs 1 request and its input tokens (characters / 4) plus its max_tokens (the
+    # answer's own tokens when the request sets none); one the buckets cannot pay for is refused
+    # with a 429 in the API's shape (see simulator.ratelimit.TokenBuckets).
     rate_limit_requests: int = Field(default=10_000, ge=1)
     rate_limit_tokens: int = Field(default=2_000_000, ge=1)
     rate_limit_window_s: float = Field(default=60.0, gt=0.0)
+    rate_limit_enforce: bool = False
+    rate_limit_burst: int | None = Field(default=None, ge=1)
+    # Send the API's rate-limit headers (x-ratelimit-* / anthropic-ratelimit-*) at all.
+    rate_limit_headers: bool = True
+    # Retry headers on a rate limiter's 429 (see RetryAfterMode); fault 429s use their rule's.
+    rate_limit_retry_after: RetryAfterMode = "seconds"
 
     def merged(self, patch: dict[str, Any]) -> SimulatorSettings:
         """Return a new, validated settings object with ``patch`` (partial settings) applied."""

@@ -29,6 +29,7 @@ class ModelStats:
     errors: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
+    rate_limited: int = 0
 
 
 class Stats:
@@ -38,6 +39,7 @@ class Stats:
         self.requests_total = 0
         self.responses_ok = 0
         self.errors_total = 0
+        self.rate_limited_total = 0
         self.auth_headers_seen = 0
         self.by_model: dict[str, ModelStats] = {}
         self.by_fingerprint: dict[str, list[int]] = {}
@@ -86,24 +88,40 @@ class Stats:
         if fault_kind is not None:
             self.faults_injected[fault_kind] = self.faults_injected.get(fault_kind, 0) + 1
 
-    def snapshot(self) -> dict[str, Any]:
-        """JSON-serialisable copy of all counters."""
+    def rate_limited(self, ms: ModelStats | None) -> None:
+        """Record a 429 from the rate limiter (an error, but not an injected fault)."""
+        self.errors_total += 1
+        self.rate_limited_total += 1
+        if ms is not None:
+            ms.errors += 1
+            ms.rate_limited += 1
+
+    def snapshot(self, rate_limited: bool = False) -> dict[str, Any]:
+        """JSON-serialisable copy of all counters.
+
+        Each ``by_model`` entry has ``rate_limited`` (the rate limiter's 429s, also counted in
+        ``errors``) when ``rate_limited`` is true (limits enforced) or any request was refused.
+        """
+        per_model = rate_limited or self.rate_limited_total > 0
+        by_model: dict[str, dict[str, int]] = {}
+        for model, ms in self.by_model.items():
+            entry = by_model[model] = {
+                "requests": ms.requests,
+                "ok": ms.ok,
+                "errors": ms.errors,
+                "in_flight": ms.in_flight,
+                "max_in_flight": ms.max_in_flight,
+            }
+            if per_model:
+                entry["rate_limited"] = ms.rate_limited
         return {
             "requests_total": self.requests_total,
             "responses_ok": self.responses_ok,
             "errors_total": self.errors_total,
+            "rate_limited_total": self.rate_limited_total,
             "auth_headers_seen": self.auth_headers_seen,
             "faults_injected": dict(self.faults_injected),
-            "by_model": {
-                model: {
-                    "requests": ms.requests,
-                    "ok": ms.ok,
-                    "errors": ms.errors,
-                    "in_flight": ms.in_flight,
-                    "max_in_flight": ms.max_in_flight,
-                }
-                for model, ms in self.by_model.items()
-            },
+            "by_model": by_model,
             "by_fingerprint": {fp: {"requests": v[0], "ok": v[1]} for fp, v in self.by_fingerprint.items()},
             "request_times": {model: list(times) for model, times in self.request_times.items()},
         }
