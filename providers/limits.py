@@ -14,8 +14,10 @@ limit). The path through both is a few comparisons when nothing is limiting.
   as ``(limit - remaining) / reset``, at least ``limit`` per minute; both times ``rate_share``); and,
   for a server that announces nothing, a rate learned from its 429s (at a burst of 429s, 85% of the
   rate it accepted in the last 2 s, or, if it accepted none and gave no ``Retry-After``, half the
-  rate tried; then 5% more per second of answers). The server's ``remaining`` also caps the bucket's level, less the requests sent
-  since the one it answered.
+  rate tried; then 5% more per second of answers). Each answer's ``remaining`` (requests and
+  tokens) sets the bucket's level, less what was sent after that request: the server's count is the
+  truth, the refill rate only bridges the time between answers (with a configured limit it can only
+  lower the level: the operator's budget holds).
 - **Pauses**: a ``Retry-After`` pauses every new request until it has passed.
 - **Waiting is measured**: :attr:`RateGovernor.wait_s` is the wall-clock time during which at least one
   call was held back by a rate limit or a pause.
@@ -27,6 +29,7 @@ import asyncio
 import collections
 import math
 import time
+from typing import NamedTuple
 
 from providers.ratelimit_headers import Allowance, RateInfo
 
@@ -40,6 +43,13 @@ _MIN_RATE = 0.05  # requests per second: one every 20 s at the slowest
 _MAX_GROWTH_S = 5.0  # one answer after a long wait grows the rate by at most this many seconds' worth
 _WINDOW_S = 2.0  # the recent past that "accepted" and "tried" rates are measured over
 _DECAY = 0.8  # weight of earlier header samples in the refill-rate estimate
+
+
+class Ticket(NamedTuple):
+    """Where a request stands in its governor's stream: how much was sent before it, and with it."""
+
+    requests_before: int
+    tokens_through: float
 
 
 class TokenBucket:
@@ -122,6 +132,7 @@ class RateGovernor:
         self.pauses = 0
         self.throttled = 0
         self.started = 0  # requests let through so far
+        self.tokens_started = 0.0  # their estimated tokens
         self.last_progress = time.monotonic()
         self.wait_s = 0.0
         self._waiting = 0
@@ -165,8 +176,8 @@ class RateGovernor:
                 bucket.reshape(shape[0], shape[1], now)
 
     # -- the call path ----------------------------------------------------------------------------
-    async def wait_turn(self, estimated_tokens: int) -> int:
-        """Wait for any pause to pass and for rate budget; return the count of requests started before."""
+    async def wait_turn(self, estimated_tokens: int) -> Ticket:
+        """Wait for any pause to pass and for rate budget; return the request's place in the stream."""
         now = time.monotonic()
         wait = self._wait(now, estimated_tokens)
         if wait > 0:
@@ -177,8 +188,9 @@ class RateGovernor:
                     wait = self._wait(time.monotonic(), estimated_tokens)
             finally:
                 self._unhold()
-        ticket = self.started
+        ticket = Ticket(self.started, self.tokens_started + estimated_tokens)
         self.started += 1
+        self.tokens_started = ticket.tokens_through
         if not self.headers_seen:
             _remember(self._sent, time.monotonic())
         return ticket
@@ -220,7 +232,7 @@ class RateGovernor:
             self.tokens.level += estimated_tokens - actual_tokens
 
     # -- what the provider says -------------------------------------------------------------------
-    def answered(self, info: RateInfo | None, ticket: int | None) -> None:
+    def answered(self, info: RateInfo | None, ticket: Ticket | None) -> None:
         """An answer: progress, headers to learn from, and (without headers) room to grow the learned rate."""
         now = time.monotonic()
         self.last_progress = now
@@ -267,19 +279,26 @@ class RateGovernor:
         self._last_growth = now
         self._reshape(now)
 
-    def _learn(self, info: RateInfo, ticket: int | None, now: float) -> None:
+    def _learn(self, info: RateInfo, ticket: Ticket | None, now: float) -> None:
         self.headers_seen = True
         self.adaptive_rate = None  # the server says what it allows: no need to guess from 429s
         for name, allowance in (("requests", info.requests), ("tokens", info.tokens)):
             if allowance is not None:
                 self._learned[name].add(allowance)
         self._reshape(now)
-        requests = info.requests
-        if requests is not None and self.requests is not None and ticket is not None:
-            # The server counted this request; the ones sent after it were not counted yet.
-            sent_since = self.started - ticket - 1
-            self.requests.refill(now)
-            self.requests.level = min(self.requests.level, requests.remaining * self.share - sent_since)
+        if ticket is None:
+            return
+        # The server's remaining is the truth when it answered: it counted this request, not the ones
+        # sent after it. The buckets take its word, up or down, less what was sent since.
+        # A configured limit is the operator's own budget: the server's count may lower it, never raise it.
+        for name, bucket, allowance, sent_since in (
+            ("requests", self.requests, info.requests, self.started - ticket.requests_before - 1),
+            ("tokens", self.tokens, info.tokens, self.tokens_started - ticket.tokens_through),
+        ):
+            if bucket is not None and allowance is not None:
+                bucket.refill(now)
+                level = min(bucket.capacity, allowance.remaining * self.share - sent_since)
+                bucket.level = level if self._configured[name] is None else min(bucket.level, level)
 
     def pause(self, seconds: float, now: float | None = None) -> None:
         """Start no new request for ``seconds`` (capped); extends, never shortens, a running pause."""
@@ -382,10 +401,10 @@ class ProviderLimiter:
             self._waiters.popleft().set_result(None)
 
     # -- the call path -----------------------------------------------------------------------
-    async def acquire(self, estimated_tokens: int) -> int:
+    async def acquire(self, estimated_tokens: int) -> Ticket:
         """Wait for a slot, for any server-requested pause to pass, and for rate budget.
 
-        Returns a ticket (the count of requests started before this one) to hand back with the answer.
+        Returns the request's ticket, to hand back with the answer's rate-limit headers.
         """
         await self._acquire_slot()
         try:
@@ -408,7 +427,7 @@ class ProviderLimiter:
         self._release_slot()
 
     # -- server signals ----------------------------------------------------------------------
-    def answered(self, info: RateInfo | None, ticket: int | None) -> None:
+    def answered(self, info: RateInfo | None, ticket: Ticket | None) -> None:
         """An answer arrived, with the rate-limit headers it carried (if any)."""
         self.governor.answered(info, ticket)
 

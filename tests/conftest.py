@@ -63,6 +63,8 @@ def sim(_session_simulator: RunningSimulator) -> Iterator[RunningSimulator]:
         mode="derived", latency_ms=0, latency_jitter_ms=0, faults=[], scripted=[], require_api_key=False,
         rate_limit_requests=defaults.rate_limit_requests, rate_limit_tokens=defaults.rate_limit_tokens,
         rate_limit_window_s=defaults.rate_limit_window_s, request_id_header=defaults.request_id_header,
+        rate_limit_enforce=defaults.rate_limit_enforce, rate_limit_burst=defaults.rate_limit_burst,
+        rate_limit_headers=defaults.rate_limit_headers, rate_limit_retry_after=defaults.rate_limit_retry_after,
     )
     _session_simulator.reset()
     yield _session_simulator

@@ -88,17 +88,37 @@ def test_the_lowest_of_configured_and_announced_wins_and_shares_scale_what_is_le
     assert half.requests is not None and half.requests.capacity == 10
 
 
-def test_the_servers_remaining_caps_the_level_less_what_was_sent_since() -> None:
-    async def go() -> float:
+def test_the_servers_remaining_sets_the_level_less_what_was_sent_since() -> None:
+    async def go() -> tuple[float, float]:
         governor = RateGovernor()
         governor.answered(allowance(100, 50, 0.5), None)  # 100 per second, size 100
         tickets = [await governor.wait_turn(1) for _ in range(6)]
+        assert governor.requests is not None
         # The server answered the first request with 3 left; five more were sent after it.
         governor.answered(allowance(100, 3, 0.97), tickets[0])
-        assert governor.requests is not None
-        return governor.requests.level
+        lower = governor.requests.level
+        # A later answer says the server has refilled more than the client thought: take its word.
+        governor.answered(allowance(100, 90, 0.1), tickets[5])
+        return lower, governor.requests.level
 
-    assert asyncio.run(go()) <= 3 - 5 + 0.5  # (a few ms of refill at 100/s at most)
+    lower, higher = asyncio.run(go())
+    assert lower == pytest.approx(3 - 5, abs=0.01)
+    assert higher == pytest.approx(90, abs=0.01)
+
+
+def test_token_remaining_counts_the_tokens_sent_since() -> None:
+    async def go() -> float:
+        governor = RateGovernor()
+        info = RateInfo(requests=None, tokens=Allowance(10_000, 9_000, 6.0))
+        governor.answered(info, None)
+        first = await governor.wait_turn(300)
+        await governor.wait_turn(200)
+        await governor.wait_turn(100)
+        governor.answered(RateInfo(requests=None, tokens=Allowance(10_000, 4_000, 6.0)), first)
+        assert governor.tokens is not None
+        return governor.tokens.level
+
+    assert asyncio.run(go()) == pytest.approx(4_000 - 300, abs=5)
 
 
 def test_without_headers_a_429_cuts_to_85_percent_of_what_was_accepted_then_grows() -> None:
