@@ -254,3 +254,18 @@ def test_a_call_gives_up_on_rate_limits_only_after_max_rate_limited_s_without_pr
     assert all(elapsed >= 0.9 for *_, elapsed in results)  # kept trying for the whole second
     assert not breaker_open  # three calls gave up on 429s: still no breaker
     assert sim.stats()["by_model"]["never"]["requests"] > 3  # retried, well past max_retries=0
+
+
+def test_a_shard_gets_its_share_of_what_is_learned(sim: RunningSimulator) -> None:
+    from flows.shard import scaled_provider
+    from providers.base import governor_for
+
+    config = provider_config(sim, "openai", "m", requests_per_minute=600)
+    half = scaled_provider(config, 0.5)
+    assert half.rate_share == 0.5 and half.requests_per_minute == 300
+    governor = governor_for(half)
+    governor.answered(allowance(100, 50, 1.0), None)  # 50 per second announced: this shard may use 25
+    assert governor.learned_per_minute()["requests"] == pytest.approx(300.0)  # the configured share is lower still
+    unlimited = governor_for(scaled_provider(provider_config(sim, "openai", "m"), 0.5))
+    unlimited.answered(allowance(100, 50, 1.0), None)
+    assert unlimited.learned_per_minute()["requests"] == pytest.approx(1500.0)
