@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -14,7 +13,6 @@ from providers.base import Provider
 from providers.config import ProviderConfig
 from providers.errors import ProviderError
 from providers.http import AiohttpExchange, JsonExchange, RawResponse, status_error
-from providers.limits import RateGovernor
 from providers.ratelimit_headers import rate_info, request_id
 from providers.result import Answer
 
@@ -28,18 +26,11 @@ class AnthropicProvider(Provider):
     :class:`~providers.http.AiohttpExchange` (``http_client: aiohttp``).
     """
 
-    def __init__(
-        self,
-        config: ProviderConfig,
-        api_key: SecretStr,
-        should_stop: Callable[[], bool] = lambda: False,
-        governor: RateGovernor | None = None,
-    ) -> None:
-        super().__init__(config, api_key, should_stop, governor)
+    def _open_exchange(self, config: ProviderConfig, api_key: SecretStr) -> JsonExchange:
         headers = {"x-api-key": api_key.get_secret_value(), "anthropic-version": config.anthropic_version}
         url = config.effective_base_url + MESSAGES_PATH
         exchange = AiohttpExchange if config.http_client == "aiohttp" else HttpxExchange
-        self._exchange = exchange(url, headers, config.timeout_s, config.max_concurrency, self._secrets)
+        return exchange(url, headers, config.timeout_s, config.max_concurrency, self._secrets)
 
     async def _send(self, messages: list[dict[str, Any]], system: str | None) -> Answer:
         body: dict[str, Any] = {"model": self.config.model, "messages": messages, **self._params}

@@ -48,8 +48,6 @@ class _Stop(Exception):
 class Provider(abc.ABC):
     """One configured endpoint for one run. ``call`` never raises for a provider failure."""
 
-    _exchange: JsonExchange  # set by each kind: its default client stack or the lean aiohttp one
-
     def __init__(
         self,
         config: ProviderConfig,
@@ -68,6 +66,11 @@ class Provider(abc.ABC):
             start_concurrency=GENTLE_START,
         )
         self.breaker = Breaker(config.breaker_threshold)
+        self._exchange = self._open_exchange(config, api_key)
+
+    @abc.abstractmethod
+    def _open_exchange(self, config: ProviderConfig, api_key: SecretStr) -> JsonExchange:
+        """The kind's HTTP exchange for ``http_client``: its default client stack or the lean aiohttp one."""
 
     @abc.abstractmethod
     async def _send(self, messages: list[dict[str, Any]], system: str | None) -> Answer:

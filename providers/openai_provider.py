@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 from pydantic import SecretStr
@@ -11,8 +10,7 @@ from pydantic import SecretStr
 from providers.base import Provider
 from providers.config import ProviderConfig
 from providers.errors import ProviderError
-from providers.http import AiohttpExchange
-from providers.limits import RateGovernor
+from providers.http import AiohttpExchange, JsonExchange
 from providers.ratelimit_headers import rate_info, request_id
 from providers.result import Answer
 
@@ -26,22 +24,14 @@ class OpenAIProvider(Provider):
     the default) or the lean :class:`~providers.http.AiohttpExchange` (``http_client: aiohttp``).
     """
 
-    def __init__(
-        self,
-        config: ProviderConfig,
-        api_key: SecretStr,
-        should_stop: Callable[[], bool] = lambda: False,
-        governor: RateGovernor | None = None,
-    ) -> None:
-        super().__init__(config, api_key, should_stop, governor)
+    def _open_exchange(self, config: ProviderConfig, api_key: SecretStr) -> JsonExchange:
         if config.http_client == "aiohttp":
             headers = {"Authorization": f"Bearer {api_key.get_secret_value()}"}
             url = config.effective_base_url + CHAT_PATH
-            self._exchange = AiohttpExchange(url, headers, config.timeout_s, config.max_concurrency, self._secrets)
-        else:
-            from providers.openai_sdk import SdkExchange  # the SDK takes ~1 s to import: only when used
+            return AiohttpExchange(url, headers, config.timeout_s, config.max_concurrency, self._secrets)
+        from providers.openai_sdk import SdkExchange  # the SDK takes ~1 s to import: only when used
 
-            self._exchange = SdkExchange(config, api_key, CHAT_PATH, self._secrets)
+        return SdkExchange(config, api_key, CHAT_PATH, self._secrets)
 
     async def _send(self, messages: list[dict[str, Any]], system: str | None) -> Answer:
         wire = [{"role": "system", "content": system}, *messages] if system else messages
