@@ -20,6 +20,23 @@ if TYPE_CHECKING:
     from flows.prepare import PreparedRun
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fan prompts out to LLM providers and build RLHF task shells.")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"rlhf-orchestrator {version('rlhf-orchestrator')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Fan prompts out to LLM providers and build RLHF task shells."""
 console = Console(stderr=True, soft_wrap=True)  # never wrap: problem lines must stay grep-able
 out = Console()
 if not out.is_terminal:
@@ -379,7 +396,10 @@ def export_dataset(
     annotated: Annotated[Path, typer.Argument(help="Annotated tasks (JSONL), e.g. from rlhf harvest.")],
     kind: Annotated[str, typer.Option("--format", help="dpo | sft | ratings")] = "dpo",
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("datasets"),
-    parquet: Annotated[bool, typer.Option("--parquet/--no-parquet", help="Also write Parquet (needs pyarrow).")] = True,
+    parquet: Annotated[
+        bool | None,
+        typer.Option("--parquet/--no-parquet", help="Also write Parquet (default: when pyarrow is installed)."),
+    ] = None,
 ) -> None:
     """Turn annotated tasks into training data: DPO pairs, SFT records or a ratings table (JSONL, Parquet).
 
@@ -389,7 +409,9 @@ def export_dataset(
     import json
 
     from flows.deliver import read_jsonl
-    from task_builder.datasets import ParquetUnavailable, dpo_records, ratings_rows, sft_records, write_dataset
+    from task_builder.datasets import (
+        ParquetUnavailable, dpo_records, parquet_available, ratings_rows, sft_records, write_dataset,
+    )
 
     builders = {"dpo": dpo_records, "sft": sft_records, "ratings": ratings_rows}
     if kind not in builders:
@@ -398,6 +420,8 @@ def export_dataset(
     if not annotated.is_file():
         _error(f"{annotated}: file not found")
         raise typer.Exit(EXIT_INPUT)
+    if parquet is None:
+        parquet = parquet_available()
     records, stats = builders[kind](read_jsonl(annotated))
     try:
         files = write_dataset(records, out, kind, ("jsonl", "parquet") if parquet else ("jsonl",))

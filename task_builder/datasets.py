@@ -428,6 +428,15 @@ def ratings_rows(annotated: Iterable[dict[str, Any]]) -> tuple[Iterator[dict[str
 # Writing
 
 
+def parquet_available() -> bool:
+    """True when ``pyarrow`` (the optional ``parquet`` extra) can be imported."""
+    try:
+        _require_pyarrow()
+    except ParquetUnavailable:
+        return False
+    return True
+
+
 def _require_pyarrow() -> Any:
     try:
         import pyarrow  # noqa: F401
@@ -435,7 +444,7 @@ def _require_pyarrow() -> Any:
     except ImportError:
         raise ParquetUnavailable(
             f"Parquet output needs the optional dependency pyarrow: {PARQUET_HINT} "
-            "(or pip install pyarrow), or ask for JSONL only."
+            "(or pip install pyarrow), or leave out --parquet for JSONL only."
         ) from None
     return pyarrow
 
