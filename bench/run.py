@@ -34,7 +34,7 @@ from rlhf_runner import PrefectServer, run_rlhf, summary_of, write_config  # noq
 
 from simulator import start_simulator_process  # noqa: E402
 
-SECTIONS = ("capacity", "paths", "throughput", "ephemeral", "memory", "resume")
+SECTIONS = ("capacity", "paths", "throughput", "ephemeral", "memory", "resume", "ratelimits")
 CAPACITY_FACTOR = 8  # the capacity check runs the floor at 8x the benchmark's per-provider concurrency
 MEMORY_CONCURRENCY = 16
 TIKTOKEN_BUNDLED = "lib/python3.11/site-packages/litellm/litellm_core_utils/tokenizers"
@@ -501,7 +501,7 @@ def write_report(bench: Bench, started: float, loads: tuple[float, float], path:
         "```bash\n"
         "make bench                                  # full run (~45 min): rewrites bench/RESULTS.md\n"
         ".venv/bin/python bench/run.py --quick       # ~10 min, writes bench/out/results-quick.md\n"
-        ".venv/bin/python bench/run.py --only memory # one section: capacity | paths | throughput | ephemeral | memory | resume\n"
+        ".venv/bin/python bench/run.py --only memory # one section: capacity | paths | throughput | ephemeral | memory | resume | ratelimits\n"
         "```\n\n"
         "The peers are installed on first use into `bench/.venvs/{curator,distilabel}` from "
         "`bench/peers/requirements-*.txt`; a peer that will not install or run is shown as skipped with the reason. "
@@ -553,6 +553,12 @@ def main() -> int:
             bench.ephemeral()
         if sections & {"memory", "resume"}:
             bench.memory_and_resume(sections)
+        if "ratelimits" in sections:  # bench/ratelimits.py (also runnable on its own)
+            from ratelimits import section as ratelimits_section
+
+            part, bench.raw["ratelimits"] = ratelimits_section(
+                bench.prefect(), prompts=60 if profile is SMOKE else 300, skip_peers=bench.skip_peers)
+            bench.parts.append(part)
         bench.evaluate_targets()
     finally:
         if bench.server is not None:

@@ -5,9 +5,10 @@ driver starts one worker process per model (``--worker MODEL``) and waits for al
 fastest way to run several models with curator (``../shared/ARCHITECTURE.md``: processes beat
 threads once many calls are in flight). Each worker uses the ``openai`` backend against the
 simulator's OpenAI-compatible endpoint with ``max_concurrent_requests`` = the benchmark's per-model
-concurrency and request/token budgets far above what the run needs; curator's cache is off and its
-working directory is fresh. Curator sends one probe request per model at start-up (to read rate-limit
-headers); the benchmark leaves those out of the request rate.
+concurrency and request/token budgets far above what the run needs (``--max-requests-per-minute``,
+``--max-tokens-per-minute``, ``--max-retries`` and ``--max-tokens`` change that, for bench/ratelimits.py);
+curator's cache is off and its working directory is fresh. Curator sends one probe request per
+model at start-up (to read rate-limit headers); the benchmark leaves those out of the request rate.
 
 Prints one JSON line: ``{"answered": N, "failed": M}``.
 """
@@ -31,14 +32,14 @@ def worker(args: argparse.Namespace) -> int:
     llm = curator.LLM(
         model_name=args.worker,
         backend="openai",
-        generation_params={"temperature": 0.7, "max_tokens": 1024, "top_p": 1.0},
+        generation_params={"temperature": 0.7, "max_tokens": args.max_tokens, "top_p": 1.0},
         backend_params={
             "base_url": f"{args.url}/v1",
             "api_key": "sk-bench-not-a-real-key",
             "max_concurrent_requests": args.concurrency,
-            "max_requests_per_minute": 10_000_000,
-            "max_tokens_per_minute": 10_000_000_000,
-            "max_retries": 0,
+            "max_requests_per_minute": args.max_requests_per_minute,
+            "max_tokens_per_minute": args.max_tokens_per_minute,
+            "max_retries": args.max_retries,
             "request_timeout": 120,
             "require_all_responses": False,
         },
@@ -59,7 +60,10 @@ def driver(args: argparse.Namespace) -> int:
     processes = []
     for model in args.models.split(","):
         command = [sys.executable, __file__, "--url", args.url, "--prompts", str(args.prompts),
-                   "--concurrency", str(args.concurrency), "--working-dir", str(args.working_dir), "--worker", model]
+                   "--concurrency", str(args.concurrency), "--working-dir", str(args.working_dir), "--worker", model,
+                   "--max-tokens", str(args.max_tokens), "--max-retries", str(args.max_retries),
+                   "--max-requests-per-minute", str(args.max_requests_per_minute),
+                   "--max-tokens-per-minute", str(args.max_tokens_per_minute)]
         processes.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=os.environ.copy()))
     answered = failed = 0
     code = 0
@@ -84,6 +88,11 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--working-dir", required=True, type=Path)
     parser.add_argument("--worker", help="run one model (internal)")
+    # Defaults: the throughput benchmark's (budgets far above what a run needs, no retries).
+    parser.add_argument("--max-tokens", type=int, default=1024, help="max_tokens of every request")
+    parser.add_argument("--max-requests-per-minute", type=int, default=10_000_000, help="curator's request budget, per model")
+    parser.add_argument("--max-tokens-per-minute", type=int, default=10_000_000_000, help="curator's token budget, per model")
+    parser.add_argument("--max-retries", type=int, default=0, help="curator's max_retries (a 429 uses one)")
     args = parser.parse_args()
     return worker(args) if args.worker else driver(args)
 
