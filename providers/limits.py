@@ -153,11 +153,15 @@ class RateGovernor:
     # -- the shape of the buckets ---------------------------------------------------------------
     def _limits(self, name: str) -> tuple[float, float] | None:
         """(per second, size) of one bucket: the lowest of the configured, announced and learned limits."""
-        known = [self._configured[name]]
+        configured = self._configured[name]
+        known = [configured]
         learned = self._learned[name]
         rate = learned.per_second
         if learned.limit is not None and rate is not None:
-            known.append((rate * self.share, max(1.0, learned.limit * self.share)))
+            # Under a configured limit the configured rate refills the bucket and the server's
+            # remaining only lowers it: a refill rate measured from coarse resets (Anthropic's whole
+            # seconds) must not drag a correct configured rate down.
+            known.append((configured[0] if configured else rate * self.share, max(1.0, learned.limit * self.share)))
         if name == "requests" and self.adaptive_rate is not None:
             known.append((self.adaptive_rate, max(1.0, self.adaptive_rate / 4)))
         found = [k for k in known if k is not None]
@@ -266,9 +270,8 @@ class RateGovernor:
         If it accepted nothing lately, a server that said when to come back (``guided``) is taken at its
         word; one that said nothing gets half the rate tried (an exponential backoff of the rate).
         """
-        recent = now - _WINDOW_S
-        accepted = sum(1 for t in self._accepted if t >= recent) / _WINDOW_S
-        tried = self.adaptive_rate if self.adaptive_rate is not None else sum(1 for t in self._sent if t >= recent) / _WINDOW_S
+        accepted = _recent_rate(self._accepted, now)
+        tried = self.adaptive_rate if self.adaptive_rate is not None else _recent_rate(self._sent, now)
         if accepted > 0:
             rate = _CUT_FACTOR * accepted
         elif tried > 0 and not guided:
@@ -312,6 +315,15 @@ class RateGovernor:
         """The allowance in force per minute (requests, tokens), for the run summary."""
         shapes = {name: self._limits(name) for name in ("requests", "tokens")}
         return {name: None if shape is None else round(shape[0] * 60.0, 1) for name, shape in shapes.items()}
+
+
+def _recent_rate(times: collections.deque[float], now: float) -> float:
+    """Events per second over the measuring window.
+
+    Always over the whole window, even early in a run: a shorter span would count the server's
+    initial bucket as if it were its rate, and pace far above it.
+    """
+    return sum(1 for t in times if t >= now - _WINDOW_S) / _WINDOW_S
 
 
 def _remember(times: collections.deque[float], now: float) -> None:

@@ -269,3 +269,11 @@ def test_a_shard_gets_its_share_of_what_is_learned(sim: RunningSimulator) -> Non
     unlimited = governor_for(scaled_provider(provider_config(sim, "openai", "m"), 0.5))
     unlimited.answered(allowance(100, 50, 1.0), None)
     assert unlimited.learned_per_minute()["requests"] == pytest.approx(1500.0)
+
+
+def test_coarse_resets_do_not_drag_a_configured_rate_down() -> None:
+    # Anthropic's resets have whole seconds: 1 used, "full again in 1 s" reads as 1 request/s.
+    governor = RateGovernor(requests_per_minute=1200, burst=20)
+    governor.answered(allowance(20, 19, 1.0), None)
+    assert governor.learned_per_minute()["requests"] == pytest.approx(1200.0)
+    assert governor.requests is not None and governor.requests.capacity == 20
