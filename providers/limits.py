@@ -13,8 +13,8 @@ limit). The path through both is a few comparisons when nothing is limiting.
   the allowance the provider announces in its rate-limit headers (size ``limit``; refill rate measured
   as ``(limit - remaining) / reset``, at least ``limit`` per minute; both times ``rate_share``); and,
   for a server that announces nothing, a rate learned from its 429s (at a burst of 429s, 85% of the
-  rate it accepted in the last 2 s, or, if it accepted none and gave no ``Retry-After``, half the
-  rate tried; then 5% more per second of answers). Each answer's ``remaining`` (requests and
+  rate it accepted in the last 2 s, or since the first request if the run is younger; if it accepted
+  none and gave no ``Retry-After``, half the rate tried; then 5% more per second of answers). Each answer's ``remaining`` (requests and
   tokens) sets the bucket's level, less what was sent after that request: the server's count is the
   truth, the refill rate only bridges the time between answers (with a configured limit it can only
   lower the level: the operator's budget holds).
@@ -126,6 +126,7 @@ class RateGovernor:
         self._last_growth = time.monotonic()
         self._accepted: collections.deque[float] = collections.deque()  # answers, while no headers are seen
         self._sent: collections.deque[float] = collections.deque()  # requests started, likewise
+        self._first_sent: float | None = None
         self.requests: TokenBucket | None = None
         self.tokens: TokenBucket | None = None
         self.paused_until = 0.0
@@ -197,6 +198,8 @@ class RateGovernor:
         self.tokens_started = ticket.tokens_through
         if not self.headers_seen:
             _remember(self._sent, time.monotonic())
+            if self._first_sent is None:
+                self._first_sent = self._sent[-1]
         return ticket
 
     def _wait(self, now: float, estimated_tokens: int) -> float:
@@ -257,7 +260,9 @@ class RateGovernor:
             self.pause(retry_after_s, now)
         if info is not None:
             self._learn(info, None, now)
-        if not self.headers_seen and now - self._last_cut >= _CUT_INTERVAL_S:
+        # A configured request limit is the operator's word on the server's rate: no guessing from 429s.
+        guessing = not self.headers_seen and self._configured["requests"] is None
+        if guessing and now - self._last_cut >= _CUT_INTERVAL_S:
             self._last_cut = now
             self._cut(now, guided=bool(retry_after_s))
         if self.requests is not None:
@@ -270,8 +275,10 @@ class RateGovernor:
         If it accepted nothing lately, a server that said when to come back (``guided``) is taken at its
         word; one that said nothing gets half the rate tried (an exponential backoff of the rate).
         """
-        accepted = _recent_rate(self._accepted, now)
-        tried = self.adaptive_rate if self.adaptive_rate is not None else _recent_rate(self._sent, now)
+        # Early in a run the window reaches back only to the first request.
+        span = min(_WINDOW_S, now - self._first_sent) if self._first_sent is not None else _WINDOW_S
+        accepted = _recent_rate(self._accepted, now, span)
+        tried = self.adaptive_rate if self.adaptive_rate is not None else _recent_rate(self._sent, now, span)
         if accepted > 0:
             rate = _CUT_FACTOR * accepted
         elif tried > 0 and not guided:
@@ -317,13 +324,10 @@ class RateGovernor:
         return {name: None if shape is None else round(shape[0] * 60.0, 1) for name, shape in shapes.items()}
 
 
-def _recent_rate(times: collections.deque[float], now: float) -> float:
-    """Events per second over the measuring window.
-
-    Always over the whole window, even early in a run: a shorter span would count the server's
-    initial bucket as if it were its rate, and pace far above it.
-    """
-    return sum(1 for t in times if t >= now - _WINDOW_S) / _WINDOW_S
+def _recent_rate(times: collections.deque[float], now: float, span: float) -> float:
+    """Events per second over the last ``span`` seconds (at least a quarter of a second)."""
+    span = max(span, _WINDOW_S / 8)
+    return sum(1 for t in times if t >= now - span) / span
 
 
 def _remember(times: collections.deque[float], now: float) -> None:

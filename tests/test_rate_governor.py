@@ -144,7 +144,8 @@ def test_without_headers_or_answers_a_429_halves_the_rate_tried() -> None:
         return governor
 
     governor = asyncio.run(go())
-    assert governor.adaptive_rate == pytest.approx(2.5)
+    # 10 sent within a moment of the first: measured over the shortest span (0.25 s), 40/s tried.
+    assert governor.adaptive_rate == pytest.approx(20.0)
 
 
 def test_a_429_with_retry_after_and_nothing_accepted_only_pauses() -> None:
@@ -277,3 +278,12 @@ def test_coarse_resets_do_not_drag_a_configured_rate_down() -> None:
     governor.answered(allowance(20, 19, 1.0), None)
     assert governor.learned_per_minute()["requests"] == pytest.approx(1200.0)
     assert governor.requests is not None and governor.requests.capacity == 20
+
+
+def test_a_configured_request_limit_is_not_cut_by_429s_without_headers() -> None:
+    governor = RateGovernor(requests_per_minute=1200, burst=20)
+    for _ in range(10):
+        governor.answered(None, None)
+    governor.refused(None, None)
+    assert governor.adaptive_rate is None and governor.learned_per_minute()["requests"] == pytest.approx(1200.0)
+    assert governor.requests is not None and governor.requests.level <= 0  # this 429 still empties the bucket

@@ -21,14 +21,16 @@ KINDS = ["openai", "anthropic"]
 CALLS = 120
 
 
-def run_calls(sim: RunningSimulator, kind: str, model: str, **extra: Any) -> tuple[list[CallResult], dict[str, Any]]:
+def run_calls(
+    sim: RunningSimulator, kind: str, model: str, calls: int = CALLS, **extra: Any
+) -> tuple[list[CallResult], dict[str, Any]]:
     config = provider_config(sim, kind, model, max_concurrency=64, max_retries=2, **extra)
 
     async def go() -> tuple[list[CallResult], dict[str, Any]]:
         provider = await open_provider(config)
         try:
             results = await asyncio.gather(
-                *(provider.call([{"role": "user", "content": f"Question {i}: why?"}], None) for i in range(CALLS))
+                *(provider.call([{"role": "user", "content": f"Question {i}: why?"}], None) for i in range(calls))
             )
             governor = provider.limiter.governor
             return list(results), {"throttled": governor.throttled, "allowance": governor.learned_per_minute()}
@@ -57,12 +59,14 @@ def test_with_headers_the_allowance_is_learned_and_few_requests_are_refused(
 def test_without_headers_or_retry_after_the_rate_is_learned_from_429s(
     sim: RunningSimulator, fake_keys: dict[str, str], kind: str
 ) -> None:
-    sim.configure(rate_limit_enforce=True, rate_limit_requests=20, rate_limit_window_s=1.0, latency_ms=20,
+    # 200 ms answers, as LLM answers take at least: the first 429s come after a round trip, not at once.
+    sim.configure(rate_limit_enforce=True, rate_limit_requests=20, rate_limit_window_s=1.0, latency_ms=200,
                   rate_limit_headers=False, rate_limit_retry_after="none")
-    results, seen = run_calls(sim, kind, "silent-model", params={"max_tokens": 64})
+    # Long enough (15 s at the limit) for the learning at the start to be a small part of the run.
+    results, seen = run_calls(sim, kind, "silent-model", calls=300, params={"max_tokens": 64})
     stats = sim.stats()["by_model"]["silent-model"]
     assert all(r.ok for r in results), [r.error for r in results if not r.ok]  # a 429 is never a failure
-    assert stats["requests"] - stats["rate_limited"] == CALLS
+    assert stats["requests"] - stats["rate_limited"] == 300
     assert stats["rate_limited"] <= 0.15 * stats["requests"], stats
     assert seen["throttled"] == stats["rate_limited"]
     assert seen["allowance"]["requests"] is not None and seen["allowance"]["requests"] <= 1200 * 1.3
