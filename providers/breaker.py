@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from providers.errors import RATE_LIMITED
+
 # Final errors that say something about the provider, not about one prompt.
 PROVIDER_FAILURES = frozenset({"connection", "timeout", "malformed", "tls"})
 PROVIDER_FAILURE_STATUSES = frozenset({401, 403, 404, 408, 409}) | frozenset(range(500, 600))
-# A 429 is back-pressure, never a failure of the provider: the limiter paces, the breaker ignores it.
-RATE_LIMITED = 429
 # Any other 4xx (400, 413, 422, ...) is normally the prompt's problem: one of them never trips the
 # breaker. But when every call in a row fails with the same one, the provider (or a gateway in front
 # of it) is refusing the requests themselves, e.g. a LiteLLM proxy answering 400 to a bad key.
@@ -39,7 +39,7 @@ class Breaker:
             self.consecutive = 0
             self._same_status, self._same_count = None, 0
             return
-        if status_code == RATE_LIMITED:
+        if status_code == RATE_LIMITED:  # back-pressure: the limiter paces it, it is never a failure
             return
         if error_type in PROVIDER_FAILURES or status_code in PROVIDER_FAILURE_STATUSES:
             self.consecutive += 1

@@ -15,7 +15,8 @@ import aiohttp
 
 from providers.ratelimit_headers import RateInfo
 
-RETRYABLE_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
+RATE_LIMITED = 429  # back-pressure, never a failure: the limiter paces, retries and the breaker ignore it
+RETRYABLE_STATUS = frozenset({408, 409, RATE_LIMITED}) | frozenset(range(500, 600))
 MAX_ERROR_TEXT = 500
 # No run of this many consecutive characters of a secret may appear in an error text.
 SECRET_WINDOW = 8

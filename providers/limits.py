@@ -14,10 +14,10 @@ limit). The path through both is a few comparisons when nothing is limiting.
   as ``(limit - remaining) / reset``, at least ``limit`` per minute; both times ``rate_share``); and,
   for a server that announces nothing, a rate learned from its 429s (at a burst of 429s, 85% of the
   rate it accepted in the last 2 s, or since the first request if the run is younger; if it accepted
-  none and gave no ``Retry-After``, half the rate tried; then 5% more per second of answers). Each answer's ``remaining`` (requests and
-  tokens) sets the bucket's level, less what was sent after that request: the server's count is the
-  truth, the refill rate only bridges the time between answers (with a configured limit it can only
-  lower the level: the operator's budget holds).
+  none and gave no ``Retry-After``, half the rate tried; then 5% more per second of answers). Each
+  answer's ``remaining`` (requests and tokens) sets the bucket's level, less what was sent after that
+  request: the server's count is the truth, the refill rate only bridges the time between answers
+  (with a configured limit it can only lower the level: the operator's budget holds).
 - **Pauses**: a ``Retry-After`` pauses every new request until it has passed.
 - **Waiting is measured**: :attr:`RateGovernor.wait_s` is the wall-clock time during which at least one
   call was held back by a rate limit or a pause.
@@ -378,14 +378,6 @@ class ProviderLimiter:
     @property
     def throttled(self) -> int:
         return self.governor.throttled
-
-    @property
-    def requests(self) -> TokenBucket | None:
-        return self.governor.requests
-
-    @property
-    def tokens(self) -> TokenBucket | None:
-        return self.governor.tokens
 
     # -- concurrency -------------------------------------------------------------------------
     async def _acquire_slot(self) -> None:

@@ -16,9 +16,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
-from providers.errors import ProviderError
-
-RATE_LIMITED = 429
+from providers.errors import RATE_LIMITED, ProviderError
 
 
 def _is_retryable(exc: BaseException) -> bool:

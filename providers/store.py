@@ -61,7 +61,6 @@ class StoreError(Exception):
     def __init__(self, path: Path, cause: str, advice: str) -> None:
         super().__init__(f"{path}: {cause}; {advice}")
         self.path = path
-        self.cause = cause
 
 
 class StoreUnreadable(StoreError):
