@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from flows.errors import InputError
@@ -90,54 +89,6 @@ def validate(
     )
 
 
-class _RichSink:
-    """Progress bar: one line per provider plus the total."""
-
-    def __init__(self, progress: Progress, source_ids: list[str]) -> None:
-        self._progress = progress
-        self._total = progress.add_task("all calls", total=0)
-        self._per = {sid: progress.add_task(sid, total=0) for sid in source_ids}
-        self._failed = dict.fromkeys(source_ids, 0)
-
-    def planned(self, calls: int) -> None:
-        self._progress.update(self._total, total=calls)
-        per = calls // max(1, len(self._per))
-        for task_id in self._per.values():
-            self._progress.update(task_id, total=per)
-
-    def finished(self, source_id: str, ok: bool, reused: bool) -> None:
-        self._progress.advance(self._total)
-        self._progress.advance(self._per[source_id])
-        if not ok:
-            self._failed[source_id] += 1
-            self._progress.update(self._per[source_id], description=f"{source_id} ([red]{self._failed[source_id]} failed[/red])")
-
-
-def _summary_table(summary: dict[str, Any]) -> Table:
-    table = Table(title=f"{summary['project']} / {summary['batch']}")
-    columns = ("provider", "model", "answered", "failed", "skipped", "called", "reused", "tokens in/out", "p50 ms", "p95 ms", "failures")
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("provider", "model", "failures") else "right")
-    for sid, p in summary["providers"].items():
-        reasons = ", ".join(f"{k}×{v}" for k, v in p["failure_reasons"].items())
-        if p["breaker"]:
-            reasons = f"{reasons}; {p['breaker']}" if reasons else p["breaker"]
-        table.add_row(
-            sid,
-            p["model"],
-            f"{p['answered']}/{p['requested']}",
-            str(p["failed"]),
-            str(p["skipped"] + p["interrupted"]),
-            str(p["called_this_run"]),
-            str(p["reused_from_store"]),
-            f"{p['input_tokens']}/{p['output_tokens']}",
-            str(p["latency_ms_p50"] if p["latency_ms_p50"] is not None else "-"),
-            str(p["latency_ms_p95"] if p["latency_ms_p95"] is not None else "-"),
-            reasons or "-",
-        )
-    return table
-
-
 @app.command()
 def run(
     config: Annotated[Path, typer.Argument(help="Run config (YAML).")],
@@ -199,16 +150,17 @@ def _run_held(
     from flows import stopping
     from flows.console_logs import drop_console_tracebacks
     from flows.generate import generate_tasks
+    from flows.summary import summary_table
 
     drop_console_tracebacks(InputError, TaskWriterFailed, OSError, StoreError, StoreFailed)  # reported in plain words
     stopping.enable()
     if prepared.rejected:
         console.print(f"[yellow]{len(prepared.rejected)} invalid record(s) skipped[/yellow] (see rejected.jsonl):", highlight=False)
         console.print(InputError(prepared.rejected).render(), highlight=False, markup=False)
-    source_ids = [p.source_id for p in prepared.config.providers]
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, disable=quiet or not console.is_terminal, transient=False) as bar:
-        progress_mod.set_sink(_RichSink(bar, source_ids))
+    display = None if quiet or not console.is_terminal else progress_mod.RunProgress(
+        prepared.config.providers, prepared.prompt_count * prepared.config.answers_per_prompt,
+        waiting_for=progress_mod.prefect_wait_text(), stopping=stopping.requested)
+    with progress_mod.live_progress(console, display):
         try:
             summary = asyncio.run(generate_tasks(str(config), retry_failed=retry_failed, skip_invalid=skip_invalid,
                                                  rescue_dir=str(rescue_dir) if rescue_dir else None))
@@ -219,9 +171,7 @@ def _run_held(
             console.print("Every answer received is kept in the response store; once this is fixed, rerun (nothing is "
                           f"asked twice): rlhf run {config}", highlight=False, markup=False)
             raise typer.Exit(EXIT_OUTPUT) from None
-        finally:
-            progress_mod.set_sink(None)
-    out.print(_summary_table(summary))
+    out.print(summary_table(summary))
     files = summary["files"]
     out.print(
         f"{summary['tasks_written']} task(s) in {files['tasks']}; {summary['incomplete']} incomplete prompt(s) in "

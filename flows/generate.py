@@ -121,7 +121,7 @@ async def call_provider_chunk(provider: ProviderConfig, calls: list[PlannedCall]
         result = await client.call(call.messages, call.system)
         if not result.made:
             counts["not_made"] += 1
-            sink.finished(provider.source_id, False, reused=False)
+            sink.finished(provider.source_id, result)  # counted as skipped, as the summary counts it
             return
         if result.storable:
             keeper.keep(call.fingerprint, call.answer_id, call.prompt_id, result)
@@ -129,7 +129,7 @@ async def call_provider_chunk(provider: ProviderConfig, calls: list[PlannedCall]
             unstored[call.fingerprint] = result
         counts["called"] += 1
         counts["answered" if result.ok else "failed"] += 1
-        sink.finished(provider.source_id, result.ok, reused=False)
+        sink.finished(provider.source_id, result)
 
     await gather_until_stopped((one(call) for call in calls), STOP_GRACE_S)
     return {**counts, "breaker": client.breaker.reason, "discard_status": client.breaker.discard_status,
@@ -203,6 +203,7 @@ async def _run_held(
         keeper = AnswerKeeper(store, rescue_dir)
         with ProviderPool(uuid.uuid4().hex, _stop_when(keeper)) as pool:
             _keepers[pool.run_key] = keeper
+            progress.sink().attach(pool)
             try:
                 await _generate(prepared, store, pool, keeper, summary, retry_failed)
             finally:
@@ -285,6 +286,7 @@ async def _generate(
             stored = store.get_many(fp for fps in fingerprints for fp in fps.values())
             stored.update(unstored)
             await writer.write(chunk, _chunk_results(slots, fingerprints, stored, breakers, summary))
+            progress.sink().settled(summary.providers)  # the display counts as the summary does
         report = await writer.finish()
     summary.written = report.counts
     summary.positions = report.positions
@@ -355,12 +357,12 @@ async def _call_missing(
             previous = stored.get(fp)
             if previous is not None and (previous.ok or not retry_failed):
                 summary.providers[source_id].reused_from_store += 1
-                sink.finished(source_id, previous.ok, reused=True)
+                sink.finished(source_id, previous, reused=True)
             elif source_id not in breakers:
                 system = system_text(record.system, slot.provider.system_prompt)
                 plans[source_id].append(PlannedCall(fp, slot.answer_id, record.id, record.messages, system))
             else:
-                sink.finished(source_id, False, reused=False)
+                sink.finished(source_id, None)  # not made: the provider is cut off
     named = [
         (provider, call_provider_chunk.with_options(task_run_name=f"{source_id}-chunk-{chunk_index}"))
         for source_id, provider in providers.items()

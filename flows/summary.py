@@ -130,11 +130,19 @@ class RunSummary:
 
     @property
     def cost_usd(self) -> float | None:
-        """Estimated cost of the answers, for the providers that have a price (None if none has)."""
+        """Estimated cost of the answers, for the providers that have a price (None if none has).
+
+        With :attr:`cost_no_price` not empty this is a lower bound: those providers' answers are not in it.
+        """
         priced = [t for t in self.providers.values() if t.price is not None]
         if not priced:
             return None
         return round(sum(t.price.cost(t.input_tokens, t.output_tokens) for t in priced if t.price), 6)
+
+    @property
+    def cost_no_price(self) -> list[str]:
+        """The providers without a price in the config: their answers are not in :attr:`cost_usd`."""
+        return [sid for sid, t in self.providers.items() if t.price is None]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary.
@@ -156,7 +164,60 @@ class RunSummary:
             "finished_at": self.finished_at,
             "wall_s": round(self.wall_s, 2),
             "cost_usd": self.cost_usd,
+            # Providers without a price: cost_usd leaves them out, so it is then only a lower bound.
+            "cost_no_price": self.cost_no_price,
+            "cost_is_lower_bound": bool(self.cost_no_price) and self.cost_usd is not None,
             "providers": {sid: tally.to_dict() for sid, tally in self.providers.items()},
             "positions": self.positions,
             "files": self.files,
         }
+
+
+def cost_text(usd: float | None, no_price: list[str], *, short: bool = False) -> str:
+    """A cost that is never silently partial: ``$1.2300``; ``≥ $1.2300 (no price: x, y)`` when some
+    providers have no price; ``unknown (no price: x, y)`` when none has. ``short``: two decimals."""
+    amount = None if usd is None else (f"${usd:.2f}" if short else f"${usd:.4f}")
+    if not no_price:
+        return amount or "-"
+    missing = f"(no price: {', '.join(no_price)})"
+    return f"unknown {missing}" if amount is None else f"≥ {amount} {missing}"
+
+
+def summary_cost_text(summary: dict[str, Any]) -> str:
+    """The run's cost as :func:`cost_text` words it, from a ``summary.json`` dictionary."""
+    no_price = summary.get("cost_no_price")
+    if no_price is None:  # a summary written before the field existed
+        no_price = [sid for sid, p in summary["providers"].items() if p.get("cost_usd") is None]
+    return cost_text(summary.get("cost_usd"), no_price)
+
+
+def summary_table(summary: dict[str, Any]) -> Any:
+    """The table ``rlhf run`` prints at the end: per provider what was answered, failed and skipped
+    (not made: the run was stopped or the provider cut off), calls, tokens, latency, cost and failures;
+    the cost of the whole run is in the caption, as a lower bound when some provider has no price."""
+    from rich.table import Table
+
+    table = Table(title=f"{summary['project']} / {summary['batch']}", caption=f"cost: {summary_cost_text(summary)}")
+    columns = ("provider", "model", "answered", "failed", "skipped", "called", "reused", "tokens in/out",
+               "cost USD", "p50 ms", "p95 ms", "failures")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("provider", "model", "failures") else "right")
+    for sid, p in summary["providers"].items():
+        reasons = ", ".join(f"{k}×{v}" for k, v in p["failure_reasons"].items())
+        if p["breaker"]:
+            reasons = f"{reasons}; {p['breaker']}" if reasons else p["breaker"]
+        table.add_row(
+            sid,
+            p["model"],
+            f"{p['answered']}/{p['requested']}",
+            str(p["failed"]),
+            str(p["skipped"] + p["interrupted"]),
+            str(p["called_this_run"]),
+            str(p["reused_from_store"]),
+            f"{p['input_tokens']}/{p['output_tokens']}",
+            "no price" if p.get("cost_usd") is None else f"{p['cost_usd']:.4f}",
+            str(p["latency_ms_p50"] if p["latency_ms_p50"] is not None else "-"),
+            str(p["latency_ms_p95"] if p["latency_ms_p95"] is not None else "-"),
+            reasons or "-",
+        )
+    return table
