@@ -8,6 +8,7 @@ summary count every call the same way, interrupted or cut off.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import threading
 import time
@@ -195,13 +196,14 @@ def _run_with_display(config: Path, providers: list[ProviderConfig], planned: in
         stopper = threading.Thread(target=stop_when_seen, daemon=True)
         stopper.start()
     try:
-        summary = asyncio.run(generate_tasks(str(config)))
+        # An interrupted run may end Cancelled rather than Completed: the summary is read from its file.
+        asyncio.run(generate_tasks(str(config), return_state=True))
     finally:
         progress.set_sink(None)
         stopping.reset()
         if stopper is not None:
             stopper.join(5)
-    return display, summary
+    return display, json.loads((config.parent / "out" / "b1" / "summary.json").read_text(encoding="utf-8"))
 
 
 def _assert_agree(display: RunProgress, summary: dict) -> None:
