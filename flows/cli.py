@@ -205,7 +205,7 @@ def plan(
     """Estimate a run before making it: calls still to make, tokens, cost range, time at the rate limits."""
     import json
 
-    from flows.plan import plan_run
+    from flows.plan import plan_cost_text, plan_run, plan_table
 
     try:
         report = plan_run(config)
@@ -214,18 +214,8 @@ def plan(
     if as_json:
         out.print_json(json.dumps(report))
         return
-    table = Table(title=f"{config}: {report['prompts']} prompt(s), {report['calls']} call(s) to make")
-    for column in ("provider", "model", "calls", "answered", "input tokens", "output tokens", "cost USD", "min. minutes"):
-        table.add_column(column, justify="left" if column in ("provider", "model") else "right")
-    for sid, p in report["providers"].items():
-        low, high = p["output_tokens_range"]
-        cost = "-" if p["cost_usd_range"] is None else f"{p['cost_usd_range'][0]:.2f}–{p['cost_usd_range'][1]:.2f}"
-        minutes = "-" if p["min_minutes_at_rate_limits"] is None else str(p["min_minutes_at_rate_limits"])
-        table.add_row(sid, p["model"], str(p["calls"]), str(p["already_answered"]), str(p["input_tokens"]),
-                      f"{low}–{high}", cost, minutes)
-    out.print(table)
-    if report["cost_usd_range"] is not None:
-        out.print(f"estimated cost: ${report['cost_usd_range'][0]:.2f} – ${report['cost_usd_range'][1]:.2f}", highlight=False)
+    out.print(plan_table(report, f"{config}: {report['prompts']} prompt(s), {report['calls']} call(s) to make"))
+    out.print(plan_cost_text(report), highlight=False)
 
 
 @app.command()

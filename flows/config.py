@@ -15,13 +15,19 @@ from flows.env_expand import expand_env
 from flows.errors import InputError, InputProblem, location
 from flows.notify import NotifyConfig
 from flows.run_date import RUN_DATE_ENV, apply_run_date
-from flows.yaml_locations import duplicate_keys, line_of, problem_at, read_yaml, surrogate_problems, validation_problems
+from flows.yaml_locations import (
+    duplicate_keys, line_of, problem_at, read_yaml, resolve_path, surrogate_problems, validation_problems,
+)
 from providers.config import ConfigInt, ProviderConfig
 from task_builder.template import AnnotationTemplate
 
 
 class PromptsConfig(BaseModel):
-    """Where the prompts come from and how each record becomes the user message."""
+    """Where the prompts come from and how each record becomes the user message.
+
+    ``path`` and a ``template`` given as a path are relative to the config file's directory
+    (:attr:`base_dir`, set by :func:`load_config`; the working directory for a model built in code).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -29,6 +35,18 @@ class PromptsConfig(BaseModel):
     format: Literal["auto", "jsonl", "csv"] = "auto"
     template: str | None = None
     max_prompt_chars: ConfigInt = Field(default=200_000, ge=1)
+
+    _base_dir: Path = PrivateAttr(default=Path("."))
+
+    @property
+    def base_dir(self) -> Path:
+        """The directory relative paths in this block are relative to: the config file's."""
+        return self._base_dir
+
+    @property
+    def file(self) -> Path:
+        """The prompt file, resolved against :attr:`base_dir`."""
+        return resolve_path(self._base_dir, self.path)
 
 
 class AnnotationConfig(BaseModel):
@@ -107,10 +125,19 @@ class RunConfig(BaseModel):
         """``(index, count)`` when this config runs one shard of a batch, else ``None``."""
         return self._shard
 
+    # The config file's directory: relative paths in the config (prompts, templates, output) are relative
+    # to it. Set by load_config; the working directory for a config built in code.
+    _base_dir: Path = PrivateAttr(default=Path("."))
+
+    @property
+    def base_dir(self) -> Path:
+        """The directory relative paths in this config are relative to: the config file's."""
+        return self._base_dir
+
     @property
     def batch_dir(self) -> Path:
         """``<output.dir>/<batch>``: the batch's directory (a shard writes under ``shards/<index>/`` in it)."""
-        return Path(self.output.dir) / self.batch
+        return resolve_path(self._base_dir, self.output.dir) / self.batch
 
     @property
     def run_dir(self) -> Path:
@@ -122,7 +149,7 @@ class RunConfig(BaseModel):
         """The response store's SQLite file (a shard always has its own, in its run directory)."""
         if self._shard is not None:
             return self.run_dir / "responses.sqlite"
-        return Path(self.output.store) if self.output.store else self.run_dir / "responses.sqlite"
+        return resolve_path(self._base_dir, self.output.store) if self.output.store else self.run_dir / "responses.sqlite"
 
 
 def load_config(path: str | Path, *, require_keys: bool = True) -> RunConfig:
@@ -132,6 +159,7 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> RunConfig:
     """
     path = Path(path)
     name = str(path)
+    base_dir = path.parent
     root, data = read_yaml(path)
     if not isinstance(data, dict):
         raise InputError([InputProblem(name, 1, "the config must be a YAML mapping (key: value)")])
@@ -142,7 +170,7 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> RunConfig:
     if unset:
         raise InputError([problem_at(name, root, loc, f"environment variable {var} is not set") for loc, var in unset])
     try:
-        data = apply_run_date(data)
+        data = apply_run_date(data, base_dir)
     except ValueError as exc:
         raise InputError([InputProblem(name, None, f"{RUN_DATE_ENV}: {exc}")]) from None
     # Checked last: a variable's value, or a file name a glob matched, may not be valid Unicode either.
@@ -152,9 +180,10 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> RunConfig:
     try:
         config = RunConfig.model_validate(data)
     except ValidationError as exc:
-        raise InputError(validation_problems(name, root, exc)) from None
+        raise InputError(validation_problems(name, root, exc, RunConfig)) from None
     config._references = {field: location(name, line_of(root, field.split(".")), field) for field in REFERENCES}
-    problems = _duplicate_source_ids(config, name, root)
+    config._base_dir = config.prompts._base_dir = base_dir
+    problems = _duplicate_source_ids(config, name, root) + _store_left_behind(config, name, root)
     if config.min_responses is not None and config.min_responses > config.answers_per_prompt:
         problems.append(
             problem_at(
@@ -169,6 +198,26 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> RunConfig:
     if problems:
         raise InputError(problems)
     return config
+
+
+def _store_left_behind(config: RunConfig, name: str, root: yaml.Node | None) -> list[InputProblem]:
+    """A store where an earlier version put it (relative to the working directory) but none where this
+    config now says: refuse, rather than ask every provider again for answers already paid for."""
+    if config.base_dir.absolute() == Path.cwd():
+        return []
+    field, written = ("output.store", config.output.store) if config.output.store else ("output.dir", config.output.dir)
+    if Path(written).is_absolute():
+        return []
+    old = Path(written) if config.output.store else Path(written) / config.batch / "responses.sqlite"
+    if config.store_path.exists() or not old.is_file():
+        return []
+    return [problem_at(
+        name, root, tuple(field.split(".")),
+        f"'{written}' is relative to the config file's directory ({config.base_dir.absolute()}), so this batch's "
+        f"store is {config.store_path.absolute()}; but a store of the batch exists at {old.absolute()} (relative to "
+        "the working directory, where earlier versions put it): write output paths relative to the config "
+        "file or as absolute paths, or move that directory, so its answers are not paid for again",
+    )]
 
 
 def _duplicate_source_ids(config: RunConfig, name: str, root: yaml.Node | None) -> list[InputProblem]:

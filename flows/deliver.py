@@ -42,7 +42,7 @@ def load_run(run_dir: str | Path) -> tuple[RunConfig, AnnotationTemplate, Path]:
     manifest = read_manifest(run_dir)
     with working_dir(Path(manifest["cwd"])):
         config = load_config(manifest["config"], require_keys=False)
-        template = resolve_template(config.annotation.template)
+        template = resolve_template(config.annotation.template, base_dir=config.base_dir)
     tasks = run_dir / "tasks.jsonl"
     if not tasks.is_file():
         raise FileNotFoundError(f"{tasks}: no tasks file (the run has not finished)")

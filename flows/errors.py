@@ -44,12 +44,44 @@ class InputError(Exception):
         super().__init__(self.render())
 
     def render(self, limit: int | None = None) -> str:
-        """The problems one per line: the first ``limit`` (default 20), then how many more there are."""
+        """The problems one per line: the first ``limit`` (default 20), then how many more there are.
+
+        A prompt template's error (field ``template``) is the template's, not the records': each distinct
+        one is listed once, with how many more records it hit and their first lines.
+        """
         limit = self.MAX_LISTED if limit is None else limit
-        lines = [str(p) for p in self.problems[:limit]]
-        if len(self.problems) > limit:
-            lines.append(f"... and {len(self.problems) - limit} more problem(s)")
-        return "\n".join(lines)
+        lines = _grouped(self.problems)
+        shown = lines[:limit]
+        if len(lines) > limit:
+            shown.append(f"... and {len(lines) - limit} more problem(s)")
+        return "\n".join(shown)
+
+
+def _grouped(problems: list[InputProblem], first_lines: int = 5) -> list[str]:
+    groups: dict[tuple[str, str | None, str, str | None], list[InputProblem]] = {}
+    order: list[InputProblem | tuple[str, str | None, str, str | None]] = []
+    for problem in problems:
+        if problem.field != "template" or problem.line is None:
+            order.append(problem)
+            continue
+        key = (problem.file, problem.field, problem.message, problem.context)
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        groups[key].append(problem)
+    lines = []
+    for item in order:
+        if isinstance(item, InputProblem):
+            lines.append(str(item))
+            continue
+        same = groups[item]
+        text = str(same[0])
+        if len(same) > 1:
+            more = [str(p.line) for p in same[1:first_lines + 1]]
+            more_text = ", ".join(more) + (", …" if len(same) > first_lines + 1 else "")
+            text += f" [the same in {len(same) - 1} more record(s): line{'s' if len(same) > 2 else ''} {more_text}]"
+        lines.append(text)
+    return lines
 
 
 def referred_from(problems: list[InputProblem], context: str) -> list[InputProblem]:

@@ -57,13 +57,43 @@ def plan_run(config_path: str | Path) -> dict[str, Any]:
             totals["priced"] = True
         totals["calls"] += to_call
         providers[provider.source_id] = entry
+    no_price = [p.source_id for p in config.providers if p.price is None]
     return {
         "config": str(config_path),
         "prompts": prepared.prompt_count,
         "calls": totals["calls"],
         "cost_usd_range": [round(totals["cost_low"], 4), round(totals["cost_high"], 4)] if totals["priced"] else None,
+        # Providers without a price are not in cost_usd_range, which is then only a lower bound.
+        "cost_no_price": no_price,
+        "cost_is_lower_bound": bool(no_price) and totals["priced"],
         "providers": providers,
     }
+
+
+def plan_cost_text(report: dict[str, Any]) -> str:
+    """The estimated cost in words, never silently partial: the providers without a price are named."""
+    cost_range, no_price = report["cost_usd_range"], report.get("cost_no_price") or []
+    missing = f" (no price: {', '.join(no_price)}; give providers a price to count them)" if no_price else ""
+    if cost_range is None:
+        return f"estimated cost: unknown{missing}"
+    amount = f"${cost_range[0]:.2f} – ${cost_range[1]:.2f}"
+    return f"estimated cost: at least {amount}{missing}" if no_price else f"estimated cost: {amount}"
+
+
+def plan_table(report: dict[str, Any], title: str) -> Any:
+    """``rlhf plan``'s table: per provider calls, answered, tokens, the cost range (or "no price"), minutes."""
+    from rich.table import Table
+
+    table = Table(title=title, caption=plan_cost_text(report))
+    for column in ("provider", "model", "calls", "answered", "input tokens", "output tokens", "cost USD", "min. minutes"):
+        table.add_column(column, justify="left" if column in ("provider", "model") else "right")
+    for sid, p in report["providers"].items():
+        low, high = p["output_tokens_range"]
+        cost = "no price" if p["cost_usd_range"] is None else f"{p['cost_usd_range'][0]:.2f}–{p['cost_usd_range'][1]:.2f}"
+        minutes = "-" if p["min_minutes_at_rate_limits"] is None else str(p["min_minutes_at_rate_limits"])
+        table.add_row(sid, p["model"], str(p["calls"]), str(p["already_answered"]), str(p["input_tokens"]),
+                      f"{low}–{high}", cost, minutes)
+    return table
 
 
 def _minutes(rpm: float | None, tpm: float | None, calls: int, tokens: int) -> float | None:

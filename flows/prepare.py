@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -36,8 +37,10 @@ def prepare_run(config_path: str | Path, *, require_keys: bool = True, skip_inva
     (``p.jsonl:3: prompt: ... (from run.yaml:4: prompts.path)``).
     """
     config = load_config(config_path, require_keys=require_keys)
-    template = _named_by(config, "annotation.template", resolve_template, config.annotation.template)
-    _named_by(config, "prompts.template", load_template, config.prompts.template)
+    # Paths the config names are relative to its directory (config.base_dir).
+    template = _named_by(config, "annotation.template", partial(resolve_template, base_dir=config.base_dir),
+                         config.annotation.template)
+    _named_by(config, "prompts.template", partial(load_template, base_dir=config.base_dir), config.prompts.template)
     report = scan_prompts(config.prompts)
     problems = referred_from(report.problems, config.where("prompts.path"))
     if problems and (not skip_invalid or report.valid == 0 or any(p.line is None for p in problems)):

@@ -20,7 +20,7 @@ import jinja2
 
 from flows.config import PromptsConfig
 from flows.errors import InputError, InputProblem, lone_surrogates
-from flows.yaml_locations import format_loc
+from flows.yaml_locations import format_loc, resolve_path, where_searched
 
 PACKAGED_TEMPLATES = Path(__file__).resolve().parent.parent / "prompts" / "templates"
 KNOWN_FIELDS = {"id", "prompt", "messages", "system", "metadata"}
@@ -53,12 +53,14 @@ class ScanReport:
     problems: list[InputProblem] = field(default_factory=list)
 
 
-def load_template(name: str | None) -> jinja2.Template | None:
-    """A Jinja2 template by path, or by name from the packaged ``prompts/templates`` (``.j2`` optional)."""
+def load_template(name: str | None, base_dir: Path | None = None) -> jinja2.Template | None:
+    """A Jinja2 template by path (relative to ``base_dir``, the config file's directory; default: the
+    working directory), or by name from the packaged ``prompts/templates`` (``.j2`` optional)."""
     if name is None:
         return None
+    base_dir = base_dir if base_dir is not None else Path(".")
     # Packaged prompt templates are the .j2 files (the .yaml files beside them are annotation templates).
-    candidates = [Path(name), PACKAGED_TEMPLATES / (name if name.endswith(".j2") else f"{name}.j2")]
+    candidates = [resolve_path(base_dir, name), PACKAGED_TEMPLATES / (name if name.endswith(".j2") else f"{name}.j2")]
     for candidate in candidates:
         if candidate.is_file():
             env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
@@ -66,17 +68,18 @@ def load_template(name: str | None) -> jinja2.Template | None:
                 return env.from_string(candidate.read_text(encoding="utf-8"))
             except jinja2.TemplateSyntaxError as exc:
                 raise InputError([InputProblem(str(candidate), exc.lineno, f"template syntax error: {exc.message}")])
-    raise InputError([InputProblem(name, None, "prompt template not found (looked for a file and in prompts/templates/)")])
+    raise InputError([InputProblem(name, None, f"prompt template not found ({where_searched(base_dir, name)}; "
+                                               "and in prompts/templates/)")])
 
 
 def iter_records(config: PromptsConfig) -> Iterator[PromptRecord | InputProblem]:
     """Every record of the file in order, or the problem that makes it unusable."""
-    path = Path(config.path)
+    path = config.file
     if not path.is_file():
-        yield InputProblem(str(path), None, "prompt file not found")
+        yield InputProblem(str(path), None, f"prompt file not found ({where_searched(config.base_dir, config.path)})")
         return
     try:
-        template = load_template(config.template)
+        template = load_template(config.template, config.base_dir)
     except InputError as exc:
         yield from exc.problems
         return
@@ -112,7 +115,7 @@ def scan_prompts(config: PromptsConfig) -> ScanReport:
         else:
             report.valid += 1
     if report.valid == 0 and not report.problems:
-        report.problems.append(InputProblem(config.path, None, "the prompt file holds no prompts"))
+        report.problems.append(InputProblem(str(config.file), None, "the prompt file holds no prompts"))
     return report
 
 

@@ -27,11 +27,14 @@ def run_date() -> str:
     return datetime.now(UTC).date().isoformat()
 
 
-def apply_run_date(data: dict[str, Any]) -> dict[str, Any]:
+def apply_run_date(data: dict[str, Any], base_dir: Path | None = None) -> dict[str, Any]:
     """Fill ``{date}`` in ``batch`` and ``prompts.path``; resolve a glob in the path to its newest match.
 
-    A glob with no match is left as it is (the prompt reader then reports the file as not found).
+    A relative glob is matched in ``base_dir`` (the config file's directory; default: the working
+    directory) and its match stays relative to it. A glob with no match is left as it is (the prompt
+    reader then reports the file as not found).
     """
+    root = base_dir if base_dir is not None else Path(".")
     today = run_date()
     if isinstance(data.get("batch"), str):
         data["batch"] = data["batch"].replace("{date}", today)
@@ -39,8 +42,8 @@ def apply_run_date(data: dict[str, Any]) -> dict[str, Any]:
     if isinstance(prompts, dict) and isinstance(prompts.get("path"), str):
         path = prompts["path"].replace("{date}", today)
         if GLOB_CHARS & set(path):
-            matches = glob.glob(path)
+            matches = glob.glob(path, root_dir=root)  # absolute patterns ignore root_dir
             if matches:
-                path = max(matches, key=lambda p: (Path(p).stat().st_mtime, p))
+                path = max(matches, key=lambda p: ((root / p).stat().st_mtime, p))
         prompts["path"] = path
     return data

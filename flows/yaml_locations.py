@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
+import os
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from flows.errors import InputError, InputProblem, lone_surrogates
+
+
+def resolve_path(base_dir: Path, value: str | Path) -> Path:
+    """``value`` as written in a file in ``base_dir``: absolute paths as they are, relative ones joined to
+    ``base_dir`` (``..`` folded, so ``examples/../out`` reads ``out``)."""
+    path = Path(value)
+    return path if path.is_absolute() else Path(os.path.normpath(base_dir / path))
+
+
+def where_searched(base_dir: Path, value: str | Path) -> str:
+    """The words a "not found" error adds: the directory that was searched, and why that one."""
+    path = Path(value)
+    searched = resolve_path(base_dir, path).parent.absolute()
+    if path.is_absolute():
+        return f"looked in {searched}"
+    hint = f"looked in {searched}: relative paths in a config start at the config file's directory"
+    if base_dir.absolute() != Path.cwd() and path.exists():
+        hint += f"; a file of that name exists relative to the working directory ({path.absolute()}): " \
+                f"write it relative to {base_dir.absolute()}, or as an absolute path"
+    return hint
 
 
 def _real(loc: Sequence[int | str]) -> list[int | str]:
@@ -102,9 +124,61 @@ def surrogate_problems(file: str, root: yaml.Node | None, data: Any) -> list[Inp
     return [problem_at(file, root, loc, message) for loc, message in lone_surrogates(data)]
 
 
-def validation_problems(file: str, root: yaml.Node | None, exc: ValidationError) -> list[InputProblem]:
-    """pydantic's errors as problems at their line and field (``unknown key`` for an extra one)."""
-    return [
-        problem_at(file, root, err["loc"], "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, "))
-        for err in exc.errors()
-    ]
+def validation_problems(
+    file: str, root: yaml.Node | None, exc: ValidationError, model: type[BaseModel] | None = None
+) -> list[InputProblem]:
+    """pydantic's errors as problems at their line and field (``unknown key`` for an extra one, with the
+    allowed key it most likely misspells when ``model``, the validated model, is given)."""
+    problems = []
+    for err in exc.errors():
+        if err["type"] == "extra_forbidden":
+            message = "unknown key" + _suggestion(model, err["loc"])
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+        problems.append(problem_at(file, root, err["loc"], message))
+    return problems
+
+
+def _suggestion(model: type[BaseModel] | None, loc: Sequence[int | str]) -> str:
+    """`` (did you mean 'temperature'?)`` for an unknown key at ``loc`` of ``model``, or nothing."""
+    from providers.config import did_you_mean
+
+    if model is None or not loc or not isinstance(loc[-1], str):
+        return ""
+    key = loc[-1]
+    models = _models_at(model, loc[:-1])
+    allowed = sorted({name for m in models for name in m.model_fields})
+    match = did_you_mean(key, allowed, cutoff=0.75)
+    if match is not None:
+        return f" (did you mean '{match}'?)"
+    for m in models:
+        for parent, keys in getattr(m, "nested_key_hints", {}).items():
+            match = did_you_mean(key, keys, cutoff=0.75)
+            if match is not None:
+                return f" (did you mean '{parent}: {{{match}: …}}'?)"
+    return ""
+
+
+def _models_at(model: type[BaseModel], loc: Sequence[int | str]) -> list[type[BaseModel]]:
+    """The pydantic models that can sit at ``loc`` inside ``model`` (list indexes and union tags skipped)."""
+    models = [model]
+    for part in loc:
+        if not isinstance(part, str) or part.startswith("<"):
+            continue
+        found: list[type[BaseModel]] = []
+        for m in models:
+            field = m.model_fields.get(part)
+            if field is not None:
+                found += _models_in(field.annotation)
+        models = found
+    return models
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """Every pydantic model a type annotation can hold (through Optional, unions, lists, Annotated)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    for arg in typing.get_args(annotation):
+        found += _models_in(arg)
+    return found

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -57,6 +58,28 @@ class SamplingParams(TypedDict, total=False, extra_items=ParamValue):
     frequency_penalty: ParamNumber
     presence_penalty: ParamNumber
     seed: ParamNumber
+
+
+# Parameters some API or OpenAI-compatible server takes: never taken for a misspelling of a well-known one.
+OTHER_KNOWN_PARAMS = frozenset({
+    "stop", "stop_sequences", "logprobs", "top_logprobs", "logit_bias", "response_format", "tools", "tool_choice",
+    "parallel_tool_calls", "user", "metadata", "reasoning_effort", "reasoning", "service_tier", "store", "modalities",
+    "prediction", "audio", "stream_options", "web_search_options", "verbosity", "thinking", "functions",
+    "function_call", "suffix", "echo", "min_p", "top_a", "typical_p", "repetition_penalty", "repeat_penalty",
+    "repeat_last_n", "length_penalty", "best_of", "use_beam_search", "ignore_eos", "min_tokens", "max_new_tokens",
+    "do_sample", "num_predict", "num_ctx", "mirostat", "mirostat_eta", "mirostat_tau", "tfs_z",
+    "skip_special_tokens", "spaces_between_special_tokens", "stop_token_ids", "include_stop_str_in_output",
+    "guided_json", "guided_regex", "guided_choice", "guided_grammar", "guided_decoding_backend",
+    "chat_template_kwargs", "truncate_prompt_tokens", "prompt_logprobs", "safe_prompt", "random_seed",
+    "top_n_sigma", "dry_multiplier", "xtc_probability", "xtc_threshold", "extra_body", "provider", "transforms",
+    "models", "route",
+})
+
+
+def did_you_mean(key: str, known: list[str] | tuple[str, ...] | frozenset[str], cutoff: float = 0.8) -> str | None:
+    """The known key ``key`` is most likely a misspelling of (``temprature`` -> ``temperature``), if any."""
+    matches = difflib.get_close_matches(key, sorted(known), n=1, cutoff=cutoff)
+    return matches[0] if matches else None
 
 
 class Price(BaseModel):
@@ -112,12 +135,27 @@ class ProviderConfig(BaseModel):
             raise ValueError("must start with http:// or https://")
         return value
 
+    # Keys that belong one level down: a provider-level `temperature:` is meant for `params` (the unknown-key
+    # error of the config says so, flows/yaml_locations.py).
+    nested_key_hints: ClassVar[dict[str, tuple[str, ...]]] = {
+        "params": (*SamplingParams.__annotations__, "stop"),
+    }
+
     @field_validator("params")
     @classmethod
     def _check_params(cls, value: SamplingParams) -> SamplingParams:
         for reserved in ("model", "messages", "stream", "n"):
             if reserved in value:
                 raise ValueError(f"'{reserved}' is set by the orchestrator and may not appear in params")
+        # params are sent as given, so a misspelt one would reach the API (and fail every call with a 400):
+        # a key that is no known parameter but a near miss of a well-known one is refused.
+        well_known = (*SamplingParams.__annotations__, "stop")
+        for key in value:
+            if key in well_known or key in OTHER_KNOWN_PARAMS:
+                continue
+            suggestion = did_you_mean(key, well_known)
+            if suggestion is not None:
+                raise ValueError(f"unknown parameter '{key}': did you mean '{suggestion}'? (params are sent to the API as given)")
         return value
 
     @model_validator(mode="after")

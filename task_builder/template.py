@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from flows.errors import InputError, InputProblem
-from flows.yaml_locations import read_yaml, surrogate_problems, validation_problems
+from flows.yaml_locations import read_yaml, resolve_path, surrogate_problems, validation_problems, where_searched
 from providers.config import ConfigInt
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "prompts" / "templates"
@@ -137,33 +137,49 @@ def shipped_templates() -> list[str]:
     return sorted(p.stem for p in TEMPLATE_DIR.glob("*.yaml"))
 
 
-def resolve_template(spec: str | AnnotationTemplate, _depth: int = 0) -> AnnotationTemplate:
-    """A usable template from a name, a path or an inline template, with ``extends`` applied."""
-    template = load_annotation_template(spec) if isinstance(spec, str) else spec
+def resolve_template(spec: str | AnnotationTemplate, _depth: int = 0, *, base_dir: Path | None = None) -> AnnotationTemplate:
+    """A usable template from a name, a path or an inline template, with ``extends`` applied.
+
+    A path is relative to ``base_dir`` (the directory of the file naming it: the run config's for
+    ``annotation.template``; default: the working directory). An ``extends`` path in a template file is
+    relative to that file's directory.
+    """
+    if isinstance(spec, str):
+        template, base_dir = _load(spec, base_dir)
+    else:
+        template = spec
     if template.extends is None:
         return template
     if _depth >= MAX_EXTENDS_DEPTH:
         raise InputError([InputProblem(template.name, None, f"'extends' chain deeper than {MAX_EXTENDS_DEPTH} (a cycle?)", "extends")])
-    base = resolve_template(template.extends, _depth + 1)
+    base = resolve_template(template.extends, _depth + 1, base_dir=base_dir)
     given = {key: getattr(template, key) for key in template.model_fields_set if key != "extends"}
     return base.model_copy(update={**given, "extends": None})
 
 
-def load_annotation_template(name_or_path: str) -> AnnotationTemplate:
-    """A template by file path, or by name from ``prompts/templates/<name>.yaml`` (``default``: Pref Ranking)."""
+def load_annotation_template(name_or_path: str, base_dir: Path | None = None) -> AnnotationTemplate:
+    """A template by file path (relative to ``base_dir``; default: the working directory), or by name from
+    ``prompts/templates/<name>.yaml`` (``default``: Pref Ranking)."""
+    return _load(name_or_path, base_dir)[0]
+
+
+def _load(name_or_path: str, base_dir: Path | None) -> tuple[AnnotationTemplate, Path]:
+    """The template and the directory of its file (where its own relative paths start)."""
     if name_or_path == "default":
         name_or_path = DEFAULT_TEMPLATE
-    path = Path(name_or_path)
+    base_dir = base_dir if base_dir is not None else Path(".")
+    path = resolve_path(base_dir, name_or_path)
     if not path.is_file():
         path = TEMPLATE_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         available = ", ".join(shipped_templates())
-        raise InputError([InputProblem(name_or_path, None, f"annotation template not found (shipped: {available})")])
+        raise InputError([InputProblem(name_or_path, None, f"annotation template not found (shipped: {available}; "
+                                                            f"as a path: {where_searched(base_dir, name_or_path)})")])
     root, data = read_yaml(path)
     surrogates = surrogate_problems(str(path), root, data)
     if surrogates:
         raise InputError(surrogates)
     try:
-        return AnnotationTemplate.model_validate(data)
+        return AnnotationTemplate.model_validate(data), path.parent
     except ValidationError as exc:
-        raise InputError(validation_problems(str(path), root, exc)) from None
+        raise InputError(validation_problems(str(path), root, exc, AnnotationTemplate)) from None

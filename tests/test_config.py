@@ -72,7 +72,8 @@ def test_demo_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     config = load_config(REPO / "examples" / "demo.yaml")
     assert config.project == "demo-helpfulness"
     assert config.batch == "demo"
-    assert config.prompts.path == "prompts/examples/alpaca_sample.jsonl"
+    assert config.prompts.file == REPO / "prompts" / "examples" / "alpaca_sample.jsonl"  # relative to the config
+    assert config.batch_dir == REPO / "out" / "demo"
     assert [p.source_id for p in config.providers] == ["gpt-4o", "llama-3-8b", "claude-sonnet"]
     assert [p.kind for p in config.providers] == ["openai", "openai", "anthropic"]
     assert config.providers[0].base_url == "http://127.0.0.1:8765/v1"
@@ -83,7 +84,7 @@ def test_demo_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.annotation.template == "default"
     assert config.annotation.seed == 7
     assert config.required_answers == 2
-    assert config.run_dir == Path("out") / "demo"
+    assert config.run_dir == REPO / "out" / "demo"
 
 
 def test_demo_config_needs_its_keys(monkeypatch: pytest.MonkeyPatch) -> None:

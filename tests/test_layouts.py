@@ -201,7 +201,10 @@ def test_examples_pairwise_runs_on_the_simulator(sim: RunningSimulator, tmp_path
     monkeypatch.setenv("SIM_URL", sim.url)
     monkeypatch.setenv("SIM_OPENAI_KEY", "x")
     monkeypatch.setenv("SIM_ANTHROPIC_KEY", "x")
-    text = (ROOT / "examples" / "pairwise.yaml").read_text().replace("output: {dir: out}", f"output: {{dir: {tmp_path}}}")
+    # Paths in a config are relative to its file: the copy in tmp_path names the prompts by absolute path.
+    text = (ROOT / "examples" / "pairwise.yaml").read_text().replace("output: {dir: ../out}", f"output: {{dir: {tmp_path}}}")
+    text = text.replace("path: ../prompts/", f"path: {ROOT}/prompts/")
+    assert str(tmp_path) in text and str(ROOT) in text
     config = tmp_path / "pairwise.yaml"
     config.write_text(text)
     summary = _run(config)

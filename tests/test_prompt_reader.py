@@ -263,7 +263,8 @@ def test_template_syntax_error(workdir: Path) -> None:
 def test_template_not_found(workdir: Path) -> None:
     name = write_jsonl(workdir / "p.jsonl", {"prompt": "q"})
     assert problems(name, template="nope") == [
-        "nope: prompt template not found (looked for a file and in prompts/templates/)"
+        f"nope: prompt template not found (looked in {workdir}: relative paths in a config start at the config "
+        "file's directory; and in prompts/templates/)"
     ]
 
 
@@ -392,7 +393,9 @@ def test_bad_messages(workdir: Path, messages: object, expected: str) -> None:
 
 def test_prompt_file_not_found(workdir: Path) -> None:
     report = scan_prompts(PromptsConfig(path="missing.jsonl"))
-    assert [str(p) for p in report.problems] == ["missing.jsonl: prompt file not found"]
+    assert [str(p) for p in report.problems] == [
+        f"missing.jsonl: prompt file not found (looked in {workdir}: relative paths in a config start at the config "
+        "file's directory)"]
     assert list(iter_prompts(PromptsConfig(path="missing.jsonl"))) == []
 
 
