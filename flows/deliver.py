@@ -12,6 +12,7 @@ import os
 import shutil
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -63,32 +64,79 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
         yield json.loads(line)
 
 
+DELIVERIES = "deliveries.jsonl"
+
+
+def _answer_word(count: int) -> str:
+    return "1 answer" if count == 1 else f"{count} answers"
+
+
 def deliver_label_studio(run_dir: str | Path, url: str, token: SecretStr, project_title: str | None = None) -> dict[str, Any]:
-    """Create (or reuse, by title) the project and import the run's tasks not already in it."""
+    """Create (or reuse, by title) the projects and import the run's tasks not already in them.
+
+    A form requires a rating of every answer it shows, so tasks go to one project per answer count:
+    the widest tasks to ``project_title`` (default ``<project> / <batch>``), tasks that lost answers
+    (a provider failed for that prompt) to ``<title> (k answers)``. Tasks without answers are not
+    delivered. Each delivery is recorded in the run directory's ``deliveries.jsonl``, which
+    ``rlhf harvest`` reads to find the projects and join annotations back to the shells.
+    """
+    run_dir = Path(run_dir)
     config, template, tasks_path = load_run(run_dir)
-    positions = max((len(answers_of(shell)) for shell in read_jsonl(tasks_path)), default=1)
-    labeling = build_labeling_config(template, positions)
-    title = project_title or f"{config.project} / {config.batch}"
+    by_count: dict[int, list[dict[str, Any]]] = {}
+    for shell in read_jsonl(tasks_path):
+        by_count.setdefault(len(answers_of(shell)), []).append(to_label_studio(shell))
+    base = project_title or f"{config.project} / {config.batch}"
+    widest = max(by_count, default=0)
     description = f"{template.display_title}. Delivered by rlhf-orchestrator from batch {config.batch}."
+    projects: list[dict[str, Any]] = []
     with LabelStudioClient(url, token) as client:
-        project, created = client.ensure_project(title, labeling.xml, description)
-        existing = client.task_ids(project["id"])
-        total = 0
-        new: list[dict[str, Any]] = []
-        for shell in read_jsonl(tasks_path):
-            total += 1
-            if shell["task_id"] not in existing:
-                new.append(to_label_studio(shell, positions))
-        imported = client.import_tasks(project["id"], new) if new else 0
+        for count in sorted((c for c in by_count if c > 0), reverse=True):
+            title = base if count == widest else f"{base} ({_answer_word(count)})"
+            labeling = build_labeling_config(template, count)
+            project, created = client.ensure_project(title, labeling.xml, description)
+            existing = client.task_ids(project["id"])
+            new = [task for task in by_count[count] if task["data"]["task_id"] not in existing]
+            imported = client.import_tasks(project["id"], new) if new else 0
+            projects.append({"project_id": project["id"], "project_title": title, "project_created": created,
+                             "answers": count, "tasks": len(by_count[count]),
+                             "already_delivered": len(by_count[count]) - len(new), "imported": imported})
+    _record_delivery(run_dir, url, projects)
+    main = projects[0] if projects else {"project_id": None, "project_title": base, "project_created": False}
     return {
         "platform": "label-studio",
-        "project_id": project["id"],
-        "project_title": title,
-        "project_created": created,
-        "tasks_in_run": total,
-        "already_delivered": total - len(new),
-        "imported": imported,
+        "project_id": main["project_id"],
+        "project_title": main["project_title"],
+        "project_created": main["project_created"],
+        "tasks_in_run": sum(len(tasks) for tasks in by_count.values()),
+        "already_delivered": sum(p["already_delivered"] for p in projects),
+        "imported": sum(p["imported"] for p in projects),
+        "not_delivered_no_answers": len(by_count.get(0, [])),
+        "projects": projects,
     }
+
+
+def _record_delivery(run_dir: Path, url: str, projects: list[dict[str, Any]]) -> None:
+    """Append one line per project to the run's ``deliveries.jsonl`` (the harvest's map back to the run)."""
+    at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    with (run_dir / DELIVERIES).open("a", encoding="utf-8") as handle:
+        for project in projects:
+            record = {"platform": "label-studio", "url": url.rstrip("/"), "project_id": project["project_id"],
+                      "project_title": project["project_title"], "answers": project["answers"], "delivered_at": at}
+            handle.write(json.dumps(record) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def delivered_projects(run_dir: str | Path, url: str) -> list[int]:
+    """The Label Studio projects (on ``url``) this run was delivered to, in delivery order."""
+    path = Path(run_dir) / DELIVERIES
+    if not path.is_file():
+        return []
+    found: list[int] = []
+    for record in read_jsonl(path):
+        if record.get("platform") == "label-studio" and record.get("url") == url.rstrip("/") and record["project_id"] not in found:
+            found.append(int(record["project_id"]))
+    return found
 
 
 def deliver_files(run_dir: str | Path, target: str, out: str | Path) -> dict[str, Any]:
@@ -127,18 +175,39 @@ def default_rejects_path(out: Path) -> Path:
     return out.with_name(out.stem + ".rejects.jsonl")
 
 
-def harvest_label_studio(url: str, token: SecretStr, project_id: int, out: str | Path, rejects: str | Path | None = None) -> dict[str, Any]:
-    """Export the project's annotations, validate each against its shell, write annotated tasks and rejects."""
+def harvest_label_studio(
+    url: str,
+    token: SecretStr,
+    run_dir: str | Path,
+    out: str | Path,
+    rejects: str | Path | None = None,
+    project_ids: list[int] | None = None,
+) -> dict[str, Any]:
+    """Export the projects' annotations, join each to its shell in ``run_dir``, validate, write results.
+
+    ``project_ids`` default to the projects the run was delivered to on this server (its
+    ``deliveries.jsonl``). Required questions (per the run's annotation template) left blank, values
+    outside a slot and tasks that are not the run's are rejected with the reason.
+    """
     out = Path(out)
+    _, template, tasks_path = load_run(run_dir)
+    projects = project_ids or delivered_projects(run_dir, url)
+    if not projects:
+        raise ValueError(f"{Path(run_dir) / DELIVERIES}: no Label Studio delivery to {url} recorded; pass --project")
     outcome = HarvestOutcome()
     with LabelStudioClient(url, token) as client:
         users = client.users()
+        exported = {project_id: client.export(project_id) for project_id in projects}
+    wanted = {str((task.get("data") or {}).get("task_id")) for tasks in exported.values() for task in tasks
+              if task.get("annotations")}
+    shells = {shell["task_id"]: shell for shell in read_jsonl(tasks_path) if shell["task_id"] in wanted}
+    for project_id, tasks in exported.items():
         meta = {"platform": "label-studio", "project_id": project_id}
-        for ls_task in client.export(project_id):
-            one = harvest_task(ls_task, meta, users)
+        for ls_task in tasks:
+            one = harvest_task(ls_task, meta, users, shells, template)
             outcome.annotated += one.annotated
             outcome.rejected += one.rejected
-    return {"platform": "label-studio", "project_id": project_id,
+    return {"platform": "label-studio", "project_ids": projects,
             **_write_outcome(outcome, out, Path(rejects) if rejects else default_rejects_path(out))}
 
 
@@ -182,6 +251,8 @@ def deliver_tasks(run_dir: str, url: str, token_env: str = "LABEL_STUDIO_TOKEN",
 
 
 @flow(name="harvest_annotations")
-def harvest_annotations(url: str, project_id: int, out: str, token_env: str = "LABEL_STUDIO_TOKEN") -> dict[str, Any]:
-    """Harvest a Label Studio project's annotations into annotated task shells (and rejects)."""
-    return harvest_label_studio(url, token_from_env(token_env), project_id, out)
+def harvest_annotations(
+    url: str, run_dir: str, out: str, token_env: str = "LABEL_STUDIO_TOKEN", project_ids: list[int] | None = None
+) -> dict[str, Any]:
+    """Harvest the annotations of a run's Label Studio projects into annotated task shells (and rejects)."""
+    return harvest_label_studio(url, token_from_env(token_env), run_dir, out, project_ids=project_ids)

@@ -64,6 +64,7 @@ from typing import Any
 
 from flows.atomic import atomic_open
 from task_builder.ids import position_label
+from task_builder.preference import likert_winner
 
 PARQUET_HINT = "pip install 'rlhf-orchestrator[parquet]'"
 FORMATS = ("jsonl", "parquet")
@@ -273,13 +274,7 @@ def _read(annotated: Iterable[dict[str, Any]], stats: ExportStats) -> Iterator[_
 def _likert(task: _Task) -> tuple[int, float] | None:
     """``(winner index, margin)`` from the Likert value, ``None`` on a tie; caller checks it is set."""
     slot = task.turn_slots["likert_value"]
-    values, value = slot["possible_values"], slot["value"]
-    first, last = values[0], values[-1]
-    midpoint = (first + last) / 2
-    if value == midpoint:
-        return None
-    winner = 0 if (value - midpoint) * (first - midpoint) > 0 else 1
-    return winner, float(abs(value - midpoint))
+    return likert_winner(slot["possible_values"], slot["value"])
 
 
 def _value(task: _Task, key: str) -> Any:

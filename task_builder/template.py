@@ -29,6 +29,14 @@ class Dimension(BaseModel):
         Discriminator(lambda v: "<labels>" if isinstance(v, list) and v and all(isinstance(x, str) for x in v) else "<numbers>"),
     ] | None = None
     labels: list[str] | None = None
+    # Whether an annotator must answer it; by default every rating, choice and yes/no is required and
+    # free text is not.
+    required: bool | None = None
+
+    @property
+    def is_required(self) -> bool:
+        """Whether a submission must fill this dimension (``required``, else: every non-text type)."""
+        return self.required if self.required is not None else self.type != "text"
 
     @model_validator(mode="after")
     def _check_values(self) -> "Dimension":

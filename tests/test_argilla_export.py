@@ -80,7 +80,7 @@ def test_pref_ranking_question_details() -> None:
     follow = questions["instruction_following_response_a"]
     assert [o["value"] for o in follow["settings"]["options"]] == [1, 2, 3, 4, 5, 6, 7]
     assert "1 = 1 - Ignores the request" in follow["description"] and "7 = 7 - Follows it fully" in follow["description"]
-    assert "Scale" not in questions["truthfulness_response_a"]["description"]  # no labels, no legend
+    assert "1 = 1 - Many false claims" in questions["truthfulness_response_a"]["description"]  # labelled ends
     verbosity = questions["verbosity_response_b"]["settings"]
     assert verbosity["options"] == [{"value": "too_short", "text": "Too short"}, {"value": "just_right", "text": "Just right"},
                                     {"value": "too_long", "text": "Too long"}]

@@ -1,16 +1,30 @@
-"""The Label Studio labeling config generated from an annotation template.
+"""The Label Studio labeling config generated from an annotation template: a form built for comparison.
 
-Layout for a task with N answers (N = the most answers any task of the delivery has):
+Layout for a task with N answers, top to bottom (what an annotator reads first comes first):
 
-- the prompt (the conversation so far) as ``<Text name="prompt">``;
-- per answer position (Response A, B, …): its text as ``<Text name="response_a">``, one single-choice
-  ``<Choices>`` per rating/category/boolean dimension (named ``a__<key>``; every choice's ``alias`` is the
-  slot value, so results carry values, not labels), a ``<TextArea>`` per text dimension and for the
-  rewrite;
-- turn level: the selected answer (``selected``, aliases A, B, …), the Likert scale for two answers
-  (``likert``), a ranking (``ranking``: one ``<Choices>`` per rank, ``rank_1`` …) and the justification.
+1. the template's title and instructions, then the prompt (the conversation so far) as
+   ``<Text name="prompt">``;
+2. the answers side by side, one column each (``response_a``, ``response_b`` …; three or more wrap into
+   a row of columns), each with its own ratings under it: one single-choice ``<Choices>`` per rating,
+   category or yes/no dimension (named ``a__<key>``), a ``<TextArea>`` per text dimension and for the
+   rewrite. Every choice's ``alias`` is the slot value, so results carry values, not labels;
+3. the overall comparison, asked once and only after every answer is on screen: for two answers the
+   Likert preference (``likert``; ``selected_model_id`` follows from it at harvest), for more a
+   ranking (``rank_1`` …; the best answer follows from rank 1) or, when the template asks for no
+   ranking, a selection (``selected``);
+4. the justification, last.
 
-Source ids never appear in the config or in what annotators see: answers are shown by position only.
+Every rating and the comparison are ``required`` (unless the template marks a dimension
+``required: false``), so Label Studio refuses a submission that leaves one out; harvest checks the
+same rule. Scales show the template's labels, and an unlabelled scale marks its ends as lowest and
+highest. Hotkeys: Label Studio binds a key to every choice it finds without one (``1``-``0``, then
+letters, until they run out) and prints it beside the option. Only the comparison gets keys, one per
+option and meaningful (``1``-``7`` along the Likert scale, the position letter for a selection); every
+other choice is given one inert combination (:data:`INERT_HOTKEY`) so that no stray key press changes a
+rating, and its mark is hidden.
+
+Source ids and model names never appear in the config or in what annotators see: answers are shown by
+position only.
 """
 
 from __future__ import annotations
@@ -20,6 +34,19 @@ from xml.sax.saxutils import quoteattr
 
 from task_builder.ids import position_label
 from task_builder.template import AnnotationTemplate, Dimension
+
+# A combination no annotator presses by accident (F19 with three modifiers), shared by every choice that
+# should have no hotkey: it keeps Label Studio from binding 1-0 and letters to ratings.
+INERT_HOTKEY = "ctrl+alt+shift+f19"
+
+STYLE = """  <Style>
+    .rlhf-prompt { background: #f4f6f8; border-radius: 6px; padding: 4px 12px; margin-bottom: 12px; }
+    .rlhf-answers { display: flex; flex-wrap: wrap; gap: 12px; align-items: stretch; }
+    .rlhf-answer { flex: 1 1 30%; min-width: 320px; border: 1px solid #d9dde3; border-radius: 6px; padding: 4px 12px; }
+    .rlhf-answer .rlhf-text { max-height: 480px; overflow-y: auto; white-space: pre-wrap; }
+    .rlhf-compare { border-top: 2px solid #d9dde3; margin-top: 16px; padding-top: 4px; }
+    .rlhf-quiet .lsf-hint { display: none; }
+  </Style>"""
 
 
 def letter(position: int) -> str:
@@ -34,8 +61,9 @@ class ControlSpec:
     name: str
     kind: str  # "choices" or "textarea"
     slot_key: str
-    position: int | None  # answer position, None for turn-level controls
+    position: int | None  # answer position (or rank for ``rank_k``), None for turn-level controls
     allowed: list[str] = field(default_factory=list)  # for choices: the aliases
+    required: bool = False
 
 
 @dataclass
@@ -45,74 +73,138 @@ class LabelingConfig:
     xml: str
     controls: dict[str, ControlSpec]
 
+    @property
+    def required(self) -> list[str]:
+        """Names of the controls a submission must fill."""
+        return [name for name, spec in self.controls.items() if spec.required]
 
-def _choices(name: str, to_name: str, title: str, options: list[tuple[str, str]], description: str | None) -> str:
-    hint = f' hint={quoteattr(description)}' if description else ""
-    lines = [f'  <Header value={quoteattr(title)} size="6"/>']
-    lines.append(f'  <Choices name="{name}" toName="{to_name}" choice="single-radio" showInline="true"{hint}>')
-    lines += [f"    <Choice value={quoteattr(label)} alias={quoteattr(alias)}/>" for label, alias in options]
-    lines.append("  </Choices>")
+
+@dataclass(frozen=True)
+class Option:
+    """One choice: what the annotator reads, the value results carry, and its hotkey."""
+
+    label: str
+    alias: str
+    hotkey: str = INERT_HOTKEY
+
+
+def _choices(name: str, to_name: str, title: str, options: list[Option], hint: str | None, required: bool,
+             indent: str = "    ", where: str = "") -> str:
+    attrs = f' name="{name}" toName="{to_name}" choice="single-radio" showInline="true"'
+    if required:
+        attrs += f' required="true" requiredMessage={quoteattr(f"{where}{title}: choose an option.")}'
+    header = title if not hint else f"{title}: {hint}"
+    lines = [f"{indent}<Header value={quoteattr(header)} size=\"6\"/>", f"{indent}<Choices{attrs}>"]
+    lines += [f"{indent}  <Choice value={quoteattr(o.label)} alias={quoteattr(o.alias)} hotkey={quoteattr(o.hotkey)}/>"
+              for o in options]
+    lines.append(f"{indent}</Choices>")
     return "\n".join(lines)
 
 
-def _textarea(name: str, to_name: str, title: str, placeholder: str) -> str:
+def _textarea(name: str, to_name: str, title: str, placeholder: str, required: bool, indent: str = "    ",
+              where: str = "") -> str:
+    extra = f' required="true" requiredMessage={quoteattr(f"{where}{title}: write an answer.")}' if required else ""
     return (
-        f'  <Header value={quoteattr(title)} size="6"/>\n'
-        f'  <TextArea name="{name}" toName="{to_name}" maxSubmissions="1" editable="true" rows="4" '
-        f"placeholder={quoteattr(placeholder)}/>"
+        f"{indent}<Header value={quoteattr(title)} size=\"6\"/>\n"
+        f'{indent}<TextArea name="{name}" toName="{to_name}" maxSubmissions="1" editable="true" rows="4" '
+        f"placeholder={quoteattr(placeholder)}{extra}/>"
     )
 
 
-def _dimension_options(dim: Dimension) -> list[tuple[str, str]]:
+def scale_options(dim: Dimension) -> list[Option]:
+    """A dimension's options: its labels, else its values with the ends of a number scale marked."""
     if dim.type == "boolean":
-        return [("Yes", "true"), ("No", "false")]
+        return [Option("Yes", "true"), Option("No", "false")]
     values = [str(v) for v in dim.values or []]
-    labels = dim.labels or values
-    return list(zip(labels, values))
+    if dim.labels:
+        return [Option(label, value) for label, value in zip(dim.labels, values)]
+    labels = list(values)
+    if dim.type == "integer" and len(labels) >= 2:
+        labels[0], labels[-1] = f"{labels[0]} (lowest)", f"{labels[-1]} (highest)"
+    return [Option(label, value) for label, value in zip(labels, values)]
+
+
+def _answer_column(template: AnnotationTemplate, position: int, controls: dict[str, ControlSpec]) -> list[str]:
+    key = letter(position)
+    target = f"response_{key}"
+    parts = ['    <View className="rlhf-answer">', f'    <Header value="{position_label(position)}" size="5"/>',
+             '    <View className="rlhf-text">', f'    <Text name="{target}" value="${target}"/>', "    </View>",
+             '    <View className="rlhf-quiet">']
+    for dim in template.dimensions:
+        name = f"{key}__{dim.key}"
+        where = f"{position_label(position)}: "
+        if dim.type == "text":
+            parts.append(_textarea(name, target, dim.title, dim.description or "", dim.is_required, where=where))
+            controls[name] = ControlSpec(name, "textarea", dim.key, position, required=dim.is_required)
+        else:
+            options = scale_options(dim)
+            parts.append(_choices(name, target, dim.title, options, dim.description, dim.is_required, where=where))
+            controls[name] = ControlSpec(name, "choices", dim.key, position, [o.alias for o in options], dim.is_required)
+    if template.rewrite:
+        name = f"{key}__rewrite"
+        parts.append(_textarea(name, target, "Rewrite (optional)", "Rewrite this response into the ideal answer", False))
+        controls[name] = ControlSpec(name, "textarea", "rewrite", position)
+    parts += ["    </View>", "    </View>"]
+    return parts
+
+
+def comparison_kind(template: AnnotationTemplate, answers: int) -> str | None:
+    """Which overall question the form asks: ``likert``, ``ranking``, ``selected`` or none."""
+    turn = template.turn
+    if answers == 2 and turn.likert.enabled:
+        return "likert"
+    if answers >= 2 and turn.ranking:
+        return "ranking"
+    if answers >= 2 and turn.selected_model_id:
+        return "selected"
+    return None
+
+
+def _comparison(template: AnnotationTemplate, answers: int, controls: dict[str, ControlSpec]) -> list[str]:
+    kind = comparison_kind(template, answers)
+    positions = [(position_label(i), letter(i).upper()) for i in range(answers)]
+    parts: list[str] = []
+    if kind == "likert":
+        likert = template.turn.likert
+        labels = likert.labels_for(positions[0][0], positions[1][0])
+        keys = [str(i + 1) for i in range(len(labels))] if len(labels) <= 9 else [INERT_HOTKEY] * len(labels)
+        options = [Option(label, str(v), hotkey) for label, v, hotkey in zip(labels, likert.values, keys)]
+        parts.append(_choices("likert", "prompt", likert.title, options, None, True, indent="  "))
+        controls["likert"] = ControlSpec("likert", "choices", "likert_value", None, [o.alias for o in options], True)
+    elif kind == "ranking":
+        parts.append('  <View className="rlhf-quiet">')
+        for rank in range(1, answers + 1):
+            name = f"rank_{rank}"
+            title = "Best response" if rank == 1 else ("Worst response" if rank == answers else f"Rank {rank}")
+            options = [Option(label, alias) for label, alias in positions]
+            parts.append(_choices(name, "prompt", title, options, None, True, indent="  "))
+            controls[name] = ControlSpec(name, "choices", "ranking", rank - 1, [o.alias for o in options], True)
+        parts.append("  </View>")
+    elif kind == "selected":
+        options = [Option(label, alias, alias.lower() if answers <= 26 else INERT_HOTKEY) for label, alias in positions]
+        parts.append(_choices("selected", "prompt", "Which response is best?", options, None, True, indent="  "))
+        controls["selected"] = ControlSpec("selected", "choices", "selected_model_id", None, [o.alias for o in options], True)
+    return parts
 
 
 def build_labeling_config(template: AnnotationTemplate, answers: int) -> LabelingConfig:
-    """The labeling config for tasks of up to ``answers`` answers under ``template``."""
+    """The labeling config for tasks of exactly ``answers`` answers under ``template``."""
     controls: dict[str, ControlSpec] = {}
-    parts = ['<View>', f'  <Header value={quoteattr(template.display_title)}/>']
+    parts = ["<View>", STYLE, f"  <Header value={quoteattr(template.display_title)}/>"]
     if template.description:
-        parts.append(f"  <Text name=\"instructions\" value={quoteattr(template.description)}/>")
-    parts.append('  <Header value="Prompt" size="5"/>')
-    parts.append('  <Text name="prompt" value="$prompt"/>')
+        parts.append(f'  <Text name="instructions" value={quoteattr(template.description)}/>')
+    parts += ['  <View className="rlhf-prompt">', '  <Header value="Prompt" size="5"/>',
+              '  <Text name="prompt" value="$prompt"/>', "  </View>", '  <View className="rlhf-answers">']
     for position in range(answers):
-        key = letter(position)
-        target = f"response_{key}"
-        parts.append(f'  <Header value="{position_label(position)}" size="5"/>')
-        parts.append(f'  <Text name="{target}" value="${target}"/>')
-        for dim in template.dimensions:
-            name = f"{key}__{dim.key}"
-            if dim.type == "text":
-                parts.append(_textarea(name, target, dim.title, dim.description or ""))
-                controls[name] = ControlSpec(name, "textarea", dim.key, position)
-            else:
-                options = _dimension_options(dim)
-                parts.append(_choices(name, target, dim.title, options, dim.description))
-                controls[name] = ControlSpec(name, "choices", dim.key, position, [alias for _, alias in options])
-        if template.rewrite:
-            name = f"{key}__rewrite"
-            parts.append(_textarea(name, target, "Rewrite", "Rewrite this response into the ideal answer"))
-            controls[name] = ControlSpec(name, "textarea", "rewrite", position)
-    labels = [(position_label(i), letter(i).upper()) for i in range(answers)]
-    turn = template.turn
-    if answers >= 2 and turn.selected_model_id:
-        parts.append(_choices("selected", "prompt", "Which response is best?", labels, None))
-        controls["selected"] = ControlSpec("selected", "choices", "selected_model_id", None, [a for _, a in labels])
-    if answers == 2 and turn.likert.enabled:
-        scale = [(label, str(v)) for label, v in zip(turn.likert.labels_for("Response A", "Response B"), turn.likert.values)]
-        parts.append(_choices("likert", "prompt", turn.likert.title, scale, None))
-        controls["likert"] = ControlSpec("likert", "choices", "likert_value", None, [a for _, a in scale])
-    if answers >= 2 and turn.ranking:
-        for rank in range(1, answers + 1):
-            name = f"rank_{rank}"
-            parts.append(_choices(name, "prompt", f"Rank {rank}", labels, "Which response is at this rank?"))
-            controls[name] = ControlSpec(name, "choices", "ranking", rank - 1, [a for _, a in labels])
-    if turn.justification:
-        parts.append(_textarea("justification", "prompt", "Justification", "Explain your judgement"))
-        controls["justification"] = ControlSpec("justification", "textarea", "justification", None)
+        parts += _answer_column(template, position, controls)
+    parts.append("  </View>")
+    comparison = _comparison(template, answers, controls)
+    if comparison or template.turn.justification:
+        parts.append('  <View className="rlhf-compare">')
+        parts += comparison
+        if template.turn.justification and answers >= 1:
+            parts.append(_textarea("justification", "prompt", "Justification", "Explain your judgement", False, "  "))
+            controls["justification"] = ControlSpec("justification", "textarea", "justification", None)
+        parts.append("  </View>")
     parts.append("</View>")
     return LabelingConfig("\n".join(parts), controls)

@@ -1,20 +1,30 @@
 """Task shells to Label Studio tasks, and Label Studio annotations back to annotated shells.
 
-Delivery puts the whole shell in the task's data (``data.shell``), next to what the labeling config
-shows (``prompt``, ``response_a`` …). Harvest needs nothing else: every result is checked against the
-slot it fills in that shell (Label Studio itself does not validate results against the config), so an
-unknown control, a value outside the slot's ``possible_values`` or a ranking that is not a permutation
-is rejected with the reason instead of reaching a dataset.
+Blinding: a delivered task's data holds only what the labeling form shows — our ``task_id`` (an opaque
+hash), the prompt and the answers by position (``response_a`` …). No source id, model name or the
+position → source mapping reaches Label Studio, where every data field is a Data Manager column any
+annotator can read. Harvest joins each Label Studio task to its shell in the run directory by
+``task_id`` (``shells``); tasks delivered by older versions, whose data still carries the whole shell
+(``data.shell``), are read from that.
+
+Every result is checked against the slot it fills (Label Studio itself does not validate results
+against the config): an unknown control, a value outside the slot's ``possible_values``, a ranking that
+is not a permutation, or a required question left blank is rejected with the reason instead of
+reaching a dataset. The preference the form asks once fills the slots that follow from it:
+``selected_model_id`` from the Likert value (none on a tie) or from rank 1.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from platforms.label_studio.labeling_config import letter
+from platforms.label_studio.labeling_config import build_labeling_config, letter
+from task_builder.preference import likert_winner
 from task_builder.shell import Task
+from task_builder.template import AnnotationTemplate
 
 TURN_CONTROLS = {"selected": "selected_model_id", "likert": "likert_value", "justification": "justification"}
 
@@ -39,12 +49,11 @@ def prompt_text(shell: dict[str, Any]) -> str:
     return "\n\n".join(lines)
 
 
-def to_label_studio(shell: dict[str, Any], positions: int) -> dict[str, Any]:
-    """The Label Studio task for a shell, with ``positions`` response fields (missing ones empty)."""
-    answers = answers_of(shell)
-    data: dict[str, Any] = {"task_id": shell["task_id"], "prompt": prompt_text(shell), "shell": shell}
-    for position in range(positions):
-        data[f"response_{letter(position)}"] = answers[position]["content"]["text"] if position < len(answers) else ""
+def to_label_studio(shell: dict[str, Any]) -> dict[str, Any]:
+    """The Label Studio task for a shell: its id, the prompt and the answers by position, nothing else."""
+    data: dict[str, Any] = {"task_id": shell["task_id"], "prompt": prompt_text(shell)}
+    for position, answer in enumerate(answers_of(shell)):
+        data[f"response_{letter(position)}"] = answer["content"]["text"]
     return {"data": data}
 
 
@@ -91,22 +100,34 @@ def _single(item: dict[str, Any]) -> tuple[str | None, str | None]:
     return None, f"unsupported result type '{kind}'"
 
 
-def harvest_task(ls_task: dict[str, Any], platform_meta: dict[str, Any], users: dict[int, str] | None = None) -> HarvestOutcome:
+def harvest_task(
+    ls_task: dict[str, Any],
+    platform_meta: dict[str, Any],
+    users: dict[int, str] | None = None,
+    shells: Mapping[str, dict[str, Any]] | None = None,
+    template: AnnotationTemplate | None = None,
+) -> HarvestOutcome:
     """Every finished annotation of a Label Studio task, validated and written into a copy of its shell.
 
-    ``users`` maps Label Studio user ids to names (e-mails) for ``metadata.annotation.annotator``.
+    ``shells`` maps our task ids to the delivered shells (from the run directory); ``template`` says
+    which questions are required (without it, none is checked). ``users`` maps Label Studio user ids to
+    names (e-mails) for ``metadata.annotation.annotator``.
     """
     outcome = HarvestOutcome()
-    shell = (ls_task.get("data") or {}).get("shell")
+    data = ls_task.get("data") or {}
+    shell = data.get("shell")
+    if not isinstance(shell, dict):
+        shell = (shells or {}).get(str(data.get("task_id")))
     for annotation in ls_task.get("annotations") or []:
         if annotation.get("was_cancelled"):
             continue
         annotator = _annotator(annotation, users or {})
         base = {"label_studio_task": ls_task.get("id"), "annotation_id": annotation.get("id"), "annotator": annotator}
         if not isinstance(shell, dict):
-            outcome.rejected.append({**base, "task_id": None, "reasons": ["task data has no shell (not delivered by rlhf deliver)"]})
+            reason = f"task {data.get('task_id')!r} is not in the run's tasks (delivered from another run?)"
+            outcome.rejected.append({**base, "task_id": data.get("task_id"), "reasons": [reason]})
             continue
-        annotated, reasons = _apply(copy.deepcopy(shell), annotation.get("result") or [])
+        annotated, reasons = _apply(copy.deepcopy(shell), annotation.get("result") or [], template)
         if reasons:
             outcome.rejected.append({**base, "task_id": shell.get("task_id"), "reasons": reasons})
             continue
@@ -131,13 +152,14 @@ def _annotator(annotation: dict[str, Any], users: dict[int, str]) -> str:
     return users.get(who, str(who)) if isinstance(who, int) else str(who)
 
 
-def _apply(shell: dict[str, Any], results: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
+def _apply(shell: dict[str, Any], results: list[dict[str, Any]], template: AnnotationTemplate | None) -> tuple[dict[str, Any], list[str]]:
     reasons: list[str] = []
     answers = answers_of(shell)
     turn = shell["threads"][0]["turns"][-1]
     order = [m["source_id"] for m in answers]
     letters = {letter(i).upper(): source for i, source in enumerate(order)}
     ranks: dict[int, str] = {}
+    answered: set[str] = set()
     for item in results:
         name = str(item.get("from_name", ""))
         raw, problem = _single(item)
@@ -145,6 +167,8 @@ def _apply(shell: dict[str, Any], results: list[dict[str, Any]]) -> tuple[dict[s
             reasons.append(f"{name}: {problem}")
             continue
         assert raw is not None
+        if raw.strip():
+            answered.add(name)
         if name.startswith("rank_") and name[5:].isdigit():
             if raw not in letters:
                 reasons.append(f"{name}: '{raw}' is not a response of this task")
@@ -182,4 +206,24 @@ def _apply(shell: dict[str, Any], results: list[dict[str, Any]]) -> tuple[dict[s
             reasons.append(f"ranking: ranks must place every response exactly once (got {ranking})")
         else:
             slot["value"] = ranking
+    if template is not None:
+        missing = [name for name in build_labeling_config(template, len(answers)).required if name not in answered]
+        if missing:
+            reasons.append(f"required question(s) left blank: {', '.join(missing)}")
+    if not reasons:
+        _derive_selection(turn, order)
     return shell, reasons
+
+
+def _derive_selection(turn: dict[str, Any], order: list[str]) -> None:
+    """Fill ``selected_model_id`` from the Likert value or rank 1 when the form did not ask it directly."""
+    selected = _find_slot(turn["annotations"], "selected_model_id")
+    if selected is None or selected.get("value") is not None:
+        return
+    likert = _find_slot(turn["annotations"], "likert_value")
+    ranking = _find_slot(turn["annotations"], "ranking")
+    if likert is not None and likert.get("value") is not None and len(order) == 2:
+        outcome = likert_winner(likert["possible_values"], likert["value"])
+        selected["value"] = order[outcome[0]] if outcome else None  # a tie selects none
+    elif ranking is not None and ranking.get("value"):
+        selected["value"] = ranking["value"][0]
