@@ -135,6 +135,34 @@ def run(
         raise _store_failure(exc) from None
 
 
+async def _generate(generate_tasks: Any, config: str, **parameters: Any) -> dict[str, Any]:
+    """Run the flow; its summary, also when a signal stopped it (the run then ends Cancelled).
+
+    With a Prefect server of the operator's own (``PREFECT_API_URL``), the flow run's UI address is
+    printed as the run starts.
+    """
+    from flows.generate import RunInterrupted
+
+    if os.environ.get("PREFECT_API_URL"):
+        generate_tasks = generate_tasks.with_options(on_running=[_print_flow_run_url])
+    state = await generate_tasks(config, return_state=True, **parameters)
+    result = await state.aresult(raise_on_failure=False)
+    if isinstance(result, RunInterrupted) and result.summary is not None:
+        return result.summary
+    if isinstance(result, BaseException):
+        raise result
+    return result  # type: ignore[no-any-return]
+
+
+def _print_flow_run_url(flow: Any, flow_run: Any, state: Any) -> None:
+    """Prefect ``on_running`` hook: say where the flow run is in the Prefect UI."""
+    from prefect.utilities.urls import url_for
+
+    url = url_for("flow-run", obj_id=flow_run.id)
+    if url:
+        console.print(f"Prefect flow run {flow_run.name}: {url}", highlight=False, markup=False)
+
+
 def _run_held(
     config: Path, prepared: PreparedRun, retry_failed: bool, skip_invalid: bool, quiet: bool, verbose: bool, rescue_dir: Path | None
 ) -> None:
@@ -148,12 +176,15 @@ def _run_held(
         console.print("[dim]No PREFECT_API_URL: starting Prefect's temporary local server (takes ~20 s).[/dim]")
     from flows import progress as progress_mod
     from flows import stopping
-    from flows.console_logs import drop_console_tracebacks
+    from flows.console_logs import drop_console_stopped_line, drop_console_tracebacks
     from flows.generate import generate_tasks
     from flows.summary import summary_table
 
     drop_console_tracebacks(InputError, TaskWriterFailed, OSError, StoreError, StoreFailed)  # reported in plain words
+    drop_console_stopped_line()  # a stopped run is reported below, with the command that resumes it
     stopping.enable()
+    if not os.environ.get("PREFECT_API_URL"):
+        stopping.isolate_temporary_server()  # a Ctrl-C must not kill the server the stopping run reports to
     if prepared.rejected:
         console.print(f"[yellow]{len(prepared.rejected)} invalid record(s) skipped[/yellow] (see rejected.jsonl):", highlight=False)
         console.print(InputError(prepared.rejected).render(), highlight=False, markup=False)
@@ -162,8 +193,8 @@ def _run_held(
         waiting_for=progress_mod.prefect_wait_text(), stopping=stopping.requested)
     with progress_mod.live_progress(console, display):
         try:
-            summary = asyncio.run(generate_tasks(str(config), retry_failed=retry_failed, skip_invalid=skip_invalid,
-                                                 rescue_dir=str(rescue_dir) if rescue_dir else None))
+            summary = asyncio.run(_generate(generate_tasks, str(config), retry_failed=retry_failed, skip_invalid=skip_invalid,
+                                            rescue_dir=str(rescue_dir) if rescue_dir else None))
         except InputError as exc:
             raise _input_failure(exc) from None
         except (TaskWriterFailed, OSError) as exc:

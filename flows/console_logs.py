@@ -39,3 +39,25 @@ def drop_console_tracebacks(*expected: type[BaseException]) -> None:
         for handler in getattr(logger, "handlers", ()):
             if isinstance(handler, PrefectConsoleHandler) and not isinstance(handler.formatter, _WithoutTraceback):
                 handler.setFormatter(_WithoutTraceback(handler.formatter or logging.Formatter(), expected))
+
+
+class _DropStopped(logging.Filter):
+    """Drops the engine's ``Finished in state Cancelled(...)`` line: the ``rlhf`` command says itself that
+    the run was stopped, and how to resume it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name.startswith("prefect.flow_runs") and str(record.msg).startswith("Finished in state Cancelled"))
+
+
+def drop_console_stopped_line() -> None:
+    """On Prefect's console handlers, leave out the line a flow run stopped by a signal ends with.
+
+    Only the console: the flow run's logs in Prefect keep it.
+    """
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict))]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", ()):
+            if isinstance(handler, PrefectConsoleHandler) and not any(isinstance(f, _DropStopped) for f in handler.filters):
+                handler.addFilter(_DropStopped())

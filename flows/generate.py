@@ -21,16 +21,19 @@ from typing import Any, TypeVar
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import CancelledRun
+from prefect.states import Cancelled, Completed, State
 from prefect.utilities.annotations import quote
 
 from flows import progress, stopping
 from flows.atomic import atomic_open, write_json
+from flows.config import load_config
 from flows.errors import InputError, InputProblem
 from flows.manifest import write_manifest
 from flows.notify import on_run_completed, on_run_failed
 from flows.prepare import PreparedRun, prepare_run
 from flows.prompt_reader import PromptRecord
-from flows.report import publish_report
+from flows.report import outcome_message, publish_report
 from flows.shard import for_shard, prompts_of
 from flows.summary import ProviderTally, RunSummary
 from flows.writer_process import ChunkResults, WriterSetup, task_writer_process
@@ -136,8 +139,33 @@ async def call_provider_chunk(provider: ProviderConfig, calls: list[PlannedCall]
             "unstored": unstored}
 
 
-@flow(name="generate_tasks", log_prints=False, on_completion=[on_run_completed], on_failure=[on_run_failed],
-      on_crashed=[on_run_failed])
+class RunInterrupted(CancelledRun):
+    """A run stopped by a signal (it ends Cancelled): raised by a plain call of the flow, carrying the
+    summary of what the run did; with ``return_state=True`` it is ``state.result(raise_on_failure=False)``."""
+
+    def __init__(self, message: str, summary: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
+def flow_run_name() -> str:
+    """The flow run's name: ``<project>/<batch>`` of its config (a shard adds ``/shard-<k>-of-<n>``)."""
+    from prefect.runtime import flow_run
+
+    parameters = flow_run.parameters
+    config_path = str(parameters.get("config_path", ""))
+    try:
+        config = load_config(config_path, require_keys=False)
+    except Exception:  # noqa: BLE001 - the run itself reports the bad config; the name must not fail it
+        return f"{Path(config_path).name} (config not loaded)"
+    name = f"{config.project}/{config.batch}"
+    if parameters.get("shard_index") is not None:
+        name += f"/shard-{parameters['shard_index']}-of-{parameters.get('shard_count', 1)}"
+    return name
+
+
+@flow(name="generate_tasks", flow_run_name=flow_run_name, log_prints=False, on_completion=[on_run_completed],
+      on_failure=[on_run_failed], on_crashed=[on_run_failed])
 async def generate_tasks(
     config_path: str,
     retry_failed: bool = False,
@@ -163,6 +191,10 @@ async def generate_tasks(
     previous run rescued to ``rescue_dir`` (default: the system temp dir) are taken into the store
     first; if the store stops taking commits, the run stops making calls and raises
     :class:`~providers.rescue.StoreFailed` after rescuing what arrives.
+
+    The flow run ends Completed with a state message saying what is missing, if anything (the summary
+    is its result); a run stopped by a signal ends Cancelled and raises :class:`RunInterrupted`, which
+    carries the summary.
     """
     stopping.install_handlers()
     prepared = prepare_run(config_path, skip_invalid=skip_invalid)
@@ -228,7 +260,25 @@ async def _run_held(
     report = summary.to_dict()
     write_json(run_dir / "summary.json", report)
     await publish_report(report, part=None if shard_index is None else f"shard-{shard_index}")
-    return report
+    return _final_state(report)
+
+
+def _final_state(report: dict[str, Any]) -> State:
+    """Completed, with a message saying what is missing if anything is; Cancelled if a signal stopped the run.
+
+    A Cancelled state runs no completion hook, so the webhook gets the summary from here, as it did
+    when an interrupted run ended Completed.
+    """
+    message = outcome_message(report, stopping.signal_number())
+    if not report["interrupted"]:
+        return Completed(message=message, data=report)
+    state: State = Cancelled(message=message, data=RunInterrupted(message, report))
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is not None and context.flow_run is not None:
+        on_run_completed(context.flow, context.flow_run, state)
+    return state
 
 
 def _stop_when(keeper: AnswerKeeper) -> Callable[[], bool]:

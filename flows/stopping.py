@@ -6,6 +6,7 @@ handling (cancellation), because :func:`install_handlers` only acts when enabled
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from types import FrameType
@@ -50,3 +51,67 @@ def install_handlers() -> None:
     if _enabled and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _handle)
         signal.signal(signal.SIGTERM, _handle)
+
+
+# Prefect's temporary local server (no PREFECT_API_URL) is a child process. In the terminal's process
+# group a Ctrl-C reached it too: it died at once while the run was still stopping gracefully, and the
+# run then spent minutes retrying the API (state changes, logs, the report) and ended in tracebacks.
+# Started in a session of its own it only hears from this process: Prefect stops it at exit, and it
+# stops itself when this process is gone (kill -9, a terminal closing), so it never outlives the run.
+_WATCH_PARENT = """\
+import os, runpy, signal, sys, threading, time
+parent = int(sys.argv[1])
+def watch():
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(15)
+    os._exit(1)
+threading.Thread(target=watch, daemon=True, name="watch-parent").start()
+sys.argv = ["uvicorn", *sys.argv[2:]]
+runpy.run_module("uvicorn", run_name="__main__", alter_sys=True)
+"""
+
+
+def isolate_temporary_server() -> bool:
+    """Start Prefect's temporary server, when Prefect starts one, in a session of its own.
+
+    Call before anything talks to the Prefect API. Returns False if Prefect's server is already
+    running, or its internals are not the ones this wraps (the server then shares the terminal's
+    signals as before).
+    """
+    import subprocess
+
+    try:
+        from prefect.server.api import server as server_module
+        from prefect.server.api.server import SubprocessASGIServer
+    except ImportError:
+        return False
+    if not hasattr(SubprocessASGIServer, "_run_uvicorn_command") or not isinstance(
+        getattr(SubprocessASGIServer, "_instances", None), dict
+    ):
+        return False
+
+    class _Subprocess:
+        """Stands in for the ``subprocess`` module in Prefect's server module while it starts the server."""
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(subprocess, name)
+
+        @staticmethod
+        def Popen(args: list[str], **kwargs: object) -> subprocess.Popen[bytes]:  # noqa: N802 - the module's name
+            args = list(args)
+            if args[1:3] != ["-m", "uvicorn"]:  # not the command this knows how to watch: leave it as it is
+                return subprocess.Popen(args, **kwargs)  # type: ignore[call-overload,no-any-return]
+            args = [args[0], "-c", _WATCH_PARENT, str(os.getpid()), *args[3:]]
+            return subprocess.Popen(args, start_new_session=True, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+    class _OwnSessionServer(SubprocessASGIServer):
+        def _run_uvicorn_command(self) -> subprocess.Popen[bytes]:
+            server_module.subprocess = _Subprocess()  # type: ignore[assignment]
+            try:
+                return super()._run_uvicorn_command()  # type: ignore[no-any-return]
+            finally:
+                server_module.subprocess = subprocess
+
+    return type(_OwnSessionServer()) is _OwnSessionServer  # registered as the server Prefect's clients start
