@@ -9,7 +9,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install browser demo test test-fast label-studio screenshots bench clean
 
 install: $(STAMP)
 
@@ -22,8 +22,27 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/python examples/run_demo.py
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q
+
+# Debian's chromium for the browser tests of the labeling form (Playwright drives it; nothing is
+# downloaded by Playwright). Installed with apt-get when missing and we are root (CI); otherwise a note,
+# and the browser tests skip (in CI, with CI set, they fail instead).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "note: sudo apt-get install chromium to run the browser tests (they skip without it)"; fi; }
+
+# A local Label Studio for a trial on http://127.0.0.1:8080 (installed once into its own venv under
+# ~/.cache/rlhf-orchestrator; user, password and API token are printed). Ctrl-C stops it.
+label-studio: install
+	$(BIN)/python -m platforms.label_studio.local_server $(LS_ARGS)
+
+# Refresh the labeling-form screenshots in docs/screenshots from a real Label Studio and chromium.
+screenshots: install browser
+	RLHF_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/python -m pytest -q tests/test_annotator_browser.py
 
 # Everything except the tests marked slow (those that start Prefect, a flow run or a subprocess).
 test-fast: install

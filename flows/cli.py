@@ -331,7 +331,11 @@ def harvest(
     out: Annotated[Path, typer.Option(help="Annotated tasks (JSONL) to write.")] = Path("annotated.jsonl"),
     url: Annotated[str | None, typer.Option(help="Label Studio URL.")] = None,
     token_env: Annotated[str, typer.Option(help="Environment variable holding the Label Studio token.")] = "LABEL_STUDIO_TOKEN",
-    project: Annotated[int | None, typer.Option(help="Label Studio project id.")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="With --from label-studio: the run whose tasks were delivered.")] = None,
+    project: Annotated[
+        list[int] | None,
+        typer.Option(help="Label Studio project id (repeatable; default: every project the run was delivered to)."),
+    ] = None,
     input_file: Annotated[Path | None, typer.Option("--in", help="With --from file: annotated tasks to read.")] = None,
     rejects: Annotated[Path | None, typer.Option(help="Where rejected annotations go (default: <out>.rejects.jsonl).")] = None,
 ) -> None:
@@ -346,9 +350,10 @@ def harvest(
 
     try:
         if source == "label-studio":
-            if not url or project is None:
-                raise ValueError("--url and --project are required for --from label-studio")
-            report = harvest_label_studio(url, token_from_env(token_env), project, out, rejects)
+            if not url or run_dir is None:
+                raise ValueError("--url and --run-dir are required for --from label-studio "
+                                 "(delivered tasks carry no model names; harvest joins them to the run's shells)")
+            report = harvest_label_studio(url, token_from_env(token_env), run_dir, out, rejects, project or None)
         elif source == "file":
             if input_file is None:
                 raise ValueError("--in is required for --from file")

@@ -156,3 +156,16 @@ def write_config(tmp_path: Path, providers: list[dict[str, Any]], prompts: Path,
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real Label Studio on 127.0.0.1 for the session (installed once into its own cached venv)."""
+    from platforms.label_studio.local_server import LabelStudioServer
+
+    scratch = tmp_path_factory.mktemp("label-studio")
+    server = LabelStudioServer(scratch / "data", scratch / "label-studio.log").start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,7 +1,7 @@
 """Deliver → annotate → harvest → export against a real Label Studio on 127.0.0.1.
 
 The server is installed once into its own cached venv and started for this module (see
-``label_studio_server.py``); annotations are made through its REST API exactly as the labeling UI
+``platforms/label_studio/local_server.py``); annotations are made through its REST API exactly as the labeling UI
 submits them, and the DPO pairs exported at the end are checked against the annotations made.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +19,12 @@ from pydantic import SecretStr
 from conftest import provider_entry, write_config, write_prompts
 from flows.deliver import deliver_label_studio, deliver_tasks, harvest_annotations
 from flows.generate import generate_tasks
-from label_studio_server import LabelStudioServer
+from platforms.label_studio.local_server import LabelStudioServer
 from platforms.label_studio.client import LabelStudioClient
 from simulator import RunningSimulator
 from task_builder.datasets import dpo_records
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioServer]:
-    scratch = tmp_path_factory.mktemp("label-studio")
-    server = LabelStudioServer(scratch / "data", scratch / "label-studio.log").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _choice(name: str, to_name: str, value: str) -> dict[str, Any]:
@@ -56,7 +45,6 @@ def _person(rng: random.Random) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             result.append(_choice(f"{letter}__{key}", f"response_{letter}", str(rng.randint(1, 7))))
         result.append(_choice(f"{letter}__verbosity", f"response_{letter}", "just_right"))
     result.append(_text("a__rewrite", "response_a", "A better answer, rewritten by a person."))
-    result.append(_choice("selected", "prompt", selected))
     result.append(_choice("likert", "prompt", str(likert)))
     result.append(_text("justification", "prompt", f"Response {selected} answers the question."))
     return result, {"likert": likert, "selected": selected}
@@ -66,6 +54,7 @@ def _person(rng: random.Random) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 def test_deliver_annotate_harvest_export(
     label_studio: LabelStudioServer, sim: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    sim.configure(mode="auto")  # answers as annotators would see them: no marker naming the model
     providers = [provider_entry(sim, "gpt-4o", "openai", "gpt-4o"), provider_entry(sim, "claude", "anthropic", "claude-x")]
     config = write_config(tmp_path, providers, write_prompts(tmp_path / "p.jsonl", 6),
                           annotation={"template": "pref_ranking_rewrites"})
@@ -87,6 +76,10 @@ def test_deliver_annotate_harvest_export(
         project = client.request("GET", f"/api/projects/{first['project_id']}")
         for source_id in ("gpt-4o", "claude"):
             assert source_id not in project["label_config"]  # annotators see positions, not models
+        for task in client.request("GET", "/api/tasks", params={"project": first["project_id"], "fields": "all"})["tasks"]:
+            # Every data field is a Data Manager column: only the id, the prompt and the answers by position.
+            assert set(task["data"]) == {"task_id", "prompt", "response_a", "response_b"}
+            assert not any(word in json.dumps(task) for word in ("gpt-4o", "claude-x", '"claude"', "source_id", "positions"))
         rng = random.Random(7)
         made: dict[str, dict[str, Any]] = {}
         for task_id, ls_id in sorted(ls_ids.items()):
@@ -100,11 +93,14 @@ def test_deliver_annotate_harvest_export(
 
     out = tmp_path / "annotated.jsonl"
     monkeypatch.setenv("LS_TEST_TOKEN", personal.get_secret_value())  # the other token kind
-    harvested = harvest_annotations(label_studio.url, first["project_id"], str(out), token_env="LS_TEST_TOKEN")
+    harvested = harvest_annotations(label_studio.url, str(run_dir), str(out), token_env="LS_TEST_TOKEN")
+    assert harvested["project_ids"] == [first["project_id"]]  # found through the run's deliveries.jsonl
     assert (harvested["annotated"], harvested["rejected"]) == (6, 2)
     rejects = [json.loads(line) for line in Path(harvested["rejects"]).read_text().splitlines()]
-    reasons = sorted(r for reject in rejects for r in reject["reasons"])
+    reasons = sorted(reject["reasons"][0] for reject in rejects)
     assert reasons == ["likert: 9 is outside the allowed values [1, 2, 3, 4, 5, 6, 7]", "no_such_control: unknown control"]
+    assert all(reject["reasons"][-1].startswith("required question(s) left blank: a__instruction_following")
+               for reject in rejects)
 
     annotated = [json.loads(line) for line in out.read_text().splitlines()]
     for task in annotated:

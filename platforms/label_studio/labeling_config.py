@@ -4,8 +4,8 @@ Layout for a task with N answers, top to bottom (what an annotator reads first c
 
 1. the template's title and instructions, then the prompt (the conversation so far) as
    ``<Text name="prompt">``;
-2. the answers side by side, one column each (``response_a``, ``response_b`` …; three or more wrap into
-   a row of columns), each with its own ratings under it: one single-choice ``<Choices>`` per rating,
+2. the answers side by side in one row, one column each (``response_a``, ``response_b`` …; a row wider
+   than the screen scrolls sideways, it never stacks answers under each other), each with its own ratings under it: one single-choice ``<Choices>`` per rating,
    category or yes/no dimension (named ``a__<key>``), a ``<TextArea>`` per text dimension and for the
    rewrite. Every choice's ``alias`` is the slot value, so results carry values, not labels;
 3. the overall comparison, asked once and only after every answer is on screen: for two answers the
@@ -41,11 +41,13 @@ INERT_HOTKEY = "ctrl+alt+shift+f19"
 
 STYLE = """  <Style>
     .rlhf-prompt { background: #f4f6f8; border-radius: 6px; padding: 4px 12px; margin-bottom: 12px; }
-    .rlhf-answers { display: flex; flex-wrap: wrap; gap: 12px; align-items: stretch; }
-    .rlhf-answer { flex: 1 1 30%; min-width: 320px; border: 1px solid #d9dde3; border-radius: 6px; padding: 4px 12px; }
+    .rlhf-answers { display: flex; flex-wrap: nowrap; overflow-x: auto; gap: 12px; align-items: stretch; }
+    .rlhf-answer { flex: 1 1 0; min-width: 230px; border: 1px solid #d9dde3; border-radius: 6px; padding: 4px 12px; }
     .rlhf-answer .rlhf-text { max-height: 480px; overflow-y: auto; white-space: pre-wrap; }
     .rlhf-compare { border-top: 2px solid #d9dde3; margin-top: 16px; padding-top: 4px; }
     .rlhf-quiet .lsf-hint { display: none; }
+    .rlhf-answer h4, .rlhf-compare h4 { font-size: 15px !important; margin: 12px 0 2px !important; }
+    .rlhf-help h4 { font-size: 13px !important; font-weight: normal !important; color: #5b6370; margin: 0 0 4px !important; }
   </Style>"""
 
 
@@ -93,8 +95,10 @@ def _choices(name: str, to_name: str, title: str, options: list[Option], hint: s
     attrs = f' name="{name}" toName="{to_name}" choice="single-radio" showInline="true"'
     if required:
         attrs += f' required="true" requiredMessage={quoteattr(f"{where}{title}: choose an option.")}'
-    header = title if not hint else f"{title}: {hint}"
-    lines = [f"{indent}<Header value={quoteattr(header)} size=\"6\"/>", f"{indent}<Choices{attrs}>"]
+    lines = [f"{indent}<Header value={quoteattr(title)} size=\"6\"/>"]
+    if hint:
+        lines.append(f'{indent}<View className="rlhf-help"><Header value={quoteattr(hint)} size="6"/></View>')
+    lines.append(f"{indent}<Choices{attrs}>")
     lines += [f"{indent}  <Choice value={quoteattr(o.label)} alias={quoteattr(o.alias)} hotkey={quoteattr(o.hotkey)}/>"
               for o in options]
     lines.append(f"{indent}</Choices>")

@@ -1,4 +1,8 @@
-"""Install (once, cached) and start a real Label Studio on 127.0.0.1 for the integration tests.
+"""Install (once, cached) and start a real Label Studio on 127.0.0.1: for a trial and for the tests.
+
+``make label-studio`` (``python -m platforms.label_studio.local_server``) starts one on
+http://127.0.0.1:8080 with a known user and API token and keeps it running until Ctrl-C; the
+integration tests start one on a free port per test module.
 
 Label Studio is a server we talk to over HTTP, not a library we import: it lives in its own virtual
 environment (``RLHF_LABEL_STUDIO_VENV``, default ``~/.cache/rlhf-orchestrator/ls-venv``) so its Django
@@ -14,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +30,7 @@ DATA_TEMPLATE = CACHE / "ls-data-template"
 REQUIREMENT = "label-studio>=1.20,<2"
 USERNAME = "annotator@example.com"
 PASSWORD = "not-a-real-password-1"
+DATABASE = "label_studio.sqlite3"
 LEGACY_TOKEN = "5f1e0c7d9a2b4c6e8f0a1b3c5d7e9f1a3b5c7d9e"
 
 
@@ -52,8 +58,8 @@ def _free_port() -> int:
 class LabelStudioServer:
     """A running Label Studio with one user and a legacy API token."""
 
-    def __init__(self, data_dir: Path, log_path: Path) -> None:
-        self.port = _free_port()
+    def __init__(self, data_dir: Path, log_path: Path, port: int | None = None) -> None:
+        self.port = port or _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = LEGACY_TOKEN
         self._data_dir = data_dir
@@ -63,7 +69,7 @@ class LabelStudioServer:
     def start(self, timeout_s: float = 600.0) -> "LabelStudioServer":
         """Start the server and wait until its API answers with our token.
 
-        The very first start migrates a fresh database, stops, keeps that untouched data directory as
+        A data directory that already holds a database is started as it is. The very first start migrates a fresh database, stops, keeps that untouched data directory as
         the template, and starts again from it.
         """
         if not DATA_TEMPLATE.exists():
@@ -74,7 +80,8 @@ class LabelStudioServer:
             shutil.copytree(self._data_dir, staging, ignore=shutil.ignore_patterns("*.log", "media", "export"))
             staging.rename(DATA_TEMPLATE)
             shutil.rmtree(self._data_dir)
-        shutil.copytree(DATA_TEMPLATE, self._data_dir, dirs_exist_ok=True)
+        if not (self._data_dir / DATABASE).exists():  # a data directory in use keeps its projects
+            shutil.copytree(DATA_TEMPLATE, self._data_dir, dirs_exist_ok=True)
         return self._launch(timeout_s)
 
     def _launch(self, timeout_s: float) -> "LabelStudioServer":
@@ -114,6 +121,11 @@ class LabelStudioServer:
             raise TimeoutError(f"Label Studio did not come up in {timeout_s:.0f} s; see {self._log_path}")
         return self
 
+    @property
+    def running(self) -> bool:
+        """Whether the server process is alive."""
+        return self._process is not None and self._process.poll() is None
+
     def stop(self) -> None:
         """Stop the server."""
         if self._process is not None and self._process.poll() is None:
@@ -124,3 +136,37 @@ class LabelStudioServer:
                 self._process.kill()
                 self._process.wait()
         self._process = None
+
+
+def main() -> int:
+    """``make label-studio``: start a local Label Studio for a trial and wait for Ctrl-C."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--data-dir", type=Path, default=CACHE / "ls-trial",
+                        help="where projects and annotations are kept between starts")
+    args = parser.parse_args()
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    print(f"starting Label Studio ({REQUIREMENT}, installed once into {VENV}) ...", flush=True)
+    server = LabelStudioServer(args.data_dir, args.data_dir / "label-studio.log", args.port)
+    server.start()
+    print(f"""
+Label Studio is running on {server.url}
+  log in:  {USERNAME} / {PASSWORD}
+  token:   export LABEL_STUDIO_TOKEN={server.token}
+  deliver: rlhf deliver RUN_DIR --to label-studio --url {server.url}
+  data:    {args.data_dir}
+Ctrl-C stops it.""", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    while not stop.is_set() and server.running:
+        stop.wait(1.0)
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
