@@ -331,7 +331,7 @@ def harvest(
     out: Annotated[Path, typer.Option(help="Annotated tasks (JSONL) to write.")] = Path("annotated.jsonl"),
     url: Annotated[str | None, typer.Option(help="Label Studio URL.")] = None,
     token_env: Annotated[str, typer.Option(help="Environment variable holding the Label Studio token.")] = "LABEL_STUDIO_TOKEN",
-    run_dir: Annotated[Path | None, typer.Option(help="With --from label-studio: the run whose tasks were delivered.")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="The run whose tasks were delivered (required with label-studio; with file: join on it, unblinding a Scale delivery).")] = None,
     project: Annotated[
         list[int] | None,
         typer.Option(help="Label Studio project id (repeatable; default: every project the run was delivered to)."),
@@ -357,7 +357,7 @@ def harvest(
         elif source == "file":
             if input_file is None:
                 raise ValueError("--in is required for --from file")
-            report = harvest_file(input_file, out, rejects)
+            report = harvest_file(input_file, out, rejects, run_dir)
         else:
             raise ValueError(f"unknown source '{source}': choose label-studio or file")
     except (ValueError, KeyError, FileNotFoundError, LabelStudioError) as exc:

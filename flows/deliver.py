@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -26,6 +25,7 @@ from platforms.label_studio.client import LabelStudioClient
 from platforms.label_studio.labeling_config import build_labeling_config
 from platforms.label_studio.tasks import HarvestOutcome, answers_of, harvest_task, to_label_studio
 from task_builder.annotated import REJECT_KINDS, annotation_problems, reject_kind
+from task_builder.blinding import blind, is_blind, unblind
 from task_builder.template import AnnotationTemplate, resolve_template
 
 
@@ -140,15 +140,22 @@ def delivered_projects(run_dir: str | Path, url: str) -> list[int]:
 
 
 def deliver_files(run_dir: str | Path, target: str, out: str | Path) -> dict[str, Any]:
-    """File deliveries: ``scale`` (the task JSONL as Scale-style tooling takes it) or ``argilla``."""
+    """File deliveries: ``scale`` (blind task shells, ``task_builder.blinding``) or ``argilla``.
+
+    Neither names a model or a source: positions stand in for source ids, and the mapping back stays in
+    the run directory (``rlhf harvest --from file --run-dir`` joins on the task id).
+    """
     _, template, tasks_path = load_run(run_dir)
     out = Path(out)
     if target == "scale":
         destination = out if out.suffix == ".jsonl" else out / "tasks.jsonl"
         destination.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_open(destination) as handle, tasks_path.open(encoding="utf-8") as source:
-            shutil.copyfileobj(source, handle)
-        return {"platform": "scale", "tasks": sum(1 for _ in read_jsonl(destination)), "file": str(destination)}
+        count = 0
+        with atomic_open(destination) as handle:
+            for shell in read_jsonl(tasks_path):
+                handle.write(json.dumps(blind(shell), ensure_ascii=False) + "\n")
+                count += 1
+        return {"platform": "scale", "tasks": count, "file": str(destination), "blind": True}
     from task_builder.argilla_export import write_argilla
 
     written = write_argilla(out, template, read_jsonl(tasks_path))
@@ -211,7 +218,34 @@ def harvest_label_studio(
             **_write_outcome(outcome, out, Path(rejects) if rejects else default_rejects_path(out))}
 
 
-def harvest_file(source: str | Path, out: str | Path, rejects: str | Path | None = None) -> dict[str, Any]:
+def _run_shells(run_dir: str | Path, source: str | Path) -> dict[str, dict[str, Any]]:
+    """The run's shells of the tasks ``source`` mentions (read in two passes: memory for those only)."""
+    wanted: set[str] = set()
+    for _, line in numbered_lines(source):
+        try:
+            task = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(task, dict) and isinstance(task.get("task_id"), str):
+            wanted.add(task["task_id"])
+    _, _, tasks_path = load_run(run_dir)
+    return {shell["task_id"]: shell for shell in read_jsonl(tasks_path) if shell["task_id"] in wanted}
+
+
+def _joined(shell: dict[str, Any], originals: dict[str, dict[str, Any]], run_dir: str | Path,
+            problems: list[Any]) -> tuple[Any, list[Any]]:
+    """An annotated shell joined to the run's own (blind ones mapped back), or the reason it cannot be."""
+    original = originals.get(shell["task_id"])
+    if original is None:
+        return shell, [("unknown_task", f"task {shell['task_id']} is not one of the tasks of {run_dir}")]
+    if problems:
+        return shell, problems
+    joined = unblind(shell, original) if is_blind(shell) else shell
+    return joined, annotation_problems(joined)
+
+
+def harvest_file(source: str | Path, out: str | Path, rejects: str | Path | None = None,
+                 run_dir: str | Path | None = None) -> dict[str, Any]:
     """Read annotated tasks already in the shell shape, keep the valid ones, reject the rest with reasons.
 
     Every non-blank line is read on its own: a line that is not JSON, not a JSON object, not a valid
@@ -220,9 +254,14 @@ def harvest_file(source: str | Path, out: str | Path, rejects: str | Path | None
     and details; the other lines are kept. Blank (whitespace-only) lines are skipped silently and not
     counted as read: editors and concatenated exports leave them, and they hold no annotation to lose.
     The report counts the lines read, annotated (accepted) and rejected, and the rejects by reason.
+
+    With ``run_dir`` every line is joined to that run's shell by task id: a blind shell (a Scale
+    delivery) gets its positions mapped back to source ids, and a task the run did not make is rejected
+    (``unknown_task``).
     """
     out = Path(out)
     outcome = HarvestOutcome()
+    originals = _run_shells(run_dir, source) if run_dir is not None else None
     read = 0
     for number, line in numbered_lines(source):
         read += 1
@@ -232,6 +271,8 @@ def harvest_file(source: str | Path, out: str | Path, rejects: str | Path | None
             shell, problems = None, [("invalid_json", str(exc))]
         else:
             problems = annotation_problems(shell)
+            if originals is not None and not {kind for kind, _ in problems} & {"not_an_object", "invalid_shell"}:
+                shell, problems = _joined(shell, originals, run_dir, problems)  # type: ignore[arg-type]
         if not problems:
             outcome.annotated.append(shell)
             continue

@@ -5,6 +5,7 @@ with problems of several kinds is counted under the first):
 
 - ``invalid_json`` / ``not_an_object``: the line is not a JSON object (found by the reader);
 - ``invalid_shell``: not the task shell shape (``task_builder/shell.py``);
+- ``unknown_task``: harvested against a run (``--run-dir``), a task that run did not make;
 - ``unknown_slot_key``: a slot the task was not built with. A slot's id derives from the task id, the
   turn, where the slot sits (the message's index, or ``turn``) and its key (``assemble._slot``), so a
   renamed key, an added slot or a slot moved to another answer no longer matches its id;
@@ -23,7 +24,8 @@ from pydantic import ValidationError
 from task_builder.ids import stable_id
 from task_builder.shell import Task
 
-REJECT_KINDS = ("invalid_json", "not_an_object", "invalid_shell", "unknown_slot_key", "invalid_value", "no_annotation")
+REJECT_KINDS = ("invalid_json", "not_an_object", "invalid_shell", "unknown_task", "unknown_slot_key", "invalid_value",
+                "no_annotation")
 Problem = tuple[str, str]
 
 _TYPES: dict[str, tuple[type, ...]] = {"integer": (int,), "category": (str,), "text": (str,), "boolean": (bool,)}

@@ -23,7 +23,8 @@ Mapping (decisions):
 - Per-answer questions are named ``<key>_response_a`` … (titled "Response A: <title>"), grouped by
   response, then the turn-level questions keep the shell's slot keys: ``selected_model_id``,
   ``likert_value``, ``ranking``, ``justification``. Option values of answer choices are the field
-  names (``response_a`` …); ``metadata.response_a_source`` … maps them back to source ids.
+  names (``response_a`` …); the record id is the task id, and the run's ``tasks.jsonl`` maps positions
+  back to source ids.
 - ``integer`` dimensions become a ``RatingQuestion`` when the scale fits what the Argilla server
   accepts (2–11 values, each 0–10); the template's value labels then go into the description, since a
   rating has no per-value labels. Wider or out-of-range scales become a ``LabelQuestion`` with the
@@ -36,8 +37,9 @@ Mapping (decisions):
 - Required: non-text questions on Response A and the turn-level non-text questions (the server
   refuses a dataset without a required question; if a template has only text questions, the first is
   required). Everything about Response B onwards is optional, for tasks with fewer answers.
-- Metadata properties: ``prompt_id`` (terms, visible) and ``response_a_source`` … (terms, hidden from
-  annotators, so positions stay blind). ``allow_extra_metadata`` is false; records carry only these.
+- Metadata properties: ``prompt_id`` only (terms, visible). Which source wrote which response is not in
+  the dataset at all: Argilla hides a metadata property from annotators in its UI but still returns it
+  through its API, so a hidden property is not blind. ``allow_extra_metadata`` is false.
 - Server limits checked here: names match ``^[a-z0-9_-]+$`` (template keys already do), descriptions
   are cut to 1,000 characters, option texts to 500, a ranking has at most 50 responses. Not checked:
   the server's default limit of 20,000 characters per chat message (``ARGILLA_MAX_MESSAGE_LENGTH``) in
@@ -213,7 +215,6 @@ def argilla_dataset(template: AnnotationTemplate | str, max_answers: int, contex
         questions[0]["required"] = True
 
     metadata = [_terms("prompt_id", "Prompt id", True)]
-    metadata.extend(_terms(f"{name}_source", f"Source of {label}", False) for name, label in positions)
 
     guidelines = template.description or template.display_title
     guidelines += (
@@ -261,7 +262,6 @@ def argilla_records(shells: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]
             metadata["prompt_id"] = prompt_id
         for index, answer in enumerate(answers):
             fields[position_name(index)] = answer["content"]["text"]
-            metadata[f"{position_name(index)}_source"] = answer["source_id"]
         yield {
             "id": shell["task_id"],
             "fields": fields,

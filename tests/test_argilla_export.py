@@ -67,7 +67,7 @@ def test_settings_for_every_shipped_template(name: str, max_answers: int) -> Non
     assert ("justification" in questions) == turn.justification
     metadata = by_name(settings["metadata"])
     assert metadata["prompt_id"]["visible_for_annotators"] is True
-    assert all(metadata[f"{position_name(i)}_source"]["visible_for_annotators"] is False for i in range(max_answers))
+    assert set(metadata) == {"prompt_id"}  # no source map: Argilla's API returns even hidden metadata
     expected_count = max_answers * (len(template.dimensions) + template.rewrite) + sum([
         turn.selected_model_id and max_answers >= 2, turn.likert.enabled and max_answers == 2,
         turn.ranking and max_answers >= 2, turn.justification])
@@ -127,7 +127,7 @@ def test_template_with_only_text_questions_still_has_a_required_one() -> None:
     assert [q["required"] for q in questions] == [True, False]
 
 
-def test_records_fields_in_presentation_order_with_source_map() -> None:
+def test_records_fields_in_presentation_order_without_sources() -> None:
     shells = [make_shell(["claude", "gpt-4o", "llama-3"]), make_shell(["llama-3", "gpt-4o"], prompt_id="p2", prompt="Q2")]
     records = list(argilla_records(shells))
     assert len(records) == 2
@@ -135,8 +135,7 @@ def test_records_fields_in_presentation_order_with_source_map() -> None:
     assert first["id"] == shells[0]["task_id"]
     assert first["fields"] == {"prompt": "What is jazz?", "response_a": TEXTS["claude"], "response_b": TEXTS["gpt-4o"],
                                "response_c": TEXTS["llama-3"]}
-    assert first["metadata"] == {"prompt_id": "p1", "response_a_source": "claude", "response_b_source": "gpt-4o",
-                                 "response_c_source": "llama-3"}
+    assert first["metadata"] == {"prompt_id": "p1"}
     assert second["fields"] == {"prompt": "Q2", "response_a": TEXTS["llama-3"], "response_b": TEXTS["gpt-4o"]}
     assert set(first) == {"id", "fields", "metadata", "suggestions", "responses", "vectors", "status"}
     assert first["status"] == "pending" and first["responses"] == {} and first["suggestions"] == {}
