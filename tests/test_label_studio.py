@@ -17,11 +17,11 @@ import pytest
 from pydantic import SecretStr
 
 from conftest import provider_entry, write_config, write_prompts
-from flows.deliver import deliver_label_studio, deliver_tasks, harvest_annotations
+from flows.deliver import deliver_label_studio, deliver_tasks, harvest_annotations, harvest_label_studio
 from flows.generate import generate_tasks
 from platforms.label_studio.local_server import LabelStudioServer
 from platforms.label_studio.client import LabelStudioClient
-from simulator import RunningSimulator
+from simulator import FaultRule, RunningSimulator
 from task_builder.datasets import dpo_records
 
 pytestmark = pytest.mark.slow
@@ -129,3 +129,39 @@ def test_deliver_annotate_harvest_export(
         assert pair["rejected"] == [{"role": "assistant", "content": texts[loser]}]
         assert pair["margin"] == abs(likert - 4)
         assert pair["prompt"][-1] == {"role": "user", "content": turn["messages"][0]["content"]["text"]}
+
+
+@pytest.mark.usefixtures("prefect_api", "fake_keys")
+def test_tasks_that_lost_an_answer_get_a_project_whose_form_fits_them(
+    label_studio: LabelStudioServer, sim: RunningSimulator, tmp_path: Path
+) -> None:
+    sim.configure(faults=[FaultRule(kind="400", model="claude-x", prompt_contains="number 1:")])
+    providers = [provider_entry(sim, "gpt-4o", "openai", "gpt-4o"), provider_entry(sim, "llama", "openai", "llama-3"),
+                 provider_entry(sim, "claude", "anthropic", "claude-x")]
+    config = write_config(tmp_path, providers, write_prompts(tmp_path / "p.jsonl", 3))
+    summary = asyncio.run(generate_tasks(str(config)))
+    run_dir = Path(summary["files"]["tasks"]).parent
+    delivered = deliver_label_studio(run_dir, label_studio.url, SecretStr(label_studio.token), "lost answers")
+    assert [(p["project_title"], p["answers"], p["tasks"]) for p in delivered["projects"]] == [
+        ("lost answers", 3, 2), ("lost answers (2 answers)", 2, 1)]
+    dims = ("instruction_following", "truthfulness", "factuality", "tone", "harmlessness", "overall")
+    with LabelStudioClient(label_studio.url, SecretStr(label_studio.token)) as client:
+        for project in delivered["projects"]:
+            config_xml = client.request("GET", f"/api/projects/{project['project_id']}")["label_config"]
+            assert ('name="likert"' in config_xml) == (project["answers"] == 2)  # the pair's form asks the Likert
+            assert 'name="response_c"' in config_xml if project["answers"] == 3 else 'name="response_c"' not in config_xml
+            for ls_id in client.task_ids(project["project_id"]).values():
+                letters = "abc"[: project["answers"]]
+                result = [_choice(f"{p}__{d}", f"response_{p}", "4") for p in letters for d in dims]
+                result += [_choice(f"{p}__verbosity", f"response_{p}", "just_right") for p in letters]
+                result.append(_choice("likert", "prompt", "2") if project["answers"] == 2 else _choice("selected", "prompt", "C"))
+                client.create_annotation(ls_id, result)
+    out = tmp_path / "annotated.jsonl"
+    harvested = harvest_label_studio(label_studio.url, SecretStr(label_studio.token), run_dir, out)
+    assert sorted(harvested["project_ids"]) == sorted(p["project_id"] for p in delivered["projects"])
+    assert (harvested["annotated"], harvested["rejected"]) == (3, 0)
+    for task in (json.loads(line) for line in out.read_text().splitlines()):
+        turn = task["threads"][0]["turns"][-1]
+        order = [m["source_id"] for m in turn["messages"] if m["role"] == "assistant"]
+        selected = next(s["value"] for s in turn["annotations"] if s["key"] == "selected_model_id")
+        assert selected == (order[0] if len(order) == 2 else order[2])  # Likert 2 favours A; "C" names the third
