@@ -153,7 +153,7 @@ def deliver_files(run_dir: str | Path, target: str, out: str | Path) -> dict[str
         count = 0
         with atomic_open(destination) as handle:
             for shell in read_jsonl(tasks_path):
-                handle.write(json.dumps(blind(shell), ensure_ascii=False) + "\n")
+                handle.write(json.dumps(blind(shell), ensure_ascii=False, separators=(",", ":")) + "\n")
                 count += 1
         return {"platform": "scale", "tasks": count, "file": str(destination), "blind": True}
     from task_builder.argilla_export import write_argilla
