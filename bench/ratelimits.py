@@ -41,11 +41,20 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import (  # noqa: E402
-    BENCH, MODELS, OUT, VENVS, Measured, fmt, log, markdown_table, prompt_file, run_measured,
-)
 from rlhf_runner import PrefectServer, run_rlhf, summary_of, write_config  # noqa: E402
 
+from common import (  # noqa: E402
+    BENCH,
+    MODELS,
+    OUT,
+    VENVS,
+    Measured,
+    fmt,
+    log,
+    markdown_table,
+    prompt_file,
+    run_measured,
+)
 from simulator import start_simulator_process  # noqa: E402
 from simulator.wire import parse_anthropic, parse_openai  # noqa: E402
 

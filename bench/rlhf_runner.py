@@ -17,7 +17,17 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from common import ANTHROPIC_KEY, MODELS, OPENAI_KEY, OUT, QUIET_ENV, ROOT, Measured, log, run_measured
+from common import (
+    ANTHROPIC_KEY,
+    MODELS,
+    OPENAI_KEY,
+    OUT,
+    QUIET_ENV,
+    ROOT,
+    Measured,
+    log,
+    run_measured,
+)
 
 RLHF = ROOT / ".venv" / "bin" / "rlhf"
 PREFECT = ROOT / ".venv" / "bin" / "prefect"
@@ -44,7 +54,7 @@ class PrefectServer:
         """Environment for a client of this server."""
         return {"PREFECT_HOME": str(self.home), "PREFECT_API_URL": self.api_url}
 
-    def start(self, timeout_s: float = 180.0) -> "PrefectServer":
+    def start(self, timeout_s: float = 180.0) -> PrefectServer:
         """Start the server and wait until ``/api/health`` answers."""
         self.home.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **QUIET_ENV, "PREFECT_HOME": str(self.home)}
@@ -80,7 +90,7 @@ class PrefectServer:
             os.killpg(self.process.pid, 9)
             self.process.wait()
 
-    def __enter__(self) -> "PrefectServer":
+    def __enter__(self) -> PrefectServer:
         return self.start()
 
     def __exit__(self, *_: object) -> None:

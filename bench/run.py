@@ -25,13 +25,25 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import (  # noqa: E402
-    BENCH, MODELS, OUT, PROJECT_PYTHON, RSS_SAMPLE_S, VENVS, Measured, Row, arrival_rate, fmt, log, markdown_table,
-    prompt_file, run_measured,
-)
 from machine import describe  # noqa: E402
 from rlhf_runner import PrefectServer, run_rlhf, summary_of, write_config  # noqa: E402
 
+from common import (  # noqa: E402
+    BENCH,
+    MODELS,
+    OUT,
+    PROJECT_PYTHON,
+    RSS_SAMPLE_S,
+    VENVS,
+    Measured,
+    Row,
+    arrival_rate,
+    fmt,
+    log,
+    markdown_table,
+    prompt_file,
+    run_measured,
+)
 from simulator import start_simulator_process  # noqa: E402
 
 SECTIONS = ("capacity", "paths", "throughput", "ephemeral", "memory", "resume", "ratelimits")

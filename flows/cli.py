@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from flows.errors import InputError
+from common.errors import InputError
 
 if TYPE_CHECKING:
     from flows.prepare import PreparedRun
@@ -386,7 +386,12 @@ def export_dataset(
 
     from flows.deliver import read_jsonl
     from task_builder.datasets import (
-        ParquetUnavailable, dpo_records, parquet_available, ratings_rows, sft_records, write_dataset,
+        ParquetUnavailable,
+        dpo_records,
+        parquet_available,
+        ratings_rows,
+        sft_records,
+        write_dataset,
     )
 
     builders = {"dpo": dpo_records, "sft": sft_records, "ratings": ratings_rows}

@@ -9,44 +9,42 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationError
-
-from flows.env_expand import expand_env
-from flows.errors import InputError, InputProblem, location
-from flows.notify import NotifyConfig
-from flows.run_date import RUN_DATE_ENV, apply_run_date
-from flows.yaml_locations import (
-    duplicate_keys, line_of, problem_at, read_yaml, resolve_path, surrogate_problems, validation_problems,
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    ValidationError,
 )
-from providers.config import ConfigInt, ProviderConfig
+
+from common.config_types import ConfigFloat, ConfigInt
+from common.env_expand import expand_env
+from common.errors import InputError, InputProblem, location
+from common.yaml_locations import (
+    duplicate_keys,
+    line_of,
+    problem_at,
+    read_yaml,
+    resolve_path,
+    surrogate_problems,
+    validation_problems,
+)
+from flows.run_date import RUN_DATE_ENV, apply_run_date
+from prompts.config import PromptsConfig
+from providers.config import ProviderConfig
 from task_builder.template import AnnotationTemplate
 
 
-class PromptsConfig(BaseModel):
-    """Where the prompts come from and how each record becomes the user message.
-
-    ``path`` and a ``template`` given as a path are relative to the config file's directory
-    (:attr:`base_dir`, set by :func:`load_config`; the working directory for a model built in code).
-    """
+class NotifyConfig(BaseModel):
+    """``notify:`` in the run config."""
 
     model_config = ConfigDict(extra="forbid")
 
-    path: str
-    format: Literal["auto", "jsonl", "csv"] = "auto"
-    template: str | None = None
-    max_prompt_chars: ConfigInt = Field(default=200_000, ge=1)
-
-    _base_dir: Path = PrivateAttr(default=Path("."))
-
-    @property
-    def base_dir(self) -> Path:
-        """The directory relative paths in this block are relative to: the config file's."""
-        return self._base_dir
-
-    @property
-    def file(self) -> Path:
-        """The prompt file, resolved against :attr:`base_dir`."""
-        return resolve_path(self._base_dir, self.path)
+    webhook_url: str | None = None
+    timeout_s: ConfigFloat = Field(default=10.0, gt=0)
+    on: list[str] = Field(default_factory=lambda: ["completed", "failed"])
 
 
 class AnnotationConfig(BaseModel):

@@ -11,19 +11,24 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from prefect import flow
 from pydantic import SecretStr
 
-from flows.atomic import atomic_open
+from common.atomic import atomic_open
 from flows.config import RunConfig, load_config
 from flows.manifest import read_manifest, working_dir
 from platforms.label_studio.client import LabelStudioClient
 from platforms.label_studio.labeling_config import build_labeling_config
-from platforms.label_studio.tasks import HarvestOutcome, answers_of, harvest_task, to_label_studio
+from platforms.label_studio.tasks import (
+    HarvestOutcome,
+    answers_of,
+    harvest_task,
+    to_label_studio,
+)
 from task_builder.annotated import REJECT_KINDS, annotation_problems, reject_kind
 from task_builder.blinding import blind, is_blind, unblind
 from task_builder.template import AnnotationTemplate, resolve_template
@@ -117,7 +122,7 @@ def deliver_label_studio(run_dir: str | Path, url: str, token: SecretStr, projec
 
 def _record_delivery(run_dir: Path, url: str, projects: list[dict[str, Any]]) -> None:
     """Append one line per project to the run's ``deliveries.jsonl`` (the harvest's map back to the run)."""
-    at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    at = datetime.now(UTC).isoformat(timespec="seconds")
     with (run_dir / DELIVERIES).open("a", encoding="utf-8") as handle:
         for project in projects:
             record = {"platform": "label-studio", "url": url.rstrip("/"), "project_id": project["project_id"],

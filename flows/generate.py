@@ -14,7 +14,6 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,28 +24,29 @@ from prefect.exceptions import CancelledRun
 from prefect.states import Cancelled, Completed, State
 from prefect.utilities.annotations import quote
 
+from common.atomic import atomic_open, write_json
+from common.clock import utc_now
+from common.errors import InputError, InputProblem
 from flows import progress, stopping
-from flows.atomic import atomic_open, write_json
 from flows.config import load_config
-from flows.errors import InputError, InputProblem
 from flows.manifest import write_manifest
 from flows.notify import on_run_completed, on_run_failed
 from flows.prepare import PreparedRun, prepare_run
-from flows.prompt_reader import PromptRecord
 from flows.report import outcome_message, publish_report
 from flows.shard import for_shard, prompts_of
 from flows.summary import ProviderTally, RunSummary
 from flows.writer_process import ChunkResults, WriterSetup, task_writer_process
+from prompts.reader import PromptRecord
 from providers.base import system_text
 from providers.config import ProviderConfig
 from providers.pool import ProviderPool, pool_for
 from providers.rescue import AnswerKeeper, default_rescue_dir, recover_rescued
 from providers.result import INTERRUPTED, SKIPPED, CallResult
+from providers.slots import AnswerSlot, SlotFingerprints, answer_slots
 from providers.store import ResponseStore
 from providers.store_lock import hold_store
 from task_builder.assemble import BatchContext
 from task_builder.ids import stable_id
-from task_builder.slots import AnswerSlot, SlotFingerprints, answer_slots
 
 T = TypeVar("T")
 GENERATOR_NAME = "rlhf-orchestrator"
@@ -83,10 +83,6 @@ def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
             chunk = []
     if chunk:
         yield chunk
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 async def gather_until_stopped(coroutines: Iterable[Coroutine[Any, Any, None]], grace_s: float) -> None:
@@ -221,7 +217,7 @@ async def _run_held(
         run_id=stable_id("run", config.project, config.batch, config_hash, length=16),
         config_hash=config_hash,
         providers={p.source_id: ProviderTally(p.source_id, p.model, p.price) for p in config.providers},
-        started_at=_now(),
+        started_at=utc_now(),
         rejected=len(prepared.rejected),
         layout=config.annotation.layout,
     )
@@ -246,7 +242,7 @@ async def _run_held(
                 await pool.aclose()
 
     summary.interrupted = stopping.requested()
-    summary.finished_at = _now()
+    summary.finished_at = utc_now()
     summary.wall_s = time.perf_counter() - started
     summary.files = {
         name: str(run_dir / filename)
@@ -317,7 +313,7 @@ async def _generate(
 ) -> None:
     config = prepared.config
     await _open_all(pool, tuple(config.providers), prepared.config_path)
-    setup = writer_setup(prepared, summary.run_id, summary.config_hash, store.setdefault_meta("created_at", _now()))
+    setup = writer_setup(prepared, summary.run_id, summary.config_hash, store.setdefault_meta("created_at", utc_now()))
     slots = setup.slots
     slot_fingerprints = SlotFingerprints(slots)
     breakers: dict[str, str] = {}

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from flows.atomic import write_json
+from common.atomic import write_json
 
 MANIFEST = "run.json"
 

@@ -15,19 +15,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
 
-from providers.config import ConfigFloat
-
-
-class NotifyConfig(BaseModel):
-    """``notify:`` in the run config."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    webhook_url: str | None = None
-    timeout_s: ConfigFloat = Field(default=10.0, gt=0)
-    on: list[str] = Field(default_factory=lambda: ["completed", "failed"])
+from flows.config import NotifyConfig, load_config
 
 
 def post_event(config: NotifyConfig, event: str, payload: dict[str, Any]) -> bool:
@@ -47,8 +36,6 @@ def post_event(config: NotifyConfig, event: str, payload: dict[str, Any]) -> boo
 
 
 def _run_notify(flow_run: Any) -> tuple[NotifyConfig, Path] | None:
-    from flows.config import load_config
-
     parameters = flow_run.parameters or {}
     config_path = parameters.get("config_path")
     if not config_path or parameters.get("shard_index") is not None:  # shards: the parent run reports

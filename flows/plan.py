@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from flows.prepare import prepare_run
-from flows.prompt_reader import iter_prompts
 from flows.status import run_status
+from prompts.reader import iter_prompts
 from providers.base import system_text
 
 LOW_OUTPUT_SHARE = 0.25

@@ -8,9 +8,9 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
+from common.errors import InputError, InputProblem, referred_from
 from flows.config import RunConfig, load_config
-from flows.errors import InputError, InputProblem, referred_from
-from flows.prompt_reader import load_template, scan_prompts
+from prompts.reader import load_template, scan_prompts
 from task_builder.template import AnnotationTemplate, resolve_template
 
 _Spec = TypeVar("_Spec")

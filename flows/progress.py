@@ -240,7 +240,7 @@ class RunProgress:
                                                            "output_tokens", "req_s", "tok_s")},
             "in_flight": sum(r["in_flight"] or 0 for r in rows) if limiters else None,
             # One figure per governor: providers of a rate_limit_group share one, and its waiting.
-            "rate_limit_wait_s": (sum(_waited(g, now) for g in {id(l.governor): l.governor for l in limiters.values()}.values())
+            "rate_limit_wait_s": (sum(_waited(g, now) for g in {id(lim.governor): lim.governor for lim in limiters.values()}.values())
                                   if limiters else None),
             "paused_s": 0.0,
             "cost_usd": sum(priced) if priced else None,

@@ -37,17 +37,18 @@ from prefect.concurrency.asyncio import concurrency
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
-from flows.atomic import atomic_open, write_json
+from common.atomic import atomic_open, write_json
+from common.clock import utc_now
 from flows.config import RunConfig
 from flows.manifest import write_manifest
 from flows.prepare import PreparedRun, prepare_run
-from flows.prompt_reader import PromptRecord, iter_prompts
 from flows.report import publish_report
-from flows.summary import _percentile
+from flows.summary import percentile
+from prompts.reader import PromptRecord, iter_prompts
 from providers.config import ProviderConfig
+from providers.slots import SlotFingerprints, answer_slots
 from providers.store import ResponseStore
 from providers.store_lock import hold_store
-from task_builder.slots import SlotFingerprints, answer_slots
 
 LIMIT_PREFIX = "rlhf-provider-"
 SHARD_DEPLOYMENT = "generate_tasks/rlhf-shard"
@@ -144,10 +145,9 @@ def copy_results(source: Path, target: Path, prompt_ids: Iterable[str] | None = 
 
 def seed_shards(config: RunConfig, count: int) -> str:
     """Give each shard store the batch's ``created_at`` and the batch store's results for its prompts."""
-    from flows.generate import _now
 
     with ResponseStore(config.store_path) as batch_store:
-        created_at = batch_store.setdefault_meta("created_at", _now())
+        created_at = batch_store.setdefault_meta("created_at", utc_now())
         has_rows = batch_store._db.execute("SELECT 1 FROM responses LIMIT 1").fetchone() is not None
     ids: list[list[str]] = [[] for _ in range(count)]
     if has_rows:
@@ -310,8 +310,8 @@ def merge_summaries(config: RunConfig, parts: list[dict[str, Any]]) -> dict[str,
     latencies = _latencies(config)
     for source_id, total in providers.items():
         total.pop("limits", None)
-        total["latency_ms_p50"] = _percentile(latencies.get(source_id, array("d")), 50)
-        total["latency_ms_p95"] = _percentile(latencies.get(source_id, array("d")), 95)
+        total["latency_ms_p50"] = percentile(latencies.get(source_id, array("d")), 50)
+        total["latency_ms_p95"] = percentile(latencies.get(source_id, array("d")), 95)
     merged["providers"] = providers
     merged["positions"] = _merge_positions([part.get("positions") or {} for part in parts])
     return merged
@@ -325,7 +325,6 @@ def merge_batch(
     The shard stores are copied into the batch store first, even when a shard failed (then this raises
     after the copy, naming the shards), so every answer paid for is in the batch store.
     """
-    from flows.generate import _now
 
     for index in range(shards):
         shard_store = config.batch_dir / "shards" / str(index) / "responses.sqlite"
@@ -344,7 +343,7 @@ def merge_batch(
     ]
     merge_outputs(config, shards)
     summary = merge_summaries(config, parts)
-    summary.update(started_at=started_at, finished_at=_now())
+    summary.update(started_at=started_at, finished_at=utc_now())
     summary["files"] = {name.removesuffix(".jsonl"): str(config.batch_dir / name) for name in OUTPUTS}
     summary["files"]["summary"] = str(config.batch_dir / "summary.json")
     summary["files"]["store"] = str(config.store_path)
@@ -402,9 +401,8 @@ async def generate_sharded(
     """
     logger = get_run_logger()
     started = time.perf_counter()
-    from flows.generate import _now
 
-    started_at = _now()
+    started_at = utc_now()
     if shards < 1:
         raise ValueError(f"shards must be at least 1, got {shards}")
     prepared = prepare_run(config_path, require_keys=False, skip_invalid=skip_invalid)

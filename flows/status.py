@@ -11,9 +11,9 @@ from typing import Any
 from flows.config import load_config
 from flows.generate import batched
 from flows.manifest import read_manifest, working_dir
-from flows.prompt_reader import iter_prompts
+from prompts.reader import iter_prompts
+from providers.slots import SlotFingerprints, answer_slots
 from providers.store import ResponseStore
-from task_builder.slots import SlotFingerprints, answer_slots
 
 _LOOKUP_BATCH = 1000
 

@@ -13,7 +13,8 @@ from providers.limits import ProviderLimiter
 from providers.result import INTERRUPTED, SKIPPED, CallResult
 
 
-def _percentile(values: array, q: float) -> float | None:
+def percentile(values: array, q: float) -> float | None:
+    """The ``q``-th percentile of ``values`` (nearest rank), None when there are none."""
     if not values:
         return None
     if len(values) == 1:
@@ -90,8 +91,8 @@ class ProviderTally:
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cost_usd": round(self.price.cost(self.input_tokens, self.output_tokens), 6) if self.price else None,
-            "latency_ms_p50": _percentile(self.latencies_ms, 50),
-            "latency_ms_p95": _percentile(self.latencies_ms, 95),
+            "latency_ms_p50": percentile(self.latencies_ms, 50),
+            "latency_ms_p95": percentile(self.latencies_ms, 95),
             "limits": self.limits,
         }
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from typing import IO, Any
 
-from flows.prompt_reader import PromptRecord
 from flows.summary import WriteCounts
+from prompts.reader import PromptRecord
 from providers.result import CallResult
+from providers.slots import AnswerSlot
 from task_builder.assemble import BatchContext, build_task
 from task_builder.ids import task_id_for
 from task_builder.layout import TaskLayout
 from task_builder.quality import all_identical, task_flags
-from task_builder.slots import AnswerSlot
 from task_builder.template import TaskFilters
 
 

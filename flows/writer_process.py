@@ -8,7 +8,7 @@ writes on the machine's other core while the next chunk's calls run.
 
 Protocol, over the child's stdin and stdout: length-prefixed pickles. The parent sends one
 ``WriterSetup``, then one ``(records, results)`` pair per chunk, then ``FINISH``; the child commits the
-files (``flows/atomic.py``) and replies ``("done", WriteCounts, positions report)``, or
+files (``common/atomic.py``) and replies ``("done", WriteCounts, positions report)``, or
 ``("failed", message)`` if anything went wrong, in which case no output file is left behind.
 
 Stopping is the parent's decision: it drains and sends ``FINISH`` as before. The child runs in a session
@@ -33,14 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from flows.atomic import atomic_open
-from flows.prompt_reader import PromptRecord
+from common.atomic import atomic_open
 from flows.summary import WriteCounts
 from flows.task_writer import TaskWriter
+from prompts.reader import PromptRecord
 from providers.result import CallResult
+from providers.slots import AnswerSlot
 from task_builder.assemble import BatchContext
 from task_builder.layout import LayoutKind, TaskLayout
-from task_builder.slots import AnswerSlot
 
 FINISH = "finish"
 OUTPUT_FILES = ("tasks.jsonl", "incomplete.jsonl", "filtered.jsonl")

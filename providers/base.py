@@ -5,14 +5,15 @@ from __future__ import annotations
 import abc
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import SecretStr
 
+from common.clock import utc_now
+from common.secrets import scrub
 from providers.breaker import Breaker
 from providers.config import ProviderConfig
-from providers.errors import ProviderError, scrub
+from providers.errors import ProviderError
 from providers.http import JsonExchange
 from providers.limits import GENTLE_START, ProviderLimiter, RateGovernor
 from providers.result import INTERRUPTED, SKIPPED, Answer, CallResult
@@ -122,7 +123,7 @@ class Provider(abc.ABC):
                     finally:
                         self.limiter.release(estimate, used, ok)
         except _Stop as stop:
-            return CallResult(ok=False, attempts=attempts, error_type=stop.error_type, error=stop.reason, created_at=_now())
+            return CallResult(ok=False, attempts=attempts, error_type=stop.error_type, error=stop.reason, created_at=utc_now("milliseconds"))
         except ProviderError as exc:
             error = scrub(exc.message, self._secrets)
             self.breaker.record(False, exc.label, exc.status_code, error)
@@ -133,7 +134,7 @@ class Provider(abc.ABC):
                 error_type=exc.label,
                 error=error,
                 status_code=exc.status_code,
-                created_at=_now(),
+                created_at=utc_now("milliseconds"),
             )
         self.breaker.record(True, None, None, None)
         self.limiter.answered(answer.rate, ticket)
@@ -147,7 +148,7 @@ class Provider(abc.ABC):
             request_id=answer.request_id,
             latency_ms=round((time.perf_counter() - started) * 1000, 1),
             attempts=attempts,
-            created_at=_now(),
+            created_at=utc_now("milliseconds"),
         )
 
     def _check_stop(self) -> None:
@@ -157,5 +158,3 @@ class Provider(abc.ABC):
             raise _Stop(INTERRUPTED, "the run was stopped before this call was made")
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-import difflib
-import math
 import os
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from typing_extensions import TypedDict
+
+from common.config_types import ConfigFloat, ConfigInt, finite, not_bool
+from common.yaml_locations import did_you_mean
 
 ProviderKind = Literal["openai", "anthropic"]
 
@@ -18,31 +26,9 @@ DEFAULT_BASE_URL: dict[str, str] = {"openai": "https://api.openai.com/v1", "anth
 ANTHROPIC_DEFAULT_MAX_TOKENS = 1024
 
 
-def _not_bool(value: Any) -> Any:
-    """Refuse ``true``/``false`` where a number is expected (pydantic's lax mode would read 1/0)."""
-    if isinstance(value, bool):
-        raise PydanticCustomError("bool_not_number", "Input should be a number, not true/false")
-    return value
-
-
-def _finite(value: Any) -> Any:
-    """Refuse NaN and infinities (YAML ``.nan``, ``.inf``, ``-.inf``), also inside lists and mappings."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise PydanticCustomError("finite_number", "Input should be a finite number")
-    for item in value.values() if isinstance(value, dict) else value if isinstance(value, list) else ():
-        _finite(item)
-    return value
-
-
-# The numbers of every config model (run config, providers, annotation templates). Numeric strings stay
-# accepted (``${VAR}`` expands to text); booleans and non-finite floats are errors.
-ConfigInt = Annotated[int, BeforeValidator(_not_bool)]
-"""An integer in a config: never ``true``/``false``."""
-ConfigFloat = Annotated[float, BeforeValidator(_not_bool), BeforeValidator(_finite), Field(allow_inf_nan=False)]
-"""A number in a config: finite, never ``true``/``false``."""
-ParamNumber = Annotated[Any, BeforeValidator(_not_bool), BeforeValidator(_finite)]
+ParamNumber = Annotated[Any, BeforeValidator(not_bool), BeforeValidator(finite)]
 """A numeric sampling parameter: never ``true``/``false``, finite, and sent exactly as given (``0`` stays ``0``)."""
-ParamValue = Annotated[Any, BeforeValidator(_finite)]
+ParamValue = Annotated[Any, BeforeValidator(finite)]
 """Any other sampling parameter: sent as given, but no NaN or infinity anywhere in it."""
 
 
@@ -74,12 +60,6 @@ OTHER_KNOWN_PARAMS = frozenset({
     "top_n_sigma", "dry_multiplier", "xtc_probability", "xtc_threshold", "extra_body", "provider", "transforms",
     "models", "route",
 })
-
-
-def did_you_mean(key: str, known: list[str] | tuple[str, ...] | frozenset[str], cutoff: float = 0.8) -> str | None:
-    """The known key ``key`` is most likely a misspelling of (``temprature`` -> ``temperature``), if any."""
-    matches = difflib.get_close_matches(key, sorted(known), n=1, cutoff=cutoff)
-    return matches[0] if matches else None
 
 
 class Price(BaseModel):
@@ -136,7 +116,7 @@ class ProviderConfig(BaseModel):
         return value
 
     # Keys that belong one level down: a provider-level `temperature:` is meant for `params` (the unknown-key
-    # error of the config says so, flows/yaml_locations.py).
+    # error of the config says so, common/yaml_locations.py).
     nested_key_hints: ClassVar[dict[str, tuple[str, ...]]] = {
         "params": (*SamplingParams.__annotations__, "stop"),
     }
@@ -159,7 +139,7 @@ class ProviderConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _check_anthropic_params(self) -> "ProviderConfig":
+    def _check_anthropic_params(self) -> ProviderConfig:
         if self.kind == "anthropic" and "max_tokens" in self.params and "max_completion_tokens" in self.params:
             raise ValueError("give max_tokens or max_completion_tokens, not both")
         return self

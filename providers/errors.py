@@ -13,13 +13,11 @@ from collections.abc import Iterator, Mapping
 
 import aiohttp
 
+from common.secrets import scrub
 from providers.ratelimit_headers import RateInfo
 
 RATE_LIMITED = 429  # back-pressure, never a failure: the limiter paces, retries and the breaker ignore it
 RETRYABLE_STATUS = frozenset({408, 409, RATE_LIMITED}) | frozenset(range(500, 600))
-MAX_ERROR_TEXT = 500
-# No run of this many consecutive characters of a secret may appear in an error text.
-SECRET_WINDOW = 8
 # OpenSSL's decoration of its messages: "[SSL: CERTIFICATE_VERIFY_FAILED] ... (_ssl.c:1006)".
 _SSL_DECORATION = re.compile(r"^\[SSL(?:: \w+)?\] | \(_ssl\.c:\d+\)$")
 # A connection the server closed or reset (TLS's own ways of saying so included).
@@ -100,37 +98,6 @@ def _seconds_until(http_date: str) -> float | None:
         return email.utils.parsedate_to_datetime(http_date).timestamp() - time.time()
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-
-
-def scrub(text: str, secrets: tuple[str, ...]) -> str:
-    """``text`` with every run of ``SECRET_WINDOW`` or more characters of a secret replaced by ``***``, capped.
-
-    Providers and gateways echo truncated keys ("Incorrect API key provided: sk-proj-****abcd", or the
-    first 12 characters): every ``SECRET_WINDOW``-character window of a secret found in ``text`` is
-    hidden, and overlapping or adjacent hidden windows become one ``***``. A secret shorter than the
-    window is hidden where it appears whole.
-    """
-    hidden = bytearray(len(text))  # 1 for each character to hide
-    for secret in secrets:
-        if len(secret) < SECRET_WINDOW:
-            start = text.find(secret) if secret else -1
-            while start >= 0:
-                hidden[start : start + len(secret)] = b"\1" * len(secret)
-                start = text.find(secret, start + 1)
-            continue
-        windows = {secret[i : i + SECRET_WINDOW] for i in range(len(secret) - SECRET_WINDOW + 1)}
-        for start in range(len(text) - SECRET_WINDOW + 1):
-            if text[start : start + SECRET_WINDOW] in windows:
-                hidden[start : start + SECRET_WINDOW] = b"\1" * SECRET_WINDOW
-    if any(hidden):
-        parts: list[str] = []
-        for index, char in enumerate(text):
-            if not hidden[index]:
-                parts.append(char)
-            elif index == 0 or not hidden[index - 1]:
-                parts.append("***")
-        text = "".join(parts)
-    return text if len(text) <= MAX_ERROR_TEXT else text[:MAX_ERROR_TEXT] + "…"
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:

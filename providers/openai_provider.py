@@ -29,7 +29,9 @@ class OpenAIProvider(Provider):
             headers = {"Authorization": f"Bearer {api_key.get_secret_value()}"}
             url = config.effective_base_url + CHAT_PATH
             return AiohttpExchange(url, headers, config.timeout_s, config.max_concurrency, self._secrets)
-        from providers.openai_sdk import SdkExchange  # the SDK takes ~1 s to import: only when used
+        from providers.openai_sdk import (
+            SdkExchange,  # the SDK takes ~1 s to import: only when used
+        )
 
         return SdkExchange(config, api_key, CHAT_PATH, self._secrets)
 

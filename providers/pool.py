@@ -14,7 +14,7 @@ from providers.config import ProviderConfig
 from providers.factory import open_provider
 from providers.limits import RateGovernor
 
-_pools: dict[str, "ProviderPool"] = {}
+_pools: dict[str, ProviderPool] = {}
 
 
 class ProviderPool:
@@ -56,7 +56,7 @@ class ProviderPool:
             await provider.aclose()
         self._providers.clear()
 
-    def __enter__(self) -> "ProviderPool":
+    def __enter__(self) -> ProviderPool:
         _pools[self.run_key] = self
         return self
 

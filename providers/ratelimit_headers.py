@@ -90,9 +90,8 @@ def rate_info(headers: Mapping[str, str], now: datetime | None = None) -> RateIn
                             openai_duration_s(headers.get("x-ratelimit-reset-tokens")))
         return RateInfo(requests, tokens)
     prefix = "anthropic-ratelimit-"
-    if prefix + "requests-limit" not in headers and prefix + "tokens-limit" not in headers:
-        if prefix + "input-tokens-limit" not in headers:
-            return None
+    if not any(prefix + kind + "-limit" in headers for kind in ("requests", "tokens", "input-tokens")):
+        return None
     now = now or datetime.now(UTC)
     found: dict[str, Allowance | None] = {}
     for name in ("requests", "tokens", "input-tokens"):

@@ -7,7 +7,6 @@ from typing import Any
 
 from providers.ratelimit_headers import RateInfo
 
-
 # Outcomes that are not the provider's answer or error and are never stored: a rerun makes these calls.
 SKIPPED = "skipped"  # the provider's breaker was open
 INTERRUPTED = "interrupted"  # the run was stopped before the call was made

@@ -142,7 +142,7 @@ class ResponseStore:
         """Close the connection."""
         self._db.close()
 
-    def __enter__(self) -> "ResponseStore":
+    def __enter__(self) -> ResponseStore:
         return self
 
     def __exit__(self, *_: object) -> None:

@@ -7,7 +7,11 @@ Use :class:`RunningSimulator` (in-process, background thread) or
 """
 
 from simulator.answers import answer_marker
-from simulator.harness import RunningSimulator, SimulatorProcess, start_simulator_process
+from simulator.harness import (
+    RunningSimulator,
+    SimulatorProcess,
+    start_simulator_process,
+)
 from simulator.server import build_app, serve
 from simulator.settings import FaultRule, ScriptedAnswer, SimulatorSettings
 

@@ -11,14 +11,21 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from aiohttp import web
 
-from simulator.server import SIMULATOR_KEY, Simulator, bind_socket, build_app, make_runner
+from simulator.server import (
+    SIMULATOR_KEY,
+    Simulator,
+    bind_socket,
+    build_app,
+    make_runner,
+)
 from simulator.settings import FaultRule, SimulatorSettings
 
 T = TypeVar("T")

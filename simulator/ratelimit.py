@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from simulator.settings import ApiName, RetryAfterMode
@@ -76,7 +76,7 @@ class RateLimitWindows:
         requests_left, tokens_left, reset_s = self._consume(model, tokens)
         reset = self._rfc3339_resets.get(model)
         if reset is None:  # computed once per window: the window's end does not move
-            reset_at = datetime.now(timezone.utc) + timedelta(seconds=math.ceil(reset_s))
+            reset_at = datetime.now(UTC) + timedelta(seconds=math.ceil(reset_s))
             reset = self._rfc3339_resets[model] = reset_at.strftime("%Y-%m-%dT%H:%M:%SZ")
         return {
             "anthropic-ratelimit-requests-limit": str(self.request_limit),

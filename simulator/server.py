@@ -18,7 +18,13 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from simulator.answers import Answer, approx_tokens, compose_answer, scripted_answer
-from simulator.faults import MALFORMED_BODY, FaultEngine, echoed_key_message, error_body, retry_after_headers
+from simulator.faults import (
+    MALFORMED_BODY,
+    FaultEngine,
+    echoed_key_message,
+    error_body,
+    retry_after_headers,
+)
 from simulator.ratelimit import Admission, RateLimitWindows, TokenBuckets, retry_after
 from simulator.settings import STATUS_FAULTS, ApiName, FaultRule, SimulatorSettings
 from simulator.stats import ModelStats, Stats, fingerprint

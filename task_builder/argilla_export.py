@@ -60,7 +60,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from flows.atomic import atomic_open, write_json
+from common.atomic import atomic_open, write_json
 from task_builder.ids import position_label
 from task_builder.template import AnnotationTemplate, Dimension, resolve_template
 

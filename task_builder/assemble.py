@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flows.prompt_reader import PromptRecord
-from providers.result import CallResult
+from prompts.reader import PromptRecord
+from task_builder.answers import AnswerResult, AnswerSlot
 from task_builder.ids import position_label, stable_id
 from task_builder.layout import PlannedTask
-from task_builder.shell import Annotation, Message, MessageContent, ModelParameters, Task, Thread, Turn
-from task_builder.slots import AnswerSlot
+from task_builder.shell import (
+    Annotation,
+    Message,
+    MessageContent,
+    ModelParameters,
+    Task,
+    Thread,
+    Turn,
+)
 from task_builder.template import AnnotationTemplate
 
 
@@ -32,8 +40,8 @@ def build_task(
     ctx: BatchContext,
     record: PromptRecord,
     planned: PlannedTask,
-    slots: dict[str, AnswerSlot],
-    results: dict[str, CallResult],
+    slots: Mapping[str, AnswerSlot],
+    results: Mapping[str, AnswerResult],
     flags: dict[str, list[str]],
 ) -> Task:
     """One task shell: earlier turns as context, then the prompt and the planned answers in order.
@@ -132,8 +140,8 @@ def _metadata(
     ctx: BatchContext,
     record: PromptRecord,
     planned: PlannedTask,
-    slots: dict[str, AnswerSlot],
-    results: dict[str, CallResult],
+    slots: Mapping[str, AnswerSlot],
+    results: Mapping[str, AnswerResult],
     flags: dict[str, list[str]],
 ) -> dict[str, Any]:
     sampled = any(slot.answer_id != slot.provider.source_id for slot in slots.values())

@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flows.atomic import atomic_open
+from common.atomic import atomic_open
 from task_builder.ids import position_label
 from task_builder.preference import likert_winner
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from task_builder.answers import AnswerSlot
 from task_builder.balance import PairSelector, PositionBalancer
 from task_builder.ids import task_id_for
-from task_builder.slots import AnswerSlot
 
 LayoutKind = Literal["n_way", "pairwise", "single"]
 
@@ -43,7 +44,7 @@ class TaskLayout:
         """Fewest answers a prompt needs for this layout to produce any task."""
         return 2 if self.kind == "pairwise" else 1
 
-    def plan(self, prompt_id: str, answered: list[AnswerSlot]) -> list[PlannedTask]:
+    def plan(self, prompt_id: str, answered: Sequence[AnswerSlot]) -> list[PlannedTask]:
         """The tasks for one prompt's answered slots (an empty list if there are too few answers)."""
         if len(answered) < self.min_answers:
             return []

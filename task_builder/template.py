@@ -5,11 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 
-from flows.errors import InputError, InputProblem
-from flows.yaml_locations import read_yaml, resolve_path, surrogate_problems, validation_problems, where_searched
-from providers.config import ConfigInt
+from common.config_types import ConfigInt
+from common.errors import InputError, InputProblem
+from common.yaml_locations import (
+    read_yaml,
+    resolve_path,
+    surrogate_problems,
+    validation_problems,
+    where_searched,
+)
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "prompts" / "templates"
 
@@ -39,7 +53,7 @@ class Dimension(BaseModel):
         return self.required if self.required is not None else self.type != "text"
 
     @model_validator(mode="after")
-    def _check_values(self) -> "Dimension":
+    def _check_values(self) -> Dimension:
         if self.type in ("integer", "category") and not self.values:
             article = "an" if self.type == "integer" else "a"
             raise ValueError(f"{article} {self.type} dimension needs 'values'")
@@ -125,7 +139,7 @@ class AnnotationTemplate(BaseModel):
         return self.title or self.name
 
     @model_validator(mode="after")
-    def _unique_keys(self) -> "AnnotationTemplate":
+    def _unique_keys(self) -> AnnotationTemplate:
         keys = [d.key for d in self.dimensions]
         duplicates = sorted({k for k in keys if keys.count(k) > 1})
         if duplicates:

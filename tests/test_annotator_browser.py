@@ -26,8 +26,8 @@ from typing import Any
 
 import httpx
 import pytest
-
 from conftest import provider_entry, write_config
+
 from flows.generate import generate_tasks
 from platforms.label_studio.local_server import PASSWORD, USERNAME, LabelStudioServer
 from simulator import RunningSimulator

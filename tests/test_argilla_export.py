@@ -8,10 +8,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from task_builder.argilla_export import argilla_dataset, argilla_records, position_name, write_argilla
-from task_builder.template import AnnotationTemplate, resolve_template, shipped_templates
 from test_datasets import TEXTS, make_shell
+
+from task_builder.argilla_export import (
+    argilla_dataset,
+    argilla_records,
+    position_name,
+    write_argilla,
+)
+from task_builder.template import (
+    AnnotationTemplate,
+    resolve_template,
+    shipped_templates,
+)
 
 NAME = re.compile(r"^(?=.*[a-z0-9])[a-z0-9_-]+$")  # the Argilla server's rule for field/question names
 

@@ -12,8 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import (
+    FAKE_ANTHROPIC_KEY,
+    FAKE_OPENAI_KEY,
+    three_providers,
+    write_config,
+    write_prompts,
+)
 
-from conftest import FAKE_ANTHROPIC_KEY, FAKE_OPENAI_KEY, three_providers, write_config, write_prompts
 from simulator import FaultRule, RunningSimulator
 
 RLHF = str(Path(sys.executable).with_name("rlhf"))

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-
 import re
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from common.errors import InputError, InputProblem
 from flows.config import RunConfig, load_config
-from flows.errors import InputError, InputProblem
 from providers.config import ANTHROPIC_DEFAULT_MAX_TOKENS, ProviderConfig
 
 REPO = Path(__file__).resolve().parent.parent

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from flows.prompt_reader import PromptRecord
+from prompts.reader import PromptRecord
 from providers.config import ProviderConfig
 from providers.result import CallResult
+from providers.slots import answer_slots
 from task_builder.assemble import BatchContext, build_task
 from task_builder.datasets import (
     PARQUET_HINT,
@@ -23,7 +24,6 @@ from task_builder.datasets import (
     write_dataset,
 )
 from task_builder.layout import PlannedTask
-from task_builder.slots import answer_slots
 from task_builder.template import AnnotationTemplate, resolve_template
 
 TEXTS = {"gpt-4o": "Answer from gpt.", "claude": "Answer from claude.", "llama-3": "Answer from llama."}

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import provider_entry, write_config, write_prompts
+
 from flows.generate import generate_tasks
 from simulator import RunningSimulator
 from task_builder.shell import Task
@@ -50,6 +50,10 @@ def _annotate(shell: dict[str, Any], likert: int, annotator: str) -> dict[str, A
     return task
 
 
+def _slot_ids(shell: dict[str, Any]) -> list[str]:
+    return [a["id"] for t in shell["threads"][0]["turns"] for m in t["messages"] for a in m["annotations"]]
+
+
 def test_file_deliveries(run_dir: Path, tmp_path: Path) -> None:
     scale = rlhf("deliver", str(run_dir), "--to", "scale", "--out", str(tmp_path / "scale"))
     assert scale.returncode == 0, scale.stderr
@@ -61,8 +65,7 @@ def test_file_deliveries(run_dir: Path, tmp_path: Path) -> None:
     for line, original in zip(delivered.splitlines(), originals):
         task = Task.model_validate_json(line).to_json_dict()  # still the task shell contract
         assert task["task_id"] == original["task_id"]
-        ids = lambda shell: [a["id"] for t in shell["threads"][0]["turns"] for m in t["messages"] for a in m["annotations"]]
-        assert ids(task) == ids(original)  # slot ids unchanged: values map back slot by slot
+        assert _slot_ids(task) == _slot_ids(original)  # slot ids unchanged: values map back slot by slot
         turn = task["threads"][0]["turns"][-1]
         assert [m["source_id"] for m in turn["messages"]] == ["user", "response_a", "response_b"]
 

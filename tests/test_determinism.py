@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, three_providers, write_config, write_prompts
-from simulator import RunningSimulator
 from test_datasets import annotate, make_shell
+
+from simulator import RunningSimulator
 
 pytestmark = pytest.mark.slow  # rlhf subprocesses, and Prefect for the run
 

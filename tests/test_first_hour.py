@@ -3,18 +3,19 @@ template error on every prompt, paths in a config written relative to it."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
-from flows.errors import InputError
+from common.errors import InputError
 from flows.plan import plan_cost_text, plan_run, plan_table
 
 
 def _text(renderable: object) -> str:
-    console = Console(record=True, width=200, file=open("/dev/null", "w"), color_system=None)
+    console = Console(record=True, width=200, file=io.StringIO(), color_system=None)
     console.print(renderable)
     return console.export_text()
 
@@ -157,7 +158,7 @@ def test_paths_in_a_config_are_relative_to_the_config_file_not_the_working_direc
 ) -> None:
     from flows.config import load_config
     from flows.prepare import prepare_run
-    from flows.prompt_reader import iter_prompts
+    from prompts.reader import iter_prompts
 
     project = tmp_path / "project"
     (project / "data" / "incoming").mkdir(parents=True)

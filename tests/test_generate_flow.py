@@ -9,10 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from conftest import FAKE_ANTHROPIC_KEY, FAKE_OPENAI_KEY, closed_port_url, provider_entry, three_providers, write_config, write_prompts
-from flows.generate import generate_tasks
+from conftest import (
+    FAKE_ANTHROPIC_KEY,
+    FAKE_OPENAI_KEY,
+    closed_port_url,
+    provider_entry,
+    three_providers,
+    write_config,
+    write_prompts,
+)
 from scale_check import assert_scale_compatible
+
+from flows.generate import generate_tasks
 from simulator import FaultRule, RunningSimulator, answer_marker
 
 pytestmark = [pytest.mark.usefixtures("prefect_api", "fake_keys"), pytest.mark.slow]
@@ -258,7 +266,12 @@ def test_conversations_and_system_prompts_become_turns(sim: RunningSimulator, tm
 def _prefect_records(flow_run_id: Any) -> list[str]:
     """What Prefect's API holds about a flow run: the run (parameters included), its task runs, its logs."""
     from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
 
     async def fetch() -> list[str]:
         async with get_client() as client:
@@ -304,7 +317,7 @@ def test_api_key_from_a_prefect_secret_block(sim: RunningSimulator, tmp_path: Pa
 
 
 def test_a_missing_secret_block_stops_the_run_before_any_call(sim: RunningSimulator, tmp_path: Path) -> None:
-    from flows.errors import InputError
+    from common.errors import InputError
 
     providers = [*three_providers(sim)[:2], provider_entry(sim, "claude", "anthropic", "claude-x", api_key_secret="no-such-block")]
     with pytest.raises(InputError, match=r"providers\[2\]\.api_key_secret: no API key: Prefect Secret block 'no-such-block' not found"):

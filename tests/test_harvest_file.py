@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from test_datasets import annotate, make_shell
 from typer.testing import CliRunner
 
 from flows.cli import app
-from test_datasets import annotate, make_shell
 
 
 def harvest(source: Path, out: Path) -> tuple[int, dict[str, Any], list[dict[str, Any]]]:

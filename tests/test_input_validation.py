@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from common.errors import InputError
 from flows.cli import app
-from flows.errors import InputError
 from flows.prepare import prepare_run
 
 # Line numbers below are those of this text (line 1 is "project: demo").

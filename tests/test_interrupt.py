@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import exits_within, provider_entry, write_config, write_prompts
+
 from simulator import SimulatorProcess, start_simulator_process
 
 RLHF = str(Path(sys.executable).with_name("rlhf"))

@@ -14,13 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import provider_entry, write_config, write_prompts
 from pydantic import SecretStr
 
-from conftest import provider_entry, write_config, write_prompts
-from flows.deliver import deliver_label_studio, deliver_tasks, harvest_annotations, harvest_label_studio
+from flows.deliver import (
+    deliver_label_studio,
+    deliver_tasks,
+    harvest_annotations,
+    harvest_label_studio,
+)
 from flows.generate import generate_tasks
-from platforms.label_studio.local_server import LabelStudioServer
 from platforms.label_studio.client import LabelStudioClient
+from platforms.label_studio.local_server import LabelStudioServer
 from simulator import FaultRule, RunningSimulator
 from task_builder.datasets import dpo_records
 

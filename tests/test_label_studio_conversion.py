@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from flows.prompt_reader import PromptRecord
 from platforms.label_studio.labeling_config import INERT_HOTKEY, build_labeling_config
 from platforms.label_studio.tasks import harvest_task, to_label_studio
+from prompts.reader import PromptRecord
 from providers.config import ProviderConfig
 from providers.result import CallResult
+from providers.slots import answer_slots
 from task_builder.assemble import BatchContext, build_task
 from task_builder.layout import PlannedTask
-from task_builder.slots import answer_slots
 from task_builder.template import Dimension, resolve_template
 
 SOURCES = ("gpt-4o", "llama", "claude")

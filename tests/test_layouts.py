@@ -12,15 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import ROOT, provider_entry, three_providers, write_config, write_prompts
-from flows.errors import InputError
+from scale_check import assert_scale_compatible
+
+from common.errors import InputError
 from flows.generate import generate_tasks
 from providers.config import ProviderConfig
-from scale_check import assert_scale_compatible
+from providers.slots import answer_slots
 from simulator import RunningSimulator
 from task_builder.layout import TaskLayout
-from task_builder.slots import answer_slots
 from task_builder.template import resolve_template, shipped_templates
 
 SOURCES = ["gpt-4o", "llama-3", "claude"]

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import provider_config, provider_entry, write_config, write_prompts
+
 from providers.base import Provider
 from providers.config import ProviderConfig
 from providers.factory import open_provider

@@ -9,9 +9,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-
 from conftest import closed_port_url, three_providers, write_config, write_prompts
-from flows.notify import NotifyConfig, post_event
+
+from flows.config import NotifyConfig
+from flows.notify import post_event
 from simulator import RunningSimulator
 
 

@@ -19,8 +19,8 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-
 from conftest import closed_port_url, provider_entry, write_config, write_prompts
+
 from flows import stopping
 from flows.generate import RunInterrupted, generate_tasks
 from simulator import FaultRule, RunningSimulator

@@ -8,6 +8,7 @@ summary count every call the same way, interrupted or cut off.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import signal
 import threading
@@ -15,9 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import closed_port_url, provider_entry, write_config, write_prompts
 from rich.console import Console
 
-from conftest import closed_port_url, provider_entry, write_config, write_prompts
 from flows import progress, stopping
 from flows.progress import RunProgress
 from flows.summary import ProviderTally, cost_text, summary_cost_text, summary_table
@@ -31,7 +32,7 @@ def _provider(source_id: str, price: Price | None = None) -> ProviderConfig:
 
 
 def _text(renderable: object, width: int = 200) -> str:
-    console = Console(record=True, width=width, file=open("/dev/null", "w"), color_system=None)
+    console = Console(record=True, width=width, file=io.StringIO(), color_system=None)
     console.print(renderable)
     return console.export_text()
 
@@ -128,7 +129,7 @@ def test_limiter_figures_in_flight_rate_limit_wait_and_pause() -> None:
 
 def test_the_display_is_the_flows_sink_only_while_it_is_shown() -> None:
     display = RunProgress([_provider("a")], planned=1)
-    console = Console(file=open("/dev/null", "w"), force_terminal=True)
+    console = Console(file=io.StringIO(), force_terminal=True)
     with progress.live_progress(console, display) as shown:
         assert shown is display and progress.sink() is display
     assert progress.sink() is not display

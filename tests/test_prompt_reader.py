@@ -12,10 +12,17 @@ from pathlib import Path
 
 import pytest
 
-import flows.prompt_reader as prompt_reader
-from flows.config import PromptsConfig
-from flows.errors import InputError, InputProblem
-from flows.prompt_reader import PromptRecord, content_id, iter_prompts, iter_records, load_template, scan_prompts
+import prompts.reader as prompt_reader
+from common.errors import InputError, InputProblem
+from prompts.config import PromptsConfig
+from prompts.reader import (
+    PromptRecord,
+    content_id,
+    iter_prompts,
+    iter_records,
+    load_template,
+    scan_prompts,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -11,8 +11,13 @@ import time
 from typing import Any
 
 import pytest
+from conftest import (
+    FAKE_ANTHROPIC_KEY,
+    FAKE_OPENAI_KEY,
+    closed_port_url,
+    provider_config,
+)
 
-from conftest import FAKE_ANTHROPIC_KEY, FAKE_OPENAI_KEY, closed_port_url, provider_config
 from providers.config import ProviderConfig
 from providers.factory import open_provider
 from providers.result import CallResult

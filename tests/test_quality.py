@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from flows.task_writer import filter_reason
@@ -89,6 +91,7 @@ def test_flags_on_crafted_simulator_answers_and_only_there(tmp_path) -> None:
     import json
 
     from conftest import three_providers, write_config, write_prompts
+
     from flows.generate import generate_tasks
     from simulator import RunningSimulator, ScriptedAnswer
 
@@ -121,7 +124,7 @@ def test_flags_on_crafted_simulator_answers_and_only_there(tmp_path) -> None:
                               annotation={"template": {"name": "drop", "extends": "default",
                                                        "filters": {"drop_all_flagged": True}}})
         summary = asyncio.run(generate_tasks(str(config)))
-    tasks = [json.loads(line) for line in open(summary["files"]["tasks"], encoding="utf-8")]
+    tasks = [json.loads(line) for line in Path(summary["files"]["tasks"]).read_text(encoding="utf-8").splitlines()]
     assert len(tasks) == 8 and summary["tasks_filtered"] == 0
     for task in tasks:
         for source_id, response in task["metadata"]["responses"].items():

@@ -7,8 +7,8 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from conftest import provider_config
+
 from providers.breaker import Breaker
 from providers.limits import RateGovernor
 from providers.pool import ProviderPool

@@ -11,8 +11,8 @@ import asyncio
 from typing import Any
 
 import pytest
-
 from conftest import provider_config
+
 from providers.factory import open_provider
 from providers.result import CallResult
 from simulator import RunningSimulator

@@ -120,10 +120,10 @@ def test_a_report_that_cannot_be_published_does_not_fail_the_run(
 @pytest.mark.usefixtures("prefect_api", "fake_keys")
 def test_the_published_artifacts(sim: Any, tmp_path: Path) -> None:
     """A real run's artifacts, read back from the Prefect API: the narrow markdown and the full table."""
+    from conftest import closed_port_url, provider_entry, write_config, write_prompts
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    from conftest import closed_port_url, provider_entry, write_config, write_prompts
     from flows.generate import generate_tasks
 
     providers = [

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import exits_within, provider_entry, write_config, write_prompts
+
 from simulator import RunningSimulator, SimulatorProcess, start_simulator_process
 
 RLHF = str(Path(sys.executable).with_name("rlhf"))

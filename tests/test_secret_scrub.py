@@ -16,9 +16,17 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import (
+    FAKE_ANTHROPIC_KEY,
+    FAKE_OPENAI_KEY,
+    provider_config,
+    provider_entry,
+    write_config,
+    write_prompts,
+)
 
-from conftest import FAKE_ANTHROPIC_KEY, FAKE_OPENAI_KEY, provider_config, provider_entry, write_config, write_prompts
-from providers.errors import SECRET_WINDOW, ProviderError, scrub
+from common.secrets import SECRET_WINDOW, scrub
+from providers.errors import ProviderError
 from providers.factory import open_provider
 from providers.result import CallResult
 from simulator import FaultRule, RunningSimulator

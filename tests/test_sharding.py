@@ -23,8 +23,8 @@ from typing import Any
 
 import httpx
 import pytest
-
 from conftest import ROOT, provider_entry, write_config, write_prompts
+
 from simulator import RunningSimulator, start_simulator_process
 from task_builder.ids import task_id_for
 

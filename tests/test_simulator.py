@@ -18,7 +18,13 @@ import httpx
 import openai
 import pytest
 
-from simulator import FaultRule, RunningSimulator, SimulatorSettings, answer_marker, start_simulator_process
+from simulator import (
+    FaultRule,
+    RunningSimulator,
+    SimulatorSettings,
+    answer_marker,
+    start_simulator_process,
+)
 from simulator.__main__ import parse_args
 from simulator.answers import derived_text
 

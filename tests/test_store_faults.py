@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import exits_within, provider_entry, write_config, write_prompts
+
 from simulator import RunningSimulator
 
 RLHF = str(Path(sys.executable).with_name("rlhf"))

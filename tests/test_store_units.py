@@ -200,9 +200,8 @@ def test_lock_of_a_killed_holder_is_free(tmp_path: Path) -> None:
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        with pytest.raises(BatchBusy):
-            with hold_store(store):
-                pass
+        with pytest.raises(BatchBusy), hold_store(store):
+            pass
         holder.kill()
         holder.wait(timeout=30)
         with hold_store(store):  # no stale lock: the kernel released it with the process

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import closed_port_url, provider_config
+
 from providers.config import ProviderConfig
 from providers.factory import open_provider
 from providers.result import CallResult

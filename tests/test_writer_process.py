@@ -17,15 +17,21 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, exits_within, three_providers, write_config, write_prompts
+
+from flows import writer_process
 from flows.generate import writer_setup
 from flows.prepare import prepare_run
-from flows.prompt_reader import PromptRecord
 from flows.shard import prompts_of
 from flows.task_writer import TaskWriter
-from flows import writer_process
-from flows.writer_process import OUTPUT_FILES, ChunkResults, TaskWriterFailed, WriterSetup, task_writer_process
+from flows.writer_process import (
+    OUTPUT_FILES,
+    ChunkResults,
+    TaskWriterFailed,
+    WriterSetup,
+    task_writer_process,
+)
+from prompts.reader import PromptRecord
 from providers.result import CallResult
 from simulator import RunningSimulator
 from task_builder.layout import TaskLayout

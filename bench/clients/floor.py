@@ -59,7 +59,7 @@ async def run_aiohttp(url: str, prompts: list[str], concurrency: int) -> int:
                             data = await response.json()
                             if response.status != 200 or not answer_text(model["kind"], data):
                                 failures += 1
-                    except (aiohttp.ClientError, asyncio.TimeoutError, KeyError, ValueError):
+                    except (TimeoutError, aiohttp.ClientError, KeyError, ValueError):
                         failures += 1
 
             await asyncio.gather(*(one(p) for p in prompts))

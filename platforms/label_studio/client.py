@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from providers.errors import scrub
+from common.secrets import scrub
 
 IMPORT_BATCH = 500
 PAGE_SIZE = 500
@@ -44,7 +44,7 @@ class LabelStudioClient:
         """Close the HTTP connection pool."""
         self._http.close()
 
-    def __enter__(self) -> "LabelStudioClient":
+    def __enter__(self) -> LabelStudioClient:
         return self
 
     def __exit__(self, *_: object) -> None:

@@ -66,7 +66,7 @@ class LabelStudioServer:
         self._log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout_s: float = 600.0) -> "LabelStudioServer":
+    def start(self, timeout_s: float = 600.0) -> LabelStudioServer:
         """Start the server and wait until its API answers with our token.
 
         A data directory that already holds a database is started as it is. The very first start migrates a fresh database, stops, keeps that untouched data directory as
@@ -84,7 +84,7 @@ class LabelStudioServer:
             shutil.copytree(DATA_TEMPLATE, self._data_dir, dirs_exist_ok=True)
         return self._launch(timeout_s)
 
-    def _launch(self, timeout_s: float) -> "LabelStudioServer":
+    def _launch(self, timeout_s: float) -> LabelStudioServer:
         executable = ensure_installed()
         env = {
             **os.environ,

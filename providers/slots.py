@@ -10,7 +10,6 @@ request fingerprint, so each sample is stored, resumed and reused on its own.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from typing import Any
 
 from providers.base import system_text

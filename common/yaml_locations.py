@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import typing
 from collections.abc import Sequence
@@ -11,7 +12,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from flows.errors import InputError, InputProblem, lone_surrogates
+from common.errors import InputError, InputProblem, lone_surrogates
 
 
 def resolve_path(base_dir: Path, value: str | Path) -> Path:
@@ -139,10 +140,14 @@ def validation_problems(
     return problems
 
 
+def did_you_mean(key: str, known: list[str] | tuple[str, ...] | frozenset[str], cutoff: float = 0.8) -> str | None:
+    """The known key ``key`` is most likely a misspelling of (``temprature`` -> ``temperature``), if any."""
+    matches = difflib.get_close_matches(key, sorted(known), n=1, cutoff=cutoff)
+    return matches[0] if matches else None
+
+
 def _suggestion(model: type[BaseModel] | None, loc: Sequence[int | str]) -> str:
     """`` (did you mean 'temperature'?)`` for an unknown key at ``loc`` of ``model``, or nothing."""
-    from providers.config import did_you_mean
-
     if model is None or not loc or not isinstance(loc[-1], str):
         return ""
     key = loc[-1]

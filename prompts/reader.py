@@ -2,7 +2,7 @@
 
 Each record becomes a :class:`PromptRecord`: a stable id, the chat messages to send (ending in a user
 message), an optional shared system prompt and the record's metadata. Problems are reported as
-:class:`~flows.errors.InputProblem` with file and line; nothing is held in memory beyond one record
+:class:`~common.errors.InputProblem` with file and line; nothing is held in memory beyond one record
 (and the set of ids seen, to catch duplicates).
 """
 
@@ -18,9 +18,9 @@ from typing import Any
 
 import jinja2
 
-from flows.config import PromptsConfig
-from flows.errors import InputError, InputProblem, lone_surrogates
-from flows.yaml_locations import format_loc, resolve_path, where_searched
+from common.errors import InputError, InputProblem, lone_surrogates
+from common.yaml_locations import format_loc, resolve_path, where_searched
+from prompts.config import PromptsConfig
 
 PACKAGED_TEMPLATES = Path(__file__).resolve().parent.parent / "prompts" / "templates"
 KNOWN_FIELDS = {"id", "prompt", "messages", "system", "metadata"}
@@ -67,7 +67,7 @@ def load_template(name: str | None, base_dir: Path | None = None) -> jinja2.Temp
             try:
                 return env.from_string(candidate.read_text(encoding="utf-8"))
             except jinja2.TemplateSyntaxError as exc:
-                raise InputError([InputProblem(str(candidate), exc.lineno, f"template syntax error: {exc.message}")])
+                raise InputError([InputProblem(str(candidate), exc.lineno, f"template syntax error: {exc.message}")]) from None
     raise InputError([InputProblem(name, None, f"prompt template not found ({where_searched(base_dir, name)}; "
                                                "and in prompts/templates/)")])
 

@@ -1,0 +1,38 @@
+"""The ``prompts`` block of a run config: where the prompts come from and how each becomes a message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from common.config_types import ConfigInt
+from common.yaml_locations import resolve_path
+
+
+class PromptsConfig(BaseModel):
+    """Where the prompts come from and how each record becomes the user message.
+
+    ``path`` and a ``template`` given as a path are relative to the config file's directory
+    (:attr:`base_dir`, set by :func:`load_config`; the working directory for a model built in code).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    format: Literal["auto", "jsonl", "csv"] = "auto"
+    template: str | None = None
+    max_prompt_chars: ConfigInt = Field(default=200_000, ge=1)
+
+    _base_dir: Path = PrivateAttr(default=Path("."))
+
+    @property
+    def base_dir(self) -> Path:
+        """The directory relative paths in this block are relative to: the config file's."""
+        return self._base_dir
+
+    @property
+    def file(self) -> Path:
+        """The prompt file, resolved against :attr:`base_dir`."""
+        return resolve_path(self._base_dir, self.path)
