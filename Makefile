@@ -9,7 +9,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install browser demo test test-fast label-studio screenshots bench clean
+.PHONY: install browser demo lint test test-fast label-studio screenshots bench clean
 
 install: $(STAMP)
 
@@ -21,6 +21,14 @@ $(STAMP): pyproject.toml
 
 demo: install
 	$(BIN)/python examples/run_demo.py
+
+# Lint (ruff), format check (ruff format) and types (mypy: strict for common, prompts, providers,
+# task_builder, platforms; checked but Any-tolerant for flows and the simulator). The layer contract is
+# tests/test_layers.py, part of the suite.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy common prompts providers task_builder platforms flows simulator
 
 test: install browser
 	$(BIN)/python -m pytest -q

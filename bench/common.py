@@ -32,12 +32,24 @@ ANTHROPIC_KEY = "sk-ant-bench-not-a-real-key"
 
 # Same three providers as examples/demo.yaml: two OpenAI-kind models and one Anthropic-kind model.
 MODELS: list[dict[str, Any]] = [
-    {"source_id": "gpt-4o", "kind": "openai", "model": "gpt-4o-2024-05-13",
-     "params": {"temperature": 0.7, "max_tokens": 1024, "top_p": 1.0}},
-    {"source_id": "llama-3-8b", "kind": "openai", "model": "Meta-Llama-3-8B-Instruct",
-     "params": {"temperature": 0.7, "max_tokens": 1024}},
-    {"source_id": "claude-sonnet", "kind": "anthropic", "model": "claude-3-5-sonnet-20240620",
-     "params": {"temperature": 0.7, "max_tokens": 1024}},
+    {
+        "source_id": "gpt-4o",
+        "kind": "openai",
+        "model": "gpt-4o-2024-05-13",
+        "params": {"temperature": 0.7, "max_tokens": 1024, "top_p": 1.0},
+    },
+    {
+        "source_id": "llama-3-8b",
+        "kind": "openai",
+        "model": "Meta-Llama-3-8B-Instruct",
+        "params": {"temperature": 0.7, "max_tokens": 1024},
+    },
+    {
+        "source_id": "claude-sonnet",
+        "kind": "anthropic",
+        "model": "claude-3-5-sonnet-20240620",
+        "params": {"temperature": 0.7, "max_tokens": 1024},
+    },
 ]
 OPENAI_MODELS = [m for m in MODELS if m["kind"] == "openai"]
 
@@ -71,7 +83,9 @@ def prompt_file(n: int) -> Path:
     if path.is_file():
         return path
     OUT.mkdir(parents=True, exist_ok=True)
-    sources = [json.loads(line)["prompt"] for line in SOURCE_PROMPTS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    sources = [
+        json.loads(line)["prompt"] for line in SOURCE_PROMPTS.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
     tmp = path.with_suffix(".partial")
     with tmp.open("w", encoding="utf-8") as handle:
         for i in range(n):
@@ -100,7 +114,7 @@ def tree_rss_bytes(root_pid: int) -> int:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
         parents.setdefault(ppid, []).append(int(entry.name))
     total, pending = 0, [root_pid]
     while pending:
@@ -125,8 +139,13 @@ class Measured:
     output: str = ""
 
 
-def run_measured(command: list[str], env: dict[str, str | None] | None = None, cwd: Path | None = None,
-                 timeout_s: float = 3600.0, log_path: Path | None = None) -> Measured:
+def run_measured(
+    command: list[str],
+    env: dict[str, str | None] | None = None,
+    cwd: Path | None = None,
+    timeout_s: float = 3600.0,
+    log_path: Path | None = None,
+) -> Measured:
     """Run ``command`` to completion; measure wall time and (via ``wait4``) its tree's CPU and peak RSS.
 
     ``env`` is added to the environment; a ``None`` value removes that variable.
@@ -141,8 +160,9 @@ def run_measured(command: list[str], env: dict[str, str | None] | None = None, c
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as sink:
         started = time.monotonic()
-        proc = subprocess.Popen(command, env=full_env, cwd=cwd or ROOT, stdout=sink, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            command, env=full_env, cwd=cwd or ROOT, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
         deadline = started + timeout_s
         tree_peak, next_sample = 0, started
         while True:
@@ -197,7 +217,9 @@ class Row:
         return f"{self.rate / self.floor_rate:.2f}×"
 
 
-def arrival_rate(stats: dict[str, Any], expected_per_model: dict[str, int] | None = None) -> tuple[float | None, float | None, int]:
+def arrival_rate(
+    stats: dict[str, Any], expected_per_model: dict[str, int] | None = None
+) -> tuple[float | None, float | None, int]:
     """Requests/s at the simulator from the first to the last arrival, the first arrival, and the count.
 
     With ``expected_per_model``, extra early requests of a model (a peer's start-up probe) are left
@@ -206,7 +228,7 @@ def arrival_rate(stats: dict[str, Any], expected_per_model: dict[str, int] | Non
     times: list[float] = []
     for model, arrivals in stats.get("request_times", {}).items():
         if expected_per_model is not None and model in expected_per_model:
-            arrivals = sorted(arrivals)[-expected_per_model[model]:] if expected_per_model[model] else []
+            arrivals = sorted(arrivals)[-expected_per_model[model] :] if expected_per_model[model] else []
         times.extend(arrivals)
     if len(times) < 2:
         return None, (min(times) if times else None), len(times)

@@ -76,5 +76,7 @@ def describe() -> list[str]:
         python = VENVS / peer / "bin" / "python"
         versions = package_versions(python, names)
         if versions:
-            lines.append(f"- {peer} venv: {python_version(python)}; " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+            lines.append(
+                f"- {peer} venv: {python_version(python)}; " + ", ".join(f"{k} {v}" for k, v in versions.items())
+            )
     return lines

@@ -96,32 +96,77 @@ class Scenario:
 
     def simulator_settings(self) -> dict[str, Any]:
         return {
-            "latency_ms": LATENCY_MS, "mode": "derived", "rate_limit_enforce": True,
-            "rate_limit_requests": self.requests, "rate_limit_tokens": self.tokens,
-            "rate_limit_window_s": self.window_s, "rate_limit_burst": self.burst,
-            "rate_limit_headers": self.headers, "rate_limit_retry_after": self.retry_after,
+            "latency_ms": LATENCY_MS,
+            "mode": "derived",
+            "rate_limit_enforce": True,
+            "rate_limit_requests": self.requests,
+            "rate_limit_tokens": self.tokens,
+            "rate_limit_window_s": self.window_s,
+            "rate_limit_burst": self.burst,
+            "rate_limit_headers": self.headers,
+            "rate_limit_retry_after": self.retry_after,
             # Short answers that are not cut by max_tokens (curator retries a "length" finish as an error).
             "scripted": [{"text": f"A short simulated answer from {m['model']}.", "model": m["model"]} for m in MODELS]
-            if self.short_answers else [],
+            if self.short_answers
+            else [],
         }
 
 
 SCENARIOS = (
     # (a) 20 requests/s per model, bucket 20; short answers (~10 tokens) and max_tokens 64: a request costs
     # ~31 + 64 tokens, so 1M tokens/s never binds.
-    Scenario("a", "requests-bound", requests=20, tokens=1_000_000, window_s=1.0, burst=20, headers=True,
-             retry_after="seconds", max_tokens=64, short_answers=True, configure_tokens=False,
-             min_share=0.9, max_refused=0.05, versus_curator=True),
+    Scenario(
+        "a",
+        "requests-bound",
+        requests=20,
+        tokens=1_000_000,
+        window_s=1.0,
+        burst=20,
+        headers=True,
+        retry_after="seconds",
+        max_tokens=64,
+        short_answers=True,
+        configure_tokens=False,
+        min_share=0.9,
+        max_refused=0.05,
+        versus_curator=True,
+    ),
     # (b) 10,000 tokens/s per model; a request costs its input (~31 tokens) + max_tokens 1024 ≈ 1,055 tokens,
     # so tokens allow ~9.5 requests/s while the request limit allows 20/s: tokens decide. Long answers
     # (derived text, 30-400 words, ~330 tokens on average, never cut).
-    Scenario("b", "tokens-bound", requests=20, tokens=10_000, window_s=1.0, burst=20, headers=True,
-             retry_after="seconds", max_tokens=1024, short_answers=False, configure_tokens=True,
-             min_share=0.9, max_refused=0.05, versus_curator=True),
+    Scenario(
+        "b",
+        "tokens-bound",
+        requests=20,
+        tokens=10_000,
+        window_s=1.0,
+        burst=20,
+        headers=True,
+        retry_after="seconds",
+        max_tokens=1024,
+        short_answers=False,
+        configure_tokens=True,
+        min_share=0.9,
+        max_refused=0.05,
+        versus_curator=True,
+    ),
     # (c) like (a), but no rate-limit headers and a bare 429 (no retry-after): the client must learn from 429s.
-    Scenario("c", "announces nothing", requests=20, tokens=1_000_000, window_s=1.0, burst=20, headers=False,
-             retry_after="none", max_tokens=64, short_answers=True, configure_tokens=False,
-             min_share=0.8, max_refused=0.10, versus_curator=False),
+    Scenario(
+        "c",
+        "announces nothing",
+        requests=20,
+        tokens=1_000_000,
+        window_s=1.0,
+        burst=20,
+        headers=False,
+        retry_after="none",
+        max_tokens=64,
+        short_answers=True,
+        configure_tokens=False,
+        min_share=0.8,
+        max_refused=0.10,
+        versus_curator=False,
+    ),
 )
 
 
@@ -133,8 +178,13 @@ def server_costs(scenario: Scenario, prompts: Path) -> dict[str, float]:
         parse = parse_openai if model["kind"] == "openai" else parse_anthropic
         total = 0
         for text in texts:
-            parsed = parse({"model": model["model"], "messages": [{"role": "user", "content": text}],
-                            "max_tokens": scenario.max_tokens})
+            parsed = parse(
+                {
+                    "model": model["model"],
+                    "messages": [{"role": "user", "content": text}],
+                    "max_tokens": scenario.max_tokens,
+                }
+            )
             total += parsed.input_tokens + scenario.max_tokens
         costs[model["model"]] = total / len(texts)
     return costs
@@ -155,7 +205,9 @@ def allowances(scenario: Scenario, costs: dict[str, float]) -> dict[str, Allowan
         by_requests = scenario.requests / scenario.window_s
         by_tokens = scenario.tokens / scenario.window_s / cost
         bucket = min(scenario.burst, math.floor(scenario.tokens / cost))
-        out[model] = Allowance(min(by_requests, by_tokens), max(1, bucket), "tokens" if by_tokens < by_requests else "requests")
+        out[model] = Allowance(
+            min(by_requests, by_tokens), max(1, bucket), "tokens" if by_tokens < by_requests else "requests"
+        )
     return out
 
 
@@ -222,8 +274,9 @@ def replay_buckets(times: list[float], scenario: Scenario, cost: float) -> list[
     return states
 
 
-def measure_models(stats: dict[str, Any], scenario: Scenario, allowed: dict[str, Allowance], costs: dict[str, float],
-                   probes: int) -> dict[str, dict[str, Any]]:
+def measure_models(
+    stats: dict[str, Any], scenario: Scenario, allowed: dict[str, Allowance], costs: dict[str, float], probes: int
+) -> dict[str, dict[str, Any]]:
     """Per model: requests, refusals and the share of the allowance used after the initial bucket is spent.
 
     From the arrival after which the replayed buckets could admit no further request (or, for a client
@@ -237,11 +290,16 @@ def measure_models(stats: dict[str, Any], scenario: Scenario, allowed: dict[str,
         times = sorted(stats.get("request_times", {}).get(model, []))[probes:]
         requests = max(0, counts.get("requests", 0) - probes)
         ok = counts.get("ok", 0)
-        entry: dict[str, Any] = {"requests": requests, "ok": ok, "refused": counts.get("rate_limited", 0),
-                                 "other_errors": counts.get("errors", 0) - counts.get("rate_limited", 0) - probes,
-                                 "allowed_per_s": allowance.per_s, "bucket": allowance.bucket,
-                                 "bound_by": allowance.bound_by,
-                                 "arrivals_s": [round(t - times[0], 4) for t in times] if times else []}
+        entry: dict[str, Any] = {
+            "requests": requests,
+            "ok": ok,
+            "refused": counts.get("rate_limited", 0),
+            "other_errors": counts.get("errors", 0) - counts.get("rate_limited", 0) - probes,
+            "allowed_per_s": allowance.per_s,
+            "bucket": allowance.bucket,
+            "bound_by": allowance.bound_by,
+            "arrivals_s": [round(t - times[0], 4) for t in times] if times else [],
+        }
         states = replay_buckets(times, scenario, costs[model])
         start = next((i for i, (_, headroom) in enumerate(states) if headroom < 1.0), None)
         if start is None and len(times) >= allowance.bucket:  # never emptied: from the n0-th arrival
@@ -252,9 +310,16 @@ def measure_models(stats: dict[str, Any], scenario: Scenario, allowed: dict[str,
             span = times[-1] - times[start]
             drawn = math.floor(headroom_start + 1e-6) - math.floor(states[-1][1] + 1e-6)  # whole requests
             funded = ok - admitted_before - drawn
-            entry.update(span_s=span, answers_after=funded, allowed_answers=span * allowance.per_s,
-                         answers_per_s=funded / span, share=funded / span / allowance.per_s,
-                         drawn_from_bucket=drawn, spent_after=admitted_before, spent_at_s=times[start] - times[0])
+            entry.update(
+                span_s=span,
+                answers_after=funded,
+                allowed_answers=span * allowance.per_s,
+                answers_per_s=funded / span,
+                share=funded / span / allowance.per_s,
+                drawn_from_bucket=drawn,
+                spent_after=admitted_before,
+                spent_at_s=times[start] - times[0],
+            )
         out[model] = entry
     return out
 
@@ -285,7 +350,9 @@ class RateLimitBench:
             self.results.extend(rows)
         return self.results
 
-    def _rlhf(self, scenario: Scenario, sim: Any, prompts: Path, allowed: dict[str, Allowance], configured: bool) -> RunResult:
+    def _rlhf(
+        self, scenario: Scenario, sim: Any, prompts: Path, allowed: dict[str, Allowance], configured: bool
+    ) -> RunResult:
         client = RLHF_LIMIT if configured else RLHF_NO_LIMIT
         name = f"rl-{scenario.key}-{'limit' if configured else 'nolimit'}-{self.prompts}"
         config = write_config(name, prompts, sim.url, CONCURRENCY)
@@ -299,7 +366,9 @@ class RateLimitBench:
         config.write_text(json.dumps(data, indent=2), encoding="utf-8")
         sim.reset()
         result = RunResult(scenario.key, client, load1=os.getloadavg()[0])
-        log(f"rate limits ({scenario.key}) {scenario.title}: {client}, {self.prompts} prompts × 3 (load {result.load1:.1f})")
+        log(
+            f"rate limits ({scenario.key}) {scenario.title}: {client}, {self.prompts} prompts × 3 (load {result.load1:.1f})"
+        )
         measured = run_rlhf(config, self.prefect.env(), name, timeout_s=900)
         self._finish(result, measured, sim.stats(), scenario, allowed, probes=0)
         try:
@@ -310,8 +379,10 @@ class RateLimitBench:
         if providers:
             result.answered = sum(p.get("answered", 0) for p in providers.values())
             result.failed = sum(p.get("failed", 0) for p in providers.values())
-            result.limits = {sid: {"model": p.get("model"), "failed": p.get("failed"), **p.get("limits", {})}
-                             for sid, p in providers.items()}
+            result.limits = {
+                sid: {"model": p.get("model"), "failed": p.get("failed"), **p.get("limits", {})}
+                for sid, p in providers.items()
+            }
         else:
             result.note = "no summary.json"
         self._log(result)
@@ -331,19 +402,42 @@ class RateLimitBench:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True, exist_ok=True)
         env: dict[str, str | None] = {
-            "TELEMETRY_ENABLED": "false", "CURATOR_DISABLE_CACHE": "true", "CURATOR_CACHE_DIR": str(work / "cache"),
-            "CURATOR_VIEWER": "0", "TIKTOKEN_CACHE_DIR": str(VENVS / "curator" / TIKTOKEN_BUNDLED),
+            "TELEMETRY_ENABLED": "false",
+            "CURATOR_DISABLE_CACHE": "true",
+            "CURATOR_CACHE_DIR": str(work / "cache"),
+            "CURATOR_VIEWER": "0",
+            "TIKTOKEN_CACHE_DIR": str(VENVS / "curator" / TIKTOKEN_BUNDLED),
         }
-        command = [str(python), str(BENCH / "peers" / "curator_run.py"), "--url", sim.url, "--prompts", str(prompts),
-                   "--models", ",".join(m["model"] for m in MODELS), "--concurrency", str(CONCURRENCY),
-                   "--working-dir", str(work / "work"), "--max-tokens", str(scenario.max_tokens),
-                   "--max-requests-per-minute", str(scenario.rpm), "--max-tokens-per-minute", str(scenario.tpm),
-                   "--max-retries", str(CURATOR_RETRIES)]
+        command = [
+            str(python),
+            str(BENCH / "peers" / "curator_run.py"),
+            "--url",
+            sim.url,
+            "--prompts",
+            str(prompts),
+            "--models",
+            ",".join(m["model"] for m in MODELS),
+            "--concurrency",
+            str(CONCURRENCY),
+            "--working-dir",
+            str(work / "work"),
+            "--max-tokens",
+            str(scenario.max_tokens),
+            "--max-requests-per-minute",
+            str(scenario.rpm),
+            "--max-tokens-per-minute",
+            str(scenario.tpm),
+            "--max-retries",
+            str(CURATOR_RETRIES),
+        ]
         sim.reset()
         result.load1 = os.getloadavg()[0]
-        log(f"rate limits ({scenario.key}) {scenario.title}: curator, {self.prompts} prompts × 3 (load {result.load1:.1f})")
-        measured = run_measured(command, env=env, log_path=OUT / "logs" / f"curator-ratelimits-{scenario.key}.log",
-                                timeout_s=900)
+        log(
+            f"rate limits ({scenario.key}) {scenario.title}: curator, {self.prompts} prompts × 3 (load {result.load1:.1f})"
+        )
+        measured = run_measured(
+            command, env=env, log_path=OUT / "logs" / f"curator-ratelimits-{scenario.key}.log", timeout_s=900
+        )
         stats = sim.stats()
         # Curator's start-up probe (an empty request to read rate-limit headers) is refused with a 400
         # before any limit applies: one per model, left out.
@@ -358,15 +452,24 @@ class RateLimitBench:
         self._log(result)
         return result
 
-    def _finish(self, result: RunResult, measured: Measured, stats: dict[str, Any], scenario: Scenario,
-                allowed: dict[str, Allowance], probes: int) -> None:
+    def _finish(
+        self,
+        result: RunResult,
+        measured: Measured,
+        stats: dict[str, Any],
+        scenario: Scenario,
+        allowed: dict[str, Allowance],
+        probes: int,
+    ) -> None:
         result.code, result.wall_s = measured.code, measured.wall_s
         result.per_model = measure_models(stats, scenario, allowed, self.costs[scenario.key], probes)
 
     @staticmethod
     def _log(result: RunResult) -> None:
-        log(f"  → share {fmt(result.share, 3)}, refused {pct(result.refused)}, failed {result.failed}, exit {result.code}, "
-            f"wall {fmt(result.wall_s)} s {result.note}")
+        log(
+            f"  → share {fmt(result.share, 3)}, refused {pct(result.refused)}, failed {result.failed}, exit {result.code}, "
+            f"wall {fmt(result.wall_s)} s {result.note}"
+        )
 
 
 def pct(value: float | None) -> str:
@@ -396,7 +499,10 @@ def judge(scenario: Scenario, rows: list[RunResult]) -> None:
             refused_step = len(MODELS) / max(1.0, row.total("requests"))
             if curator.share is not None and (row.share or 0) < curator.share - share_step:
                 misses.append(f"share below curator's {curator.share:.3f}")
-            if curator.refused is not None and (row.refused if row.refused is not None else 1) > curator.refused + refused_step:
+            if (
+                curator.refused is not None
+                and (row.refused if row.refused is not None else 1) > curator.refused + refused_step
+            ):
                 misses.append(f"refused above curator's {pct(curator.refused)}")
         row.misses = misses
         row.verdict = "PASS" if not misses else "MISS"
@@ -412,16 +518,39 @@ def settings_table(scenarios: tuple[Scenario, ...], costs: dict[str, dict[str, f
         per_s = next(iter(allowed.values())).per_s if allowed else None
         bucket = next(iter(allowed.values())).bucket if allowed else None
         rlhf_limit = f"requests_per_minute {s.rpm:,}" + (f", tokens_per_minute {s.tpm:,}" if s.configure_tokens else "")
-        rows.append([
-            f"({s.key}) {s.title}", f"{s.requests:,} req + {s.tokens:,} tokens / {s.window_s:g} s", str(s.burst),
-            "short (~10 tokens)" if s.short_answers else "long (30-400 words)", str(s.max_tokens), fmt(mean_cost, 0), "yes" if s.headers else "no", s.retry_after,
-            f"{fmt(per_s, 2)} ({next(iter(allowed.values())).bound_by if allowed else '–'})", fmt(bucket, 0),
-            rlhf_limit, f"{s.rpm:,} / {s.tpm:,}",
-        ])
+        rows.append(
+            [
+                f"({s.key}) {s.title}",
+                f"{s.requests:,} req + {s.tokens:,} tokens / {s.window_s:g} s",
+                str(s.burst),
+                "short (~10 tokens)" if s.short_answers else "long (30-400 words)",
+                str(s.max_tokens),
+                fmt(mean_cost, 0),
+                "yes" if s.headers else "no",
+                s.retry_after,
+                f"{fmt(per_s, 2)} ({next(iter(allowed.values())).bound_by if allowed else '–'})",
+                fmt(bucket, 0),
+                rlhf_limit,
+                f"{s.rpm:,} / {s.tpm:,}",
+            ]
+        )
     return markdown_table(
-        ["setting", "server limit per model", "request bucket", "answers", "max_tokens", "tokens charged / request", "headers",
-         "retry-after", "allowed answers/s per model", "initial bucket (requests)", "`rlhf run` configured",
-         "curator rpm / tpm"], rows)
+        [
+            "setting",
+            "server limit per model",
+            "request bucket",
+            "answers",
+            "max_tokens",
+            "tokens charged / request",
+            "headers",
+            "retry-after",
+            "allowed answers/s per model",
+            "initial bucket (requests)",
+            "`rlhf run` configured",
+            "curator rpm / tpm",
+        ],
+        rows,
+    )
 
 
 def results_table(results: list[RunResult]) -> str:
@@ -431,14 +560,39 @@ def results_table(results: list[RunResult]) -> str:
             rows.append([f"({r.scenario})", r.client, "–", "–", "–", "–", "–", "–", "–", "–", "–", r.note])
             continue
         n = len(MODELS)
-        rows.append([
-            f"({r.scenario})", r.client, fmt((r.answers_per_s or 0) * n if r.answers_per_s else None, 1),
-            fmt((r.allowed_per_s or 0) * n if r.allowed_per_s else None, 1), fmt(r.share, 3), pct(r.refused),
-            "–" if r.failed is None else str(r.failed), str(r.code), fmt(r.wall_s), fmt(r.load1),
-            r.verdict, "; ".join(r.misses) or r.note,
-        ])
-    return markdown_table(["setting", "client", "answers/s (3 models)", "allowed/s", "share of allowance", "refused (429)",
-                           "failed", "exit", "wall s", "load", "target", "note"], rows)
+        rows.append(
+            [
+                f"({r.scenario})",
+                r.client,
+                fmt((r.answers_per_s or 0) * n if r.answers_per_s else None, 1),
+                fmt((r.allowed_per_s or 0) * n if r.allowed_per_s else None, 1),
+                fmt(r.share, 3),
+                pct(r.refused),
+                "–" if r.failed is None else str(r.failed),
+                str(r.code),
+                fmt(r.wall_s),
+                fmt(r.load1),
+                r.verdict,
+                "; ".join(r.misses) or r.note,
+            ]
+        )
+    return markdown_table(
+        [
+            "setting",
+            "client",
+            "answers/s (3 models)",
+            "allowed/s",
+            "share of allowance",
+            "refused (429)",
+            "failed",
+            "exit",
+            "wall s",
+            "load",
+            "target",
+            "note",
+        ],
+        rows,
+    )
 
 
 def detail_table(results: list[RunResult]) -> str:
@@ -453,32 +607,68 @@ def detail_table(results: list[RunResult]) -> str:
             lim = by_model.get(model, {})
             allowance = lim.get("allowance_per_minute") or {}
             refused_share = m["refused"] / m["requests"] if m.get("requests") else None
-            rows.append([
-                f"({r.scenario})", r.client, short.get(model, model),
-                ("never" if m.get("bucket_never_spent") else f"{fmt(m.get('spent_at_s'), 2)} s, {m.get('spent_after', '–')} req")
-                if "span_s" in m else "–",
-                fmt(m.get("answers_per_s"), 2),
-                fmt(m.get("share"), 3), f"{m['refused']} / {m['requests']} ({pct(refused_share)})",
-                str(m.get("other_errors", 0)), str(lim.get("failed", "–")),
-                str(lim.get("rate_limited_responses", "–")), fmt(lim.get("rate_limit_wait_s")),
-                fmt(allowance.get("requests"), 0), fmt(allowance.get("tokens"), 0),
-                str(lim.get("peak_in_flight", "–")), str(lim.get("pauses", "–")), str(lim.get("final_concurrency_limit", "–")),
-            ])
+            rows.append(
+                [
+                    f"({r.scenario})",
+                    r.client,
+                    short.get(model, model),
+                    (
+                        "never"
+                        if m.get("bucket_never_spent")
+                        else f"{fmt(m.get('spent_at_s'), 2)} s, {m.get('spent_after', '–')} req"
+                    )
+                    if "span_s" in m
+                    else "–",
+                    fmt(m.get("answers_per_s"), 2),
+                    fmt(m.get("share"), 3),
+                    f"{m['refused']} / {m['requests']} ({pct(refused_share)})",
+                    str(m.get("other_errors", 0)),
+                    str(lim.get("failed", "–")),
+                    str(lim.get("rate_limited_responses", "–")),
+                    fmt(lim.get("rate_limit_wait_s")),
+                    fmt(allowance.get("requests"), 0),
+                    fmt(allowance.get("tokens"), 0),
+                    str(lim.get("peak_in_flight", "–")),
+                    str(lim.get("pauses", "–")),
+                    str(lim.get("final_concurrency_limit", "–")),
+                ]
+            )
     return markdown_table(
-        ["setting", "client", "provider", "bucket spent at", "answers/s", "share", "refused / requests", "other errors", "failed",
-         "429s seen (client)", "rate-limit wait s", "allowance req/min", "allowance tokens/min", "peak in flight",
-         "pauses", "final concurrency"], rows)
+        [
+            "setting",
+            "client",
+            "provider",
+            "bucket spent at",
+            "answers/s",
+            "share",
+            "refused / requests",
+            "other errors",
+            "failed",
+            "429s seen (client)",
+            "rate-limit wait s",
+            "allowance req/min",
+            "allowance tokens/min",
+            "peak in flight",
+            "pauses",
+            "final concurrency",
+        ],
+        rows,
+    )
 
 
-def section_markdown(bench: RateLimitBench, scenarios: tuple[Scenario, ...], started: float,
-                     machine: list[str] | None = None) -> str:
-    curator_note = (f"curator was skipped: {bench.curator_reason}." if bench.curator_reason else
-                    "Curator (bespokelabs-curator, its own venv from `bench/peers/requirements-curator.txt`) speaks only "
-                    "the OpenAI protocol: it sends all three models to the simulator's OpenAI endpoint (one worker "
-                    "process per model, as in the throughput section), each with `max_requests_per_minute` / "
-                    "`max_tokens_per_minute` = the server's limit per model, `max_concurrent_requests` 64 and "
-                    f"`max_retries` {CURATOR_RETRIES} (curator's default; each 429 uses one). The simulator's buckets "
-                    "are per API key and model, so every model has its own allowance for every client.")
+def section_markdown(
+    bench: RateLimitBench, scenarios: tuple[Scenario, ...], started: float, machine: list[str] | None = None
+) -> str:
+    curator_note = (
+        f"curator was skipped: {bench.curator_reason}."
+        if bench.curator_reason
+        else "Curator (bespokelabs-curator, its own venv from `bench/peers/requirements-curator.txt`) speaks only "
+        "the OpenAI protocol: it sends all three models to the simulator's OpenAI endpoint (one worker "
+        "process per model, as in the throughput section), each with `max_requests_per_minute` / "
+        "`max_tokens_per_minute` = the server's limit per model, `max_concurrent_requests` 64 and "
+        f"`max_retries` {CURATOR_RETRIES} (curator's default; each 429 uses one). The simulator's buckets "
+        "are per API key and model, so every model has its own allowance for every client."
+    )
     if bench.skip_peers:
         curator_note = "curator left out (`--skip-peers`)."
     parts = [
@@ -509,7 +699,8 @@ def section_markdown(bench: RateLimitBench, scenarios: tuple[Scenario, ...], sta
         "### Per provider\n\n*bucket spent at*: when (after the model's first arrival) and after how many admitted "
         "requests the replayed initial bucket was empty; *answers/s*, *share* and *refused* are measured at the simulator; *429s seen*, *rate-limit "
         "wait*, *allowance* (what the client's governor paced to at the end), *peak in flight*, *pauses* (Retry-After "
-        "pauses) and *final concurrency* are `rlhf run`'s summary.json `limits` block.\n\n" + detail_table(bench.results),
+        "pauses) and *final concurrency* are `rlhf run`'s summary.json `limits` block.\n\n"
+        + detail_table(bench.results),
         "Reproduce: `.venv/bin/python bench/ratelimits.py` (or `bench/run.py --only ratelimits`); logs in "
         "`bench/out/logs/rl-*.log` and `curator-ratelimits-*.log`, raw numbers in `bench/out/ratelimits.json`.",
         END,
@@ -528,15 +719,26 @@ def write_into_results(markdown: str, path: Path = BENCH / "RESULTS.md") -> None
     path.write_text(text, encoding="utf-8")
 
 
-def section(prefect: PrefectServer, *, prompts: int = PROMPTS, skip_peers: bool = False,
-            scenarios: tuple[Scenario, ...] = SCENARIOS, machine: list[str] | None = None) -> tuple[str, dict[str, Any]]:
+def section(
+    prefect: PrefectServer,
+    *,
+    prompts: int = PROMPTS,
+    skip_peers: bool = False,
+    scenarios: tuple[Scenario, ...] = SCENARIOS,
+    machine: list[str] | None = None,
+) -> tuple[str, dict[str, Any]]:
     """Run the settings; return the section's markdown (between the markers) and the raw numbers."""
     started = time.monotonic()
     bench = RateLimitBench(prefect, prompts, skip_peers)
     bench.run(scenarios)
-    raw = {"prompts": prompts, "latency_ms": LATENCY_MS, "concurrency": CONCURRENCY,
-           "scenarios": [asdict(s) for s in scenarios], "costs": bench.costs,
-           "results": [asdict(r) | {"share": r.share, "refused_share": r.refused} for r in bench.results]}
+    raw = {
+        "prompts": prompts,
+        "latency_ms": LATENCY_MS,
+        "concurrency": CONCURRENCY,
+        "scenarios": [asdict(s) for s in scenarios],
+        "costs": bench.costs,
+        "results": [asdict(r) | {"share": r.share, "refused_share": r.refused} for r in bench.results],
+    }
     return section_markdown(bench, scenarios, started, machine), raw
 
 
@@ -554,8 +756,13 @@ def main() -> int:
     os.environ.pop("PREFECT_API_URL", None)
     log("starting prefect server (PREFECT_HOME=bench/out/prefect-home)")
     with PrefectServer() as prefect:
-        markdown, raw = section(prefect, prompts=args.prompts, skip_peers=args.skip_peers, scenarios=scenarios,
-                                machine=["### Machine", "", *describe()])
+        markdown, raw = section(
+            prefect,
+            prompts=args.prompts,
+            skip_peers=args.skip_peers,
+            scenarios=scenarios,
+            machine=["### Machine", "", *describe()],
+        )
     (OUT / "ratelimits.md").write_text(markdown + "\n", encoding="utf-8")
     (OUT / "ratelimits.json").write_text(json.dumps(raw, indent=2, default=str), encoding="utf-8")
     print(markdown)

@@ -50,8 +50,13 @@ async def _drive(call: Callable[[int], Awaitable[Any]], calls: int, in_flight: i
 def _config(url: str, kind: str, http_client: str) -> ProviderConfig:
     model = next(m for m in MODELS if m["kind"] == kind)
     return ProviderConfig(
-        source_id=f"{kind}-{http_client}", kind=kind, model=model["model"], params=model["params"],
-        base_url=f"{url}/v1" if kind == "openai" else url, http_client=http_client, max_concurrency=64,
+        source_id=f"{kind}-{http_client}",
+        kind=kind,
+        model=model["model"],
+        params=model["params"],
+        base_url=f"{url}/v1" if kind == "openai" else url,
+        http_client=http_client,
+        max_concurrency=64,
         api_key_env="BENCH_OPENAI_KEY" if kind == "openai" else "BENCH_ANTHROPIC_KEY",
     )
 
@@ -69,7 +74,9 @@ async def raw_aiohttp(url: str, calls: int, in_flight: int) -> float:
         return await _drive(call, calls, in_flight)
 
 
-async def provider_path(url: str, kind: str, http_client: str, calls: int, in_flight: int, *, whole_call: bool) -> float:
+async def provider_path(
+    url: str, kind: str, http_client: str, calls: int, in_flight: int, *, whole_call: bool
+) -> float:
     """``Provider.call`` end to end (``whole_call``), or only its exchange and answer parsing (``_send``)."""
     provider = await open_provider(_config(url, kind, http_client))
 
@@ -97,8 +104,14 @@ def measure(calls: int, in_flight: int, repeats: int) -> list[tuple[str, float]]
         default = "openai SDK" if kind == "openai" else "httpx"
         for http_client, label in (("default", default), ("aiohttp", "aiohttp")):
             for whole, what in ((False, "send + parse"), (True, "`Provider.call`")):
-                paths.append((f"{kind}: {what}, {label}", lambda url, k=kind, h=http_client, w=whole:
-                              provider_path(url, k, h, calls, in_flight, whole_call=w)))
+                paths.append(
+                    (
+                        f"{kind}: {what}, {label}",
+                        lambda url, k=kind, h=http_client, w=whole: provider_path(
+                            url, k, h, calls, in_flight, whole_call=w
+                        ),
+                    )
+                )
     results = []
     with start_simulator_process(latency_ms=0, mode="derived") as sim:
         for label, run in paths:

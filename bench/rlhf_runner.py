@@ -63,11 +63,17 @@ class PrefectServer:
         started = time.monotonic()
         self.process = subprocess.Popen(
             [str(PREFECT), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         while time.monotonic() - started < timeout_s:
             if self.process.poll() is not None:
-                raise RuntimeError(f"prefect server exited with {self.process.returncode}; see {OUT / 'prefect-server.log'}")
+                raise RuntimeError(
+                    f"prefect server exited with {self.process.returncode}; see {OUT / 'prefect-server.log'}"
+                )
             try:
                 with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
                     if response.status == 200:
@@ -97,8 +103,9 @@ class PrefectServer:
         self.stop()
 
 
-def write_config(name: str, prompts: Path, sim_url: str, concurrency: int, *, fresh: bool = True,
-                 http_client: str = "default") -> Path:
+def write_config(
+    name: str, prompts: Path, sim_url: str, concurrency: int, *, fresh: bool = True, http_client: str = "default"
+) -> Path:
     """A run config like examples/demo.yaml under ``bench/out/runs/NAME/``; ``fresh`` clears earlier output.
 
     ``http_client`` is every provider's exchange: ``default`` (the openai SDK / httpx) or ``aiohttp``.
@@ -109,17 +116,19 @@ def write_config(name: str, prompts: Path, sim_url: str, concurrency: int, *, fr
     run_root.mkdir(parents=True, exist_ok=True)
     providers = []
     for model in MODELS:
-        providers.append({
-            "source_id": model["source_id"],
-            "kind": model["kind"],
-            "model": model["model"],
-            "base_url": f"{sim_url}/v1" if model["kind"] == "openai" else sim_url,
-            "api_key_env": "BENCH_OPENAI_KEY" if model["kind"] == "openai" else "BENCH_ANTHROPIC_KEY",
-            "params": model["params"],
-            "max_concurrency": concurrency,
-            "timeout_s": 120,
-            **({"http_client": http_client} if http_client != "default" else {}),  # older checkouts lack the key
-        })
+        providers.append(
+            {
+                "source_id": model["source_id"],
+                "kind": model["kind"],
+                "model": model["model"],
+                "base_url": f"{sim_url}/v1" if model["kind"] == "openai" else sim_url,
+                "api_key_env": "BENCH_OPENAI_KEY" if model["kind"] == "openai" else "BENCH_ANTHROPIC_KEY",
+                "params": model["params"],
+                "max_concurrency": concurrency,
+                "timeout_s": 120,
+                **({"http_client": http_client} if http_client != "default" else {}),  # older checkouts lack the key
+            }
+        )
     config: dict[str, Any] = {
         "project": "bench",
         "batch": name,
@@ -143,18 +152,23 @@ def run_rlhf(config: Path, api_url_env: dict[str, str] | None, log_name: str, ti
         env["PREFECT_API_URL"] = None
     else:
         env.update(api_url_env)
-    measured = run_measured([str(RLHF), "run", str(config), "-q"], env=env, timeout_s=timeout_s,
-                            log_path=OUT / "logs" / f"{log_name}.log")
+    measured = run_measured(
+        [str(RLHF), "run", str(config), "-q"], env=env, timeout_s=timeout_s, log_path=OUT / "logs" / f"{log_name}.log"
+    )
     if measured.code != 0:
         log(f"rlhf run {config} exited {measured.code}: {measured.output[-800:]}")
     return measured
 
 
-def run_rlhf_at(root: Path, config: Path, api_url_env: dict[str, str] | None, log_name: str,
-                timeout_s: float = 7200.0) -> Measured:
+def run_rlhf_at(
+    root: Path, config: Path, api_url_env: dict[str, str] | None, log_name: str, timeout_s: float = 7200.0
+) -> Measured:
     """``rlhf run`` from another checkout of the project (its modules first on the path), same venv."""
-    env: dict[str, str | None] = {"BENCH_OPENAI_KEY": OPENAI_KEY, "BENCH_ANTHROPIC_KEY": ANTHROPIC_KEY,
-                                  "PYTHONPATH": str(root)}
+    env: dict[str, str | None] = {
+        "BENCH_OPENAI_KEY": OPENAI_KEY,
+        "BENCH_ANTHROPIC_KEY": ANTHROPIC_KEY,
+        "PYTHONPATH": str(root),
+    }
     if api_url_env is None:
         env["PREFECT_HOME"] = str(OUT / "prefect-home-ephemeral")
         env["PREFECT_API_URL"] = None

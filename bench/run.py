@@ -123,8 +123,15 @@ class Bench:
         return run_rlhf_at(self.rlhf_root, config, api, log_name)
 
     @staticmethod
-    def measure_row(client: str, prompts: int, measured: Measured, stats: dict[str, Any], *,
-                    probes_excluded: bool = False, note: str = "") -> Row:
+    def measure_row(
+        client: str,
+        prompts: int,
+        measured: Measured,
+        stats: dict[str, Any],
+        *,
+        probes_excluded: bool = False,
+        note: str = "",
+    ) -> Row:
         """A table row from a client run and the simulator's statistics."""
         expected = prompts * len(MODELS)
         per_model = {m["model"]: prompts for m in MODELS} if probes_excluded else None
@@ -156,8 +163,18 @@ class Bench:
                 log(f"capacity at {setting.name}: floor (aiohttp) with {concurrency} per provider")
                 load = os.getloadavg()[0]
                 measured = run_measured(
-                    [str(PROJECT_PYTHON), str(BENCH / "clients" / "floor.py"), "--client", "aiohttp", "--url", sim.url,
-                     "--prompts", str(prompts), "--concurrency", str(concurrency)],
+                    [
+                        str(PROJECT_PYTHON),
+                        str(BENCH / "clients" / "floor.py"),
+                        "--client",
+                        "aiohttp",
+                        "--url",
+                        sim.url,
+                        "--prompts",
+                        str(prompts),
+                        "--concurrency",
+                        str(concurrency),
+                    ],
                     log_path=OUT / "logs" / f"capacity-{setting.latency_ms}.log",
                 )
                 rate, _, served = arrival_rate(sim.stats())
@@ -165,15 +182,35 @@ class Bench:
                 log(f"  capacity run exited {measured.code}: {measured.output[-300:]}")
             ideal = len(MODELS) * concurrency / (setting.latency_ms / 1000)
             self.raw.setdefault("capacity", {})[setting.name] = {"rate": rate, "served": served, "load1": load}
-            rows.append([setting.name, f"{concurrency} × {len(MODELS)}", fmt(ideal, 0), fmt(rate, 0),
-                         f"{setting.concurrency} × {len(MODELS)}", fmt(setting.ideal_rate, 0),
-                         f"{(rate or 0) / setting.ideal_rate:.1f}×", f"{load:.1f}"])
+            rows.append(
+                [
+                    setting.name,
+                    f"{concurrency} × {len(MODELS)}",
+                    fmt(ideal, 0),
+                    fmt(rate, 0),
+                    f"{setting.concurrency} × {len(MODELS)}",
+                    fmt(setting.ideal_rate, 0),
+                    f"{(rate or 0) / setting.ideal_rate:.1f}×",
+                    f"{load:.1f}",
+                ]
+            )
         self.parts.append(
             "## Simulator capacity\n\nThe floor client (asyncio + aiohttp) at 8× the benchmark's per-provider concurrency, "
             f"{self.profile.capacity_prompts:,} prompts × 3 models. The simulator runs in its own process; "
             "on 2 cores it shares the machine with the client, so this is the capacity of simulator + leanest client together.\n\n"
-            + markdown_table(["latency", "in flight", "ideal req/s", "measured req/s", "benchmark in flight",
-                              "benchmark ideal req/s", "headroom", "load"], rows)
+            + markdown_table(
+                [
+                    "latency",
+                    "in flight",
+                    "ideal req/s",
+                    "measured req/s",
+                    "benchmark in flight",
+                    "benchmark ideal req/s",
+                    "headroom",
+                    "load",
+                ],
+                rows,
+            )
         )
 
     def paths(self) -> None:
@@ -181,10 +218,16 @@ class Bench:
         log("request paths: CPU per call, 2,000 calls × 3 repeats per path")
         table_file = OUT / "request-paths.md"
         table_file.unlink(missing_ok=True)
-        measured = run_measured([str(PROJECT_PYTHON), str(BENCH / "request_paths.py"), "--out", str(table_file)],
-                                log_path=OUT / "logs" / "request-paths.log", timeout_s=1800)
-        table = (table_file.read_text(encoding="utf-8").strip() if measured.code == 0 and table_file.is_file()
-                 else f"(failed, exit {measured.code}; see bench/out/logs/request-paths.log)")
+        measured = run_measured(
+            [str(PROJECT_PYTHON), str(BENCH / "request_paths.py"), "--out", str(table_file)],
+            log_path=OUT / "logs" / "request-paths.log",
+            timeout_s=1800,
+        )
+        table = (
+            table_file.read_text(encoding="utf-8").strip()
+            if measured.code == 0 and table_file.is_file()
+            else f"(failed, exit {measured.code}; see bench/out/logs/request-paths.log)"
+        )
         self.parts.append(
             "## CPU per call, by request path\n\n`bench/request_paths.py`: one process, 2,000 calls, 16 in flight, "
             "the simulator at 0 ms in its own process; CPU of the client process only, best of 3. *send + parse* is "
@@ -223,9 +266,17 @@ class Bench:
             big = small = self.profile.capacity_prompts
         with start_simulator_process(latency_ms=setting.latency_ms, mode="derived") as sim:
 
-            def measure(client: str, prompts: int, command: list[str] | None = None, *, config: Path | None = None,
-                        env: dict[str, str | None] | None = None, probes: bool = False, note: str = "",
-                        log_name: str = "") -> Row:
+            def measure(
+                client: str,
+                prompts: int,
+                command: list[str] | None = None,
+                *,
+                config: Path | None = None,
+                env: dict[str, str | None] | None = None,
+                probes: bool = False,
+                note: str = "",
+                log_name: str = "",
+            ) -> Row:
                 sim.reset()
                 load = os.getloadavg()[0]
                 log(f"{setting.name}: {client}, {prompts:,} prompts × 3 (load {load:.1f})")
@@ -244,15 +295,28 @@ class Bench:
                         row.note = (row.note + "; " if row.note else "") + f"answered {answered}"
                 elif measured.code != 0:
                     log(f"  {client} exited {measured.code}; log: {OUT / 'logs' / (log_name + '.log')}")
-                log(f"  → {fmt(row.rate)} req/s, wall {fmt(row.wall_s)} s, start-up {fmt(row.startup_s)} s, "
-                    f"CPU {fmt(row.cpu_per_1k, 2)} s/1k, RSS {fmt(row.maxrss_mb, 0)} MB {row.note}")
+                log(
+                    f"  → {fmt(row.rate)} req/s, wall {fmt(row.wall_s)} s, start-up {fmt(row.startup_s)} s, "
+                    f"CPU {fmt(row.cpu_per_1k, 2)} s/1k, RSS {fmt(row.maxrss_mb, 0)} MB {row.note}"
+                )
                 return row
 
             def floor(client: str, prompts: int) -> Row:
                 return measure(
-                    f"floor: asyncio + {client}", prompts,
-                    [str(PROJECT_PYTHON), str(BENCH / "clients" / "floor.py"), "--client", client, "--url", sim.url,
-                     "--prompts", str(prompt_file(prompts)), "--concurrency", str(setting.concurrency)],
+                    f"floor: asyncio + {client}",
+                    prompts,
+                    [
+                        str(PROJECT_PYTHON),
+                        str(BENCH / "clients" / "floor.py"),
+                        "--client",
+                        client,
+                        "--url",
+                        sim.url,
+                        "--prompts",
+                        str(prompt_file(prompts)),
+                        "--concurrency",
+                        str(setting.concurrency),
+                    ],
                     log_name=f"floor-{client}-{setting.latency_ms}-{prompts}",
                 )
 
@@ -289,17 +353,29 @@ class Bench:
         work = OUT / "peers"
         for peer in peers:
             python, reason = ensure(peer)
-            label = {"curator": "bespokelabs-curator (one process per model)",
-                     "distilabel": "distilabel (one branch per model)"}[peer]
+            label = {
+                "curator": "bespokelabs-curator (one process per model)",
+                "distilabel": "distilabel (one branch per model)",
+            }[peer]
             if python is None:
                 log(f"{peer} skipped: {reason}")
-                rows.append(Row(client=label, prompts=prompts, expected=prompts * len(MODELS), note=f"skipped: {reason}"))
+                rows.append(
+                    Row(client=label, prompts=prompts, expected=prompts * len(MODELS), note=f"skipped: {reason}")
+                )
                 continue
             shutil.rmtree(work / peer, ignore_errors=True)
             (work / peer).mkdir(parents=True, exist_ok=True)
             script = str(BENCH / "peers" / f"{peer}_run.py")
-            common_args = ["--url", url, "--prompts", str(prompt_file(prompts)), "--models", models,
-                           "--concurrency", str(setting.concurrency)]
+            common_args = [
+                "--url",
+                url,
+                "--prompts",
+                str(prompt_file(prompts)),
+                "--models",
+                models,
+                "--concurrency",
+                str(setting.concurrency),
+            ]
             if peer == "curator":
                 env: dict[str, str | None] = {
                     "TELEMETRY_ENABLED": "false",  # curator's PostHog telemetry is on by default
@@ -310,14 +386,29 @@ class Bench:
                     "TIKTOKEN_CACHE_DIR": str(VENVS / peer / TIKTOKEN_BUNDLED),
                 }
                 command = [str(python), script, *common_args, "--working-dir", str(work / peer / "work")]
-                rows.append(measure(label, prompts, command, env=env, probes=True,
-                                    note="start-up probe requests left out",
-                                    log_name=f"curator-{setting.latency_ms}-{setting.concurrency}"))
+                rows.append(
+                    measure(
+                        label,
+                        prompts,
+                        command,
+                        env=env,
+                        probes=True,
+                        note="start-up probe requests left out",
+                        log_name=f"curator-{setting.latency_ms}-{setting.concurrency}",
+                    )
+                )
             else:
                 env = {"DISTILABEL_LOG_LEVEL": "WARNING", "DISTILABEL_CACHE_DIR": str(work / peer / "cache")}
                 command = [str(python), script, *common_args, "--cache-dir", str(work / peer / "cache")]
-                rows.append(measure(label, prompts, command, env=env,
-                                    log_name=f"distilabel-{setting.latency_ms}-{setting.concurrency}"))
+                rows.append(
+                    measure(
+                        label,
+                        prompts,
+                        command,
+                        env=env,
+                        log_name=f"distilabel-{setting.latency_ms}-{setting.concurrency}",
+                    )
+                )
         return rows
 
     def _throughput_table(self, setting: Setting, rows: list[Row]) -> str:
@@ -325,16 +416,40 @@ class Bench:
         for row in rows:
             httpx_rate = row.extra.get("httpx_floor_rate")
             httpx_ratio = f"{row.rate / httpx_rate:.2f}×" if row.rate and httpx_rate else "–"
-            table.append([
-                row.client, f"{row.prompts:,} × 3", fmt(row.rate, 0), row.ratio(), httpx_ratio, fmt(row.wall_s),
-                fmt(row.startup_s), fmt(row.cpu_per_1k, 2), fmt(row.maxrss_mb, 0), fmt(row.extra.get("load1"), 1),
-                row.note or "",
-            ])
+            table.append(
+                [
+                    row.client,
+                    f"{row.prompts:,} × 3",
+                    fmt(row.rate, 0),
+                    row.ratio(),
+                    httpx_ratio,
+                    fmt(row.wall_s),
+                    fmt(row.startup_s),
+                    fmt(row.cpu_per_1k, 2),
+                    fmt(row.maxrss_mb, 0),
+                    fmt(row.extra.get("load1"), 1),
+                    row.note or "",
+                ]
+            )
         return (
             f"### {setting.latency_ms} ms latency, {setting.concurrency} in flight per provider "
             f"(ideal {setting.ideal_rate:,.0f} req/s){': client CPU decides the rate' if setting.cpu_bound else ''}\n\n"
-            + markdown_table(["client", "prompts", "req/s", "× aiohttp", "× httpx", "wall s", "start-up s",
-                              "CPU s / 1k req", "peak RSS MB", "load", "note"], table)
+            + markdown_table(
+                [
+                    "client",
+                    "prompts",
+                    "req/s",
+                    "× aiohttp",
+                    "× httpx",
+                    "wall s",
+                    "start-up s",
+                    "CPU s / 1k req",
+                    "peak RSS MB",
+                    "load",
+                    "note",
+                ],
+                table,
+            )
         )
 
     def ephemeral(self) -> None:
@@ -348,14 +463,27 @@ class Bench:
                 name = f"startup-{'ephemeral' if ephemeral else 'server'}"
                 config = write_config(name, prompt_file(prompts), sim.url, setting.concurrency)
                 load = os.getloadavg()[0]
-                log(f"start-up: {prompts} prompts, {'ephemeral Prefect server' if ephemeral else 'running Prefect server'}")
+                log(
+                    f"start-up: {prompts} prompts, {'ephemeral Prefect server' if ephemeral else 'running Prefect server'}"
+                )
                 measured = self.rlhf(config, name, ephemeral=ephemeral)
                 row = self.measure_row(self.rlhf_label, prompts, measured, sim.stats())
                 self.raw.setdefault("ephemeral", {})[name] = asdict(row) | {"load1": load}
-                rows.append(["temporary server (no PREFECT_API_URL, fresh PREFECT_HOME)" if ephemeral
-                             else "running `prefect server start`", fmt(row.startup_s), fmt(row.wall_s),
-                             fmt(measured.cpu_s), f"{load:.1f}", row.note])
-        server_note = f" The long-lived server itself took {self.server.startup_s:.1f} s to start." if self.server else ""
+                rows.append(
+                    [
+                        "temporary server (no PREFECT_API_URL, fresh PREFECT_HOME)"
+                        if ephemeral
+                        else "running `prefect server start`",
+                        fmt(row.startup_s),
+                        fmt(row.wall_s),
+                        fmt(measured.cpu_s),
+                        f"{load:.1f}",
+                        row.note,
+                    ]
+                )
+        server_note = (
+            f" The long-lived server itself took {self.server.startup_s:.1f} s to start." if self.server else ""
+        )
         self.parts.append(
             f"## Start-up: Prefect's temporary server vs a running server\n\n`rlhf run` with {prompts} prompts × 3 at "
             f"{setting.name}.{server_note}\n\n"
@@ -377,7 +505,9 @@ class Bench:
                 log(f"memory: {prompts:,} prompts × 3 at ~0 ms latency (load {load:.1f})")
                 measured = self.rlhf(config, name)
                 row = self.measure_row(self.rlhf_label, prompts, measured, sim.stats())
-                log(f"  → peak RSS {fmt(row.maxrss_mb, 0)} MB, wall {fmt(row.wall_s)} s, {fmt(row.rate)} req/s {row.note}")
+                log(
+                    f"  → peak RSS {fmt(row.maxrss_mb, 0)} MB, wall {fmt(row.wall_s)} s, {fmt(row.rate)} req/s {row.note}"
+                )
                 if prompts == resume_n:
                     resume_config = config
                 if prompts in sizes:
@@ -387,17 +517,31 @@ class Bench:
                 base = rows[0][1].maxrss_mb or 1.0
                 table = []
                 for prompts, row, load in rows:
-                    table.append([f"{prompts:,} × 3", fmt(row.maxrss_mb, 0), f"{(row.maxrss_mb or 0) / base:.2f}×",
-                                  fmt(row.wall_s), fmt(row.rate, 0), fmt(row.cpu_per_1k, 2), f"{load:.1f}", row.note])
+                    table.append(
+                        [
+                            f"{prompts:,} × 3",
+                            fmt(row.maxrss_mb, 0),
+                            f"{(row.maxrss_mb or 0) / base:.2f}×",
+                            fmt(row.wall_s),
+                            fmt(row.rate, 0),
+                            fmt(row.cpu_per_1k, 2),
+                            f"{load:.1f}",
+                            row.note,
+                        ]
+                    )
                     width = int(round((row.maxrss_mb or 0) / 10))
                     curve.append(f"{prompts:>8,} × 3 | {'█' * width} {fmt(row.maxrss_mb, 0)} MB")
                 self.parts.append(
                     f"## Memory\n\nPeak RSS of `rlhf run`: the larger of its largest process's (`wait4` ru_maxrss) and "
                     f"its whole process tree's summed RSS (sampled every {RSS_SAMPLE_S} s), at "
                     f"simulator latency 0, {MEMORY_CONCURRENCY} in flight per provider.\n\n"
-                    + markdown_table(["prompts", "peak RSS MB", "× the first", "wall s", "req/s", "CPU s / 1k req",
-                                      "load", "note"], table)
-                    + "\n\n```\n" + "\n".join(curve) + "\n```"
+                    + markdown_table(
+                        ["prompts", "peak RSS MB", "× the first", "wall s", "req/s", "CPU s / 1k req", "load", "note"],
+                        table,
+                    )
+                    + "\n\n```\n"
+                    + "\n".join(curve)
+                    + "\n```"
                 )
             if "resume" in sections and resume_config is not None:
                 self._resume(sim, resume_config, resume_n)
@@ -414,16 +558,38 @@ class Bench:
         summary = summary_of(config) if measured.code == 0 else {}
         calls = stats.get("requests_total", 0)
         identical = before is not None and before == after
-        self.raw["resume"] = {"calls": calls, "wall_s": measured.wall_s, "flow_wall_s": summary.get("wall_s"),
-                              "cpu_s": measured.cpu_s, "tasks_identical": identical, "code": measured.code, "load1": load}
+        self.raw["resume"] = {
+            "calls": calls,
+            "wall_s": measured.wall_s,
+            "flow_wall_s": summary.get("wall_s"),
+            "cpu_s": measured.cpu_s,
+            "tasks_identical": identical,
+            "code": measured.code,
+            "load1": load,
+        }
         self.targets.append(("resume: provider calls on rerun", "0", str(calls), calls == 0 and measured.code == 0))
         log(f"  → {calls} calls, wall {measured.wall_s:.1f} s, tasks identical: {identical}")
         self.parts.append(
             f"## Resume cost\n\nRerun of the finished {prompts:,} × 3 batch (same config, same simulator).\n\n"
             + markdown_table(
-                ["provider calls", "wall s (process)", "flow s (summary.json)", "CPU s", "tasks.jsonl byte-identical", "load"],
-                [[str(calls), fmt(measured.wall_s), fmt(summary.get("wall_s")), fmt(measured.cpu_s),
-                  "yes" if identical else "NO", f"{load:.1f}"]],
+                [
+                    "provider calls",
+                    "wall s (process)",
+                    "flow s (summary.json)",
+                    "CPU s",
+                    "tasks.jsonl byte-identical",
+                    "load",
+                ],
+                [
+                    [
+                        str(calls),
+                        fmt(measured.wall_s),
+                        fmt(summary.get("wall_s")),
+                        fmt(measured.cpu_s),
+                        "yes" if identical else "NO",
+                        f"{load:.1f}",
+                    ]
+                ],
             )
         )
 
@@ -438,12 +604,20 @@ class Bench:
                 row = next((r for r in rows if r.client == label and r.prompts == target_n), None)
                 if row is None or not row.rate:
                     continue
-                for floor_name, floor_rate in (("httpx floor", row.extra.get("httpx_floor_rate")),
-                                               ("aiohttp floor", row.floor_rate)):
+                for floor_name, floor_rate in (
+                    ("httpx floor", row.extra.get("httpx_floor_rate")),
+                    ("aiohttp floor", row.floor_rate),
+                ):
                     if floor_rate and not setting.cpu_bound:
                         ratio = row.rate / floor_rate
-                        self.targets.append((f"{setting.name}: {label} / {floor_name} at {target_n:,} × 3", "≥ 0.80×",
-                                             f"{ratio:.2f}×", ratio >= 0.8))
+                        self.targets.append(
+                            (
+                                f"{setting.name}: {label} / {floor_name} at {target_n:,} × 3",
+                                "≥ 0.80×",
+                                f"{ratio:.2f}×",
+                                ratio >= 0.8,
+                            )
+                        )
             curator = next((r for r in rows if r.client.startswith("bespokelabs-curator")), None)
             for label in (self.rlhf_label, self.lean_label):
                 row = next((r for r in rows if r.client == label and r.prompts == peer_n), None)
@@ -451,8 +625,9 @@ class Bench:
                     continue
                 if curator.rate and row.rate:
                     ratio = row.rate / curator.rate
-                    self.targets.append((f"{setting.name}: {label} / curator at {peer_n:,} × 3", "≥ 2×",
-                                         f"{ratio:.2f}×", ratio >= 2))
+                    self.targets.append(
+                        (f"{setting.name}: {label} / curator at {peer_n:,} × 3", "≥ 2×", f"{ratio:.2f}×", ratio >= 2)
+                    )
                 else:
                     self.targets.append((f"{setting.name}: {label} / curator", "≥ 2×", "curator skipped", None))
         memory = self.raw.get("memory", {})
@@ -463,12 +638,16 @@ class Bench:
             if first and last:
                 if last_n >= 100_000:
                     self.targets.append((f"peak RSS at {last_n:,} × 3", "< 400 MB", f"{last:.0f} MB", last < 400))
-                self.targets.append((f"peak RSS {last_n:,} vs {min(memory):,}", "< 1.5×", f"{last / first:.2f}×", last / first < 1.5))
+                self.targets.append(
+                    (f"peak RSS {last_n:,} vs {min(memory):,}", "< 1.5×", f"{last / first:.2f}×", last / first < 1.5)
+                )
         if self.targets:
             self.parts.append(
                 "## Targets (from issue 6; benchmarks, not tests)\n\n"
-                + markdown_table(["target", "wanted", "measured", "met"],
-                                 [[t, w, m, "–" if ok is None else ("yes" if ok else "**no**")] for t, w, m, ok in self.targets])
+                + markdown_table(
+                    ["target", "wanted", "measured", "met"],
+                    [[t, w, m, "–" if ok is None else ("yes" if ok else "**no**")] for t, w, m, ok in self.targets],
+                )
             )
 
 
@@ -537,8 +716,9 @@ def main() -> int:
     parser.add_argument("--rlhf-only", action="store_true", help="throughput: only the aiohttp floor and rlhf run at N")
     parser.add_argument("--prompts", type=int, help="override N of the throughput rows")
     parser.add_argument("--memory-sizes", help="override the memory sizes, e.g. 1000,10000")
-    parser.add_argument("--refresh-analysis", action="store_true",
-                        help="only copy the current bench/ANALYSIS.md into bench/RESULTS.md")
+    parser.add_argument(
+        "--refresh-analysis", action="store_true", help="only copy the current bench/ANALYSIS.md into bench/RESULTS.md"
+    )
     args = parser.parse_args()
     if args.refresh_analysis:
         refresh_analysis(BENCH / "RESULTS.md")
@@ -547,7 +727,9 @@ def main() -> int:
     profile = SMOKE if args.smoke else QUICK if args.quick else FULL
     if args.prompts or args.memory_sizes:
         sizes = tuple(int(x) for x in args.memory_sizes.split(",")) if args.memory_sizes else profile.memory_sizes
-        profile = replace(profile, name=f"{profile.name}-custom", prompts=args.prompts or profile.prompts, memory_sizes=sizes)
+        profile = replace(
+            profile, name=f"{profile.name}-custom", prompts=args.prompts or profile.prompts, memory_sizes=sizes
+        )
     sections = set(args.only or SECTIONS)
     OUT.mkdir(parents=True, exist_ok=True)
     os.environ.pop("PREFECT_API_URL", None)
@@ -569,14 +751,20 @@ def main() -> int:
             from ratelimits import section as ratelimits_section
 
             part, bench.raw["ratelimits"] = ratelimits_section(
-                bench.prefect(), prompts=60 if profile is SMOKE else 300, skip_peers=bench.skip_peers)
+                bench.prefect(), prompts=60 if profile is SMOKE else 300, skip_peers=bench.skip_peers
+            )
             bench.parts.append(part)
         bench.evaluate_targets()
     finally:
         if bench.server is not None:
             bench.server.stop()
-    complete = (profile is FULL and sections == set(SECTIONS) and not args.skip_peers and not args.rlhf_only
-                and args.rlhf_root is None)
+    complete = (
+        profile is FULL
+        and sections == set(SECTIONS)
+        and not args.skip_peers
+        and not args.rlhf_only
+        and args.rlhf_root is None
+    )
     name = f"results-{profile.name}{'-' + args.label if args.label else ''}.md"
     text = write_report(bench, started, (load_start, 0.0), OUT / name)
     if complete:

@@ -77,7 +77,7 @@ def _grouped(problems: list[InputProblem], first_lines: int = 5) -> list[str]:
         same = groups[item]
         text = str(same[0])
         if len(same) > 1:
-            more = [str(p.line) for p in same[1:first_lines + 1]]
+            more = [str(p.line) for p in same[1 : first_lines + 1]]
             more_text = ", ".join(more) + (", …" if len(same) > first_lines + 1 else "")
             text += f" [the same in {len(same) - 1} more record(s): line{'s' if len(same) > 2 else ''} {more_text}]"
         lines.append(text)
@@ -103,7 +103,10 @@ def lone_surrogates(value: Any, loc: tuple[int | str, ...] = ()) -> Iterator[tup
     elif isinstance(value, dict):
         for key, item in value.items():
             if isinstance(key, str) and _SURROGATE.search(key):
-                yield (*loc, key.encode("utf-8", "backslashreplace").decode()), "not valid Unicode: the key holds a lone surrogate"
+                yield (
+                    (*loc, key.encode("utf-8", "backslashreplace").decode()),
+                    "not valid Unicode: the key holds a lone surrogate",
+                )
             else:
                 yield from lone_surrogates(item, (*loc, key))
     elif isinstance(value, list):

@@ -30,8 +30,10 @@ def where_searched(base_dir: Path, value: str | Path) -> str:
         return f"looked in {searched}"
     hint = f"looked in {searched}: relative paths in a config start at the config file's directory"
     if base_dir.absolute() != Path.cwd() and path.exists():
-        hint += f"; a file of that name exists relative to the working directory ({path.absolute()}): " \
-                f"write it relative to {base_dir.absolute()}, or as an absolute path"
+        hint += (
+            f"; a file of that name exists relative to the working directory ({path.absolute()}): "
+            f"write it relative to {base_dir.absolute()}, or as an absolute path"
+        )
     return hint
 
 
@@ -110,9 +112,9 @@ def read_yaml(path: Path) -> tuple[yaml.Node | None, Any]:
         return yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
+        mark_line: int | None = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
-        raise InputError([InputProblem(name, line, f"invalid YAML: {problem}")]) from None
+        raise InputError([InputProblem(name, mark_line, f"invalid YAML: {problem}")]) from None
 
 
 def problem_at(file: str, root: yaml.Node | None, loc: Sequence[int | str], message: str) -> InputProblem:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -18,7 +17,9 @@ from common.errors import InputError
 if TYPE_CHECKING:
     from flows.prepare import PreparedRun
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fan prompts out to LLM providers and build RLHF task shells.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Fan prompts out to LLM providers and build RLHF task shells."
+)
 
 
 def _print_version(value: bool) -> None:
@@ -36,6 +37,8 @@ def _root(
     ] = False,
 ) -> None:
     """Fan prompts out to LLM providers and build RLHF task shells."""
+
+
 console = Console(stderr=True, soft_wrap=True)  # never wrap: problem lines must stay grep-able
 out = Console()
 if not out.is_terminal:
@@ -92,12 +95,15 @@ def validate(
 @app.command()
 def run(
     config: Annotated[Path, typer.Argument(help="Run config (YAML).")],
-    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Also retry calls whose stored result is an error.")] = False,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Also retry calls whose stored result is an error.")
+    ] = False,
     skip_invalid: Annotated[
         bool, typer.Option("--skip-invalid", help="Run the valid prompts; write the bad records to rejected.jsonl.")
     ] = False,
     run_date: Annotated[
-        str | None, typer.Option("--date", help="YYYY-MM-DD for {date} in batch and prompts.path (default: today, UTC).")
+        str | None,
+        typer.Option("--date", help="YYYY-MM-DD for {date} in batch and prompts.path (default: today, UTC)."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's INFO logs.")] = False,
@@ -151,7 +157,7 @@ async def _generate(generate_tasks: Any, config: str, **parameters: Any) -> dict
         return result.summary
     if isinstance(result, BaseException):
         raise result
-    return result  # type: ignore[no-any-return]
+    return result
 
 
 def _print_flow_run_url(flow: Any, flow_run: Any, state: Any) -> None:
@@ -164,7 +170,13 @@ def _print_flow_run_url(flow: Any, flow_run: Any, state: Any) -> None:
 
 
 def _run_held(
-    config: Path, prepared: PreparedRun, retry_failed: bool, skip_invalid: bool, quiet: bool, verbose: bool, rescue_dir: Path | None
+    config: Path,
+    prepared: PreparedRun,
+    retry_failed: bool,
+    skip_invalid: bool,
+    quiet: bool,
+    verbose: bool,
+    rescue_dir: Path | None,
 ) -> None:
     """``rlhf run`` once the batch's store is held by this process."""
     from flows.writer_process import TaskWriterFailed
@@ -186,21 +198,42 @@ def _run_held(
     if not os.environ.get("PREFECT_API_URL"):
         stopping.isolate_temporary_server()  # a Ctrl-C must not kill the server the stopping run reports to
     if prepared.rejected:
-        console.print(f"[yellow]{len(prepared.rejected)} invalid record(s) skipped[/yellow] (see rejected.jsonl):", highlight=False)
+        console.print(
+            f"[yellow]{len(prepared.rejected)} invalid record(s) skipped[/yellow] (see rejected.jsonl):",
+            highlight=False,
+        )
         console.print(InputError(prepared.rejected).render(), highlight=False, markup=False)
-    display = None if quiet or not console.is_terminal else progress_mod.RunProgress(
-        prepared.config.providers, prepared.prompt_count * prepared.config.answers_per_prompt,
-        waiting_for=progress_mod.prefect_wait_text(), stopping=stopping.requested)
+    display = (
+        None
+        if quiet or not console.is_terminal
+        else progress_mod.RunProgress(
+            prepared.config.providers,
+            prepared.prompt_count * prepared.config.answers_per_prompt,
+            waiting_for=progress_mod.prefect_wait_text(),
+            stopping=stopping.requested,
+        )
+    )
     with progress_mod.live_progress(console, display):
         try:
-            summary = asyncio.run(_generate(generate_tasks, str(config), retry_failed=retry_failed, skip_invalid=skip_invalid,
-                                            rescue_dir=str(rescue_dir) if rescue_dir else None))
+            summary = asyncio.run(
+                _generate(
+                    generate_tasks,
+                    str(config),
+                    retry_failed=retry_failed,
+                    skip_invalid=skip_invalid,
+                    rescue_dir=str(rescue_dir) if rescue_dir else None,
+                )
+            )
         except InputError as exc:
             raise _input_failure(exc) from None
         except (TaskWriterFailed, OSError) as exc:
             _error(exc)
-            console.print("Every answer received is kept in the response store; once this is fixed, rerun (nothing is "
-                          f"asked twice): rlhf run {config}", highlight=False, markup=False)
+            console.print(
+                "Every answer received is kept in the response store; once this is fixed, rerun (nothing is "
+                f"asked twice): rlhf run {config}",
+                highlight=False,
+                markup=False,
+            )
             raise typer.Exit(EXIT_OUTPUT) from None
     out.print(summary_table(summary))
     files = summary["files"]
@@ -295,9 +328,13 @@ def _platform_failure(exc: object) -> typer.Exit:
 @app.command()
 def deliver(
     run_dir: Annotated[Path, typer.Argument(help="The run directory (<output.dir>/<batch>).")],
-    to: Annotated[str, typer.Option("--to", help="label-studio | argilla (files) | scale (task JSONL)")] = "label-studio",
+    to: Annotated[
+        str, typer.Option("--to", help="label-studio | argilla (files) | scale (task JSONL)")
+    ] = "label-studio",
     url: Annotated[str | None, typer.Option(help="Label Studio URL, e.g. http://127.0.0.1:8080")] = None,
-    token_env: Annotated[str, typer.Option(help="Environment variable holding the Label Studio token.")] = "LABEL_STUDIO_TOKEN",
+    token_env: Annotated[
+        str, typer.Option(help="Environment variable holding the Label Studio token.")
+    ] = "LABEL_STUDIO_TOKEN",
     project_title: Annotated[str | None, typer.Option(help="Project title (default: '<project> / <batch>').")] = None,
     out: Annotated[Path | None, typer.Option(help="Output directory or file for the file targets.")] = None,
 ) -> None:
@@ -330,14 +367,23 @@ def harvest(
     source: Annotated[str, typer.Option("--from", help="label-studio | file")] = "label-studio",
     out: Annotated[Path, typer.Option(help="Annotated tasks (JSONL) to write.")] = Path("annotated.jsonl"),
     url: Annotated[str | None, typer.Option(help="Label Studio URL.")] = None,
-    token_env: Annotated[str, typer.Option(help="Environment variable holding the Label Studio token.")] = "LABEL_STUDIO_TOKEN",
-    run_dir: Annotated[Path | None, typer.Option(help="The run whose tasks were delivered (required with label-studio; with file: join on it, unblinding a Scale delivery).")] = None,
+    token_env: Annotated[
+        str, typer.Option(help="Environment variable holding the Label Studio token.")
+    ] = "LABEL_STUDIO_TOKEN",
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="The run whose tasks were delivered (required with label-studio; with file: join on it, unblinding a Scale delivery)."
+        ),
+    ] = None,
     project: Annotated[
         list[int] | None,
         typer.Option(help="Label Studio project id (repeatable; default: every project the run was delivered to)."),
     ] = None,
     input_file: Annotated[Path | None, typer.Option("--in", help="With --from file: annotated tasks to read.")] = None,
-    rejects: Annotated[Path | None, typer.Option(help="Where rejected annotations go (default: <out>.rejects.jsonl).")] = None,
+    rejects: Annotated[
+        Path | None, typer.Option(help="Where rejected annotations go (default: <out>.rejects.jsonl).")
+    ] = None,
 ) -> None:
     """Read annotations back, validate them against each task's slots, write annotated task shells.
 
@@ -351,8 +397,10 @@ def harvest(
     try:
         if source == "label-studio":
             if not url or run_dir is None:
-                raise ValueError("--url and --run-dir are required for --from label-studio "
-                                 "(delivered tasks carry no model names; harvest joins them to the run's shells)")
+                raise ValueError(
+                    "--url and --run-dir are required for --from label-studio "
+                    "(delivered tasks carry no model names; harvest joins them to the run's shells)"
+                )
             report = harvest_label_studio(url, token_from_env(token_env), run_dir, out, rejects, project or None)
         elif source == "file":
             if input_file is None:
@@ -419,11 +467,13 @@ def schema(
     """Print the JSON Schema of a task shell, the run config or an annotation template."""
     import json
 
+    from pydantic import BaseModel
+
     from flows.config import RunConfig
     from task_builder.shell import Task
     from task_builder.template import AnnotationTemplate
 
-    models = {"task": Task, "config": RunConfig, "template": AnnotationTemplate}
+    models: dict[str, type[BaseModel]] = {"task": Task, "config": RunConfig, "template": AnnotationTemplate}
     if what not in models:
         _error(f"unknown schema '{what}': choose one of {', '.join(models)}")
         raise typer.Exit(EXIT_INPUT)
@@ -448,8 +498,10 @@ def serve(
     except InputError as exc:
         raise _input_failure(exc) from None
     if not os.environ.get("PREFECT_API_URL"):
-        _error("rlhf serve needs a Prefect server: start `prefect server start` and set PREFECT_API_URL "
-               "(schedules are kept by the server)")
+        _error(
+            "rlhf serve needs a Prefect server: start `prefect server start` and set PREFECT_API_URL "
+            "(schedules are kept by the server)"
+        )
         raise typer.Exit(EXIT_INPUT)
     from flows.generate import generate_tasks
 
@@ -467,8 +519,12 @@ def simulate(
     mode: Annotated[str, typer.Option(help="auto | replay | derived")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of jitter and probabilistic faults.")] = 0,
     faults_json: Annotated[str | None, typer.Option(help="Fault rules as a JSON list (see docs).")] = None,
-    rate_limit_requests: Annotated[int, typer.Option(help="Requests per window (per key and model when enforced).")] = 10_000,
-    rate_limit_tokens: Annotated[int, typer.Option(help="Tokens per window (per key and model when enforced).")] = 2_000_000,
+    rate_limit_requests: Annotated[
+        int, typer.Option(help="Requests per window (per key and model when enforced).")
+    ] = 10_000,
+    rate_limit_tokens: Annotated[
+        int, typer.Option(help="Tokens per window (per key and model when enforced).")
+    ] = 2_000_000,
     rate_limit_window_s: Annotated[
         float, typer.Option(help="The window: an empty bucket refills in this many seconds.")
     ] = 60.0,
@@ -480,7 +536,9 @@ def simulate(
     ] = False,
     rate_limit_headers: Annotated[
         bool,
-        typer.Option("--rate-limit-headers/--no-rate-limit-headers", help="Send x-ratelimit-* / anthropic-ratelimit-*."),
+        typer.Option(
+            "--rate-limit-headers/--no-rate-limit-headers", help="Send x-ratelimit-* / anthropic-ratelimit-*."
+        ),
     ] = True,
     retry_after: Annotated[str, typer.Option(help="On a rate-limit 429: seconds | ms | none.")] = "seconds",
 ) -> None:
@@ -518,4 +576,4 @@ def main() -> None:  # pragma: no cover - console entry point alias
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -147,7 +147,9 @@ class RunConfig(BaseModel):
         """The response store's SQLite file (a shard always has its own, in its run directory)."""
         if self._shard is not None:
             return self.run_dir / "responses.sqlite"
-        return resolve_path(self._base_dir, self.output.store) if self.output.store else self.run_dir / "responses.sqlite"
+        return (
+            resolve_path(self._base_dir, self.output.store) if self.output.store else self.run_dir / "responses.sqlite"
+        )
 
 
 def load_config(path: str | Path, *, require_keys: bool = True) -> RunConfig:
@@ -209,13 +211,17 @@ def _store_left_behind(config: RunConfig, name: str, root: yaml.Node | None) -> 
     old = Path(written) if config.output.store else Path(written) / config.batch / "responses.sqlite"
     if config.store_path.exists() or not old.is_file():
         return []
-    return [problem_at(
-        name, root, tuple(field.split(".")),
-        f"'{written}' is relative to the config file's directory ({config.base_dir.absolute()}), so this batch's "
-        f"store is {config.store_path.absolute()}; but a store of the batch exists at {old.absolute()} (relative to "
-        "the working directory, where earlier versions put it): write output paths relative to the config "
-        "file or as absolute paths, or move that directory, so its answers are not paid for again",
-    )]
+    return [
+        problem_at(
+            name,
+            root,
+            tuple(field.split(".")),
+            f"'{written}' is relative to the config file's directory ({config.base_dir.absolute()}), so this batch's "
+            f"store is {config.store_path.absolute()}; but a store of the batch exists at {old.absolute()} (relative to "
+            "the working directory, where earlier versions put it): write output paths relative to the config "
+            "file or as absolute paths, or move that directory, so its answers are not paid for again",
+        )
+    ]
 
 
 def _duplicate_source_ids(config: RunConfig, name: str, root: yaml.Node | None) -> list[InputProblem]:
@@ -223,7 +229,9 @@ def _duplicate_source_ids(config: RunConfig, name: str, root: yaml.Node | None) 
     problems = []
     for index, provider in enumerate(config.providers):
         if provider.source_id in seen:
-            problems.append(problem_at(name, root, ("providers", index, "source_id"), f"duplicate '{provider.source_id}'"))
+            problems.append(
+                problem_at(name, root, ("providers", index, "source_id"), f"duplicate '{provider.source_id}'")
+            )
         seen.add(provider.source_id)
     return problems
 

@@ -46,7 +46,9 @@ class _DropStopped(logging.Filter):
     the run was stopped, and how to resume it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.name.startswith("prefect.flow_runs") and str(record.msg).startswith("Finished in state Cancelled"))
+        return not (
+            record.name.startswith("prefect.flow_runs") and str(record.msg).startswith("Finished in state Cancelled")
+        )
 
 
 def drop_console_stopped_line() -> None:
@@ -59,5 +61,7 @@ def drop_console_stopped_line() -> None:
     loggers = [logging.getLogger(), *(logging.getLogger(name) for name in list(logging.root.manager.loggerDict))]
     for logger in loggers:
         for handler in getattr(logger, "handlers", ()):
-            if isinstance(handler, PrefectConsoleHandler) and not any(isinstance(f, _DropStopped) for f in handler.filters):
+            if isinstance(handler, PrefectConsoleHandler) and not any(
+                isinstance(f, _DropStopped) for f in handler.filters
+            ):
                 handler.addFilter(_DropStopped())

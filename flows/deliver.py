@@ -76,7 +76,9 @@ def _answer_word(count: int) -> str:
     return "1 answer" if count == 1 else f"{count} answers"
 
 
-def deliver_label_studio(run_dir: str | Path, url: str, token: SecretStr, project_title: str | None = None) -> dict[str, Any]:
+def deliver_label_studio(
+    run_dir: str | Path, url: str, token: SecretStr, project_title: str | None = None
+) -> dict[str, Any]:
     """Create (or reuse, by title) the projects and import the run's tasks not already in them.
 
     A form requires a rating of every answer it shows, so tasks go to one project per answer count:
@@ -102,9 +104,17 @@ def deliver_label_studio(run_dir: str | Path, url: str, token: SecretStr, projec
             existing = client.task_ids(project["id"])
             new = [task for task in by_count[count] if task["data"]["task_id"] not in existing]
             imported = client.import_tasks(project["id"], new) if new else 0
-            projects.append({"project_id": project["id"], "project_title": title, "project_created": created,
-                             "answers": count, "tasks": len(by_count[count]),
-                             "already_delivered": len(by_count[count]) - len(new), "imported": imported})
+            projects.append(
+                {
+                    "project_id": project["id"],
+                    "project_title": title,
+                    "project_created": created,
+                    "answers": count,
+                    "tasks": len(by_count[count]),
+                    "already_delivered": len(by_count[count]) - len(new),
+                    "imported": imported,
+                }
+            )
     _record_delivery(run_dir, url, projects)
     main = projects[0] if projects else {"project_id": None, "project_title": base, "project_created": False}
     return {
@@ -125,8 +135,14 @@ def _record_delivery(run_dir: Path, url: str, projects: list[dict[str, Any]]) ->
     at = datetime.now(UTC).isoformat(timespec="seconds")
     with (run_dir / DELIVERIES).open("a", encoding="utf-8") as handle:
         for project in projects:
-            record = {"platform": "label-studio", "url": url.rstrip("/"), "project_id": project["project_id"],
-                      "project_title": project["project_title"], "answers": project["answers"], "delivered_at": at}
+            record = {
+                "platform": "label-studio",
+                "url": url.rstrip("/"),
+                "project_id": project["project_id"],
+                "project_title": project["project_title"],
+                "answers": project["answers"],
+                "delivered_at": at,
+            }
             handle.write(json.dumps(record) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
@@ -139,7 +155,11 @@ def delivered_projects(run_dir: str | Path, url: str) -> list[int]:
         return []
     found: list[int] = []
     for record in read_jsonl(path):
-        if record.get("platform") == "label-studio" and record.get("url") == url.rstrip("/") and record["project_id"] not in found:
+        if (
+            record.get("platform") == "label-studio"
+            and record.get("url") == url.rstrip("/")
+            and record["project_id"] not in found
+        ):
             found.append(int(record["project_id"]))
     return found
 
@@ -210,8 +230,12 @@ def harvest_label_studio(
     with LabelStudioClient(url, token) as client:
         users = client.users()
         exported = {project_id: client.export(project_id) for project_id in projects}
-    wanted = {str((task.get("data") or {}).get("task_id")) for tasks in exported.values() for task in tasks
-              if task.get("annotations")}
+    wanted = {
+        str((task.get("data") or {}).get("task_id"))
+        for tasks in exported.values()
+        for task in tasks
+        if task.get("annotations")
+    }
     shells = {shell["task_id"]: shell for shell in read_jsonl(tasks_path) if shell["task_id"] in wanted}
     for project_id, tasks in exported.items():
         meta = {"platform": "label-studio", "project_id": project_id}
@@ -219,8 +243,11 @@ def harvest_label_studio(
             one = harvest_task(ls_task, meta, users, shells, template)
             outcome.annotated += one.annotated
             outcome.rejected += one.rejected
-    return {"platform": "label-studio", "project_ids": projects,
-            **_write_outcome(outcome, out, Path(rejects) if rejects else default_rejects_path(out))}
+    return {
+        "platform": "label-studio",
+        "project_ids": projects,
+        **_write_outcome(outcome, out, Path(rejects) if rejects else default_rejects_path(out)),
+    }
 
 
 def _run_shells(run_dir: str | Path, source: str | Path) -> dict[str, dict[str, Any]]:
@@ -237,8 +264,9 @@ def _run_shells(run_dir: str | Path, source: str | Path) -> dict[str, dict[str, 
     return {shell["task_id"]: shell for shell in read_jsonl(tasks_path) if shell["task_id"] in wanted}
 
 
-def _joined(shell: dict[str, Any], originals: dict[str, dict[str, Any]], run_dir: str | Path,
-            problems: list[Any]) -> tuple[Any, list[Any]]:
+def _joined(
+    shell: dict[str, Any], originals: dict[str, dict[str, Any]], run_dir: str | Path, problems: list[Any]
+) -> tuple[Any, list[Any]]:
     """An annotated shell joined to the run's own (blind ones mapped back), or the reason it cannot be."""
     original = originals.get(shell["task_id"])
     if original is None:
@@ -249,8 +277,9 @@ def _joined(shell: dict[str, Any], originals: dict[str, dict[str, Any]], run_dir
     return joined, annotation_problems(joined)
 
 
-def harvest_file(source: str | Path, out: str | Path, rejects: str | Path | None = None,
-                 run_dir: str | Path | None = None) -> dict[str, Any]:
+def harvest_file(
+    source: str | Path, out: str | Path, rejects: str | Path | None = None, run_dir: str | Path | None = None
+) -> dict[str, Any]:
     """Read annotated tasks already in the shell shape, keep the valid ones, reject the rest with reasons.
 
     Every non-blank line is read on its own: a line that is not JSON, not a JSON object, not a valid
@@ -282,16 +311,29 @@ def harvest_file(source: str | Path, out: str | Path, rejects: str | Path | None
             outcome.annotated.append(shell)
             continue
         task_id = shell.get("task_id") if isinstance(shell, dict) else None
-        outcome.rejected.append({"file": str(source), "line": number, "task_id": task_id, "reason": reject_kind(problems),
-                                 "reasons": [message for _, message in problems]})
+        outcome.rejected.append(
+            {
+                "file": str(source),
+                "line": number,
+                "task_id": task_id,
+                "reason": reject_kind(problems),
+                "reasons": [message for _, message in problems],
+            }
+        )
     by_reason = Counter(reject["reason"] for reject in outcome.rejected)
-    return {"platform": "file", "file": str(source), "read": read,
-            **_write_outcome(outcome, out, Path(rejects) if rejects else default_rejects_path(out)),
-            "rejected_by_reason": {kind: by_reason[kind] for kind in REJECT_KINDS if by_reason[kind]}}
+    return {
+        "platform": "file",
+        "file": str(source),
+        "read": read,
+        **_write_outcome(outcome, out, Path(rejects) if rejects else default_rejects_path(out)),
+        "rejected_by_reason": {kind: by_reason[kind] for kind in REJECT_KINDS if by_reason[kind]},
+    }
 
 
 @flow(name="deliver_tasks")
-def deliver_tasks(run_dir: str, url: str, token_env: str = "LABEL_STUDIO_TOKEN", project_title: str | None = None) -> dict[str, Any]:
+def deliver_tasks(
+    run_dir: str, url: str, token_env: str = "LABEL_STUDIO_TOKEN", project_title: str | None = None
+) -> dict[str, Any]:
     """Deliver a finished run's tasks to Label Studio (idempotent: tasks already there are skipped)."""
     return deliver_label_studio(run_dir, url, token_from_env(token_env), project_title)
 

@@ -20,8 +20,9 @@ from typing import Any, TypeVar
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State
 from prefect.exceptions import CancelledRun
-from prefect.states import Cancelled, Completed, State
+from prefect.states import Cancelled, Completed
 from prefect.utilities.annotations import quote
 
 from common.atomic import atomic_open, write_json
@@ -131,8 +132,12 @@ async def call_provider_chunk(provider: ProviderConfig, calls: list[PlannedCall]
         sink.finished(provider.source_id, result)
 
     await gather_until_stopped((one(call) for call in calls), STOP_GRACE_S)
-    return {**counts, "breaker": client.breaker.reason, "discard_status": client.breaker.discard_status,
-            "unstored": unstored}
+    return {
+        **counts,
+        "breaker": client.breaker.reason,
+        "discard_status": client.breaker.discard_status,
+        "unstored": unstored,
+    }
 
 
 class RunInterrupted(CancelledRun):
@@ -160,8 +165,14 @@ def flow_run_name() -> str:
     return name
 
 
-@flow(name="generate_tasks", flow_run_name=flow_run_name, log_prints=False, on_completion=[on_run_completed],
-      on_failure=[on_run_failed], on_crashed=[on_run_failed])
+@flow(
+    name="generate_tasks",
+    flow_run_name=flow_run_name,
+    log_prints=False,
+    on_completion=[on_run_completed],
+    on_failure=[on_run_failed],
+    on_crashed=[on_run_failed],
+)
 async def generate_tasks(
     config_path: str,
     retry_failed: bool = False,
@@ -198,8 +209,9 @@ async def generate_tasks(
     if shard_index is not None:  # one shard of a sharded batch (flows/shard.py): own dir and store, rate shares
         prepared = for_shard(prepared, shard_index, shard_count, rate_shares)
     with hold_store(prepared.config.store_path):
-        return await _run_held(prepared, config_hash, shard_index, retry_failed,
-                               Path(rescue_dir) if rescue_dir else default_rescue_dir())
+        return await _run_held(
+            prepared, config_hash, shard_index, retry_failed, Path(rescue_dir) if rescue_dir else default_rescue_dir()
+        )
 
 
 async def _run_held(
@@ -247,7 +259,10 @@ async def _run_held(
     summary.files = {
         name: str(run_dir / filename)
         for name, filename in (
-            ("tasks", "tasks.jsonl"), ("incomplete", "incomplete.jsonl"), ("filtered", "filtered.jsonl"), ("summary", "summary.json")
+            ("tasks", "tasks.jsonl"),
+            ("incomplete", "incomplete.jsonl"),
+            ("filtered", "filtered.jsonl"),
+            ("summary", "summary.json"),
         )
     }
     summary.files["store"] = str(config.store_path)
@@ -256,7 +271,8 @@ async def _run_held(
     report = summary.to_dict()
     write_json(run_dir / "summary.json", report)
     await publish_report(report, part=None if shard_index is None else f"shard-{shard_index}")
-    return _final_state(report)
+    # Prefect makes a returned State the run's final state; the caller gets its data (the summary).
+    return _final_state(report)  # type: ignore[return-value]
 
 
 def _final_state(report: dict[str, Any]) -> State:
@@ -297,8 +313,12 @@ def writer_setup(prepared: PreparedRun, run_id: str, config_hash: str, created_a
         generator=generator_info(),
     )
     return WriterSetup(
-        run_dir=str(config.run_dir), ctx=ctx, slots=answer_slots(tuple(config.providers), config.samples_per_provider),
-        required_answers=config.required_answers, layout_kind=annotation.layout, seed=annotation.seed,
+        run_dir=str(config.run_dir),
+        ctx=ctx,
+        slots=answer_slots(tuple(config.providers), config.samples_per_provider),
+        required_answers=config.required_answers,
+        layout_kind=annotation.layout,
+        seed=annotation.seed,
         pairs_per_prompt=annotation.pairs_per_prompt,
     )
 
@@ -325,8 +345,9 @@ async def _generate(
             fingerprints = [slot_fingerprints.of(record.messages, record.system) for record in chunk]
             unstored: dict[str, CallResult] = {}
             if not stopping.requested():
-                unstored = await _call_missing(slots, chunk, fingerprints, store, pool.run_key, chunk_index,
-                                               retry_failed, summary, breakers)
+                unstored = await _call_missing(
+                    slots, chunk, fingerprints, store, pool.run_key, chunk_index, retry_failed, summary, breakers
+                )
             if keeper.failed:  # the writer is abandoned: it removes its partial files
                 raise keeper.failure()
             stored = store.get_many(fp for fps in fingerprints for fp in fps.values())
@@ -366,7 +387,9 @@ async def _open_all(pool: ProviderPool, providers: tuple[ProviderConfig, ...], c
             await pool.get(provider)
         except KeyError as exc:
             field = "api_key_secret" if provider.api_key_secret else "api_key_env"
-            problems.append(InputProblem(config_path, None, f"no API key: {exc.args[0]} not found", f"providers[{index}].{field}"))
+            problems.append(
+                InputProblem(config_path, None, f"no API key: {exc.args[0]} not found", f"providers[{index}].{field}")
+            )
     if problems:
         raise InputError(problems)
 
@@ -416,7 +439,7 @@ async def _call_missing(
     ]
     # quote(): Prefect would otherwise walk every planned call (messages and all) twice per task run
     # looking for futures; the calls are plain data, so that is pure overhead.
-    outcomes = await asyncio.gather(*(run(p, quote(plans[p.source_id]), run_key) for p, run in named))
+    outcomes = await asyncio.gather(*(run(p, quote(plans[p.source_id]), run_key) for p, run in named))  # type: ignore[call-overload]
     unstored: dict[str, CallResult] = {}
     for (provider, _), outcome in zip(named, outcomes):
         unstored.update(outcome["unstored"])

@@ -18,8 +18,13 @@ def write_manifest(run_dir: Path, config_path: str, config_hash: str, store: Pat
     """Record the run's config (absolute path), working directory, config hash and store."""
     write_json(
         run_dir / MANIFEST,
-        {"config": str(Path(config_path).resolve()), "cwd": str(Path.cwd()), "config_hash": config_hash,
-         "store": str(store.resolve()), "started_at": started_at},
+        {
+            "config": str(Path(config_path).resolve()),
+            "cwd": str(Path.cwd()),
+            "config_hash": config_hash,
+            "store": str(store.resolve()),
+            "started_at": started_at,
+        },
     )
 
 

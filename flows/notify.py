@@ -55,7 +55,9 @@ def on_run_completed(flow: Any, flow_run: Any, state: Any) -> None:
     notify, run_dir = found
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else None
-    post_event(notify, "completed", {"flow_run_id": str(flow_run.id), "flow_run_name": flow_run.name, "summary": summary})
+    post_event(
+        notify, "completed", {"flow_run_id": str(flow_run.id), "flow_run_name": flow_run.name, "summary": summary}
+    )
 
 
 def on_run_failed(flow: Any, flow_run: Any, state: Any) -> None:
@@ -64,5 +66,13 @@ def on_run_failed(flow: Any, flow_run: Any, state: Any) -> None:
     if found is None:
         return
     notify, _ = found
-    post_event(notify, "failed", {"flow_run_id": str(flow_run.id), "flow_run_name": flow_run.name,
-                                  "state": str(state.type.value), "message": (state.message or "")[:2000]})
+    post_event(
+        notify,
+        "failed",
+        {
+            "flow_run_id": str(flow_run.id),
+            "flow_run_name": flow_run.name,
+            "state": str(state.type.value),
+            "message": (state.message or "")[:2000],
+        },
+    )

@@ -46,8 +46,9 @@ def plan_run(config_path: str | Path) -> dict[str, Any]:
             "input_tokens": input_tokens,
             "output_tokens_range": list(output),
             "cost_usd_range": None,
-            "min_minutes_at_rate_limits": _minutes(provider.requests_per_minute, provider.tokens_per_minute, to_call,
-                                                   input_tokens + output[1]),
+            "min_minutes_at_rate_limits": _minutes(
+                provider.requests_per_minute, provider.tokens_per_minute, to_call, input_tokens + output[1]
+            ),
         }
         if provider.price is not None:
             low, high = provider.price.cost(input_tokens, output[0]), provider.price.cost(input_tokens, output[1])
@@ -85,14 +86,33 @@ def plan_table(report: dict[str, Any], title: str) -> Any:
     from rich.table import Table
 
     table = Table(title=title, caption=plan_cost_text(report))
-    for column in ("provider", "model", "calls", "answered", "input tokens", "output tokens", "cost USD", "min. minutes"):
+    for column in (
+        "provider",
+        "model",
+        "calls",
+        "answered",
+        "input tokens",
+        "output tokens",
+        "cost USD",
+        "min. minutes",
+    ):
         table.add_column(column, justify="left" if column in ("provider", "model") else "right")
     for sid, p in report["providers"].items():
         low, high = p["output_tokens_range"]
-        cost = "no price" if p["cost_usd_range"] is None else f"{p['cost_usd_range'][0]:.2f}–{p['cost_usd_range'][1]:.2f}"
+        cost = (
+            "no price" if p["cost_usd_range"] is None else f"{p['cost_usd_range'][0]:.2f}–{p['cost_usd_range'][1]:.2f}"
+        )
         minutes = "-" if p["min_minutes_at_rate_limits"] is None else str(p["min_minutes_at_rate_limits"])
-        table.add_row(sid, p["model"], str(p["calls"]), str(p["already_answered"]), str(p["input_tokens"]),
-                      f"{low}–{high}", cost, minutes)
+        table.add_row(
+            sid,
+            p["model"],
+            str(p["calls"]),
+            str(p["already_answered"]),
+            str(p["input_tokens"]),
+            f"{low}–{high}",
+            cost,
+            minutes,
+        )
     return table
 
 

@@ -38,8 +38,9 @@ def prepare_run(config_path: str | Path, *, require_keys: bool = True, skip_inva
     """
     config = load_config(config_path, require_keys=require_keys)
     # Paths the config names are relative to its directory (config.base_dir).
-    template = _named_by(config, "annotation.template", partial(resolve_template, base_dir=config.base_dir),
-                         config.annotation.template)
+    template = _named_by(
+        config, "annotation.template", partial(resolve_template, base_dir=config.base_dir), config.annotation.template
+    )
     _named_by(config, "prompts.template", partial(load_template, base_dir=config.base_dir), config.prompts.template)
     report = scan_prompts(config.prompts)
     problems = referred_from(report.problems, config.where("prompts.path"))

@@ -175,8 +175,13 @@ class RunProgress:
         for sid, tally in tallies.items():
             if sid not in self._live:
                 continue
-            self._settled[sid] = (tally.answered, tally.failed, tally.skipped + tally.interrupted,
-                                  tally.input_tokens, tally.output_tokens)
+            self._settled[sid] = (
+                tally.answered,
+                tally.failed,
+                tally.skipped + tally.interrupted,
+                tally.input_tokens,
+                tally.output_tokens,
+            )
             live = self._live[sid]
             live.answered = live.failed = live.skipped = live.input_tokens = live.output_tokens = 0
 
@@ -218,35 +223,57 @@ class RunProgress:
             done = counts["answered"] + counts["failed"] + counts["skipped"]
             limiter = limiters.get(sid)
             price = self._prices[sid]
-            rows.append({
-                "provider": sid,
-                "total": total,
-                "done": done,
-                **counts,
-                "in_flight": limiter.in_flight if limiter is not None else None,
-                "req_s": req_s,
-                "tok_s": tok_s,
-                "rate_limit_wait_s": _waited(limiter.governor, now) if limiter is not None else None,
-                "paused_s": max(0.0, limiter.paused_until - now) if limiter is not None else 0.0,
-                "cost_usd": price.cost(counts["input_tokens"], counts["output_tokens"]) if price is not None else None,
-                "eta_s": (total - done) / req_s if req_s > 0 and total > done else (0.0 if total and done >= total else None),
-            })
+            rows.append(
+                {
+                    "provider": sid,
+                    "total": total,
+                    "done": done,
+                    **counts,
+                    "in_flight": limiter.in_flight if limiter is not None else None,
+                    "req_s": req_s,
+                    "tok_s": tok_s,
+                    "rate_limit_wait_s": _waited(limiter.governor, now) if limiter is not None else None,
+                    "paused_s": max(0.0, limiter.paused_until - now) if limiter is not None else 0.0,
+                    "cost_usd": price.cost(counts["input_tokens"], counts["output_tokens"])
+                    if price is not None
+                    else None,
+                    "eta_s": (total - done) / req_s
+                    if req_s > 0 and total > done
+                    else (0.0 if total and done >= total else None),
+                }
+            )
         priced = [r["cost_usd"] for r in rows if r["cost_usd"] is not None]
         etas = [r["eta_s"] for r in rows]
-        rows.append({
-            "provider": "all",
-            "total": self._planned,
-            **{key: sum(r[key] for r in rows) for key in ("done", "answered", "failed", "skipped", "input_tokens",
-                                                           "output_tokens", "req_s", "tok_s")},
-            "in_flight": sum(r["in_flight"] or 0 for r in rows) if limiters else None,
-            # One figure per governor: providers of a rate_limit_group share one, and its waiting.
-            "rate_limit_wait_s": (sum(_waited(g, now) for g in {id(lim.governor): lim.governor for lim in limiters.values()}.values())
-                                  if limiters else None),
-            "paused_s": 0.0,
-            "cost_usd": sum(priced) if priced else None,
-            "no_price": [r["provider"] for r in rows if r["cost_usd"] is None],
-            "eta_s": None if not etas or None in etas else max(etas),
-        })
+        rows.append(
+            {
+                "provider": "all",
+                "total": self._planned,
+                **{
+                    key: sum(r[key] for r in rows)
+                    for key in (
+                        "done",
+                        "answered",
+                        "failed",
+                        "skipped",
+                        "input_tokens",
+                        "output_tokens",
+                        "req_s",
+                        "tok_s",
+                    )
+                },
+                "in_flight": sum(r["in_flight"] or 0 for r in rows) if limiters else None,
+                # One figure per governor: providers of a rate_limit_group share one, and its waiting.
+                "rate_limit_wait_s": (
+                    sum(_waited(g, now) for g in {id(lim.governor): lim.governor for lim in limiters.values()}.values())
+                    if limiters
+                    else None
+                ),
+                "paused_s": 0.0,
+                "cost_usd": sum(priced) if priced else None,
+                "no_price": [r["provider"] for r in rows if r["cost_usd"] is None],
+                "eta_s": None if not etas or None in etas else max(etas),
+            }
+        )
         return rows
 
     def status(self) -> str:
@@ -255,8 +282,9 @@ class RunProgress:
             return self._waiting_for
         if self._stopping():
             return "stopping: calls in flight get up to 10 s, then what is complete is written"
-        done = sum(self.counts(sid)["answered"] + self.counts(sid)["failed"] + self.counts(sid)["skipped"]
-                   for sid in self._ids)
+        done = sum(
+            self.counts(sid)["answered"] + self.counts(sid)["failed"] + self.counts(sid)["skipped"] for sid in self._ids
+        )
         if done == 0 and not any(live.called for live in self._live.values()):
             return "opening the response store, the providers and the task writer"
         if done >= self._planned:
@@ -283,12 +311,28 @@ class RunProgress:
         caption = None
         if no_price and rows[-1]["cost_usd"] is not None:
             caption = f"cost is a lower bound: {cost_text(rows[-1]['cost_usd'], no_price, short=True)}"
-        table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold", caption=caption,
-                      caption_justify="left")
-        for name in ("provider", "", "answered", "failed", "skipped", "in flight", "req/s", "tok/s",
-                     "rate-limit wait", "cost", "ETA"):
-            table.add_column(name, justify="left" if name in ("provider", "") else "right", no_wrap=True,
-                             min_width=max(len(sid) for sid in self._ids) if name == "provider" else None)
+        table = Table(
+            box=None, pad_edge=False, show_edge=False, header_style="bold", caption=caption, caption_justify="left"
+        )
+        for name in (
+            "provider",
+            "",
+            "answered",
+            "failed",
+            "skipped",
+            "in flight",
+            "req/s",
+            "tok/s",
+            "rate-limit wait",
+            "cost",
+            "ETA",
+        ):
+            table.add_column(
+                name,
+                justify="left" if name in ("provider", "") else "right",
+                no_wrap=True,
+                min_width=max(len(sid) for sid in self._ids) if name == "provider" else None,
+            )
         for row in rows:
             is_total = row["provider"] == "all"
             wait = "-" if row["rate_limit_wait_s"] is None else f"{row['rate_limit_wait_s']:.1f} s"

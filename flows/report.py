@@ -31,21 +31,23 @@ def provider_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per provider: requested, answered, failed by reason, retries, latency, tokens, cost."""
     rows = []
     for source_id, p in summary["providers"].items():
-        rows.append({
-            "provider": source_id,
-            "model": p["model"],
-            "requested": p["requested"],
-            "answered": p["answered"],
-            "failed": p["failed"],
-            "failures": _reasons(p, ": ") or "-",
-            "skipped": p["skipped"] + p["interrupted"],
-            "retries": p["retries"],
-            "p50_ms": p["latency_ms_p50"],
-            "p95_ms": p["latency_ms_p95"],
-            "tokens_in": p["input_tokens"],
-            "tokens_out": p["output_tokens"],
-            "cost_usd": p["cost_usd"],
-        })
+        rows.append(
+            {
+                "provider": source_id,
+                "model": p["model"],
+                "requested": p["requested"],
+                "answered": p["answered"],
+                "failed": p["failed"],
+                "failures": _reasons(p, ": ") or "-",
+                "skipped": p["skipped"] + p["interrupted"],
+                "retries": p["retries"],
+                "p50_ms": p["latency_ms_p50"],
+                "p95_ms": p["latency_ms_p95"],
+                "tokens_in": p["input_tokens"],
+                "tokens_out": p["output_tokens"],
+                "cost_usd": p["cost_usd"],
+            }
+        )
     return rows
 
 
@@ -121,11 +123,12 @@ def outcome_message(summary: dict[str, Any], signum: int | None = None) -> str:
     prompts = f"{summary['incomplete']} of {summary['prompts']} prompt(s) incomplete (too few answers)"
     if summary["interrupted"]:
         by = f" by signal {signum}" if signum else ""
-        return (f"Interrupted{by}: {detail}; {prompts}. Every finished call is stored: rerun the same config "
-                "to resume.")
+        return f"Interrupted{by}: {detail}; {prompts}. Every finished call is stored: rerun the same config to resume."
     if parts or summary["incomplete"]:
-        return (f"Incomplete: {detail}; {prompts}. Rerun the same config to make the missing calls "
-                "(--retry-failed also retries the failed ones).")
+        return (
+            f"Incomplete: {detail}; {prompts}. Rerun the same config to make the missing calls "
+            "(--retry-failed also retries the failed ones)."
+        )
     return f"Complete: {detail}; {summary['tasks_written']} task(s) written."
 
 
@@ -138,10 +141,16 @@ async def publish_report(summary: dict[str, Any], part: str | None = None) -> st
     """
     key = artifact_key("rlhf", summary["project"], summary["batch"], *([part] if part else []))
     try:
-        await acreate_markdown_artifact(markdown=markdown_report(summary, f"{key}-providers"), key=f"{key}-report",
-                                        description=f"rlhf run report for {summary['project']} / {summary['batch']}")
-        await acreate_table_artifact(table=provider_rows(summary), key=f"{key}-providers",
-                                     description="Per-provider requests, failures, retries, latency, tokens and cost")
+        await acreate_markdown_artifact(
+            markdown=markdown_report(summary, f"{key}-providers"),
+            key=f"{key}-report",
+            description=f"rlhf run report for {summary['project']} / {summary['batch']}",
+        )
+        await acreate_table_artifact(
+            table=provider_rows(summary),
+            key=f"{key}-providers",
+            description="Per-provider requests, failures, retries, latency, tokens and cost",
+        )
     except Exception as exc:  # noqa: BLE001 - the report is an extra; summary.json has it all
         logger.warning("run report not published to Prefect: %s: %s", type(exc).__name__, exc)
     return key

@@ -126,7 +126,9 @@ def copy_results(source: Path, target: Path, prompt_ids: Iterable[str] | None = 
     db = sqlite3.connect(target, timeout=30, isolation_level=None)
     try:
         db.execute("ATTACH DATABASE ? AS src", (str(source),))
-        where = "s.ok = 1 OR NOT EXISTS (SELECT 1 FROM main.responses m WHERE m.fingerprint = s.fingerprint AND m.ok = 1)"
+        where = (
+            "s.ok = 1 OR NOT EXISTS (SELECT 1 FROM main.responses m WHERE m.fingerprint = s.fingerprint AND m.ok = 1)"
+        )
         db.execute("BEGIN")
         if prompt_ids is not None:
             db.execute("CREATE TEMP TABLE wanted (prompt_id TEXT PRIMARY KEY)")
@@ -231,8 +233,24 @@ def merge_outputs(config: RunConfig, count: int) -> None:
             out.write(rejected.read_text(encoding="utf-8"))
 
 
-_FIRST_ONLY = {"model", "project", "batch", "run_id", "config_hash", "layout", "rejected", "started_at",
-               "finished_at", "wall_s", "files", "positions", "providers", "limits", "latency_ms_p50", "latency_ms_p95"}
+_FIRST_ONLY = {
+    "model",
+    "project",
+    "batch",
+    "run_id",
+    "config_hash",
+    "layout",
+    "rejected",
+    "started_at",
+    "finished_at",
+    "wall_s",
+    "files",
+    "positions",
+    "providers",
+    "limits",
+    "latency_ms_p50",
+    "latency_ms_p95",
+}
 
 
 def _sum_into(total: dict[str, Any], part: dict[str, Any]) -> None:
@@ -371,7 +389,9 @@ async def ensure_limits(config: RunConfig, in_flight: int) -> dict[str, tuple[st
                 existing = await client.read_global_concurrency_limit_by_name(name)
             except ObjectNotFound:
                 try:
-                    await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=in_flight))
+                    await client.create_global_concurrency_limit(
+                        GlobalConcurrencyLimitCreate(name=name, limit=in_flight)
+                    )
                     limits[provider.source_id] = (name, in_flight)
                     continue
                 except ObjectAlreadyExists:
@@ -418,11 +438,15 @@ async def generate_sharded(
         async def run_shard(index: int) -> Any:
             async with concurrency(names, occupy=1, strict=True):
                 logger.info("shard %d/%d starting", index, shards)
-                return await run_deployment(
+                return await run_deployment(  # type: ignore[misc]  # the async variant when awaited
                     shard_deployment,
                     parameters={
-                        "config_path": config_file, "retry_failed": retry_failed, "skip_invalid": skip_invalid,
-                        "shard_index": index, "shard_count": shards, "rate_shares": shares,
+                        "config_path": config_file,
+                        "retry_failed": retry_failed,
+                        "skip_invalid": skip_invalid,
+                        "shard_index": index,
+                        "shard_count": shards,
+                        "rate_shares": shares,
                     },
                     flow_run_name=f"{config.batch}-shard-{index}-of-{shards}",
                     timeout=None,

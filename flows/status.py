@@ -34,13 +34,15 @@ def run_status(target: str | Path) -> dict[str, Any]:
         slots = answer_slots(config.providers, config.samples_per_provider)
         fingerprints = SlotFingerprints(slots)
         provider_of = {slot.answer_id: slot.provider.source_id for slot in slots}
-        counts = {p.source_id: Counter() for p in config.providers}
-        reasons = {p.source_id: Counter() for p in config.providers}
+        counts: dict[str, Counter[str]] = {p.source_id: Counter() for p in config.providers}
+        reasons: dict[str, Counter[str]] = {p.source_id: Counter() for p in config.providers}
         prompts = 0
         with ResponseStore(config.store_path, read_only=True) if config.store_path.is_file() else _no_store() as store:
             for chunk in batched(iter_prompts(config.prompts), _LOOKUP_BATCH):
                 prompts += len(chunk)
-                keys = [(answer_id, fp) for r in chunk for answer_id, fp in fingerprints.of(r.messages, r.system).items()]
+                keys = [
+                    (answer_id, fp) for r in chunk for answer_id, fp in fingerprints.of(r.messages, r.system).items()
+                ]
                 stored = store.get_many(fp for _, fp in keys) if store is not None else {}
                 for answer_id, fp in keys:
                     source_id, result = provider_of[answer_id], stored.get(fp)

@@ -102,16 +102,16 @@ def isolate_temporary_server() -> bool:
         def Popen(args: list[str], **kwargs: object) -> subprocess.Popen[bytes]:  # noqa: N802 - the module's name
             args = list(args)
             if args[1:3] != ["-m", "uvicorn"]:  # not the command this knows how to watch: leave it as it is
-                return subprocess.Popen(args, **kwargs)  # type: ignore[call-overload,no-any-return]
+                return subprocess.Popen(args, **kwargs)  # type: ignore[call-overload]
             args = [args[0], "-c", _WATCH_PARENT, str(os.getpid()), *args[3:]]
-            return subprocess.Popen(args, start_new_session=True, **kwargs)  # type: ignore[call-overload,no-any-return]
+            return subprocess.Popen(args, start_new_session=True, **kwargs)  # type: ignore[call-overload]
 
     class _OwnSessionServer(SubprocessASGIServer):
         def _run_uvicorn_command(self) -> subprocess.Popen[bytes]:
-            server_module.subprocess = _Subprocess()  # type: ignore[assignment]
+            server_module.subprocess = _Subprocess()  # type: ignore[attr-defined,assignment]
             try:
-                return super()._run_uvicorn_command()  # type: ignore[no-any-return]
+                return super()._run_uvicorn_command()
             finally:
-                server_module.subprocess = subprocess
+                server_module.subprocess = subprocess  # type: ignore[attr-defined]
 
     return type(_OwnSessionServer()) is _OwnSessionServer  # registered as the server Prefect's clients start

@@ -199,8 +199,20 @@ def summary_table(summary: dict[str, Any]) -> Any:
     from rich.table import Table
 
     table = Table(title=f"{summary['project']} / {summary['batch']}", caption=f"cost: {summary_cost_text(summary)}")
-    columns = ("provider", "model", "answered", "failed", "skipped", "called", "reused", "tokens in/out",
-               "cost USD", "p50 ms", "p95 ms", "failures")
+    columns = (
+        "provider",
+        "model",
+        "answered",
+        "failed",
+        "skipped",
+        "called",
+        "reused",
+        "tokens in/out",
+        "cost USD",
+        "p50 ms",
+        "p95 ms",
+        "failures",
+    )
     for column in columns:
         table.add_column(column, justify="left" if column in ("provider", "model", "failures") else "right")
     for sid, p in summary["providers"].items():

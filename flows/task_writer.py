@@ -16,7 +16,9 @@ from task_builder.quality import all_identical, task_flags
 from task_builder.template import TaskFilters
 
 
-def filter_reason(filters: TaskFilters, answers: dict[str, tuple[str, str | None]], flags: dict[str, list[str]]) -> str | None:
+def filter_reason(
+    filters: TaskFilters, answers: dict[str, tuple[str, str | None]], flags: dict[str, list[str]]
+) -> str | None:
     """Why a task should not reach annotators under the template's filters, or ``None``."""
     if filters.drop_all_identical and all_identical(answers):
         return "all answers are identical"
@@ -55,13 +57,18 @@ class TaskWriter:
         plans = self.layout.plan(record.id, answered) if len(answered) >= self.required else []
         if not plans:
             counts.incomplete += 1
-            self._write_line(self._incomplete_out, {
-                "prompt_id": record.id,
-                "task_id": task_id_for(self.ctx.batch, record.id),
-                "reason": f"{len(answered)} answer(s), {self.required} required",
-                "answered": sorted(slot.answer_id for slot in answered),
-                "errors": {aid: {"error_type": r.error_type, "error": r.error} for aid, r in results.items() if not r.ok},
-            })
+            self._write_line(
+                self._incomplete_out,
+                {
+                    "prompt_id": record.id,
+                    "task_id": task_id_for(self.ctx.batch, record.id),
+                    "reason": f"{len(answered)} answer(s), {self.required} required",
+                    "answered": sorted(slot.answer_id for slot in answered),
+                    "errors": {
+                        aid: {"error_type": r.error_type, "error": r.error} for aid, r in results.items() if not r.ok
+                    },
+                },
+            )
             return
         written = 0
         for planned in plans:
@@ -70,10 +77,16 @@ class TaskWriter:
             reason = filter_reason(self.ctx.template.filters, texts, flags)
             if reason is not None:
                 counts.tasks_filtered += 1
-                self._write_line(self._filtered_out, {
-                    "task_id": planned.task_id, "prompt_id": record.id, "variant": planned.variant,
-                    "reason": reason, "flags": flags,
-                })
+                self._write_line(
+                    self._filtered_out,
+                    {
+                        "task_id": planned.task_id,
+                        "prompt_id": record.id,
+                        "variant": planned.variant,
+                        "reason": reason,
+                        "flags": flags,
+                    },
+                )
                 continue
             shell = build_task(self.ctx, record, planned, self.slots, results, flags)
             self._tasks_out.write(shell.to_json_line() + "\n")

@@ -117,8 +117,12 @@ class TaskWriterProcess:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PROJECT_ROOT, env.get("PYTHONPATH")) if p)
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "flows.writer_process",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
+            sys.executable,
+            "-m",
+            "flows.writer_process",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
             start_new_session=True,  # out of the terminal's process group: Ctrl-C is the parent's to handle
         )
         writer = cls(process, Path(setup.run_dir))
@@ -202,10 +206,11 @@ def serve(requests: IO[bytes]) -> WriterReport:
     layout = TaskLayout(setup.layout_kind, setup.ctx.batch, setup.seed, setup.pairs_per_prompt)
     with ExitStack() as files:
         tasks_out, incomplete_out, filtered_out = (
-            files.enter_context(atomic_open(run_dir / name))
-            for name in OUTPUT_FILES
+            files.enter_context(atomic_open(run_dir / name)) for name in OUTPUT_FILES
         )
-        writer = TaskWriter(setup.ctx, layout, setup.slots, setup.required_answers, tasks_out, incomplete_out, filtered_out)
+        writer = TaskWriter(
+            setup.ctx, layout, setup.slots, setup.required_answers, tasks_out, incomplete_out, filtered_out
+        )
         while (message := read_frame(requests)) != FINISH:
             records, results = message
             for record, prompt_results in zip(records, results, strict=True):

@@ -42,7 +42,7 @@ class PromptRecord:
     @property
     def prompt_text(self) -> str:
         """The text of the final user message."""
-        return self.messages[-1]["content"]
+        return str(self.messages[-1]["content"])
 
 
 @dataclass(slots=True)
@@ -67,9 +67,16 @@ def load_template(name: str | None, base_dir: Path | None = None) -> jinja2.Temp
             try:
                 return env.from_string(candidate.read_text(encoding="utf-8"))
             except jinja2.TemplateSyntaxError as exc:
-                raise InputError([InputProblem(str(candidate), exc.lineno, f"template syntax error: {exc.message}")]) from None
-    raise InputError([InputProblem(name, None, f"prompt template not found ({where_searched(base_dir, name)}; "
-                                               "and in prompts/templates/)")])
+                raise InputError(
+                    [InputProblem(str(candidate), exc.lineno, f"template syntax error: {exc.message}")]
+                ) from None
+    raise InputError(
+        [
+            InputProblem(
+                name, None, f"prompt template not found ({where_searched(base_dir, name)}; and in prompts/templates/)"
+            )
+        ]
+    )
 
 
 def iter_records(config: PromptsConfig) -> Iterator[PromptRecord | InputProblem]:

@@ -123,7 +123,13 @@ class Provider(abc.ABC):
                     finally:
                         self.limiter.release(estimate, used, ok)
         except _Stop as stop:
-            return CallResult(ok=False, attempts=attempts, error_type=stop.error_type, error=stop.reason, created_at=utc_now("milliseconds"))
+            return CallResult(
+                ok=False,
+                attempts=attempts,
+                error_type=stop.error_type,
+                error=stop.reason,
+                created_at=utc_now("milliseconds"),
+            )
         except ProviderError as exc:
             error = scrub(exc.message, self._secrets)
             self.breaker.record(False, exc.label, exc.status_code, error)
@@ -156,5 +162,3 @@ class Provider(abc.ABC):
             raise _Stop(SKIPPED, f"provider {self.breaker.reason}")
         if self._should_stop():
             raise _Stop(INTERRUPTED, "the run was stopped before this call was made")
-
-

@@ -32,10 +32,10 @@ ParamValue = Annotated[Any, BeforeValidator(finite)]
 """Any other sampling parameter: sent as given, but no NaN or infinity anywhere in it."""
 
 
-class SamplingParams(TypedDict, total=False, extra_items=ParamValue):
+class SamplingParams(TypedDict, total=False, extra_items=ParamValue):  # type: ignore[call-arg]  # PEP 728
     """``params``: sent to the API as given; the well-known numeric ones must be finite numbers."""
 
-    __pydantic_config__ = ConfigDict(extra="allow")  # other keys are ParamValue (not the models' "forbid")
+    __pydantic_config__ = ConfigDict(extra="allow")  # type: ignore[misc]  # other keys are ParamValue
     temperature: ParamNumber
     top_p: ParamNumber
     top_k: ParamNumber
@@ -47,19 +47,78 @@ class SamplingParams(TypedDict, total=False, extra_items=ParamValue):
 
 
 # Parameters some API or OpenAI-compatible server takes: never taken for a misspelling of a well-known one.
-OTHER_KNOWN_PARAMS = frozenset({
-    "stop", "stop_sequences", "logprobs", "top_logprobs", "logit_bias", "response_format", "tools", "tool_choice",
-    "parallel_tool_calls", "user", "metadata", "reasoning_effort", "reasoning", "service_tier", "store", "modalities",
-    "prediction", "audio", "stream_options", "web_search_options", "verbosity", "thinking", "functions",
-    "function_call", "suffix", "echo", "min_p", "top_a", "typical_p", "repetition_penalty", "repeat_penalty",
-    "repeat_last_n", "length_penalty", "best_of", "use_beam_search", "ignore_eos", "min_tokens", "max_new_tokens",
-    "do_sample", "num_predict", "num_ctx", "mirostat", "mirostat_eta", "mirostat_tau", "tfs_z",
-    "skip_special_tokens", "spaces_between_special_tokens", "stop_token_ids", "include_stop_str_in_output",
-    "guided_json", "guided_regex", "guided_choice", "guided_grammar", "guided_decoding_backend",
-    "chat_template_kwargs", "truncate_prompt_tokens", "prompt_logprobs", "safe_prompt", "random_seed",
-    "top_n_sigma", "dry_multiplier", "xtc_probability", "xtc_threshold", "extra_body", "provider", "transforms",
-    "models", "route",
-})
+OTHER_KNOWN_PARAMS = frozenset(
+    {
+        "stop",
+        "stop_sequences",
+        "logprobs",
+        "top_logprobs",
+        "logit_bias",
+        "response_format",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "user",
+        "metadata",
+        "reasoning_effort",
+        "reasoning",
+        "service_tier",
+        "store",
+        "modalities",
+        "prediction",
+        "audio",
+        "stream_options",
+        "web_search_options",
+        "verbosity",
+        "thinking",
+        "functions",
+        "function_call",
+        "suffix",
+        "echo",
+        "min_p",
+        "top_a",
+        "typical_p",
+        "repetition_penalty",
+        "repeat_penalty",
+        "repeat_last_n",
+        "length_penalty",
+        "best_of",
+        "use_beam_search",
+        "ignore_eos",
+        "min_tokens",
+        "max_new_tokens",
+        "do_sample",
+        "num_predict",
+        "num_ctx",
+        "mirostat",
+        "mirostat_eta",
+        "mirostat_tau",
+        "tfs_z",
+        "skip_special_tokens",
+        "spaces_between_special_tokens",
+        "stop_token_ids",
+        "include_stop_str_in_output",
+        "guided_json",
+        "guided_regex",
+        "guided_choice",
+        "guided_grammar",
+        "guided_decoding_backend",
+        "chat_template_kwargs",
+        "truncate_prompt_tokens",
+        "prompt_logprobs",
+        "safe_prompt",
+        "random_seed",
+        "top_n_sigma",
+        "dry_multiplier",
+        "xtc_probability",
+        "xtc_threshold",
+        "extra_body",
+        "provider",
+        "transforms",
+        "models",
+        "route",
+    }
+)
 
 
 class Price(BaseModel):
@@ -85,7 +144,7 @@ class ProviderConfig(BaseModel):
     model: str = Field(min_length=1)
     base_url: str | None = None
     api_key_env: str | None = None
-    params: SamplingParams = Field(default_factory=dict)
+    params: SamplingParams = Field(default_factory=lambda: SamplingParams())
     system_prompt: str | None = None
     max_concurrency: ConfigInt = Field(default=16, ge=1, le=4096)
     timeout_s: ConfigFloat = Field(default=120.0, gt=0)
@@ -135,7 +194,9 @@ class ProviderConfig(BaseModel):
                 continue
             suggestion = did_you_mean(key, well_known)
             if suggestion is not None:
-                raise ValueError(f"unknown parameter '{key}': did you mean '{suggestion}'? (params are sent to the API as given)")
+                raise ValueError(
+                    f"unknown parameter '{key}': did you mean '{suggestion}'? (params are sent to the API as given)"
+                )
         return value
 
     @model_validator(mode="after")
@@ -163,7 +224,7 @@ class ProviderConfig(BaseModel):
             from prefect.blocks.system import Secret
 
             try:
-                block = await Secret.aload(self.api_key_secret)
+                block: Any = await Secret.aload(self.api_key_secret)
             except ValueError:
                 raise KeyError(f"Prefect Secret block '{self.api_key_secret}'") from None
             return SecretStr(str(block.get()))
@@ -179,7 +240,7 @@ class ProviderConfig(BaseModel):
 
     def wire_params(self) -> dict[str, Any]:
         """Sampling parameters as this provider kind's API expects them."""
-        params = dict(self.params)
+        params: dict[str, Any] = dict(self.params)
         if self.kind == "anthropic":
             if "max_completion_tokens" in params:
                 params["max_tokens"] = params.pop("max_completion_tokens")

@@ -84,6 +84,7 @@ def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
         raw = headers.get(name)
         if not raw:
             continue
+        seconds: float | None
         try:
             seconds = float(raw) / scale
         except ValueError:

@@ -99,8 +99,9 @@ def error_message(content: bytes, fallback: str) -> str:
         return fallback
     if isinstance(data, dict):
         inner = data.get("error", data)
-        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-            return inner["message"]
+        message = inner.get("message") if isinstance(inner, dict) else None
+        if isinstance(message, str):
+            return message
     return fallback
 
 

@@ -144,7 +144,8 @@ class RateGovernor:
         """Apply a configured limit (a group takes the lowest of its members')."""
         candidates = {
             "requests": (requests_per_minute / 60.0, float(burst or max(1, math.ceil(requests_per_minute / 60))))
-            if requests_per_minute else None,
+            if requests_per_minute
+            else None,
             "tokens": (tokens_per_minute / 60.0, tokens_per_minute / 60.0) if tokens_per_minute else None,
         }
         for name, new in candidates.items():

@@ -84,10 +84,18 @@ def rate_info(headers: Mapping[str, str], now: datetime | None = None) -> RateIn
     response announces nothing (many OpenAI-compatible servers).
     """
     if "x-ratelimit-limit-requests" in headers or "x-ratelimit-limit-tokens" in headers:
-        requests = _allowance(headers, "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
-                              openai_duration_s(headers.get("x-ratelimit-reset-requests")))
-        tokens = _allowance(headers, "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
-                            openai_duration_s(headers.get("x-ratelimit-reset-tokens")))
+        requests = _allowance(
+            headers,
+            "x-ratelimit-limit-requests",
+            "x-ratelimit-remaining-requests",
+            openai_duration_s(headers.get("x-ratelimit-reset-requests")),
+        )
+        tokens = _allowance(
+            headers,
+            "x-ratelimit-limit-tokens",
+            "x-ratelimit-remaining-tokens",
+            openai_duration_s(headers.get("x-ratelimit-reset-tokens")),
+        )
         return RateInfo(requests, tokens)
     prefix = "anthropic-ratelimit-"
     if not any(prefix + kind + "-limit" in headers for kind in ("requests", "tokens", "input-tokens")):
@@ -96,8 +104,9 @@ def rate_info(headers: Mapping[str, str], now: datetime | None = None) -> RateIn
     found: dict[str, Allowance | None] = {}
     for name in ("requests", "tokens", "input-tokens"):
         base = prefix + name
-        found[name] = _allowance(headers, base + "-limit", base + "-remaining",
-                                 rfc3339_in_s(headers.get(base + "-reset"), now))
+        found[name] = _allowance(
+            headers, base + "-limit", base + "-remaining", rfc3339_in_s(headers.get(base + "-reset"), now)
+        )
     return RateInfo(found["requests"], found["tokens"] or found["input-tokens"])
 
 

@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from providers.result import CallResult
 from providers.store import ResponseStore, StoreError
@@ -53,8 +53,12 @@ class StoreFailed(Exception):
         super().__init__(
             f"{error}. New calls were stopped at the first failed commit. Of the results received this run, "
             f"{counts.kept} are in the store, {counts.rescued} were rescued{where}{lost}."
-            + (" The next rlhf run of this batch reads the rescue file back into the store (give it the same "
-               "--rescue-dir, if one was given)." if counts.rescued else "")
+            + (
+                " The next rlhf run of this batch reads the rescue file back into the store (give it the same "
+                "--rescue-dir, if one was given)."
+                if counts.rescued
+                else ""
+            )
         )
         self.error = error
         self.counts = counts
@@ -98,8 +102,10 @@ class AnswerKeeper:
             self._rescue = None
 
     def _rescue_one(self, fingerprint: str, source_id: str, prompt_id: str, result: CallResult) -> None:
-        line = json.dumps({"fingerprint": fingerprint, "source_id": source_id, "prompt_id": prompt_id,
-                           "result": result.to_dict()}, ensure_ascii=False)
+        line = json.dumps(
+            {"fingerprint": fingerprint, "source_id": source_id, "prompt_id": prompt_id, "result": result.to_dict()},
+            ensure_ascii=False,
+        )
         try:
             handle = self._rescue or self._open_rescue()
             handle.write(line + "\n")
@@ -140,7 +146,7 @@ def recover_rescued(store: ResponseStore, rescue_dir: Path) -> int:
     return recovered
 
 
-def _rows_of(path: Path, store: str) -> list[dict[str, object]] | None:
+def _rows_of(path: Path, store: str) -> list[dict[str, Any]] | None:
     """The results in a rescue file of ``store``; None for another store's file or an unreadable one."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()

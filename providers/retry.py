@@ -44,9 +44,9 @@ class wait_retry_after_or_backoff(wait_base):
         if _rate_limited(exc):
             return 0.0
         if isinstance(exc, ProviderError) and exc.retry_after_s is not None:
-            return min(exc.retry_after_s, self._max_retry_after)
+            return float(min(exc.retry_after_s, self._max_retry_after))
         exponential = self._initial * 2 ** (retry_state.attempt_number - 1)
-        return min(self._maximum, exponential + random.uniform(0, self._initial))
+        return float(min(self._maximum, exponential + random.uniform(0, self._initial)))
 
 
 class stop_when_budget_spent(stop_base):

@@ -43,13 +43,26 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 _RESULT_COLUMNS = (
-    "ok", "text", "model", "finish_reason", "input_tokens", "output_tokens", "request_id",
-    "latency_ms", "attempts", "error_type", "error", "status_code", "created_at",
+    "ok",
+    "text",
+    "model",
+    "finish_reason",
+    "input_tokens",
+    "output_tokens",
+    "request_id",
+    "latency_ms",
+    "attempts",
+    "error_type",
+    "error",
+    "status_code",
+    "created_at",
 )
 _INSERT = (
     "INSERT OR REPLACE INTO responses (fingerprint, source_id, prompt_id, "
     + ", ".join(_RESULT_COLUMNS)
-    + ") VALUES (" + ", ".join("?" * (3 + len(_RESULT_COLUMNS))) + ")"
+    + ") VALUES ("
+    + ", ".join("?" * (3 + len(_RESULT_COLUMNS)))
+    + ")"
 )
 _SELECT = "SELECT fingerprint, " + ", ".join(_RESULT_COLUMNS) + " FROM responses WHERE fingerprint IN "
 _BATCH = 500
@@ -71,7 +84,9 @@ class StoreUnwritable(StoreError):
     """The store cannot take writes: full disk, read-only file or directory (``rlhf`` exits 4)."""
 
 
-_UNREADABLE_ADVICE = "move it aside (or restore it from a backup) and run again: answers missing from it are requested again"
+_UNREADABLE_ADVICE = (
+    "move it aside (or restore it from a backup) and run again: answers missing from it are requested again"
+)
 _UNWRITABLE_ADVICE = "free space or fix the permissions of its directory, then run again"
 # SQLite reports a damaged or foreign file with these; anything else is the file system refusing writes.
 _DAMAGED = ("not a database", "malformed", "corrupt")
@@ -166,8 +181,9 @@ class ResponseStore:
         run of identical client errors, e.g. a gateway's 400 for a bad key). Returns the rows removed.
         """
         ids = list(source_ids)
-        query = ("DELETE FROM responses WHERE ok = 0 AND status_code = ? AND source_id IN ("
-                 + ",".join("?" * len(ids)) + ")")
+        query = (
+            "DELETE FROM responses WHERE ok = 0 AND status_code = ? AND source_id IN (" + ",".join("?" * len(ids)) + ")"
+        )
         with _named_errors(self.path):
             return self._db.execute(query, (status_code, *ids)).rowcount
 

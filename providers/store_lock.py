@@ -78,8 +78,11 @@ def _acquire(store: Path) -> int:
         store.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
-        raise StoreUnwritable(store, f"cannot create its lock file {path.name} ({exc.strerror or exc})",
-                              "fix the permissions of its directory, then run again") from None
+        raise StoreUnwritable(
+            store,
+            f"cannot create its lock file {path.name} ({exc.strerror or exc})",
+            "fix the permissions of its directory, then run again",
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

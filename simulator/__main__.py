@@ -26,8 +26,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[str, int, SimulatorSe
     parser.add_argument("--rate-limit-tokens", type=int, default=None, help="tokens per window")
     parser.add_argument("--rate-limit-window-s", type=float, default=None, help="window / refill period")
     parser.add_argument("--rate-limit-burst", type=int, default=None, help="request bucket capacity")
-    parser.add_argument("--enforce-rate-limits", action="store_true", default=None,
-                        help="answer 429 beyond the limits (token buckets per key and model)")
+    parser.add_argument(
+        "--enforce-rate-limits",
+        action="store_true",
+        default=None,
+        help="answer 429 beyond the limits (token buckets per key and model)",
+    )
     parser.add_argument("--no-rate-limit-headers", action="store_false", default=None, dest="rate_limit_headers")
     parser.add_argument("--retry-after", choices=["seconds", "ms", "none"], default=None)
     parser.add_argument("--settings-json", default=None, help="full SimulatorSettings JSON")

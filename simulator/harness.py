@@ -257,9 +257,7 @@ class SimulatorProcess(_SimulatorUrls):
         self.stop()
 
 
-def start_simulator_process(
-    port: int = 0, *, startup_timeout_s: float = 20.0, **settings: Any
-) -> SimulatorProcess:
+def start_simulator_process(port: int = 0, *, startup_timeout_s: float = 20.0, **settings: Any) -> SimulatorProcess:
     """Start ``python -m simulator`` on 127.0.0.1 (port 0 = a free port) and wait until ready.
 
     Keyword arguments are :class:`SimulatorSettings` fields (``faults`` may hold FaultRule
@@ -271,8 +269,15 @@ def start_simulator_process(
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PACKAGE_PARENT), env.get("PYTHONPATH")) if p)
     command = [
-        sys.executable, "-m", "simulator", "--host", HOST, "--port", str(port),
-        "--settings-json", resolved.model_dump_json(),
+        sys.executable,
+        "-m",
+        "simulator",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--settings-json",
+        resolved.model_dump_json(),
     ]
     with os.fdopen(fd, "wb") as stderr_file:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr_file, env=env)

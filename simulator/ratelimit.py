@@ -90,6 +90,7 @@ class RateLimitWindows:
 
 # ---------------------------------------------------------------------------------- enforced
 
+
 def go_duration(seconds: float) -> str:
     """A delay the way OpenAI writes it (Go's duration format), rounded up to the millisecond:
     ``"0s"``, ``"120ms"``, ``"1s"``, ``"8.64s"``, ``"6m0s"``, ``"1h2m3.5s"``."""
@@ -265,7 +266,11 @@ class TokenBuckets:
         if kind == "requests":
             limit, used, requested = self._request_limit_text, self.request_capacity - int(admission.requests_level), 1
         else:
-            limit, used, requested = self._token_limit_text, self.token_capacity - int(admission.tokens_level), admission.cost
+            limit, used, requested = (
+                self._token_limit_text,
+                self.token_capacity - int(admission.tokens_level),
+                admission.cost,
+            )
         what = "requests" if kind == "requests" else "tokens"
         window = self._per_window(what)
         if api == "openai":

@@ -59,7 +59,9 @@ class Simulator:
             settings.rate_limit_requests, settings.rate_limit_tokens, settings.rate_limit_window_s
         )
         self.buckets = TokenBuckets(
-            settings.rate_limit_requests, settings.rate_limit_tokens, settings.rate_limit_window_s,
+            settings.rate_limit_requests,
+            settings.rate_limit_tokens,
+            settings.rate_limit_window_s,
             settings.rate_limit_burst,
         )
         self._jitter_rng = random.Random(settings.seed)
@@ -72,9 +74,7 @@ class Simulator:
         """Apply partial settings; fault counters restart only when faults or seed change."""
         patch = dict(patch)
         if "faults" in patch and patch["faults"] is not None:
-            patch["faults"] = [
-                rule.model_dump() if isinstance(rule, FaultRule) else rule for rule in patch["faults"]
-            ]
+            patch["faults"] = [rule.model_dump() if isinstance(rule, FaultRule) else rule for rule in patch["faults"]]
         old = self.settings
         new = old.merged(patch)
         self.settings = new
@@ -127,8 +127,14 @@ class Simulator:
         return headers
 
     def _error(
-        self, api: ApiName, kind: str, uid: str, ms: ModelStats | None, message: str | None = None,
-        extra_headers: dict[str, str] | None = None, fault_kind: str | None = None,
+        self,
+        api: ApiName,
+        kind: str,
+        uid: str,
+        ms: ModelStats | None,
+        message: str | None = None,
+        extra_headers: dict[str, str] | None = None,
+        fault_kind: str | None = None,
     ) -> web.Response:
         self.stats.error(ms, fault_kind)
         headers = self._request_id_headers(api, uid)
@@ -145,8 +151,15 @@ class Simulator:
         return answer
 
     def _answer(
-        self, api: ApiName, parsed: ParsedRequest, uid: str, arrival: float, *,
-        empty: bool = False, no_choices: bool = False, answer: Answer | None = None,
+        self,
+        api: ApiName,
+        parsed: ParsedRequest,
+        uid: str,
+        arrival: float,
+        *,
+        empty: bool = False,
+        no_choices: bool = False,
+        answer: Answer | None = None,
         limit_headers: dict[str, str] | None = None,
     ) -> web.Response:
         """A 200 answer. ``limit_headers``: the enforced buckets' headers; without them, the
@@ -160,8 +173,13 @@ class Simulator:
         headers = self._request_id_headers(api, uid)
         if api == "openai":
             payload = openai_completion(
-                f"chatcmpl-{uid}", int(time.time()), parsed.model, content, truncated,
-                parsed.input_tokens, no_choices=no_choices,
+                f"chatcmpl-{uid}",
+                int(time.time()),
+                parsed.model,
+                content,
+                truncated,
+                parsed.input_tokens,
+                no_choices=no_choices,
             )
             if limit_headers is not None:
                 headers.update(limit_headers)
@@ -170,7 +188,11 @@ class Simulator:
             headers["openai-processing-ms"] = str(int((time.monotonic() - arrival) * 1000))
         else:
             payload = anthropic_message(
-                f"msg_01{uid}", parsed.model, content, truncated, parsed.input_tokens,
+                f"msg_01{uid}",
+                parsed.model,
+                content,
+                truncated,
+                parsed.input_tokens,
                 no_content=no_choices,
             )
             if limit_headers is not None:
@@ -181,7 +203,12 @@ class Simulator:
         return web.Response(body=json.dumps(payload).encode(), headers=headers)
 
     def _refuse(
-        self, api: ApiName, model: str, admission: Admission, uid: str, ms: ModelStats | None,
+        self,
+        api: ApiName,
+        model: str,
+        admission: Admission,
+        uid: str,
+        ms: ModelStats | None,
         limit_headers: dict[str, str] | None,
     ) -> web.Response:
         """The rate limiter's 429: the API's body, the buckets' headers and the retry headers."""
@@ -193,8 +220,15 @@ class Simulator:
         return web.Response(status=429, body=self.buckets.refusal_body(api, model, admission), headers=headers)
 
     async def _fault(
-        self, api: ApiName, rule: FaultRule, parsed: ParsedRequest, uid: str, arrival: float,
-        request: web.Request, ms: ModelStats | None, limit_headers: dict[str, str] | None = None,
+        self,
+        api: ApiName,
+        rule: FaultRule,
+        parsed: ParsedRequest,
+        uid: str,
+        arrival: float,
+        request: web.Request,
+        ms: ModelStats | None,
+        limit_headers: dict[str, str] | None = None,
     ) -> web.StreamResponse:
         kind = rule.kind
         if kind in STATUS_FAULTS:
@@ -245,9 +279,7 @@ class Simulator:
         ms = stats.arrive(model if isinstance(model, str) and model else None, fp, arrival, has_key)
         try:
             if self.settings.require_api_key and not has_key:
-                message = (
-                    "You didn't provide an API key." if api == "openai" else "x-api-key header is required"
-                )
+                message = "You didn't provide an API key." if api == "openai" else "x-api-key header is required"
                 return self._error(api, "401", uid, ms, message)
             if api == "anthropic" and not request.headers.get("anthropic-version"):
                 return self._error(api, "400", uid, ms, "anthropic-version: header is required")
@@ -329,8 +361,11 @@ class Simulator:
 
 def _bucket_params(settings: SimulatorSettings) -> tuple[object, ...]:
     return (
-        settings.rate_limit_enforce, settings.rate_limit_requests, settings.rate_limit_tokens,
-        settings.rate_limit_window_s, settings.rate_limit_burst,
+        settings.rate_limit_enforce,
+        settings.rate_limit_requests,
+        settings.rate_limit_tokens,
+        settings.rate_limit_window_s,
+        settings.rate_limit_burst,
     )
 
 
@@ -363,9 +398,7 @@ def build_app(settings: SimulatorSettings | None = None) -> web.Application:
 
 def make_runner(app: web.Application) -> web.AppRunner:
     """An AppRunner for the simulator: no access log, handler cancellation on disconnect."""
-    return web.AppRunner(
-        app, access_log=None, handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT_S
-    )
+    return web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

@@ -24,8 +24,15 @@ from pydantic import ValidationError
 from task_builder.ids import stable_id
 from task_builder.shell import Task
 
-REJECT_KINDS = ("invalid_json", "not_an_object", "invalid_shell", "unknown_task", "unknown_slot_key", "invalid_value",
-                "no_annotation")
+REJECT_KINDS = (
+    "invalid_json",
+    "not_an_object",
+    "invalid_shell",
+    "unknown_task",
+    "unknown_slot_key",
+    "invalid_value",
+    "no_annotation",
+)
 Problem = tuple[str, str]
 
 _TYPES: dict[str, tuple[type, ...]] = {"integer": (int,), "category": (str,), "text": (str,), "boolean": (bool,)}
@@ -48,7 +55,11 @@ def _slots(shell: dict[str, Any]) -> Iterator[tuple[str, str | None, dict[str, A
 def _value_problem(where: str, slot: dict[str, Any], answer_ids: set[str]) -> str | None:
     value, kind = slot["value"], slot["type"]
     if kind == "ranked_choices":
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value) or sorted(value) != sorted(answer_ids):
+        if (
+            not isinstance(value, list)
+            or not all(isinstance(v, str) for v in value)
+            or sorted(value) != sorted(answer_ids)
+        ):
             return f"{where}: a ranking must list every response's source_id once"
         return None
     expected = _TYPES[kind]
@@ -69,14 +80,19 @@ def annotation_problems(shell: Any) -> list[Problem]:
     except ValidationError as exc:
         return [("invalid_shell", f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}") for e in exc.errors()[:5]]
     answer_ids = {
-        m["source_id"] for thread in shell["threads"] for turn in thread["turns"][-1:] for m in turn["messages"]
+        m["source_id"]
+        for thread in shell["threads"]
+        for turn in thread["turns"][-1:]
+        for m in turn["messages"]
         if m["role"] == "assistant"
     }
     problems: list[Problem] = []
     filled = False
     for where, expected_id, slot in _slots(shell):
         if slot["id"] != expected_id:
-            problems.append(("unknown_slot_key", f"{where}: unknown slot key {slot['key']!r} (not a slot this task was built with)"))
+            problems.append(
+                ("unknown_slot_key", f"{where}: unknown slot key {slot['key']!r} (not a slot this task was built with)")
+            )
         elif slot["value"] is not None:
             filled = True
             problem = _value_problem(where, slot, answer_ids)

@@ -82,7 +82,9 @@ def _cut(text: str | None, limit: int) -> str | None:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _question(name: str, title: str, description: str | None, required: bool, settings: dict[str, Any]) -> dict[str, Any]:
+def _question(
+    name: str, title: str, description: str | None, required: bool, settings: dict[str, Any]
+) -> dict[str, Any]:
     return {
         "id": None,
         "inserted_at": None,
@@ -171,8 +173,15 @@ def argilla_dataset(template: AnnotationTemplate | str, max_answers: int, contex
 
     fields: list[dict[str, Any]] = []
     if context:
-        fields.append(_field("context", "Conversation so far", False, kind="chat",
-                             description="The system prompt and earlier turns, if any."))
+        fields.append(
+            _field(
+                "context",
+                "Conversation so far",
+                False,
+                kind="chat",
+                description="The system prompt and earlier turns, if any.",
+            )
+        )
     fields.append(_field("prompt", "Prompt", True))
     fields.extend(_field(name, label, index == 0) for index, (name, label) in enumerate(positions))
 
@@ -183,32 +192,52 @@ def argilla_dataset(template: AnnotationTemplate | str, max_answers: int, contex
             required = index == 0 and settings["type"] != "text"
             questions.append(_question(f"{dim.key}_{name}", f"{label}: {dim.title}", description, required, settings))
         if template.rewrite:
-            questions.append(_question(
-                f"rewrite_{name}", f"{label}: Rewrite",
-                "Rewrite this response into the ideal answer (leave empty if it needs no change).",
-                False, {"type": "text", "use_markdown": True},
-            ))
+            questions.append(
+                _question(
+                    f"rewrite_{name}",
+                    f"{label}: Rewrite",
+                    "Rewrite this response into the ideal answer (leave empty if it needs no change).",
+                    False,
+                    {"type": "text", "use_markdown": True},
+                )
+            )
     turn = template.turn
     answer_options = [(name, label) for name, label in positions]
     if turn.selected_model_id and max_answers >= 2:
         questions.append(_question("selected_model_id", "Which response is best?", None, True, _labels(answer_options)))
     if turn.likert.enabled and max_answers == 2:
         texts = turn.likert.labels_for(positions[0][1], positions[1][1])
-        questions.append(_question(
-            "likert_value", turn.likert.title,
-            f"{texts[0]} … {texts[-1]}.", True,
-            _labels([(str(v), text) for v, text in zip(turn.likert.values, texts)]),
-        ))
+        questions.append(
+            _question(
+                "likert_value",
+                turn.likert.title,
+                f"{texts[0]} … {texts[-1]}.",
+                True,
+                _labels([(str(v), text) for v, text in zip(turn.likert.values, texts)]),
+            )
+        )
     if turn.ranking and max_answers >= 2:
         if max_answers > RANKING_MAX_OPTIONS:
             raise ValueError(f"Argilla ranks at most {RANKING_MAX_OPTIONS} responses, tasks have {max_answers}")
-        questions.append(_question(
-            "ranking", "Rank the responses from best to worst", None, True,
-            {"type": "ranking", "options": [{"value": n, "text": t} for n, t in answer_options]},
-        ))
+        questions.append(
+            _question(
+                "ranking",
+                "Rank the responses from best to worst",
+                None,
+                True,
+                {"type": "ranking", "options": [{"value": n, "text": t} for n, t in answer_options]},
+            )
+        )
     if turn.justification:
-        questions.append(_question("justification", "Justification", "Explain your judgement.", False,
-                                   {"type": "text", "use_markdown": False}))
+        questions.append(
+            _question(
+                "justification",
+                "Justification",
+                "Explain your judgement.",
+                False,
+                {"type": "text", "use_markdown": False},
+            )
+        )
     if not questions:
         raise ValueError(f"template {template.name!r} asks no question for {max_answers} answer(s)")
     if not any(q["required"] for q in questions):
@@ -217,10 +246,7 @@ def argilla_dataset(template: AnnotationTemplate | str, max_answers: int, contex
     metadata = [_terms("prompt_id", "Prompt id", True)]
 
     guidelines = template.description or template.display_title
-    guidelines += (
-        "\n\nThe responses are shown in a random order and without model names;"
-        " judge each on its own merits."
-    )
+    guidelines += "\n\nThe responses are shown in a random order and without model names; judge each on its own merits."
     return {
         "guidelines": guidelines,
         "questions": questions,

@@ -104,13 +104,31 @@ def _slot(task_id: str, turn: int, where: int | str, key: str, kind: str, **fiel
 
 def _answer_slots(template: AnnotationTemplate, task_id: str, turn: int, position: int) -> list[Annotation]:
     slots = [
-        _slot(task_id, turn, position, d.key, d.type, title=d.title, description=d.description, labels=d.labels,
-              possible_values=d.values)
+        _slot(
+            task_id,
+            turn,
+            position,
+            d.key,
+            d.type,
+            title=d.title,
+            description=d.description,
+            labels=d.labels,
+            possible_values=d.values,
+        )
         for d in template.dimensions
     ]
     if template.rewrite:
-        slots.append(_slot(task_id, turn, position, "rewrite", "text", title="Rewrite",
-                           description="Rewrite this response into the ideal answer (leave empty if it needs no change)."))
+        slots.append(
+            _slot(
+                task_id,
+                turn,
+                position,
+                "rewrite",
+                "text",
+                title="Rewrite",
+                description="Rewrite this response into the ideal answer (leave empty if it needs no change).",
+            )
+        )
     return slots
 
 
@@ -119,20 +137,57 @@ def _turn_slots(template: AnnotationTemplate, task_id: str, turn: int, order: li
     labels = [position_label(i) for i in range(len(order))]
     turn_cfg = template.turn
     if turn_cfg.selected_model_id and len(order) >= 2:
-        slots.append(_slot(task_id, turn, "turn", "selected_model_id", "category", title="Which response is best?",
-                           labels=labels, possible_values=list(order)))
+        slots.append(
+            _slot(
+                task_id,
+                turn,
+                "turn",
+                "selected_model_id",
+                "category",
+                title="Which response is best?",
+                labels=labels,
+                possible_values=list(order),
+            )
+        )
     if turn_cfg.likert.enabled and len(order) == 2:
-        slots.append(_slot(task_id, turn, "turn", "likert_value", "integer", title=turn_cfg.likert.title,
-                           labels=turn_cfg.likert.labels_for(labels[0], labels[1]),
-                           possible_values=list(turn_cfg.likert.values)))
+        slots.append(
+            _slot(
+                task_id,
+                turn,
+                "turn",
+                "likert_value",
+                "integer",
+                title=turn_cfg.likert.title,
+                labels=turn_cfg.likert.labels_for(labels[0], labels[1]),
+                possible_values=list(turn_cfg.likert.values),
+            )
+        )
     if turn_cfg.ranking and len(order) >= 2:
         # Scale's ranked_choices has no possible_values: the value is the answers' source ids, best
         # first; metadata.positions maps these labels to them.
-        slots.append(_slot(task_id, turn, "turn", "ranking", "ranked_choices",
-                           title="Rank the responses from best to worst", labels=labels))
+        slots.append(
+            _slot(
+                task_id,
+                turn,
+                "turn",
+                "ranking",
+                "ranked_choices",
+                title="Rank the responses from best to worst",
+                labels=labels,
+            )
+        )
     if turn_cfg.justification and order:
-        slots.append(_slot(task_id, turn, "turn", "justification", "text", title="Justification",
-                           description="Explain your judgement."))
+        slots.append(
+            _slot(
+                task_id,
+                turn,
+                "turn",
+                "justification",
+                "text",
+                title="Justification",
+                description="Explain your judgement.",
+            )
+        )
     return slots
 
 

@@ -131,7 +131,7 @@ class _Task:
     task_id: str
     prompt_id: str | None
     annotator: str | None
-    prompt: list[dict[str, str]]
+    prompt: list[dict[str, Any]]
     answers: list[_Answer]
     turn_slots: dict[str, dict[str, Any]]
 
@@ -143,10 +143,16 @@ class _Task:
 # Reading an annotated task
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
 def _text(message: dict[str, Any]) -> str:
     content = message.get("content")
-    if isinstance(content, dict) and isinstance(content.get("text"), str):
-        return content["text"]
+    text = content.get("text") if isinstance(content, dict) else None
+    if isinstance(text, str):
+        return text
     raise _Invalid("message without content.text")
 
 
@@ -193,7 +199,7 @@ def _parse(task: Any) -> _Task:
     turns = threads[0].get("turns")
     if not isinstance(turns, list) or not turns or not all(isinstance(t, dict) for t in turns):
         raise _Invalid("no turns")
-    prompt: list[dict[str, str]] = []
+    prompt: list[dict[str, Any]] = []
     for turn in turns[:-1]:
         for message in turn.get("messages") or []:
             prompt.append({"role": message.get("role"), "content": _text(message)})
@@ -201,8 +207,8 @@ def _parse(task: Any) -> _Task:
     if not isinstance(final, list):
         raise _Invalid("last turn has no messages")
     answers: list[_Answer] = []
-    metadata = task.get("metadata") if isinstance(task.get("metadata"), dict) else {}
-    reported = metadata.get("responses") if isinstance(metadata.get("responses"), dict) else {}
+    metadata = _mapping(task.get("metadata"))
+    reported = _mapping(metadata.get("responses"))
     for message in final:
         if not isinstance(message, dict):
             raise _Invalid("message is not an object")
@@ -249,7 +255,7 @@ def _parse(task: Any) -> _Task:
         values = likert.get("possible_values")
         if not values or len(values) < 2 or not all(isinstance(v, int) for v in values):
             raise _Invalid("likert_value without integer possible_values")
-    annotation = metadata.get("annotation") if isinstance(metadata.get("annotation"), dict) else {}
+    annotation = _mapping(metadata.get("annotation"))
     annotator = annotation.get("annotator")
     prompt_id = metadata.get("prompt_id")
     return _Task(
@@ -508,7 +514,11 @@ def _schema_of(pa: Any, path: Path) -> Any:
                 raise ValueError(f"column {column!r} mixes value types, cannot write Parquet: {exc}") from None
         chunk_schema = pa.schema(fields)
         try:
-            schema = chunk_schema if schema is None else pa.unify_schemas([schema, chunk_schema], promote_options="permissive")
+            schema = (
+                chunk_schema
+                if schema is None
+                else pa.unify_schemas([schema, chunk_schema], promote_options="permissive")
+            )
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise ValueError(f"a column changes type between rows, cannot write Parquet: {exc}") from None
     return schema if schema is not None else pa.schema([])

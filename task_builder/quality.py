@@ -24,32 +24,62 @@ SHORT_REFERENCE_WORDS = 60
 
 REFUSAL_PHRASES: tuple[str, ...] = (
     # English
-    "i can't help with", "i cannot help with", "i can't assist", "i cannot assist", "i'm unable to help",
-    "i am unable to help", "i won't be able to help", "i can't provide", "i cannot provide",
-    "i'm sorry, but i can't", "i'm sorry, but i cannot", "i am sorry, but i cannot", "i can't comply",
-    "i cannot comply", "as an ai language model, i cannot", "i must decline", "i'm not able to help",
+    "i can't help with",
+    "i cannot help with",
+    "i can't assist",
+    "i cannot assist",
+    "i'm unable to help",
+    "i am unable to help",
+    "i won't be able to help",
+    "i can't provide",
+    "i cannot provide",
+    "i'm sorry, but i can't",
+    "i'm sorry, but i cannot",
+    "i am sorry, but i cannot",
+    "i can't comply",
+    "i cannot comply",
+    "as an ai language model, i cannot",
+    "i must decline",
+    "i'm not able to help",
     # Spanish
-    "lo siento, pero no puedo", "no puedo ayudar con", "no puedo ayudarte con", "no puedo proporcionar",
+    "lo siento, pero no puedo",
+    "no puedo ayudar con",
+    "no puedo ayudarte con",
+    "no puedo proporcionar",
     # French
-    "je suis désolé, mais je ne peux pas", "je ne peux pas vous aider", "je ne peux pas t'aider",
+    "je suis désolé, mais je ne peux pas",
+    "je ne peux pas vous aider",
+    "je ne peux pas t'aider",
     "je ne peux pas fournir",
     # German
-    "es tut mir leid, aber ich kann", "ich kann ihnen dabei nicht helfen", "ich kann dir dabei nicht helfen",
+    "es tut mir leid, aber ich kann",
+    "ich kann ihnen dabei nicht helfen",
+    "ich kann dir dabei nicht helfen",
     "ich kann keine",
     # Portuguese
-    "desculpe, mas não posso", "não posso ajudar com",
+    "desculpe, mas não posso",
+    "não posso ajudar com",
     # Italian
-    "mi dispiace, ma non posso", "non posso aiutarti",
+    "mi dispiace, ma non posso",
+    "non posso aiutarti",
     # Dutch
-    "het spijt me, maar ik kan", "ik kan je daar niet mee helpen",
+    "het spijt me, maar ik kan",
+    "ik kan je daar niet mee helpen",
     # Russian
-    "извините, но я не могу", "я не могу помочь", "я не могу предоставить",
+    "извините, но я не могу",
+    "я не могу помочь",
+    "я не могу предоставить",
     # Chinese
-    "抱歉，我无法", "对不起，我不能", "我无法提供", "我不能帮助",
+    "抱歉，我无法",
+    "对不起，我不能",
+    "我无法提供",
+    "我不能帮助",
     # Japanese
-    "申し訳ありませんが", "お手伝いできません",
+    "申し訳ありませんが",
+    "お手伝いできません",
     # Korean
-    "죄송하지만", "도와드릴 수 없습니다",
+    "죄송하지만",
+    "도와드릴 수 없습니다",
 )
 
 
@@ -90,7 +120,9 @@ def task_flags(answers: dict[str, tuple[str, str | None]]) -> dict[str, list[str
     keys = list(answers)
     similar = {  # each unordered pair once
         (a, b): _jaccard(shingles[a], shingles[b]) >= NEAR_DUPLICATE_JACCARD
-        for i, a in enumerate(keys) for b in keys[i + 1:] if folded[a] and folded[b]
+        for i, a in enumerate(keys)
+        for b in keys[i + 1 :]
+        if folded[a] and folded[b]
     }
     flags: dict[str, list[str]] = {}
     for key, (text, finish_reason) in answers.items():

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer
-from pydantic.functional_serializers import SerializerFunctionWrapHandler
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 AnnotationType = Literal["integer", "category", "text", "boolean", "ranked_choices"]
 
@@ -29,7 +28,7 @@ class Annotation(_Shape):
 
     @model_serializer(mode="wrap")
     def _keep_value(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data = handler(self)
+        data: dict[str, Any] = handler(self)
         data.setdefault("value", self.value)
         return data
 

@@ -38,10 +38,17 @@ class Dimension(BaseModel):
     description: str | None = None
     type: Literal["integer", "category", "boolean", "text"] = "integer"
     # Whole numbers, or labels when every value is text (tagged, so an error names values[i], not a union member).
-    values: Annotated[
-        Annotated[list[ConfigInt], Tag("<numbers>")] | Annotated[list[str], Tag("<labels>")],
-        Discriminator(lambda v: "<labels>" if isinstance(v, list) and v and all(isinstance(x, str) for x in v) else "<numbers>"),
-    ] | None = None
+    values: (
+        Annotated[
+            Annotated[list[ConfigInt], Tag("<numbers>")] | Annotated[list[str], Tag("<labels>")],
+            Discriminator(
+                lambda v: (
+                    "<labels>" if isinstance(v, list) and v and all(isinstance(x, str) for x in v) else "<numbers>"
+                )
+            ),
+        ]
+        | None
+    ) = None
     labels: list[str] | None = None
     # Whether an annotator must answer it; by default every rating, choice and yes/no is required and
     # free text is not.
@@ -159,7 +166,9 @@ def shipped_templates() -> list[str]:
     return sorted(p.stem for p in TEMPLATE_DIR.glob("*.yaml"))
 
 
-def resolve_template(spec: str | AnnotationTemplate, _depth: int = 0, *, base_dir: Path | None = None) -> AnnotationTemplate:
+def resolve_template(
+    spec: str | AnnotationTemplate, _depth: int = 0, *, base_dir: Path | None = None
+) -> AnnotationTemplate:
     """A usable template from a name, a path or an inline template, with ``extends`` applied.
 
     A path is relative to ``base_dir`` (the directory of the file naming it: the run config's for
@@ -173,7 +182,13 @@ def resolve_template(spec: str | AnnotationTemplate, _depth: int = 0, *, base_di
     if template.extends is None:
         return template
     if _depth >= MAX_EXTENDS_DEPTH:
-        raise InputError([InputProblem(template.name, None, f"'extends' chain deeper than {MAX_EXTENDS_DEPTH} (a cycle?)", "extends")])
+        raise InputError(
+            [
+                InputProblem(
+                    template.name, None, f"'extends' chain deeper than {MAX_EXTENDS_DEPTH} (a cycle?)", "extends"
+                )
+            ]
+        )
     base = resolve_template(template.extends, _depth + 1, base_dir=base_dir)
     given = {key: getattr(template, key) for key in template.model_fields_set if key != "extends"}
     return base.model_copy(update={**given, "extends": None})
@@ -195,8 +210,16 @@ def _load(name_or_path: str, base_dir: Path | None) -> tuple[AnnotationTemplate,
         path = TEMPLATE_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         available = ", ".join(shipped_templates())
-        raise InputError([InputProblem(name_or_path, None, f"annotation template not found (shipped: {available}; "
-                                                            f"as a path: {where_searched(base_dir, name_or_path)})")])
+        raise InputError(
+            [
+                InputProblem(
+                    name_or_path,
+                    None,
+                    f"annotation template not found (shipped: {available}; "
+                    f"as a path: {where_searched(base_dir, name_or_path)})",
+                )
+            ]
+        )
     root, data = read_yaml(path)
     surrogates = surrogate_problems(str(path), root, data)
     if surrogates:

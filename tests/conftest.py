@@ -60,11 +60,20 @@ def sim(_session_simulator: RunningSimulator) -> Iterator[RunningSimulator]:
     """The simulator, reset to its defaults (derived answers, no latency, no faults) for each test."""
     defaults = SimulatorSettings()
     _session_simulator.configure(
-        mode="derived", latency_ms=0, latency_jitter_ms=0, faults=[], scripted=[], require_api_key=False,
-        rate_limit_requests=defaults.rate_limit_requests, rate_limit_tokens=defaults.rate_limit_tokens,
-        rate_limit_window_s=defaults.rate_limit_window_s, request_id_header=defaults.request_id_header,
-        rate_limit_enforce=defaults.rate_limit_enforce, rate_limit_burst=defaults.rate_limit_burst,
-        rate_limit_headers=defaults.rate_limit_headers, rate_limit_retry_after=defaults.rate_limit_retry_after,
+        mode="derived",
+        latency_ms=0,
+        latency_jitter_ms=0,
+        faults=[],
+        scripted=[],
+        require_api_key=False,
+        rate_limit_requests=defaults.rate_limit_requests,
+        rate_limit_tokens=defaults.rate_limit_tokens,
+        rate_limit_window_s=defaults.rate_limit_window_s,
+        request_id_header=defaults.request_id_header,
+        rate_limit_enforce=defaults.rate_limit_enforce,
+        rate_limit_burst=defaults.rate_limit_burst,
+        rate_limit_headers=defaults.rate_limit_headers,
+        rate_limit_retry_after=defaults.rate_limit_retry_after,
     )
     _session_simulator.reset()
     yield _session_simulator
@@ -138,7 +147,9 @@ def write_prompts(path: Path, count: int, start: int = 0) -> Path:
 
     with path.open("w", encoding="utf-8") as handle:
         for i in range(start, start + count):
-            handle.write(json.dumps({"id": f"p-{i:03d}", "prompt": f"Question number {i}: why is the sky blue?"}) + "\n")
+            handle.write(
+                json.dumps({"id": f"p-{i:03d}", "prompt": f"Question number {i}: why is the sky blue?"}) + "\n"
+            )
     return path
 
 

@@ -38,9 +38,20 @@ pytestmark = pytest.mark.slow
 RLHF = str(Path(sys.executable).with_name("rlhf"))
 ALPACA = Path(__file__).resolve().parent.parent / "prompts" / "examples" / "alpaca_sample.jsonl"
 # Source ids and model names that must never reach an annotator's screen.
-SOURCES = {"vendor-north": "gpt-4o-2024-05-13", "vendor-south": "claude-3-5-sonnet-20240620", "vendor-east": "Meta-Llama-3-8B-Instruct"}
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
+SOURCES = {
+    "vendor-north": "gpt-4o-2024-05-13",
+    "vendor-south": "claude-3-5-sonnet-20240620",
+    "vendor-east": "Meta-Llama-3-8B-Instruct",
+}
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TIMEOUT_MS = 90_000
 
 
@@ -70,10 +81,14 @@ def _run(sim: RunningSimulator, tmp_path: Path, sources: list[str], name: str) -
     sim.configure(mode="auto")  # replayed answers, no marker naming the model
     prompts = tmp_path / f"{name}.jsonl"
     prompts.write_text("".join(ALPACA.read_text(encoding="utf-8").splitlines(keepends=True)[:3]), encoding="utf-8")
-    providers = [provider_entry(sim, source, "anthropic" if "claude" in SOURCES[source] else "openai", SOURCES[source])
-                 for source in sources]
+    providers = [
+        provider_entry(sim, source, "anthropic" if "claude" in SOURCES[source] else "openai", SOURCES[source])
+        for source in sources
+    ]
     (tmp_path / name).mkdir()
-    config = write_config(tmp_path / name, providers, prompts, batch=name, annotation={"template": "pref_ranking", "seed": 3})
+    config = write_config(
+        tmp_path / name, providers, prompts, batch=name, annotation={"template": "pref_ranking", "seed": 3}
+    )
     with ThreadPoolExecutor(1) as thread:  # Playwright's sync API keeps an event loop on this thread
         summary = thread.submit(asyncio.run, generate_tasks(str(config))).result()
     return Path(summary["files"]["tasks"]).parent
@@ -84,21 +99,37 @@ def _rlhf(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
 
 
 def _deliver(run_dir: Path, label_studio: LabelStudioServer, title: str) -> dict[str, Any]:
-    done = _rlhf("deliver", str(run_dir), "--to", "label-studio", "--url", label_studio.url, "--project-title", title,
-                 env={"LABEL_STUDIO_TOKEN": label_studio.token})
+    done = _rlhf(
+        "deliver",
+        str(run_dir),
+        "--to",
+        "label-studio",
+        "--url",
+        label_studio.url,
+        "--project-title",
+        title,
+        env={"LABEL_STUDIO_TOKEN": label_studio.token},
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
 
 def _task_ids(label_studio: LabelStudioServer, project_id: int) -> list[int]:
-    response = httpx.get(f"{label_studio.url}/api/tasks", params={"project": project_id},
-                         headers={"Authorization": f"Token {label_studio.token}"}, timeout=30)
+    response = httpx.get(
+        f"{label_studio.url}/api/tasks",
+        params={"project": project_id},
+        headers={"Authorization": f"Token {label_studio.token}"},
+        timeout=30,
+    )
     return sorted(task["id"] for task in response.json()["tasks"])
 
 
 def _annotations(label_studio: LabelStudioServer, task_id: int) -> list[dict[str, Any]]:
-    response = httpx.get(f"{label_studio.url}/api/tasks/{task_id}/annotations",
-                         headers={"Authorization": f"Token {label_studio.token}"}, timeout=30)
+    response = httpx.get(
+        f"{label_studio.url}/api/tasks/{task_id}/annotations",
+        headers={"Authorization": f"Token {label_studio.token}"},
+        timeout=30,
+    )
     return list(response.json())
 
 
@@ -162,8 +193,9 @@ def test_an_annotator_rates_compares_and_submits_and_the_dataset_holds_that_choi
     _screenshot(page, "labeling-pairwise-preference.png")
     page.locator("textarea").last.fill("A names more of the actors asked for.")
     page.get_by_role("button", name="Submit").click()
-    page.wait_for_function(f"fetch('/api/tasks/{ls_task}/annotations').then(r => r.json()).then(a => a.length > 0)",
-                           polling=500)
+    page.wait_for_function(
+        f"fetch('/api/tasks/{ls_task}/annotations').then(r => r.json()).then(a => a.length > 0)", polling=500
+    )
     assert len(_annotations(label_studio, ls_task)) == 1
 
     # A submission with a required rating left out is refused by the form, naming the question.
@@ -180,8 +212,18 @@ def test_an_annotator_rates_compares_and_submits_and_the_dataset_holds_that_choi
     page.close()
 
     out = tmp_path / "annotated.jsonl"
-    harvested = _rlhf("harvest", "--from", "label-studio", "--url", label_studio.url, "--run-dir", str(run_dir),
-                      "--out", str(out), env={"LABEL_STUDIO_TOKEN": label_studio.token})
+    harvested = _rlhf(
+        "harvest",
+        "--from",
+        "label-studio",
+        "--url",
+        label_studio.url,
+        "--run-dir",
+        str(run_dir),
+        "--out",
+        str(out),
+        env={"LABEL_STUDIO_TOKEN": label_studio.token},
+    )
     assert harvested.returncode == 0, harvested.stdout + harvested.stderr
     assert json.loads(harvested.stdout)["annotated"] == 1
     exported = _rlhf("export-dataset", str(out), "--format", "dpo", "--out", str(tmp_path / "datasets"), "--no-parquet")
@@ -194,7 +236,9 @@ def test_an_annotator_rates_compares_and_submits_and_the_dataset_holds_that_choi
     assert (pair["chosen_source_id"], pair["rejected_source_id"]) == (order[0], order[1])  # the click: A better
     assert pair["margin"] == 2.0
     values = {slot["key"]: slot["value"] for slot in turn["annotations"]}
-    assert values["selected_model_id"] == order[0] and values["justification"] == "A names more of the actors asked for."
+    assert (
+        values["selected_model_id"] == order[0] and values["justification"] == "A names more of the actors asked for."
+    )
     first = {s["key"]: s["value"] for s in turn["messages"][1]["annotations"]}
     second = {s["key"]: s["value"] for s in turn["messages"][2]["annotations"]}
     for dim in dimensions:

@@ -64,7 +64,12 @@ def test_settings_for_every_shipped_template(name: str, max_answers: int) -> Non
     for i in range(max_answers):
         for dim in template.dimensions:
             question = questions[f"{dim.key}_{position_name(i)}"]
-            expected = {"integer": "rating", "category": "label_selection", "boolean": "label_selection", "text": "text"}[dim.type]
+            expected = {
+                "integer": "rating",
+                "category": "label_selection",
+                "boolean": "label_selection",
+                "text": "text",
+            }[dim.type]
             assert question["type"] == expected
             assert question["title"].startswith(f"Response {'ABC'[i]}: ")
             assert question["required"] == (i == 0 and expected != "text")
@@ -77,9 +82,14 @@ def test_settings_for_every_shipped_template(name: str, max_answers: int) -> Non
     metadata = by_name(settings["metadata"])
     assert metadata["prompt_id"]["visible_for_annotators"] is True
     assert set(metadata) == {"prompt_id"}  # no source map: Argilla's API returns even hidden metadata
-    expected_count = max_answers * (len(template.dimensions) + template.rewrite) + sum([
-        turn.selected_model_id and max_answers >= 2, turn.likert.enabled and max_answers == 2,
-        turn.ranking and max_answers >= 2, turn.justification])
+    expected_count = max_answers * (len(template.dimensions) + template.rewrite) + sum(
+        [
+            turn.selected_model_id and max_answers >= 2,
+            turn.likert.enabled and max_answers == 2,
+            turn.ranking and max_answers >= 2,
+            turn.justification,
+        ]
+    )
     assert len(questions) == expected_count
 
 
@@ -88,35 +98,49 @@ def test_pref_ranking_question_details() -> None:
     questions = by_name(settings["questions"])
     follow = questions["instruction_following_response_a"]
     assert [o["value"] for o in follow["settings"]["options"]] == [1, 2, 3, 4, 5, 6, 7]
-    assert "1 = 1 - Ignores the request" in follow["description"] and "7 = 7 - Follows it fully" in follow["description"]
+    assert (
+        "1 = 1 - Ignores the request" in follow["description"] and "7 = 7 - Follows it fully" in follow["description"]
+    )
     assert "1 = 1 - Many false claims" in questions["truthfulness_response_a"]["description"]  # labelled ends
     verbosity = questions["verbosity_response_b"]["settings"]
-    assert verbosity["options"] == [{"value": "too_short", "text": "Too short"}, {"value": "just_right", "text": "Just right"},
-                                    {"value": "too_long", "text": "Too long"}]
+    assert verbosity["options"] == [
+        {"value": "too_short", "text": "Too short"},
+        {"value": "just_right", "text": "Just right"},
+        {"value": "too_long", "text": "Too long"},
+    ]
     likert = questions["likert_value"]["settings"]
     assert likert["type"] == "label_selection"
     assert likert["options"][0] == {"value": "1", "text": "Response A much better"}
     assert likert["options"][3] == {"value": "4", "text": "About the same"}
     assert likert["options"][-1] == {"value": "7", "text": "Response B much better"}
     selected = questions["selected_model_id"]["settings"]
-    assert selected["options"] == [{"value": "response_a", "text": "Response A"}, {"value": "response_b", "text": "Response B"}]
+    assert selected["options"] == [
+        {"value": "response_a", "text": "Response A"},
+        {"value": "response_b", "text": "Response B"},
+    ]
     assert selected["visible_options"] is None  # two options: the server wants >= 3 or nothing
 
 
 def test_wide_and_out_of_range_scales_fall_back_to_labels() -> None:
-    template = AnnotationTemplate(name="wide", dimensions=[
-        {"key": "score", "title": "Score", "values": list(range(1, 13))},
-        {"key": "shifted", "title": "Shifted", "values": [5, 8, 11]},
-        {"key": "ok", "title": "Ok", "values": [0, 10]},
-        {"key": "flag", "title": "Flag", "type": "boolean"},
-        {"key": "note", "title": "Note", "type": "text"},
-    ])
+    template = AnnotationTemplate(
+        name="wide",
+        dimensions=[
+            {"key": "score", "title": "Score", "values": list(range(1, 13))},
+            {"key": "shifted", "title": "Shifted", "values": [5, 8, 11]},
+            {"key": "ok", "title": "Ok", "values": [0, 10]},
+            {"key": "flag", "title": "Flag", "type": "boolean"},
+            {"key": "note", "title": "Note", "type": "text"},
+        ],
+    )
     questions = by_name(argilla_dataset(template, 2)["questions"])
     assert questions["score_response_a"]["type"] == "label_selection"
     assert [o["value"] for o in questions["score_response_a"]["settings"]["options"]] == [str(v) for v in range(1, 13)]
     assert questions["shifted_response_a"]["type"] == "label_selection"
     assert questions["ok_response_a"]["type"] == "rating"
-    assert questions["flag_response_a"]["settings"]["options"] == [{"value": "true", "text": "Yes"}, {"value": "false", "text": "No"}]
+    assert questions["flag_response_a"]["settings"]["options"] == [
+        {"value": "true", "text": "Yes"},
+        {"value": "false", "text": "No"},
+    ]
     assert questions["note_response_a"]["type"] == "text" and not questions["note_response_a"]["required"]
     check_server_rules(argilla_dataset(template, 2))
 
@@ -124,26 +148,38 @@ def test_wide_and_out_of_range_scales_fall_back_to_labels() -> None:
 def test_ranking_question_of_helpsteer() -> None:
     questions = by_name(argilla_dataset("helpsteer_0_4", 3)["questions"])
     assert questions["ranking"]["settings"]["options"] == [
-        {"value": "response_a", "text": "Response A"}, {"value": "response_b", "text": "Response B"},
-        {"value": "response_c", "text": "Response C"}]
+        {"value": "response_a", "text": "Response A"},
+        {"value": "response_b", "text": "Response B"},
+        {"value": "response_c", "text": "Response C"},
+    ]
     assert questions["helpfulness_response_c"]["settings"]["options"][0] == {"value": 0}
 
 
 def test_template_with_only_text_questions_still_has_a_required_one() -> None:
-    template = AnnotationTemplate(name="notes", dimensions=[{"key": "note", "title": "Note", "type": "text"}],
-                                  turn={"selected_model_id": False, "likert": {"enabled": False}, "justification": False})
+    template = AnnotationTemplate(
+        name="notes",
+        dimensions=[{"key": "note", "title": "Note", "type": "text"}],
+        turn={"selected_model_id": False, "likert": {"enabled": False}, "justification": False},
+    )
     questions = argilla_dataset(template, 2)["questions"]
     assert [q["required"] for q in questions] == [True, False]
 
 
 def test_records_fields_in_presentation_order_without_sources() -> None:
-    shells = [make_shell(["claude", "gpt-4o", "llama-3"]), make_shell(["llama-3", "gpt-4o"], prompt_id="p2", prompt="Q2")]
+    shells = [
+        make_shell(["claude", "gpt-4o", "llama-3"]),
+        make_shell(["llama-3", "gpt-4o"], prompt_id="p2", prompt="Q2"),
+    ]
     records = list(argilla_records(shells))
     assert len(records) == 2
     first, second = records
     assert first["id"] == shells[0]["task_id"]
-    assert first["fields"] == {"prompt": "What is jazz?", "response_a": TEXTS["claude"], "response_b": TEXTS["gpt-4o"],
-                               "response_c": TEXTS["llama-3"]}
+    assert first["fields"] == {
+        "prompt": "What is jazz?",
+        "response_a": TEXTS["claude"],
+        "response_b": TEXTS["gpt-4o"],
+        "response_c": TEXTS["llama-3"],
+    }
     assert first["metadata"] == {"prompt_id": "p1"}
     assert second["fields"] == {"prompt": "Q2", "response_a": TEXTS["llama-3"], "response_b": TEXTS["gpt-4o"]}
     assert set(first) == {"id", "fields", "metadata", "suggestions", "responses", "vectors", "status"}
@@ -155,15 +191,27 @@ def test_records_keep_system_prompt_and_history_as_chat_context() -> None:
     shell = make_shell(["gpt-4o", "claude"], prompt="Name one.", history=history, system="Terse.")
     (record,) = argilla_records([shell])
     assert record["fields"]["context"] == [
-        {"role": "system", "content": "Terse."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+        {"role": "system", "content": "Terse."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+    ]
     assert record["fields"]["prompt"] == "Name one."
 
 
 def test_write_argilla_files(tmp_path: Path) -> None:
-    shells = [make_shell(["claude", "gpt-4o"]), make_shell(["gpt-4o", "llama-3"], prompt_id="p2",
-                                                          history=[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}])]
+    shells = [
+        make_shell(["claude", "gpt-4o"]),
+        make_shell(
+            ["gpt-4o", "llama-3"],
+            prompt_id="p2",
+            history=[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
+        ),
+    ]
     paths = write_argilla(tmp_path / "argilla", "default", iter(shells))
-    assert paths == {"settings": tmp_path / "argilla" / "settings.json", "records": tmp_path / "argilla" / "records.jsonl"}
+    assert paths == {
+        "settings": tmp_path / "argilla" / "settings.json",
+        "records": tmp_path / "argilla" / "records.jsonl",
+    }
     settings = json.loads(paths["settings"].read_text())
     assert settings == argilla_dataset("default", 2, context=True)
     assert [f["name"] for f in settings["fields"]] == ["context", "prompt", "response_a", "response_b"]

@@ -35,7 +35,9 @@ def cli_env(fake_keys: dict[str, str]) -> dict[str, str]:
     return dict(os.environ)
 
 
-def test_validate_reports_counts_without_calling_anyone(sim: RunningSimulator, tmp_path: Path, cli_env: dict[str, str]) -> None:
+def test_validate_reports_counts_without_calling_anyone(
+    sim: RunningSimulator, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
     config = write_config(tmp_path, three_providers(sim), write_prompts(tmp_path / "p.jsonl", 7))
     result = rlhf("validate", str(config), env=cli_env)
     assert result.returncode == 0, result.stderr
@@ -47,7 +49,9 @@ def test_validate_names_file_line_and_field(sim: RunningSimulator, tmp_path: Pat
     providers = three_providers(sim)
     providers[2]["source_id"] = "gpt-4o"
     config = write_config(tmp_path, providers, write_prompts(tmp_path / "p.jsonl", 2))
-    line = next(i for i, text in enumerate(config.read_text().splitlines(), 1) if "source_id: gpt-4o" in text and i > 10)
+    line = next(
+        i for i, text in enumerate(config.read_text().splitlines(), 1) if "source_id: gpt-4o" in text and i > 10
+    )
     result = rlhf("validate", str(config), env=cli_env)
     assert result.returncode == 2
     assert f"{config}:{line}: providers[2].source_id: duplicate 'gpt-4o'" in result.stderr
@@ -66,7 +70,9 @@ def test_bad_prompt_file_refuses_to_start(sim: RunningSimulator, tmp_path: Path,
     assert sim.stats()["requests_total"] == 0 and not (tmp_path / "out").exists()
 
 
-def test_missing_api_key_is_reported_before_any_call(sim: RunningSimulator, tmp_path: Path, cli_env: dict[str, str]) -> None:
+def test_missing_api_key_is_reported_before_any_call(
+    sim: RunningSimulator, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
     env = {k: v for k, v in cli_env.items() if k != "ANTHROPIC_API_KEY"}
     config = write_config(tmp_path, three_providers(sim), write_prompts(tmp_path / "p.jsonl", 2))
     result = rlhf("run", str(config), env=env)
@@ -108,14 +114,18 @@ def test_run_with_failures_exits_3_and_says_how_to_resume(
 
 
 def test_simulate_serves_both_apis(tmp_path: Path) -> None:
-    process = subprocess.Popen([RLHF, "simulate", "--port", "0", "--latency-ms", "1"], stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [RLHF, "simulate", "--port", "0", "--latency-ms", "1"], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
         match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
         assert match, line
         url = match.group(1)
-        chat = httpx.post(f"{url}/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        chat = httpx.post(
+            f"{url}/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        )
         assert chat.status_code == 200 and chat.json()["choices"][0]["message"]["content"]
         msg = httpx.post(
             f"{url}/v1/messages",
@@ -135,7 +145,11 @@ def test_status_shows_answered_failed_and_missing(
     before = rlhf("status", str(config), "--json", env=cli_env)
     assert before.returncode == 3
     assert json.loads(before.stdout)["providers"]["claude"] == {
-        "planned": 4, "answered": 0, "failed": 0, "missing": 4, "failure_reasons": {}
+        "planned": 4,
+        "answered": 0,
+        "failed": 0,
+        "missing": 4,
+        "failure_reasons": {},
     }
 
     sim.configure(faults=[FaultRule(kind="400", model="llama-3-8b", prompt_contains="number 2:")])
@@ -146,7 +160,13 @@ def test_status_shows_answered_failed_and_missing(
     assert after.returncode == 3
     report = json.loads(after.stdout)["providers"]
     assert report["gpt-4o"] == {"planned": 6, "answered": 4, "failed": 0, "missing": 2, "failure_reasons": {}}
-    assert report["llama-3"] == {"planned": 6, "answered": 3, "failed": 1, "missing": 2, "failure_reasons": {"http_400": 1}}
+    assert report["llama-3"] == {
+        "planned": 6,
+        "answered": 3,
+        "failed": 1,
+        "missing": 2,
+        "failure_reasons": {"http_400": 1},
+    }
     assert sim.stats()["requests_total"] == 12  # status itself calls nobody
 
     table = rlhf("status", str(tmp_path / "out" / "b1"), env=cli_env)
@@ -158,7 +178,9 @@ def test_status_of_a_directory_that_is_not_a_run(tmp_path: Path) -> None:
     assert result.returncode == 2 and "no run.json here" in result.stderr
 
 
-def test_plan_estimates_calls_tokens_cost_and_time(sim: RunningSimulator, tmp_path: Path, cli_env: dict[str, str], prefect_api: str) -> None:
+def test_plan_estimates_calls_tokens_cost_and_time(
+    sim: RunningSimulator, tmp_path: Path, cli_env: dict[str, str], prefect_api: str
+) -> None:
     providers = three_providers(sim)
     providers[0].update(price={"input_per_million": 2.0, "output_per_million": 8.0}, requests_per_minute=60)
     config = write_config(tmp_path, providers, write_prompts(tmp_path / "p.jsonl", 10))
@@ -169,7 +191,10 @@ def test_plan_estimates_calls_tokens_cost_and_time(sim: RunningSimulator, tmp_pa
     prompt_chars = sum(len(json.loads(line)["prompt"]) for line in (tmp_path / "p.jsonl").read_text().splitlines())
     assert gpt["calls"] == 10 and gpt["input_tokens"] == prompt_chars // 4
     assert gpt["output_tokens_range"] == [10 * 512 // 4, 10 * 512]
-    assert gpt["cost_usd_range"] == [round((gpt["input_tokens"] * 2 + 1280 * 8) / 1e6, 4), round((gpt["input_tokens"] * 2 + 5120 * 8) / 1e6, 4)]
+    assert gpt["cost_usd_range"] == [
+        round((gpt["input_tokens"] * 2 + 1280 * 8) / 1e6, 4),
+        round((gpt["input_tokens"] * 2 + 5120 * 8) / 1e6, 4),
+    ]
     assert gpt["min_minutes_at_rate_limits"] == pytest.approx(10 / 60, abs=0.01)
     assert plan["providers"]["claude"]["cost_usd_range"] is None
     assert sim.stats()["requests_total"] == 0
@@ -197,9 +222,15 @@ def test_serve_schedules_the_flow_and_a_triggered_run_makes_a_dated_batch(
     config = write_config(tmp_path, three_providers(sim), newest, batch="nightly-{date}")
     config.write_text(config.read_text().replace(str(newest), str(incoming / "*.jsonl")))
     env = {**_run_env(cli_env, prefect_api), "RLHF_RUN_DATE": "2026-11-27", "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
-    server = subprocess.Popen([RLHF, "serve", str(config), "--cron", "0 3 * * *", "--name", "nightly-test"],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [RLHF, "serve", str(config), "--cron", "0 3 * * *", "--name", "nightly-test"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
+
         async def deployment() -> Any:
             async with get_client() as client:
                 for _ in range(120):

@@ -32,8 +32,11 @@ def annotated_file(tmp_path: Path) -> Path:
     """A harvested file with one annotated task, built as the dataset tests build theirs."""
     from test_datasets import annotate, make_shell
 
-    task = annotate(make_shell(["gpt-4o", "claude"], template="pref_ranking_rewrites"),
-                    turn={"selected_model_id": "claude"}, answers={"claude": {"rewrite": "claude rewritten"}})
+    task = annotate(
+        make_shell(["gpt-4o", "claude"], template="pref_ranking_rewrites"),
+        turn={"selected_model_id": "claude"},
+        answers={"claude": {"rewrite": "claude rewritten"}},
+    )
     path = tmp_path / "annotated.jsonl"
     path.write_text(json.dumps(task) + "\n", encoding="utf-8")
     return path
@@ -42,13 +45,23 @@ def annotated_file(tmp_path: Path) -> Path:
 def test_export_dataset_writes_jsonl_without_pyarrow_and_parquet_only_when_asked(tmp_path: Path) -> None:
     env = without_pyarrow(tmp_path)
     source = annotated_file(tmp_path)
-    plain = subprocess.run([RLHF, "export-dataset", str(source), "--format", "sft", "--out", str(tmp_path / "a")],
-                           capture_output=True, text=True, env=env, timeout=120)
+    plain = subprocess.run(
+        [RLHF, "export-dataset", str(source), "--format", "sft", "--out", str(tmp_path / "a")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert plain.returncode == 0, plain.stderr
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["sft.jsonl"]
 
-    asked = subprocess.run([RLHF, "export-dataset", str(source), "--format", "sft", "--out", str(tmp_path / "b"),
-                            "--parquet"], capture_output=True, text=True, env=env, timeout=120)
+    asked = subprocess.run(
+        [RLHF, "export-dataset", str(source), "--format", "sft", "--out", str(tmp_path / "b"), "--parquet"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert asked.returncode == 2
     assert "error: Parquet output needs the optional dependency pyarrow" in asked.stderr
     assert "[red]" not in asked.stderr and "Traceback" not in asked.stderr

@@ -166,8 +166,7 @@ def test_unknown_http_client(cfg) -> None:
 def test_max_concurrency_zero(cfg) -> None:
     text = TWO_PROVIDERS.replace("    model: gpt-4o\n", "    model: gpt-4o\n    max_concurrency: 0\n")
     assert (
-        error_text(cfg(text))
-        == "cfg.yaml:9: providers[0].max_concurrency: Input should be greater than or equal to 1"
+        error_text(cfg(text)) == "cfg.yaml:9: providers[0].max_concurrency: Input should be greater than or equal to 1"
     )
 
 
@@ -291,8 +290,10 @@ def test_env_expansion(cfg, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CONCURRENCY", raising=False)
     monkeypatch.delenv("SEED", raising=False)
     text = (
-        TWO_PROVIDERS.replace("batch: b1", "batch: ${BATCH_NAME}")
-        .replace("    model: gpt-4o\n", "    model: gpt-4o\n    base_url: ${SIM_URL}/v1\n    max_concurrency: ${CONCURRENCY:-4}\n")
+        TWO_PROVIDERS.replace("batch: b1", "batch: ${BATCH_NAME}").replace(
+            "    model: gpt-4o\n",
+            "    model: gpt-4o\n    base_url: ${SIM_URL}/v1\n    max_concurrency: ${CONCURRENCY:-4}\n",
+        )
         + "annotation: {seed: '${SEED:-42}'}\n"
     )
     config = load_config(cfg(text), require_keys=False)
@@ -318,9 +319,8 @@ def test_env_default_used_when_set_but_empty(cfg, monkeypatch: pytest.MonkeyPatc
 def test_env_unset_variable(cfg, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SIM_URL", raising=False)
     monkeypatch.delenv("OTHER_URL", raising=False)
-    text = (
-        TWO_PROVIDERS.replace("    model: gpt-4o\n", "    model: gpt-4o\n    base_url: ${SIM_URL}/v1\n")
-        .replace("    model: claude-3-5-sonnet\n", "    model: claude-3-5-sonnet\n    base_url: ${OTHER_URL}\n")
+    text = TWO_PROVIDERS.replace("    model: gpt-4o\n", "    model: gpt-4o\n    base_url: ${SIM_URL}/v1\n").replace(
+        "    model: claude-3-5-sonnet\n", "    model: claude-3-5-sonnet\n    base_url: ${OTHER_URL}\n"
     )
     err = error_of(cfg(text))
     assert str(err).splitlines() == [
@@ -344,7 +344,9 @@ def test_config_hash_stable_and_sensitive(cfg, monkeypatch: pytest.MonkeyPatch) 
     first = load_config(cfg(TWO_PROVIDERS)).config_hash()
     assert re.fullmatch(r"[0-9a-f]{16}", first)
     # Same content in another file, formatted differently: same hash.
-    reformatted = "# a comment\n" + TWO_PROVIDERS.replace("{temperature: 0.7, max_tokens: 256}", "{max_tokens: 256, temperature: 0.7}")
+    reformatted = "# a comment\n" + TWO_PROVIDERS.replace(
+        "{temperature: 0.7, max_tokens: 256}", "{max_tokens: 256, temperature: 0.7}"
+    )
     assert load_config(cfg(reformatted, name="other.yaml")).config_hash() == first
     # Only the key's value changed: same hash.
     monkeypatch.setenv("ANTHROPIC_API_KEY", "key-two")
@@ -462,7 +464,9 @@ def test_run_config_model_direct() -> None:
 def test_numbers_from_variables_are_checked_too(cfg, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TIMEOUT", "inf")
     monkeypatch.setenv("RETRIES", "2")
-    text = TWO_PROVIDERS.replace("    model: gpt-4o\n", "    model: gpt-4o\n    timeout_s: ${TIMEOUT}\n    max_retries: ${RETRIES}\n")
+    text = TWO_PROVIDERS.replace(
+        "    model: gpt-4o\n", "    model: gpt-4o\n    timeout_s: ${TIMEOUT}\n    max_retries: ${RETRIES}\n"
+    )
     assert error_text(cfg(text)) == "cfg.yaml:9: providers[0].timeout_s: Input should be a finite number"
     monkeypatch.setenv("TIMEOUT", "30")
     provider = load_config(cfg(text), require_keys=False).providers[0]
@@ -482,7 +486,10 @@ def test_params_keep_their_values_and_booleans_where_they_belong() -> None:
 def test_undecodable_variable_is_an_error_at_its_field(cfg, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODEL", "gpt-\udcff")  # the byte 0xff in a variable, as Python decodes the environment
     text = TWO_PROVIDERS.replace("model: gpt-4o", "model: ${MODEL}")
-    assert error_text(cfg(text)) == "cfg.yaml:8: providers[0].model: not valid Unicode: lone surrogate U+DCFF at character 5"
+    assert (
+        error_text(cfg(text))
+        == "cfg.yaml:8: providers[0].model: not valid Unicode: lone surrogate U+DCFF at character 5"
+    )
 
 
 def test_annotation_template_file_problems(tmp_path: Path) -> None:
@@ -493,7 +500,9 @@ def test_annotation_template_file_problems(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=rf"^{re.escape(str(bad))}:2: not valid UTF-8 \(invalid continuation byte\)$"):
         resolve_template(str(bad))
     bad.write_text('name: t\ntitle: "\\ud800"\nbogus: 1\n')
-    with pytest.raises(InputError, match=rf"^{re.escape(str(bad))}:2: title: not valid Unicode: lone surrogate U\+D800"):
+    with pytest.raises(
+        InputError, match=rf"^{re.escape(str(bad))}:2: title: not valid Unicode: lone surrogate U\+D800"
+    ):
         resolve_template(str(bad))
     bad.write_text("name: t\nbogus: 1\nturn: {likert: {values: [1, false]}}\n")
     with pytest.raises(InputError) as info:

@@ -39,11 +39,21 @@ def make_shell(
 ) -> dict[str, Any]:
     """A real task shell from ``build_task``: answers in ``order`` (position A first)."""
     template = resolve_template(template)
-    providers = [ProviderConfig(source_id=s, kind="openai", model=f"{s}-model", params={"temperature": 0.5}) for s in order]
+    providers = [
+        ProviderConfig(source_id=s, kind="openai", model=f"{s}-model", params={"temperature": 0.5}) for s in order
+    ]
     slots = {slot.answer_id: slot for slot in answer_slots(providers, 1)}
     results = {s: CallResult(ok=True, text=TEXTS[s], model=f"{s}-2024", finish_reason="stop") for s in order}
-    ctx = BatchContext(project="proj", batch="b1", run_id="run", config_hash="h", created_at="2026-01-01T00:00:00Z",
-                       layout="n_way", template=template, generator={"name": "t", "version": "0"})
+    ctx = BatchContext(
+        project="proj",
+        batch="b1",
+        run_id="run",
+        config_hash="h",
+        created_at="2026-01-01T00:00:00Z",
+        layout="n_way",
+        template=template,
+        generator={"name": "t", "version": "0"},
+    )
     record = PromptRecord(id=prompt_id, messages=[*(history or []), {"role": "user", "content": prompt}], system=system)
     planned = PlannedTask(task_id=f"task_{prompt_id}_{'_'.join(order)}", variant="", order=list(order))
     return build_task(ctx, record, planned, slots, results, {}).to_json_dict()
@@ -58,7 +68,11 @@ def annotate(
     """Fill the shell's slots (turn-level by key, per-answer by source id then key) and complete it."""
     task = copy.deepcopy(shell)
     task["status"] = "completed"
-    task["metadata"]["annotation"] = {"annotator": annotator, "platform": "test", "annotated_at": "2026-01-02T00:00:00Z"}
+    task["metadata"]["annotation"] = {
+        "annotator": annotator,
+        "platform": "test",
+        "annotated_at": "2026-01-02T00:00:00Z",
+    }
     last = task["threads"][0]["turns"][-1]
     for slot in last["annotations"]:
         if turn and slot["key"] in turn:
@@ -107,20 +121,31 @@ def test_likert_tie_is_skipped_and_counted_even_with_a_selection() -> None:
 def test_likert_midpoint_comes_from_the_slot_possible_values() -> None:
     template = AnnotationTemplate(name="five", turn={"likert": {"values": [0, 1, 2, 3, 4]}})
     shell = make_shell(["claude", "gpt-4o"], template=template)
-    records, stats = pairs([
-        annotate(shell, turn={"likert_value": 2}),
-        annotate(shell, annotator="ann2", turn={"likert_value": 3}),
-        annotate(shell, annotator="ann3", turn={"likert_value": 0}),
-    ])
+    records, stats = pairs(
+        [
+            annotate(shell, turn={"likert_value": 2}),
+            annotate(shell, annotator="ann2", turn={"likert_value": 3}),
+            annotate(shell, annotator="ann3", turn={"likert_value": 0}),
+        ]
+    )
     assert stats.skipped_tie == 1
-    assert [(r["annotator"], r["chosen_source_id"], r["margin"]) for r in records] == [("ann2", "gpt-4o", 1.0), ("ann3", "claude", 2.0)]
+    assert [(r["annotator"], r["chosen_source_id"], r["margin"]) for r in records] == [
+        ("ann2", "gpt-4o", 1.0),
+        ("ann3", "claude", 2.0),
+    ]
 
 
 def test_ranking_gives_every_pair_with_rank_difference_as_margin() -> None:
     shell = make_shell(["gpt-4o", "claude", "llama-3"], template="helpsteer_0_4")
-    records, stats = pairs([annotate(shell, turn={"ranking": ["llama-3", "gpt-4o", "claude"], "selected_model_id": "gpt-4o"})])
+    records, stats = pairs(
+        [annotate(shell, turn={"ranking": ["llama-3", "gpt-4o", "claude"], "selected_model_id": "gpt-4o"})]
+    )
     got = [(r["chosen_source_id"], r["rejected_source_id"], r["margin"], r["preference"]) for r in records]
-    assert got == [("llama-3", "gpt-4o", 1.0, "ranking"), ("llama-3", "claude", 2.0, "ranking"), ("gpt-4o", "claude", 1.0, "ranking")]
+    assert got == [
+        ("llama-3", "gpt-4o", 1.0, "ranking"),
+        ("llama-3", "claude", 2.0, "ranking"),
+        ("gpt-4o", "claude", 1.0, "ranking"),
+    ]
     assert records[0]["chosen"][0]["content"] == TEXTS["llama-3"]
     assert stats.pairs_written == 3
 
@@ -129,7 +154,9 @@ def test_selection_only_pairs_the_selected_answer_with_each_other() -> None:
     shell = make_shell(["gpt-4o", "claude", "llama-3"])  # three answers: no Likert slot
     records, stats = pairs([annotate(shell, turn={"selected_model_id": "claude"})])
     assert [(r["chosen_source_id"], r["rejected_source_id"], r["margin"]) for r in records] == [
-        ("claude", "gpt-4o", None), ("claude", "llama-3", None)]
+        ("claude", "gpt-4o", None),
+        ("claude", "llama-3", None),
+    ]
     assert all(r["preference"] == "selected" for r in records) and stats.pairs_written == 2
 
 
@@ -147,7 +174,10 @@ def test_invalid_tasks_are_skipped_with_reasons() -> None:
         pending,  # status still "pending"
         annotate(shell, turn={"likert_value": 9}),
         annotate(shell, turn={"selected_model_id": "nobody"}),
-        annotate(make_shell(["gpt-4o", "claude", "llama-3"], template="helpsteer_0_4"), turn={"ranking": ["gpt-4o", "claude"]}),
+        annotate(
+            make_shell(["gpt-4o", "claude", "llama-3"], template="helpsteer_0_4"),
+            turn={"ranking": ["gpt-4o", "claude"]},
+        ),
         annotate(shell, turn={"likert_value": 1}),
     ]
     records, stats = pairs(tasks)
@@ -163,12 +193,16 @@ def test_invalid_tasks_are_skipped_with_reasons() -> None:
 
 def test_several_annotators_of_one_task_give_separate_records() -> None:
     shell = make_shell(["gpt-4o", "claude"])
-    records, stats = pairs([
-        annotate(shell, annotator="alice", turn={"likert_value": 1}),
-        annotate(shell, annotator="bob", turn={"likert_value": 6}),
-    ])
+    records, stats = pairs(
+        [
+            annotate(shell, annotator="alice", turn={"likert_value": 1}),
+            annotate(shell, annotator="bob", turn={"likert_value": 6}),
+        ]
+    )
     assert [(r["task_id"], r["annotator"], r["chosen_source_id"]) for r in records] == [
-        (shell["task_id"], "alice", "gpt-4o"), (shell["task_id"], "bob", "claude")]
+        (shell["task_id"], "alice", "gpt-4o"),
+        (shell["task_id"], "bob", "claude"),
+    ]
     assert stats.tasks_read == 2
 
 
@@ -217,8 +251,11 @@ def sft(tasks: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Any]:
 
 def test_sft_uses_the_rewrite_of_the_selected_answer() -> None:
     shell = make_shell(["gpt-4o", "claude"], template="pref_ranking_rewrites", system="S")
-    task = annotate(shell, turn={"selected_model_id": "claude"},
-                    answers={"gpt-4o": {"rewrite": "gpt rewritten"}, "claude": {"rewrite": "claude rewritten"}})
+    task = annotate(
+        shell,
+        turn={"selected_model_id": "claude"},
+        answers={"gpt-4o": {"rewrite": "gpt rewritten"}, "claude": {"rewrite": "claude rewritten"}},
+    )
     (record,), stats = sft([task])
     assert record["messages"] == [
         {"role": "system", "content": "S"},
@@ -231,11 +268,17 @@ def test_sft_uses_the_rewrite_of_the_selected_answer() -> None:
 
 def test_sft_falls_back_to_another_rewrite_then_to_the_selected_answer() -> None:
     shell = make_shell(["gpt-4o", "claude"], template="pref_ranking_rewrites")
-    other = annotate(shell, turn={"selected_model_id": "claude"}, answers={"gpt-4o": {"rewrite": "gpt rewritten"}, "claude": {"rewrite": "  "}})
+    other = annotate(
+        shell,
+        turn={"selected_model_id": "claude"},
+        answers={"gpt-4o": {"rewrite": "gpt rewritten"}, "claude": {"rewrite": "  "}},
+    )
     plain = annotate(shell, annotator="b", turn={"likert_value": 6})
     records, _ = sft([other, plain])
     assert [(r["source_id"], r["origin"], r["messages"][-1]["content"]) for r in records] == [
-        ("gpt-4o", "rewrite", "gpt rewritten"), ("claude", "selected", TEXTS["claude"])]
+        ("gpt-4o", "rewrite", "gpt rewritten"),
+        ("claude", "selected", TEXTS["claude"]),
+    ]
 
 
 def test_sft_single_answer_rules() -> None:
@@ -246,7 +289,9 @@ def test_sft_single_answer_rules() -> None:
     unknown = annotate(shell, annotator="d", answers={"llama-3": {"overall": 6}})
     records, stats = sft([rewritten, approved, flawed, unknown])
     assert [(r["annotator"], r["origin"], r["messages"][-1]["content"]) for r in records] == [
-        ("ann1", "rewrite", "better"), ("b", "selected", TEXTS["llama-3"])]
+        ("ann1", "rewrite", "better"),
+        ("b", "selected", TEXTS["llama-3"]),
+    ]
     assert stats.skipped_no_target == 2 and stats.records_written == 2
 
 
@@ -261,34 +306,67 @@ def test_sft_skips_tasks_without_a_best_answer_or_rewrite() -> None:
 
 def test_ratings_table_has_a_row_per_answer_and_a_column_per_dimension() -> None:
     shell = make_shell(["claude", "gpt-4o"], template="pref_ranking_rewrites")
-    task = annotate(shell, annotator="alice", answers={
-        "claude": {"truthfulness": 6, "verbosity": "too_long", "rewrite": "shorter"},
-        "gpt-4o": {"truthfulness": 3, "overall": 2},
-    })
+    task = annotate(
+        shell,
+        annotator="alice",
+        answers={
+            "claude": {"truthfulness": 6, "verbosity": "too_long", "rewrite": "shorter"},
+            "gpt-4o": {"truthfulness": 3, "overall": 2},
+        },
+    )
     rows, stats = ratings_rows([task])
     rows = list(rows)
     assert stats.records_written == 2
-    keys = ["instruction_following", "truthfulness", "factuality", "tone", "verbosity", "harmlessness", "overall", "rewrite"]
+    keys = [
+        "instruction_following",
+        "truthfulness",
+        "factuality",
+        "tone",
+        "verbosity",
+        "harmlessness",
+        "overall",
+        "rewrite",
+    ]
     assert list(rows[0]) == ["task_id", "prompt_id", "annotator", "source_id", "position", "model", *keys]
     assert rows[0] | {} == {
-        "task_id": shell["task_id"], "prompt_id": "p1", "annotator": "alice", "source_id": "claude",
-        "position": "Response A", "model": "claude-2024",
-        "instruction_following": None, "truthfulness": 6, "factuality": None, "tone": None,
-        "verbosity": "too_long", "harmlessness": None, "overall": None, "rewrite": "shorter",
+        "task_id": shell["task_id"],
+        "prompt_id": "p1",
+        "annotator": "alice",
+        "source_id": "claude",
+        "position": "Response A",
+        "model": "claude-2024",
+        "instruction_following": None,
+        "truthfulness": 6,
+        "factuality": None,
+        "tone": None,
+        "verbosity": "too_long",
+        "harmlessness": None,
+        "overall": None,
+        "rewrite": "shorter",
     }
-    assert (rows[1]["source_id"], rows[1]["position"], rows[1]["truthfulness"], rows[1]["overall"], rows[1]["rewrite"]) == (
-        "gpt-4o", "Response B", 3, 2, None)
+    assert (
+        rows[1]["source_id"],
+        rows[1]["position"],
+        rows[1]["truthfulness"],
+        rows[1]["overall"],
+        rows[1]["rewrite"],
+    ) == ("gpt-4o", "Response B", 3, 2, None)
 
 
 def test_ratings_boolean_dimension_and_colliding_key() -> None:
-    template = AnnotationTemplate(name="t", dimensions=[
-        {"key": "needs_rewrite", "title": "N", "type": "boolean"},
-        {"key": "model", "title": "Model guess", "type": "text"},
-    ])
+    template = AnnotationTemplate(
+        name="t",
+        dimensions=[
+            {"key": "needs_rewrite", "title": "N", "type": "boolean"},
+            {"key": "model", "title": "Model guess", "type": "text"},
+        ],
+    )
     shell = make_shell(["gpt-4o", "claude"], template=template)
     rows, _ = ratings_rows([annotate(shell, answers={"gpt-4o": {"needs_rewrite": False, "model": "looks like gpt"}})])
     first = next(rows)
-    assert first["needs_rewrite"] is False and first["dim_model"] == "looks like gpt" and first["model"] == "gpt-4o-2024"
+    assert (
+        first["needs_rewrite"] is False and first["dim_model"] == "looks like gpt" and first["model"] == "gpt-4o-2024"
+    )
 
 
 # ---------------------------------------------------------------- writing
@@ -298,7 +376,9 @@ def _dpo_sample() -> list[dict[str, Any]]:
     history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
     a = make_shell(["gpt-4o", "claude"], history=history, system="Sys")
     b = make_shell(["gpt-4o", "claude", "llama-3"], prompt_id="p2")
-    records, _ = dpo_records([annotate(b, turn={"selected_model_id": "llama-3"}), annotate(a, turn={"likert_value": 2})])
+    records, _ = dpo_records(
+        [annotate(b, turn={"selected_model_id": "llama-3"}), annotate(a, turn={"likert_value": 2})]
+    )
     return list(records)
 
 
@@ -330,14 +410,23 @@ def test_parquet_schema_covers_all_chunks(tmp_path: Path, monkeypatch: pytest.Mo
     paths = write_dataset(rows, tmp_path, "chunks")
     table = pq.read_table(paths["parquet"])
     assert str(table.schema.field("margin").type) == "double" and str(table.schema.field("late").type) == "string"
-    assert table.to_pylist() == [{"margin": None, "n": 1, "late": None}, {"margin": 2.0, "n": 2, "late": "x"},
-                                 {"margin": 0.5, "n": 3, "late": None}]
+    assert table.to_pylist() == [
+        {"margin": None, "n": 1, "late": None},
+        {"margin": 2.0, "n": 2, "late": "x"},
+        {"margin": 0.5, "n": 3, "late": None},
+    ]
 
 
 def test_parquet_of_sft_and_ratings_round_trips(tmp_path: Path) -> None:
     pq = pytest.importorskip("pyarrow.parquet")
     shell = make_shell(["gpt-4o", "claude"], template="pref_ranking_rewrites")
-    tasks = [annotate(shell, turn={"selected_model_id": "claude"}, answers={"claude": {"rewrite": "R", "overall": 7, "verbosity": "too_long"}})]
+    tasks = [
+        annotate(
+            shell,
+            turn={"selected_model_id": "claude"},
+            answers={"claude": {"rewrite": "R", "overall": 7, "verbosity": "too_long"}},
+        )
+    ]
     sft_rows, _ = sft_records(tasks)
     rating_rows, _ = ratings_rows(tasks)
     for name, rows in (("sft", list(sft_rows)), ("ratings", list(rating_rows))):

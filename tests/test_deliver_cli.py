@@ -29,7 +29,10 @@ def rlhf(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 @pytest.fixture
 def run_dir(sim: RunningSimulator, tmp_path: Path, prefect_api: str, fake_keys: dict[str, str]) -> Path:
     sim.configure(mode="auto")  # answers without a marker naming the model, as a vendor would see them
-    providers = [provider_entry(sim, "gpt-4o", "openai", "gpt-4o"), provider_entry(sim, "claude", "anthropic", "claude-x")]
+    providers = [
+        provider_entry(sim, "gpt-4o", "openai", "gpt-4o"),
+        provider_entry(sim, "claude", "anthropic", "claude-x"),
+    ]
     config = write_config(tmp_path, providers, write_prompts(tmp_path / "p.jsonl", 4))
     summary = asyncio.run(generate_tasks(str(config)))
     return Path(summary["files"]["tasks"]).parent
@@ -40,8 +43,11 @@ def _annotate(shell: dict[str, Any], likert: int, annotator: str) -> dict[str, A
     turn = task["threads"][0]["turns"][-1]
     order = [m["source_id"] for m in turn["messages"] if m["role"] == "assistant"]
     for slot in turn["annotations"]:
-        slot["value"] = {"likert_value": likert, "selected_model_id": order[0 if likert < 4 else 1],
-                         "justification": "because"}.get(slot["key"])
+        slot["value"] = {
+            "likert_value": likert,
+            "selected_model_id": order[0 if likert < 4 else 1],
+            "justification": "because",
+        }.get(slot["key"])
     for message in turn["messages"][1:]:
         for slot in message["annotations"]:
             slot["value"] = 5 if slot["type"] == "integer" else ("just_right" if slot["type"] == "category" else None)
@@ -87,8 +93,12 @@ def test_deliver_to_label_studio_needs_its_token(run_dir: Path) -> None:
 
 def test_harvest_from_file_then_export_dpo(run_dir: Path, tmp_path: Path) -> None:
     shells = [json.loads(line) for line in (run_dir / "tasks.jsonl").read_text().splitlines()]
-    annotated = [_annotate(shells[0], 2, "ann-1"), _annotate(shells[0], 6, "ann-2"), _annotate(shells[1], 4, "ann-1"),
-                 _annotate(shells[2], 7, "ann-1")]
+    annotated = [
+        _annotate(shells[0], 2, "ann-1"),
+        _annotate(shells[0], 6, "ann-2"),
+        _annotate(shells[1], 4, "ann-1"),
+        _annotate(shells[2], 7, "ann-1"),
+    ]
     broken = _annotate(shells[3], 9, "ann-1")  # outside the Likert scale
     source = tmp_path / "from-platform.jsonl"
     source.write_text("".join(json.dumps(t) + "\n" for t in [*annotated, broken]))
@@ -100,7 +110,9 @@ def test_harvest_from_file_then_export_dpo(run_dir: Path, tmp_path: Path) -> Non
     reject = json.loads(Path(report["rejects"]).read_text())
     assert reject["line"] == 5 and "outside the allowed values" in reject["reasons"][0]
 
-    exported = rlhf("export-dataset", str(tmp_path / "annotated.jsonl"), "--format", "dpo", "--out", str(tmp_path / "ds"))
+    exported = rlhf(
+        "export-dataset", str(tmp_path / "annotated.jsonl"), "--format", "dpo", "--out", str(tmp_path / "ds")
+    )
     assert exported.returncode == 0, exported.stderr
     result = json.loads(exported.stdout)
     assert result["stats"]["pairs_written"] == 3 and result["stats"]["skipped_tie"] == 1
@@ -115,26 +127,43 @@ def test_a_scale_delivery_annotated_blind_is_mapped_back_to_the_sources(run_dir:
     assert rlhf("deliver", str(run_dir), "--to", "scale", "--out", str(tmp_path / "scale")).returncode == 0
     blind = [json.loads(line) for line in (tmp_path / "scale" / "tasks.jsonl").read_text().splitlines()]
     annotated = [_annotate(blind[0], 2, "vendor-1"), _annotate(blind[1], 6, "vendor-1")]
-    assert annotated[0]["threads"][0]["turns"][-1]["annotations"][0]["value"] == "response_a"  # as the vendor returns it
+    assert (
+        annotated[0]["threads"][0]["turns"][-1]["annotations"][0]["value"] == "response_a"
+    )  # as the vendor returns it
     stranger = copy.deepcopy(annotated[1])
     stranger["task_id"] = "task_not_from_this_run"
     source = tmp_path / "from-vendor.jsonl"
     source.write_text("".join(json.dumps(t) + "\n" for t in [*annotated, stranger]))
 
-    harvested = rlhf("harvest", "--from", "file", "--in", str(source), "--run-dir", str(run_dir),
-                     "--out", str(tmp_path / "annotated.jsonl"))
+    harvested = rlhf(
+        "harvest",
+        "--from",
+        "file",
+        "--in",
+        str(source),
+        "--run-dir",
+        str(run_dir),
+        "--out",
+        str(tmp_path / "annotated.jsonl"),
+    )
     assert harvested.returncode == 3, harvested.stderr
     report = json.loads(harvested.stdout)
     assert (report["annotated"], report["rejected_by_reason"]) == (2, {"unknown_task": 1})
-    originals = {json.loads(line)["task_id"]: json.loads(line) for line in (run_dir / "tasks.jsonl").read_text().splitlines()}
-    for task, likert in zip((json.loads(line) for line in (tmp_path / "annotated.jsonl").read_text().splitlines()), (2, 6)):
+    originals = {
+        json.loads(line)["task_id"]: json.loads(line) for line in (run_dir / "tasks.jsonl").read_text().splitlines()
+    }
+    for task, likert in zip(
+        (json.loads(line) for line in (tmp_path / "annotated.jsonl").read_text().splitlines()), (2, 6)
+    ):
         original = originals[task["task_id"]]
         order = [m["source_id"] for m in original["threads"][0]["turns"][-1]["messages"] if m["role"] == "assistant"]
         values = {s["key"]: s["value"] for s in task["threads"][0]["turns"][-1]["annotations"]}
         assert values["selected_model_id"] == order[0 if likert < 4 else 1]  # the position mapped back to its source
         assert task["metadata"]["responses"] == original["metadata"]["responses"]  # provenance from the run
         assert task["metadata"]["annotation"]["annotator"] == "vendor-1"
-    exported = rlhf("export-dataset", str(tmp_path / "annotated.jsonl"), "--format", "dpo", "--out", str(tmp_path / "ds"))
+    exported = rlhf(
+        "export-dataset", str(tmp_path / "annotated.jsonl"), "--format", "dpo", "--out", str(tmp_path / "ds")
+    )
     assert exported.returncode == 0 and json.loads(exported.stdout)["stats"]["pairs_written"] == 2
 
 

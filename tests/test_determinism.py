@@ -27,8 +27,13 @@ HASH_SEEDS = ("1", "2")
 
 def rlhf(*args: str, hash_seed: str, env: dict[str, str] | None = None) -> None:
     """``rlhf ARGS`` in a process of its own with ``PYTHONHASHSEED=hash_seed``; it must succeed."""
-    result = subprocess.run([RLHF, *args], capture_output=True, text=True, timeout=180,
-                            env={**(env or os.environ), "PYTHONHASHSEED": hash_seed})
+    result = subprocess.run(
+        [RLHF, *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**(env or os.environ), "PYTHONHASHSEED": hash_seed},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -42,8 +47,14 @@ def in_one_process(commands: list[list[str]], hash_seed: str) -> None:
         "    code = app(args, standalone_mode=False)\n"
         "    assert code in (None, 0, 3), (args, code)\n"
     )
-    result = subprocess.run([sys.executable, "-c", script, json.dumps(commands)], capture_output=True, text=True,
-                            timeout=180, cwd=ROOT, env={**os.environ, "PYTHONHASHSEED": hash_seed})
+    result = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(commands)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONHASHSEED": hash_seed},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -57,8 +68,12 @@ def test_a_rebuild_in_another_process_writes_the_same_task_files(
 ) -> None:
     """Process 1 runs the batch; its task files are removed; process 2 rebuilds them from the store
     (calling nobody): byte for byte the same, and so is an Argilla delivery made by each."""
-    config = write_config(tmp_path, three_providers(sim), write_prompts(tmp_path / "p.jsonl", 12),
-                          annotation={"template": "helpsteer_0_4", "layout": "pairwise", "seed": 5})
+    config = write_config(
+        tmp_path,
+        three_providers(sim),
+        write_prompts(tmp_path / "p.jsonl", 12),
+        annotation={"template": "helpsteer_0_4", "layout": "pairwise", "seed": 5},
+    )
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
     run_dir = tmp_path / "out" / "b1"
     outputs = ("tasks.jsonl", "incomplete.jsonl", "filtered.jsonl")
@@ -94,14 +109,22 @@ def test_harvest_and_every_export_write_the_same_bytes_in_another_process(tmp_pa
     for seed in HASH_SEEDS:
         out = tmp_path / f"seed-{seed}"
         commands = [["harvest", "--from", "file", "--in", str(source), "--out", str(out / "annotated.jsonl")]]
-        commands += [["export-dataset", str(out / "annotated.jsonl"), "--format", kind, "--out", str(out / "datasets")]
-                     for kind in ("dpo", "sft", "ratings")]
+        commands += [
+            ["export-dataset", str(out / "annotated.jsonl"), "--format", kind, "--out", str(out / "datasets")]
+            for kind in ("dpo", "sft", "ratings")
+        ]
         in_one_process(commands, hash_seed=seed)
         outputs.append(contents(out))
 
     assert sorted(outputs[0]) == [
-        "annotated.jsonl", "annotated.rejects.jsonl", "datasets/dpo.jsonl", "datasets/dpo.parquet",
-        "datasets/ratings.jsonl", "datasets/ratings.parquet", "datasets/sft.jsonl", "datasets/sft.parquet",
+        "annotated.jsonl",
+        "annotated.rejects.jsonl",
+        "datasets/dpo.jsonl",
+        "datasets/dpo.parquet",
+        "datasets/ratings.jsonl",
+        "datasets/ratings.parquet",
+        "datasets/sft.jsonl",
+        "datasets/sft.parquet",
     ]
     assert outputs[0]["annotated.jsonl"].count(b"\n") == 3 and outputs[0]["annotated.rejects.jsonl"].count(b"\n") == 1
     assert outputs[0]["datasets/dpo.jsonl"].count(b"\n") == 5

@@ -61,7 +61,10 @@ def test_plan_names_the_providers_without_a_price_and_gives_a_lower_bound(tmp_pa
     report = plan_run(config)
     assert report["cost_no_price"] == ["free-a", "free-b"] and report["cost_is_lower_bound"] is True
     low, high = report["cost_usd_range"]
-    assert plan_cost_text(report) == f"estimated cost: at least ${low:.2f} – ${high:.2f} (no price: free-a, free-b; give providers a price to count them)"
+    assert (
+        plan_cost_text(report)
+        == f"estimated cost: at least ${low:.2f} – ${high:.2f} (no price: free-a, free-b; give providers a price to count them)"
+    )
     text = _text(plan_table(report, "plan"))
     assert "no price" in text and "at least $" in text and "free-a, free-b" in text
 
@@ -85,7 +88,9 @@ def _problems(config: Path, **kwargs: object) -> list[str]:
 
 def test_unknown_config_keys_say_what_was_meant_with_file_line_and_field(tmp_path: Path) -> None:
     _prompts(tmp_path / "p.jsonl", 2)
-    config = _config(tmp_path, """\
+    config = _config(
+        tmp_path,
+        """\
 project: x
 batch: b
 prompts: {path: p.jsonl, tempalte: null}
@@ -99,16 +104,19 @@ providers:
 annotation:
   template: {name: t, dimensionz: []}
 outptu: {dir: out}
-""")
-    assert sorted(_problems(config)) == sorted([
-        f"{config}:3: prompts.tempalte: unknown key (did you mean 'template'?)",
-        f"{config}:8: providers[0].temprature: unknown key (did you mean 'params: {{temperature: …}}'?)",
-        f"{config}:9: providers[0].max_concurency: unknown key (did you mean 'max_concurrency'?)",
-        f"{config}:10: providers[0].params: unknown parameter 'temprature': did you mean 'temperature'? "
-        "(params are sent to the API as given)",
-        f"{config}:12: annotation.template.dimensionz: unknown key (did you mean 'dimensions'?)",
-        f"{config}:13: outptu: unknown key (did you mean 'output'?)",
-    ])
+""",
+    )
+    assert sorted(_problems(config)) == sorted(
+        [
+            f"{config}:3: prompts.tempalte: unknown key (did you mean 'template'?)",
+            f"{config}:8: providers[0].temprature: unknown key (did you mean 'params: {{temperature: …}}'?)",
+            f"{config}:9: providers[0].max_concurency: unknown key (did you mean 'max_concurrency'?)",
+            f"{config}:10: providers[0].params: unknown parameter 'temprature': did you mean 'temperature'? "
+            "(params are sent to the API as given)",
+            f"{config}:12: annotation.template.dimensionz: unknown key (did you mean 'dimensions'?)",
+            f"{config}:13: outptu: unknown key (did you mean 'output'?)",
+        ]
+    )
 
 
 def test_a_misspelt_key_in_an_annotation_template_file_is_named_too(tmp_path: Path) -> None:
@@ -131,10 +139,13 @@ def test_a_template_error_is_listed_once_with_how_many_prompts_it_hit(tmp_path: 
     with (tmp_path / "q.jsonl").open("w", encoding="utf-8") as handle:
         for i in range(1000):
             handle.write(json.dumps({"id": i, "text": "x", **({"question": "q"} if i == 500 else {})}) + "\n")
-        handle.write('not json\n')
+        handle.write("not json\n")
     (tmp_path / "t.j2").write_text("Q: {{ question }} {{ 1 / zero }}\n", encoding="utf-8")
-    config = _config(tmp_path, "project: x\nbatch: b\nprompts: {path: q.jsonl, template: t.j2}\n"
-                               "providers: [{source_id: a, kind: openai, model: m}]\n")
+    config = _config(
+        tmp_path,
+        "project: x\nbatch: b\nprompts: {path: q.jsonl, template: t.j2}\n"
+        "providers: [{source_id: a, kind: openai, model: m}]\n",
+    )
     from flows.prepare import prepare_run
 
     with pytest.raises(InputError) as info:
@@ -167,14 +178,17 @@ def test_paths_in_a_config_are_relative_to_the_config_file_not_the_working_direc
     (project / "templates" / "q.j2").write_text("Q: {{ question }}", encoding="utf-8")
     (project / "templates" / "base.yaml").write_text("name: base\nrewrite: true\n", encoding="utf-8")
     (project / "templates" / "mine.yaml").write_text("name: mine\nextends: base.yaml\n", encoding="utf-8")  # next to it
-    config = _config(project / "configs", """\
+    config = _config(
+        project / "configs",
+        """\
 project: x
 batch: b
 prompts: {path: ../data/incoming/*.jsonl, template: ../templates/q.j2}
 providers: [{source_id: a, kind: openai, model: m}]
 annotation: {template: ../templates/mine.yaml}
 output: {dir: ../out, store: ../stores/b.sqlite}
-""")
+""",
+    )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # run from another directory, with the config named relative to it
@@ -182,7 +196,9 @@ output: {dir: ../out, store: ../stores/b.sqlite}
     prepared = prepare_run(relative, require_keys=False)
     assert prepared.prompt_count == 3 and prepared.template.name == "mine" and prepared.template.rewrite is True
     config_ = prepared.config
-    assert (elsewhere / config_.prompts.file).resolve() == (project / "data" / "incoming" / "2026-01-01.jsonl").resolve()
+    assert (elsewhere / config_.prompts.file).resolve() == (
+        project / "data" / "incoming" / "2026-01-01.jsonl"
+    ).resolve()
     assert (elsewhere / config_.run_dir).resolve() == (project / "out" / "b").resolve()
     assert (elsewhere / config_.store_path).resolve() == (project / "stores" / "b.sqlite").resolve()
     assert [r.prompt_text for r in iter_prompts(config_.prompts)] == ["Q: why?"] * 3
@@ -198,8 +214,11 @@ def test_absolute_paths_are_kept_and_a_missing_file_says_which_directory_was_sea
     from flows.config import load_config
 
     _prompts(tmp_path / "prompts.jsonl", 2)
-    config = _config(tmp_path / "configs", f"project: x\nbatch: b\nprompts: {{path: {tmp_path / 'prompts.jsonl'}}}\n"
-                                           f"providers: [{{source_id: a, kind: openai, model: m}}]\noutput: {{dir: {tmp_path / 'o'}}}\n")
+    config = _config(
+        tmp_path / "configs",
+        f"project: x\nbatch: b\nprompts: {{path: {tmp_path / 'prompts.jsonl'}}}\n"
+        f"providers: [{{source_id: a, kind: openai, model: m}}]\noutput: {{dir: {tmp_path / 'o'}}}\n",
+    )
     monkeypatch.chdir(tmp_path)
     loaded = load_config(config, require_keys=False)
     assert loaded.prompts.file == tmp_path / "prompts.jsonl" and loaded.run_dir == tmp_path / "o" / "b"
@@ -213,8 +232,11 @@ def test_absolute_paths_are_kept_and_a_missing_file_says_which_directory_was_sea
         f"({tmp_path / 'prompts.jsonl'}): write it relative to {tmp_path / 'configs'}, or as an absolute path) "
         f"(from {config}:3: prompts.path)"
     ]
-    config.write_text(config.read_text().replace("prompts.jsonl", "../prompts.jsonl").replace(
-        "providers:", "annotation: {template: nope.yaml}\nproviders:"))
+    config.write_text(
+        config.read_text()
+        .replace("prompts.jsonl", "../prompts.jsonl")
+        .replace("providers:", "annotation: {template: nope.yaml}\nproviders:")
+    )
     [problem] = _problems(config)
     assert problem.startswith("nope.yaml: annotation template not found (shipped: ")
     assert f"as a path: looked in {tmp_path / 'configs'}: relative paths in a config start at" in problem
@@ -227,8 +249,11 @@ def test_a_store_left_where_earlier_versions_put_it_is_not_silently_abandoned(
 
     (tmp_path / "configs").mkdir()
     _prompts(tmp_path / "configs" / "p.jsonl", 2)
-    config = _config(tmp_path / "configs", "project: x\nbatch: b\nprompts: {path: p.jsonl}\n"
-                                           "providers: [{source_id: a, kind: openai, model: m}]\noutput: {dir: out}\n")
+    config = _config(
+        tmp_path / "configs",
+        "project: x\nbatch: b\nprompts: {path: p.jsonl}\n"
+        "providers: [{source_id: a, kind: openai, model: m}]\noutput: {dir: out}\n",
+    )
     monkeypatch.chdir(tmp_path)
     assert load_config(config, require_keys=False).store_path == tmp_path / "configs/out/b/responses.sqlite"
     old = tmp_path / "out" / "b" / "responses.sqlite"  # an earlier version, run from tmp_path, put it here

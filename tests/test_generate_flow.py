@@ -104,7 +104,10 @@ def test_two_runs_give_the_same_tasks_and_a_rerun_calls_nobody(sim: RunningSimul
     second = read_tasks(second_summary)
 
     def layout(tasks: list[dict[str, Any]]) -> list[tuple[str, list[str], list[str]]]:
-        return [(t["task_id"], [m["source_id"] for m in answers(t)], [m["content"]["text"] for m in answers(t)]) for t in tasks]
+        return [
+            (t["task_id"], [m["source_id"] for m in answers(t)], [m["content"]["text"] for m in answers(t)])
+            for t in tasks
+        ]
 
     assert layout(first) == layout(second)
     # Answer order is shuffled per task (seeded), not the config order everywhere.
@@ -131,7 +134,10 @@ def test_a_batch_on_the_aiohttp_client_matches_the_default_and_resumes_across_cl
     default = run(write_config(default_dir, three_providers(sim), prompts, chunk_size=4))
 
     def content(tasks: list[dict[str, Any]]) -> list[tuple[str, list[str], list[str]]]:
-        return [(t["task_id"], [m["source_id"] for m in answers(t)], [m["content"]["text"] for m in answers(t)]) for t in tasks]
+        return [
+            (t["task_id"], [m["source_id"] for m in answers(t)], [m["content"]["text"] for m in answers(t)])
+            for t in tasks
+        ]
 
     assert content(read_tasks(lean)) == content(read_tasks(default))
     # The client is not part of the request fingerprint: the batch resumes on the other client, unpaid.
@@ -163,7 +169,10 @@ def test_a_provider_that_is_down_leaves_tasks_with_the_other_answers(sim: Runnin
 
 def test_prompts_with_too_few_answers_go_to_incomplete(sim: RunningSimulator, tmp_path: Path) -> None:
     sim.configure(faults=[FaultRule(kind="500", model="gpt-4o", prompt_contains="number 1:")])
-    providers = [provider_entry(sim, "gpt-4o", "openai", "gpt-4o", max_retries=1), provider_entry(sim, "claude", "anthropic", "claude-x")]
+    providers = [
+        provider_entry(sim, "gpt-4o", "openai", "gpt-4o", max_retries=1),
+        provider_entry(sim, "claude", "anthropic", "claude-x"),
+    ]
     prompts = write_prompts(tmp_path / "prompts.jsonl", 4)
     summary = run(write_config(tmp_path, providers, prompts))
 
@@ -179,7 +188,10 @@ def test_prompts_with_too_few_answers_go_to_incomplete(sim: RunningSimulator, tm
 def test_stored_errors_are_kept_unless_retry_failed(sim: RunningSimulator, tmp_path: Path) -> None:
     # A 400 for fewer calls than the breaker's threshold is the prompts' own final error: stored.
     sim.configure(faults=[FaultRule(kind="400", model="claude-x")])
-    providers = [provider_entry(sim, "gpt-4o", "openai", "gpt-4o"), provider_entry(sim, "claude", "anthropic", "claude-x")]
+    providers = [
+        provider_entry(sim, "gpt-4o", "openai", "gpt-4o"),
+        provider_entry(sim, "claude", "anthropic", "claude-x"),
+    ]
     prompts = write_prompts(tmp_path / "prompts.jsonl", 3)
     config = write_config(tmp_path, providers, prompts)
     first = run(config)
@@ -199,7 +211,10 @@ def test_stored_errors_are_kept_unless_retry_failed(sim: RunningSimulator, tmp_p
 def test_refused_key_is_reported_but_not_stored(sim: RunningSimulator, tmp_path: Path) -> None:
     """A 401 says nothing about the prompt: the rerun after fixing the key makes the calls, no --retry-failed."""
     sim.configure(faults=[FaultRule(kind="401", model="claude-x")])
-    providers = [provider_entry(sim, "gpt-4o", "openai", "gpt-4o"), provider_entry(sim, "claude", "anthropic", "claude-x")]
+    providers = [
+        provider_entry(sim, "gpt-4o", "openai", "gpt-4o"),
+        provider_entry(sim, "claude", "anthropic", "claude-x"),
+    ]
     config = write_config(tmp_path, providers, write_prompts(tmp_path / "prompts.jsonl", 3))
     first = run(config)
     assert first["providers"]["claude"]["failure_reasons"] == {"http_401": 3}
@@ -213,11 +228,15 @@ def test_refused_key_is_reported_but_not_stored(sim: RunningSimulator, tmp_path:
     assert fixed["providers"]["claude"]["answered"] == 3 and fixed["tasks_written"] == 3
 
 
-def test_a_gateway_refusing_every_call_with_one_4xx_is_cut_off_and_not_stored(sim: RunningSimulator, tmp_path: Path) -> None:
+def test_a_gateway_refusing_every_call_with_one_4xx_is_cut_off_and_not_stored(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
     """A LiteLLM-style 400 for a bad key on every call: the provider is cut off, the rerun makes the calls."""
     sim.configure(faults=[FaultRule(kind="400", model="claude-x")])
-    providers = [provider_entry(sim, "gpt-4o", "openai", "gpt-4o"),
-                 provider_entry(sim, "claude", "anthropic", "claude-x", breaker_threshold=4, max_concurrency=1)]
+    providers = [
+        provider_entry(sim, "gpt-4o", "openai", "gpt-4o"),
+        provider_entry(sim, "claude", "anthropic", "claude-x", breaker_threshold=4, max_concurrency=1),
+    ]
     config = write_config(tmp_path, providers, write_prompts(tmp_path / "prompts.jsonl", 12))
     first = run(config)
     claude = first["providers"]["claude"]
@@ -252,7 +271,9 @@ def test_conversations_and_system_prompts_become_turns(sim: RunningSimulator, tm
 
     first_turn, last_turn = task["threads"][0]["turns"]
     assert [(m["role"], m["source_id"]) for m in first_turn["messages"]] == [
-        ("system", "system"), ("user", "user"), ("assistant", "human-writer")
+        ("system", "system"),
+        ("user", "user"),
+        ("assistant", "human-writer"),
     ]
     assert first_turn["annotations"] == [] and all(m["annotations"] == [] for m in first_turn["messages"])
     assert last_turn["messages"][0]["content"]["text"] == "And times 3?"
@@ -276,15 +297,23 @@ def _prefect_records(flow_run_id: Any) -> list[str]:
     async def fetch() -> list[str]:
         async with get_client() as client:
             flow_run = await client.read_flow_run(flow_run_id)
-            task_runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            task_runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
             logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
-            return [flow_run.model_dump_json()] + [t.model_dump_json() for t in task_runs] + [log.message for log in logs]
+            return (
+                [flow_run.model_dump_json()] + [t.model_dump_json() for t in task_runs] + [log.message for log in logs]
+            )
 
     return asyncio.run(fetch())
 
 
-def test_no_api_key_reaches_any_output(sim: RunningSimulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    sim.configure(faults=[FaultRule(kind="401", model="gpt-4o"), FaultRule(kind="503", model="claude-sonnet-4-5", times=4)])
+def test_no_api_key_reaches_any_output(
+    sim: RunningSimulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    sim.configure(
+        faults=[FaultRule(kind="401", model="gpt-4o"), FaultRule(kind="503", model="claude-sonnet-4-5", times=4)]
+    )
     prompts = write_prompts(tmp_path / "prompts.jsonl", 5)
     state = asyncio.run(generate_tasks(str(write_config(tmp_path, three_providers(sim), prompts)), return_state=True))
     summary = state.result()
@@ -299,7 +328,9 @@ def test_no_api_key_reaches_any_output(sim: RunningSimulator, tmp_path: Path, ca
         assert all(secret not in blob for blob in blobs)
 
 
-def test_api_key_from_a_prefect_secret_block(sim: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_api_key_from_a_prefect_secret_block(
+    sim: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from prefect.blocks.system import Secret
 
     Secret(value="sk-from-a-secret-block-91f3").save("sim-openai-key", overwrite=True)
@@ -312,15 +343,22 @@ def test_api_key_from_a_prefect_secret_block(sim: RunningSimulator, tmp_path: Pa
     summary = run(write_config(tmp_path, providers, write_prompts(tmp_path / "prompts.jsonl", 3)))
     assert summary["providers"]["gpt-4o"]["answered"] == 3
     assert sim.stats()["auth_headers_seen"] == 6
-    stored = (tmp_path / "out" / "b1" / "responses.sqlite").read_bytes() + (tmp_path / "out" / "b1" / "tasks.jsonl").read_bytes()
+    stored = (tmp_path / "out" / "b1" / "responses.sqlite").read_bytes() + (
+        tmp_path / "out" / "b1" / "tasks.jsonl"
+    ).read_bytes()
     assert b"sk-from-a-secret-block-91f3" not in stored
 
 
 def test_a_missing_secret_block_stops_the_run_before_any_call(sim: RunningSimulator, tmp_path: Path) -> None:
     from common.errors import InputError
 
-    providers = [*three_providers(sim)[:2], provider_entry(sim, "claude", "anthropic", "claude-x", api_key_secret="no-such-block")]
-    with pytest.raises(InputError, match=r"providers\[2\]\.api_key_secret: no API key: Prefect Secret block 'no-such-block' not found"):
+    providers = [
+        *three_providers(sim)[:2],
+        provider_entry(sim, "claude", "anthropic", "claude-x", api_key_secret="no-such-block"),
+    ]
+    with pytest.raises(
+        InputError, match=r"providers\[2\]\.api_key_secret: no API key: Prefect Secret block 'no-such-block' not found"
+    ):
         run(write_config(tmp_path, providers, write_prompts(tmp_path / "prompts.jsonl", 2)))
     assert sim.stats()["requests_total"] == 0
     assert not (tmp_path / "out" / "b1" / "tasks.jsonl").exists()
@@ -333,7 +371,11 @@ def test_run_report_artifacts_and_cost(sim: RunningSimulator, tmp_path: Path) ->
     sim.configure(faults=[FaultRule(kind="500", model="llama-3-8b", times=2)])
     providers = three_providers(sim)
     providers[0]["price"] = {"input_per_million": 2.5, "output_per_million": 10.0}
-    state = asyncio.run(generate_tasks(str(write_config(tmp_path, providers, write_prompts(tmp_path / "p.jsonl", 5))), return_state=True))
+    state = asyncio.run(
+        generate_tasks(
+            str(write_config(tmp_path, providers, write_prompts(tmp_path / "p.jsonl", 5))), return_state=True
+        )
+    )
     summary = state.result()
     gpt = summary["providers"]["gpt-4o"]
     assert gpt["cost_usd"] == pytest.approx((gpt["input_tokens"] * 2.5 + gpt["output_tokens"] * 10.0) / 1e6, abs=1e-6)
@@ -343,7 +385,9 @@ def test_run_report_artifacts_and_cost(sim: RunningSimulator, tmp_path: Path) ->
     async def artifacts() -> list[Any]:
         async with get_client() as client:
             flow_run_id = state.state_details.flow_run_id
-            return await client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+            )
 
     found = {a.type: a for a in asyncio.run(artifacts())}
     assert set(found) == {"markdown", "table"}
@@ -407,7 +451,10 @@ def test_fingerprint_follows_what_changes_the_answer_and_not_the_key(
     sim: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     prompts = write_prompts(tmp_path / "p.jsonl", 3)
-    providers = [provider_entry(sim, "gpt-4o", "openai", "gpt-4o"), provider_entry(sim, "claude", "anthropic", "claude-x")]
+    providers = [
+        provider_entry(sim, "gpt-4o", "openai", "gpt-4o"),
+        provider_entry(sim, "claude", "anthropic", "claude-x"),
+    ]
     run(write_config(tmp_path, providers, prompts))
     assert sim.stats()["requests_total"] == 6
 
@@ -423,6 +470,9 @@ def test_fingerprint_follows_what_changes_the_answer_and_not_the_key(
     assert calls_after(lambda p: p[0]["params"].update(temperature=0.9)) == {"gpt-4o": 3, "claude": 0}
     assert calls_after(lambda p: p[1].update(model="claude-y")) == {"gpt-4o": 0, "claude": 3}
     assert calls_after(lambda p: p[0].update(system_prompt="Be terse.")) == {"gpt-4o": 3, "claude": 0}
-    assert calls_after(lambda p: p[1].update(base_url=sim.anthropic_base_url + "/")) == {"gpt-4o": 0, "claude": 0}  # same endpoint
+    assert calls_after(lambda p: p[1].update(base_url=sim.anthropic_base_url + "/")) == {
+        "gpt-4o": 0,
+        "claude": 0,
+    }  # same endpoint
     localhost = sim.openai_base_url.replace("127.0.0.1", "localhost")  # another base URL, same server
     assert calls_after(lambda p: p[0].update(base_url=localhost)) == {"gpt-4o": 3, "claude": 0}

@@ -35,15 +35,15 @@ def test_each_bad_line_is_a_reject_with_its_line_number_and_the_good_lines_are_k
     untouched = annotate(shell)  # completed, but every slot still null
     out_of_scale = annotate(shell, turn={"likert_value": 9})
     lines = [
-        json.dumps(good),                  # 1
-        "",                                # 2 blank: skipped, still counted as a line
+        json.dumps(good),  # 1
+        "",  # 2 blank: skipped, still counted as a line
         '{"task_id": "t-cut", "threads": [',  # 3 truncated JSON
-        "[1, 2, 3]",                       # 4 JSON, but not an object
-        json.dumps(renamed),               # 5
-        "   ",                             # 6 blank
-        json.dumps(untouched),             # 7
-        json.dumps(out_of_scale),          # 8
-        json.dumps(other_annotator),       # 9
+        "[1, 2, 3]",  # 4 JSON, but not an object
+        json.dumps(renamed),  # 5
+        "   ",  # 6 blank
+        json.dumps(untouched),  # 7
+        json.dumps(out_of_scale),  # 8
+        json.dumps(other_annotator),  # 9
     ]
     source = tmp_path / "from-platform.jsonl"
     source.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -53,7 +53,11 @@ def test_each_bad_line_is_a_reject_with_its_line_number_and_the_good_lines_are_k
     assert code == 3
     assert (report["read"], report["annotated"], report["rejected"]) == (7, 2, 5)
     assert report["rejected_by_reason"] == {
-        "invalid_json": 1, "not_an_object": 1, "unknown_slot_key": 1, "no_annotation": 1, "invalid_value": 1,
+        "invalid_json": 1,
+        "not_an_object": 1,
+        "unknown_slot_key": 1,
+        "no_annotation": 1,
+        "invalid_value": 1,
     }
     assert [(r["file"], r["line"], r["reason"]) for r in rejects] == [
         (str(source), 3, "invalid_json"),

@@ -72,13 +72,24 @@ CASES = [
     _param("temperature: 0.7", "temperature: .nan", 11, "providers[0].params.temperature", NOT_FINITE),
     _param("temperature: 0.7", "temperature: .inf", 11, "providers[0].params.temperature", NOT_FINITE),
     _param("max_tokens: 64", "max_tokens: -.inf", 11, "providers[0].params.max_tokens", NOT_FINITE),
-    _param("max_tokens: 64", "max_tokens: 64, logit_bias: {'50256': .nan}", 11, "providers[0].params.logit_bias", NOT_FINITE),
+    _param(
+        "max_tokens: 64",
+        "max_tokens: 64, logit_bias: {'50256': .nan}",
+        11,
+        "providers[0].params.logit_bias",
+        NOT_FINITE,
+    ),
     _param("timeout_s: 5", "timeout_s: .inf", 12, "providers[0].timeout_s", NOT_FINITE),
     _param("timeout_s: 5", "timeout_s: .nan", 12, "providers[0].timeout_s", NOT_FINITE),
     _param("timeout_s: 5", "backoff_max_s: .inf", 12, "providers[0].backoff_max_s", NOT_FINITE),
     _param("timeout_s: 5", "requests_per_minute: .inf", 12, "providers[0].requests_per_minute", NOT_FINITE),
-    _param("timeout_s: 5", "price: {input_per_million: .nan, output_per_million: 1}", 12,
-           "providers[0].price.input_per_million", NOT_FINITE),
+    _param(
+        "timeout_s: 5",
+        "price: {input_per_million: .nan, output_per_million: 1}",
+        12,
+        "providers[0].price.input_per_million",
+        NOT_FINITE,
+    ),
     # Booleans where numbers are expected (pydantic's lax mode read them as 1 and 0).
     _param("timeout_s: 5", "max_concurrency: true", 12, "providers[0].max_concurrency", NOT_BOOL),
     _param("temperature: 0.7", "temperature: false", 11, "providers[0].params.temperature", NOT_BOOL),
@@ -88,35 +99,74 @@ CASES = [
     # Text that cannot be encoded as UTF-8, in the config or in any field of a prompt record.
     _param("model: gpt-4o", 'model: "gpt-4o\\ud800"', 9, "providers[0].model", f"{SURROGATE} at character 7"),
     _record("prompt-surrogate", "prompt", f"{SURROGATE} at character 4", '{"prompt": "hi \\ud800"}'),
-    _record("messages-surrogate", "messages[2].content", f"{SURROGATE} at character 1", json.dumps(
-        {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "\ud800"}]}
-    )),
+    _record(
+        "messages-surrogate",
+        "messages[2].content",
+        f"{SURROGATE} at character 1",
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": "a"},
+                    {"role": "assistant", "content": "b"},
+                    {"role": "user", "content": "\ud800"},
+                ]
+            }
+        ),
+    ),
     _record("system-surrogate", "system", f"{SURROGATE} at character 1", '{"prompt": "hi", "system": "\\ud800"}'),
     _record("id-surrogate", "id", f"{SURROGATE} at character 2", '{"id": "b\\ud800", "prompt": "hi"}'),
-    _record("metadata-surrogate", "metadata.tags[0]", f"{SURROGATE} at character 1", '{"prompt": "hi", "metadata": {"tags": ["\\ud800"]}}'),
+    _record(
+        "metadata-surrogate",
+        "metadata.tags[0]",
+        f"{SURROGATE} at character 1",
+        '{"prompt": "hi", "metadata": {"tags": ["\\ud800"]}}',
+    ),
     _record("extra-key-surrogate", "topic", f"{SURROGATE} at character 3", '{"prompt": "hi", "topic": "ab\\ud800"}'),
-    Case("csv-json-column-surrogate", f"p.csv:3: messages[0].content: {SURROGATE} at character 1 {FROM_PATH}",
-         replace=("path: p.jsonl", "path: p.csv"), prompts_name="p.csv",
-         prompts='id,prompt,messages\n1,fine,\n2,,"[{""role"": ""user"", ""content"": ""\\ud800""}]"\n'),
-    Case("template-literal-surrogate", f"p.jsonl:1: template: {SURROGATE} at character 1 {FROM_PATH}",
-         replace=("template: null", "template: t.j2"), files=(("t.j2", '{{ "\\ud800" }}{{ prompt }}'),)),
+    Case(
+        "csv-json-column-surrogate",
+        f"p.csv:3: messages[0].content: {SURROGATE} at character 1 {FROM_PATH}",
+        replace=("path: p.jsonl", "path: p.csv"),
+        prompts_name="p.csv",
+        prompts='id,prompt,messages\n1,fine,\n2,,"[{""role"": ""user"", ""content"": ""\\ud800""}]"\n',
+    ),
+    Case(
+        "template-literal-surrogate",
+        f"p.jsonl:1: template: {SURROGATE} at character 1 {FROM_PATH}",
+        replace=("template: null", "template: t.j2"),
+        files=(("t.j2", '{{ "\\ud800" }}{{ prompt }}'),),
+    ),
     # A record with both prompt and messages.
-    _record("prompt-and-messages", "prompt", "give 'prompt' or 'messages', not both",
-            '{"prompt": "a", "messages": [{"role": "user", "content": "b"}]}'),
+    _record(
+        "prompt-and-messages",
+        "prompt",
+        "give 'prompt' or 'messages', not both",
+        '{"prompt": "a", "messages": [{"role": "user", "content": "b"}]}',
+    ),
     # Problems in the files the config names also name the config's line and field.
-    Case("prompt-file-missing", "nowhere.jsonl: prompt file not found (looked in {workdir}: relative paths in a config "
-         f"start at the config file's directory) {FROM_PATH}",
-         replace=("path: p.jsonl", "path: nowhere.jsonl")),
-    Case("prompt-template-syntax", "t.j2:1: template syntax error: unexpected '}' (from cfg.yaml:5: prompts.template)",
-         replace=("template: null", "template: t.j2"), files=(("t.j2", "{{ prompt }"),)),
-    Case("annotation-template-invalid",
-         "a.yaml:3: dimensions[0]: an integer dimension needs 'values' (from cfg.yaml:14: annotation.template)",
-         replace=("template: default", "template: a.yaml"),
-         files=(("a.yaml", "name: a\ndimensions:\n  - {key: helpful, title: Helpful}\n"),)),
-    Case("annotation-template-bool-value",
-         f"a.yaml:2: dimensions[0].values[1]: {NOT_BOOL} (from cfg.yaml:14: annotation.template)",
-         replace=("template: default", "template: a.yaml"),
-         files=(("a.yaml", "name: a\ndimensions: [{key: helpful, title: Helpful, values: [1, true]}]\n"),)),
+    Case(
+        "prompt-file-missing",
+        "nowhere.jsonl: prompt file not found (looked in {workdir}: relative paths in a config "
+        f"start at the config file's directory) {FROM_PATH}",
+        replace=("path: p.jsonl", "path: nowhere.jsonl"),
+    ),
+    Case(
+        "prompt-template-syntax",
+        "t.j2:1: template syntax error: unexpected '}' (from cfg.yaml:5: prompts.template)",
+        replace=("template: null", "template: t.j2"),
+        files=(("t.j2", "{{ prompt }"),),
+    ),
+    Case(
+        "annotation-template-invalid",
+        "a.yaml:3: dimensions[0]: an integer dimension needs 'values' (from cfg.yaml:14: annotation.template)",
+        replace=("template: default", "template: a.yaml"),
+        files=(("a.yaml", "name: a\ndimensions:\n  - {key: helpful, title: Helpful}\n"),),
+    ),
+    Case(
+        "annotation-template-bool-value",
+        f"a.yaml:2: dimensions[0].values[1]: {NOT_BOOL} (from cfg.yaml:14: annotation.template)",
+        replace=("template: default", "template: a.yaml"),
+        files=(("a.yaml", "name: a\ndimensions: [{key: helpful, title: Helpful, values: [1, true]}]\n"),),
+    ),
 ]
 
 

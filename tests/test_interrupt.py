@@ -61,7 +61,10 @@ def server_processes(parent: int) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except (OSError, ValueError):
             continue
-        if int(stat[stat.rindex(")") + 2:].split()[1]) == parent and b"prefect.server.api.server:create_app" in cmdline:
+        if (
+            int(stat[stat.rindex(")") + 2 :].split()[1]) == parent
+            and b"prefect.server.api.server:create_app" in cmdline
+        ):
             found.append(int(entry.name))
     return found
 

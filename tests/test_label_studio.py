@@ -60,12 +60,19 @@ def test_deliver_annotate_harvest_export(
     label_studio: LabelStudioServer, sim: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sim.configure(mode="auto")  # answers as annotators would see them: no marker naming the model
-    providers = [provider_entry(sim, "gpt-4o", "openai", "gpt-4o"), provider_entry(sim, "claude", "anthropic", "claude-x")]
-    config = write_config(tmp_path, providers, write_prompts(tmp_path / "p.jsonl", 6),
-                          annotation={"template": "pref_ranking_rewrites"})
+    providers = [
+        provider_entry(sim, "gpt-4o", "openai", "gpt-4o"),
+        provider_entry(sim, "claude", "anthropic", "claude-x"),
+    ]
+    config = write_config(
+        tmp_path, providers, write_prompts(tmp_path / "p.jsonl", 6), annotation={"template": "pref_ranking_rewrites"}
+    )
     summary = asyncio.run(generate_tasks(str(config)))
     run_dir = Path(summary["files"]["tasks"]).parent
-    shells = {json.loads(line)["task_id"]: json.loads(line) for line in Path(summary["files"]["tasks"]).read_text().splitlines()}
+    shells = {
+        json.loads(line)["task_id"]: json.loads(line)
+        for line in Path(summary["files"]["tasks"]).read_text().splitlines()
+    }
     legacy = SecretStr(label_studio.token)
 
     first = deliver_label_studio(run_dir, label_studio.url, legacy, "rlhf test project")
@@ -81,10 +88,14 @@ def test_deliver_annotate_harvest_export(
         project = client.request("GET", f"/api/projects/{first['project_id']}")
         for source_id in ("gpt-4o", "claude"):
             assert source_id not in project["label_config"]  # annotators see positions, not models
-        for task in client.request("GET", "/api/tasks", params={"project": first["project_id"], "fields": "all"})["tasks"]:
+        for task in client.request("GET", "/api/tasks", params={"project": first["project_id"], "fields": "all"})[
+            "tasks"
+        ]:
             # Every data field is a Data Manager column: only the id, the prompt and the answers by position.
             assert set(task["data"]) == {"task_id", "prompt", "response_a", "response_b"}
-            assert not any(word in json.dumps(task) for word in ("gpt-4o", "claude-x", '"claude"', "source_id", "positions"))
+            assert not any(
+                word in json.dumps(task) for word in ("gpt-4o", "claude-x", '"claude"', "source_id", "positions")
+            )
         rng = random.Random(7)
         made: dict[str, dict[str, Any]] = {}
         for task_id, ls_id in sorted(ls_ids.items()):
@@ -103,9 +114,14 @@ def test_deliver_annotate_harvest_export(
     assert (harvested["annotated"], harvested["rejected"]) == (6, 2)
     rejects = [json.loads(line) for line in Path(harvested["rejects"]).read_text().splitlines()]
     reasons = sorted(reject["reasons"][0] for reject in rejects)
-    assert reasons == ["likert: 9 is outside the allowed values [1, 2, 3, 4, 5, 6, 7]", "no_such_control: unknown control"]
-    assert all(reject["reasons"][-1].startswith("required question(s) left blank: a__instruction_following")
-               for reject in rejects)
+    assert reasons == [
+        "likert: 9 is outside the allowed values [1, 2, 3, 4, 5, 6, 7]",
+        "no_such_control: unknown control",
+    ]
+    assert all(
+        reject["reasons"][-1].startswith("required question(s) left blank: a__instruction_following")
+        for reject in rejects
+    )
 
     annotated = [json.loads(line) for line in out.read_text().splitlines()]
     for task in annotated:
@@ -116,8 +132,11 @@ def test_deliver_annotate_harvest_export(
         meaning = made[task["task_id"]]
         assert values["likert_value"] == meaning["likert"]
         assert values["selected_model_id"] == order["AB".index(meaning["selected"])]
-        assert turn["messages"][1]["annotations"][-1] == {**turn["messages"][1]["annotations"][-1], "key": "rewrite",
-                                                         "value": "A better answer, rewritten by a person."}
+        assert turn["messages"][1]["annotations"][-1] == {
+            **turn["messages"][1]["annotations"][-1],
+            "key": "rewrite",
+            "value": "A better answer, rewritten by a person.",
+        }
 
     records, stats = dpo_records(annotated)
     pairs = list(records)
@@ -141,25 +160,34 @@ def test_tasks_that_lost_an_answer_get_a_project_whose_form_fits_them(
     label_studio: LabelStudioServer, sim: RunningSimulator, tmp_path: Path
 ) -> None:
     sim.configure(faults=[FaultRule(kind="400", model="claude-x", prompt_contains="number 1:")])
-    providers = [provider_entry(sim, "gpt-4o", "openai", "gpt-4o"), provider_entry(sim, "llama", "openai", "llama-3"),
-                 provider_entry(sim, "claude", "anthropic", "claude-x")]
+    providers = [
+        provider_entry(sim, "gpt-4o", "openai", "gpt-4o"),
+        provider_entry(sim, "llama", "openai", "llama-3"),
+        provider_entry(sim, "claude", "anthropic", "claude-x"),
+    ]
     config = write_config(tmp_path, providers, write_prompts(tmp_path / "p.jsonl", 3))
     summary = asyncio.run(generate_tasks(str(config)))
     run_dir = Path(summary["files"]["tasks"]).parent
     delivered = deliver_label_studio(run_dir, label_studio.url, SecretStr(label_studio.token), "lost answers")
     assert [(p["project_title"], p["answers"], p["tasks"]) for p in delivered["projects"]] == [
-        ("lost answers", 3, 2), ("lost answers (2 answers)", 2, 1)]
+        ("lost answers", 3, 2),
+        ("lost answers (2 answers)", 2, 1),
+    ]
     dims = ("instruction_following", "truthfulness", "factuality", "tone", "harmlessness", "overall")
     with LabelStudioClient(label_studio.url, SecretStr(label_studio.token)) as client:
         for project in delivered["projects"]:
             config_xml = client.request("GET", f"/api/projects/{project['project_id']}")["label_config"]
             assert ('name="likert"' in config_xml) == (project["answers"] == 2)  # the pair's form asks the Likert
-            assert 'name="response_c"' in config_xml if project["answers"] == 3 else 'name="response_c"' not in config_xml
+            assert (
+                'name="response_c"' in config_xml if project["answers"] == 3 else 'name="response_c"' not in config_xml
+            )
             for ls_id in client.task_ids(project["project_id"]).values():
                 letters = "abc"[: project["answers"]]
                 result = [_choice(f"{p}__{d}", f"response_{p}", "4") for p in letters for d in dims]
                 result += [_choice(f"{p}__verbosity", f"response_{p}", "just_right") for p in letters]
-                result.append(_choice("likert", "prompt", "2") if project["answers"] == 2 else _choice("selected", "prompt", "C"))
+                result.append(
+                    _choice("likert", "prompt", "2") if project["answers"] == 2 else _choice("selected", "prompt", "C")
+                )
                 client.create_annotation(ls_id, result)
     out = tmp_path / "annotated.jsonl"
     harvested = harvest_label_studio(label_studio.url, SecretStr(label_studio.token), run_dir, out)

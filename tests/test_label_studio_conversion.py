@@ -24,7 +24,9 @@ SOURCES = ("gpt-4o", "llama", "claude")
 def _shell(template: str = "helpsteer_0_4") -> dict[str, Any]:
     providers = [ProviderConfig(source_id=s, kind="openai", model=f"m-{s}") for s in SOURCES]
     slots = {slot.answer_id: slot for slot in answer_slots(providers, 1)}
-    ctx = BatchContext("p", "b", "run", "hash", "2026-11-27T00:00:00Z", "n_way", resolve_template(template), {"name": "x"})
+    ctx = BatchContext(
+        "p", "b", "run", "hash", "2026-11-27T00:00:00Z", "n_way", resolve_template(template), {"name": "x"}
+    )
     record = PromptRecord(id="q1", messages=[{"role": "user", "content": "Hi?"}])
     results = {s: CallResult(ok=True, text=f"answer of {s}", model=f"m-{s}", attempts=1) for s in SOURCES}
     order = ["claude", "gpt-4o", "llama"]
@@ -38,8 +40,13 @@ def _choice(name: str, value: str) -> dict[str, Any]:
 def _harvest(shell: dict[str, Any], result: list[dict[str, Any]], template: str | None = None) -> Any:
     """Harvest one annotation of the delivered (blinded) task, joined back to ``shell`` by task id."""
     ls_task = {"id": 7, **to_label_studio(shell), "annotations": [{"id": 1, "completed_by": 3, "result": result}]}
-    return harvest_task(ls_task, {"platform": "label-studio"}, {3: "ann@example.com"}, {shell["task_id"]: shell},
-                        resolve_template(template) if template else None)
+    return harvest_task(
+        ls_task,
+        {"platform": "label-studio"},
+        {3: "ann@example.com"},
+        {shell["task_id"]: shell},
+        resolve_template(template) if template else None,
+    )
 
 
 def test_config_hides_sources_and_declares_every_control() -> None:
@@ -55,8 +62,13 @@ def test_config_hides_sources_and_declares_every_control() -> None:
 def test_task_data_shows_positions_in_order_and_nothing_that_names_a_model() -> None:
     shell = _shell()
     data = to_label_studio(shell)["data"]
-    assert data == {"task_id": shell["task_id"], "prompt": "Hi?", "response_a": "answer of claude",
-                    "response_b": "answer of gpt-4o", "response_c": "answer of llama"}
+    assert data == {
+        "task_id": shell["task_id"],
+        "prompt": "Hi?",
+        "response_a": "answer of claude",
+        "response_b": "answer of gpt-4o",
+        "response_c": "answer of llama",
+    }
     # Every data field is a Data Manager column: no source id, model or provider name anywhere in it.
     shown = json.dumps(data)
     for source in SOURCES:
@@ -64,10 +76,16 @@ def test_task_data_shows_positions_in_order_and_nothing_that_names_a_model() -> 
 
 
 def test_ranking_selection_and_ratings_are_written_into_the_shell() -> None:
-    outcome = _harvest(_shell(), [
-        _choice("rank_1", "C"), _choice("rank_2", "A"), _choice("rank_3", "B"), _choice("selected", "C"),
-        {"from_name": "b__helpfulness", "to_name": "response_b", "type": "choices", "value": {"choices": ["4"]}},
-    ])
+    outcome = _harvest(
+        _shell(),
+        [
+            _choice("rank_1", "C"),
+            _choice("rank_2", "A"),
+            _choice("rank_3", "B"),
+            _choice("selected", "C"),
+            {"from_name": "b__helpfulness", "to_name": "response_b", "type": "choices", "value": {"choices": ["4"]}},
+        ],
+    )
     assert outcome.rejected == []
     (task,) = outcome.annotated
     turn = task["threads"][0]["turns"][-1]
@@ -81,14 +99,24 @@ def test_ranking_selection_and_ratings_are_written_into_the_shell() -> None:
 @pytest.mark.parametrize(
     ("result", "reason"),
     [
-        ([_choice("rank_1", "A"), _choice("rank_2", "A"), _choice("rank_3", "B")], "ranking: ranks must place every response exactly once"),
+        (
+            [_choice("rank_1", "A"), _choice("rank_2", "A"), _choice("rank_3", "B")],
+            "ranking: ranks must place every response exactly once",
+        ),
         ([_choice("selected", "D")], "selected: 'D' is not a response of this task"),
-        ([{"from_name": "a__helpfulness", "to_name": "response_a", "type": "choices", "value": {"choices": ["5"]}}],
-         "a__helpfulness: 5 is outside the allowed values [0, 1, 2, 3, 4]"),
-        ([{"from_name": "d__helpfulness", "to_name": "response_d", "type": "choices", "value": {"choices": ["1"]}}],
-         "d__helpfulness: no such slot in this task"),
+        (
+            [{"from_name": "a__helpfulness", "to_name": "response_a", "type": "choices", "value": {"choices": ["5"]}}],
+            "a__helpfulness: 5 is outside the allowed values [0, 1, 2, 3, 4]",
+        ),
+        (
+            [{"from_name": "d__helpfulness", "to_name": "response_d", "type": "choices", "value": {"choices": ["1"]}}],
+            "d__helpfulness: no such slot in this task",
+        ),
         ([_choice("likert", "3")], "likert: no such slot in this task"),
-        ([{"from_name": "a__helpfulness", "type": "rating", "value": {"rating": 3}}], "a__helpfulness: unsupported result type 'rating'"),
+        (
+            [{"from_name": "a__helpfulness", "type": "rating", "value": {"rating": 3}}],
+            "a__helpfulness: unsupported result type 'rating'",
+        ),
     ],
 )
 def test_invalid_results_are_rejected_with_the_reason(result: list[dict[str, Any]], reason: str) -> None:
@@ -97,19 +125,33 @@ def test_invalid_results_are_rejected_with_the_reason(result: list[dict[str, Any
     (reject,) = outcome.rejected
     assert reject["reasons"][0].startswith(reason), reject
     # The whole rejects line: which task and annotation, by whom, and why; unchanged through JSON.
-    assert reject == {"label_studio_task": 7, "annotation_id": 1, "annotator": "ann@example.com",
-                      "task_id": "task_1", "reasons": reject["reasons"]}
+    assert reject == {
+        "label_studio_task": 7,
+        "annotation_id": 1,
+        "annotator": "ann@example.com",
+        "task_id": "task_1",
+        "reasons": reject["reasons"],
+    }
     assert json.loads(json.dumps(reject)) == reject
 
 
 def test_the_task_line_is_the_same_data_as_the_task_dict() -> None:
-    providers = [ProviderConfig(source_id=s, kind="openai", model=f"m-{s}", params={"temperature": 1e-05, "top_p": 0.95})
-                 for s in SOURCES]
+    providers = [
+        ProviderConfig(source_id=s, kind="openai", model=f"m-{s}", params={"temperature": 1e-05, "top_p": 0.95})
+        for s in SOURCES
+    ]
     slots = {slot.answer_id: slot for slot in answer_slots(providers, 1)}
-    ctx = BatchContext("p", "b", "run", "hash", "2026-11-27T00:00:00Z", "n_way", resolve_template("default"), {"name": "x"})
-    record = PromptRecord(id="q1", messages=[{"role": "user", "content": "Grüße? 你好 \"quoted\"\n"}],
-                          metadata={"score": 0.1, "big": 2**70, "nested": {"list": [1, None, True]}})
-    results = {s: CallResult(ok=True, text=f"réponse de {s} ✓", model=f"m-{s}", attempts=1, latency_ms=12.5) for s in SOURCES}
+    ctx = BatchContext(
+        "p", "b", "run", "hash", "2026-11-27T00:00:00Z", "n_way", resolve_template("default"), {"name": "x"}
+    )
+    record = PromptRecord(
+        id="q1",
+        messages=[{"role": "user", "content": 'Grüße? 你好 "quoted"\n'}],
+        metadata={"score": 0.1, "big": 2**70, "nested": {"list": [1, None, True]}},
+    )
+    results = {
+        s: CallResult(ok=True, text=f"réponse de {s} ✓", model=f"m-{s}", attempts=1, latency_ms=12.5) for s in SOURCES
+    }
     shell = build_task(ctx, record, PlannedTask("task_1", "", list(SOURCES)), slots, results, {})
     line = shell.to_json_line()
     assert "\n" not in line and "你好" in line  # one line, not ASCII-escaped
@@ -154,8 +196,9 @@ def test_every_scale_names_its_ends_and_only_the_preference_has_hotkeys() -> Non
 
 
 def test_an_unlabelled_number_scale_marks_its_ends() -> None:
-    template = resolve_template("pref_ranking").model_copy(update={"dimensions": [
-        Dimension(key="clarity", title="Clarity", values=[1, 2, 3, 4, 5])]})
+    template = resolve_template("pref_ranking").model_copy(
+        update={"dimensions": [Dimension(key="clarity", title="Clarity", values=[1, 2, 3, 4, 5])]}
+    )
     xml = build_labeling_config(template, 2).xml
     assert 'value="1 (lowest)" alias="1"' in xml and 'value="5 (highest)" alias="5"' in xml
 
@@ -170,14 +213,24 @@ def test_three_answers_without_ranking_ask_for_a_selection_keyed_by_letter() -> 
 
 
 def _filled(letters: str, dims: list[Any]) -> list[dict[str, Any]]:
-    return [{"from_name": f"{p}__{d.key}", "to_name": f"response_{p}", "type": "choices",
-             "value": {"choices": [str(d.values[0])]}} for p in letters for d in dims]
+    return [
+        {
+            "from_name": f"{p}__{d.key}",
+            "to_name": f"response_{p}",
+            "type": "choices",
+            "value": {"choices": [str(d.values[0])]},
+        }
+        for p in letters
+        for d in dims
+    ]
 
 
 def _pairwise_shell() -> dict[str, Any]:
     providers = [ProviderConfig(source_id=s, kind="openai", model=f"m-{s}") for s in SOURCES[:2]]
     slots = {slot.answer_id: slot for slot in answer_slots(providers, 1)}
-    ctx = BatchContext("p", "b", "run", "hash", "2026-11-27T00:00:00Z", "pairwise", resolve_template("pref_ranking"), {"name": "x"})
+    ctx = BatchContext(
+        "p", "b", "run", "hash", "2026-11-27T00:00:00Z", "pairwise", resolve_template("pref_ranking"), {"name": "x"}
+    )
     record = PromptRecord(id="q1", messages=[{"role": "user", "content": "Hi?"}])
     results = {s: CallResult(ok=True, text=f"answer of {s}", model=f"m-{s}", attempts=1) for s in SOURCES[:2]}
     return build_task(ctx, record, PlannedTask("task_2", "", ["llama", "gpt-4o"]), slots, results, {}).to_json_dict()
@@ -200,16 +253,27 @@ def test_a_required_question_left_blank_is_rejected_with_its_name() -> None:
     assert outcome.rejected[0]["reasons"] == ["required question(s) left blank: b__truthfulness, likert"]
     # A dimension the template marks optional may stay blank.
     template = resolve_template("pref_ranking")
-    optional = template.model_copy(update={"dimensions": [
-        d.model_copy(update={"required": False}) if d.key == "truthfulness" else d for d in template.dimensions]})
-    ls_task = {"id": 7, **to_label_studio(_pairwise_shell()),
-               "annotations": [{"id": 1, "completed_by": 3, "result": [*result, _choice("likert", "2")]}]}
+    optional = template.model_copy(
+        update={
+            "dimensions": [
+                d.model_copy(update={"required": False}) if d.key == "truthfulness" else d for d in template.dimensions
+            ]
+        }
+    )
+    ls_task = {
+        "id": 7,
+        **to_label_studio(_pairwise_shell()),
+        "annotations": [{"id": 1, "completed_by": 3, "result": [*result, _choice("likert", "2")]}],
+    }
     kept = harvest_task(ls_task, {}, {}, {"task_2": _pairwise_shell()}, optional)
     assert kept.rejected == [] and len(kept.annotated) == 1
 
 
 def test_an_annotation_of_a_task_the_run_does_not_have_is_rejected() -> None:
-    ls_task = {"id": 9, "data": {"task_id": "task_other", "prompt": "x"},
-               "annotations": [{"id": 2, "completed_by": 3, "result": [_choice("likert", "2")]}]}
+    ls_task = {
+        "id": 9,
+        "data": {"task_id": "task_other", "prompt": "x"},
+        "annotations": [{"id": 2, "completed_by": 3, "result": [_choice("likert", "2")]}],
+    }
     outcome = harvest_task(ls_task, {}, {}, {}, None)
     assert outcome.annotated == [] and "not in the run's tasks" in outcome.rejected[0]["reasons"][0]

@@ -85,7 +85,7 @@ def test_no_import_cycles_between_modules() -> None:
         state[node] = 1
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycles.append(trail[trail.index(nxt):] + [nxt])
+                cycles.append(trail[trail.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt, [*trail, nxt])
         state[node] = 2
@@ -108,10 +108,20 @@ def test_no_private_name_is_borrowed_from_another_module() -> None:
     assert borrowed == []
 
 
-@pytest.mark.parametrize("module", ["task_builder.template", "task_builder.assemble", "platforms.label_studio.tasks",
-                                    "prompts.reader", "providers.store"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "task_builder.template",
+        "task_builder.assemble",
+        "platforms.label_studio.tasks",
+        "prompts.reader",
+        "providers.store",
+    ],
+)
 def test_a_lower_layer_imports_without_flows_or_prefect(module: str) -> None:
-    code = (f"import sys, {module}; bad = sorted(m for m in sys.modules if m.split('.')[0] in ('flows', 'prefect')); "
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        f"import sys, {module}; bad = sorted(m for m in sys.modules if m.split('.')[0] in ('flows', 'prefect')); "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr

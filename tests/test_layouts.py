@@ -98,13 +98,17 @@ def _answers(task: dict[str, Any]) -> list[dict[str, Any]]:
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api", "fake_keys")
 @pytest.mark.parametrize("layout", ["n_way", "pairwise", "single"])
-def test_every_shipped_template_in_every_layout_is_scale_compatible(sim: RunningSimulator, tmp_path: Path, layout: str) -> None:
+def test_every_shipped_template_in_every_layout_is_scale_compatible(
+    sim: RunningSimulator, tmp_path: Path, layout: str
+) -> None:
     prompts = write_prompts(tmp_path / "p.jsonl", 4)
     for name in shipped_templates():
         template = resolve_template(name)
         workdir = tmp_path / name
         workdir.mkdir()
-        config = write_config(workdir, three_providers(sim), prompts, annotation={"template": name, "layout": layout, "seed": 4})
+        config = write_config(
+            workdir, three_providers(sim), prompts, annotation={"template": name, "layout": layout, "seed": 4}
+        )
         summary = _run(config)
         tasks = _tasks(summary)
         expected = {"n_way": 4, "pairwise": 12, "single": 12}[layout]
@@ -129,15 +133,24 @@ def test_every_shipped_template_in_every_layout_is_scale_compatible(sim: Running
             assert task["metadata"]["layout"] == layout and task["metadata"]["annotation_template"] == name
             if layout == "pairwise" and template.turn.likert.enabled:
                 likert = next(a for a in task["threads"][0]["turns"][-1]["annotations"] if a["key"] == "likert_value")
-                assert likert["labels"][0] == "Response A much better" and likert["labels"][-1] == "Response B much better"
-                assert task["metadata"]["positions"] == {"Response A": answers[0]["source_id"], "Response B": answers[1]["source_id"]}
+                assert (
+                    likert["labels"][0] == "Response A much better" and likert["labels"][-1] == "Response B much better"
+                )
+                assert task["metadata"]["positions"] == {
+                    "Response A": answers[0]["source_id"],
+                    "Response B": answers[1]["source_id"],
+                }
 
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api", "fake_keys")
 def test_summary_reports_position_shares(sim: RunningSimulator, tmp_path: Path) -> None:
-    config = write_config(tmp_path, three_providers(sim), write_prompts(tmp_path / "p.jsonl", 20),
-                          annotation={"template": "default", "layout": "pairwise"})
+    config = write_config(
+        tmp_path,
+        three_providers(sim),
+        write_prompts(tmp_path / "p.jsonl", 20),
+        annotation={"template": "default", "layout": "pairwise"},
+    )
     positions = _run(config)["positions"]
     assert set(positions) == set(SOURCES)
     for source in SOURCES:
@@ -149,7 +162,10 @@ def test_summary_reports_position_shares(sim: RunningSimulator, tmp_path: Path) 
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api", "fake_keys")
 def test_samples_per_provider_get_unique_traceable_ids(sim: RunningSimulator, tmp_path: Path) -> None:
-    providers = [provider_entry(sim, "gpt-4o", "openai", "gpt-4o"), provider_entry(sim, "claude", "anthropic", "claude-x")]
+    providers = [
+        provider_entry(sim, "gpt-4o", "openai", "gpt-4o"),
+        provider_entry(sim, "claude", "anthropic", "claude-x"),
+    ]
     config = write_config(tmp_path, providers, write_prompts(tmp_path / "p.jsonl", 3), samples_per_provider=2)
     summary = _run(config)
     assert summary["providers"]["gpt-4o"]["requested"] == 6 and summary["providers"]["gpt-4o"]["called_this_run"] == 6
@@ -167,9 +183,15 @@ def test_samples_per_provider_get_unique_traceable_ids(sim: RunningSimulator, tm
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api", "fake_keys")
 def test_inline_template_extending_a_shipped_one(sim: RunningSimulator, tmp_path: Path) -> None:
-    inline = {"name": "short", "extends": "pref_ranking", "rewrite": True,
-              "dimensions": [{"key": "clarity", "title": "Clarity", "type": "integer", "values": [1, 2, 3]}]}
-    config = write_config(tmp_path, three_providers(sim), write_prompts(tmp_path / "p.jsonl", 2), annotation={"template": inline})
+    inline = {
+        "name": "short",
+        "extends": "pref_ranking",
+        "rewrite": True,
+        "dimensions": [{"key": "clarity", "title": "Clarity", "type": "integer", "values": [1, 2, 3]}],
+    }
+    config = write_config(
+        tmp_path, three_providers(sim), write_prompts(tmp_path / "p.jsonl", 2), annotation={"template": inline}
+    )
     task = _tasks(_run(config))[0]
     assert [a["key"] for a in _answers(task)[0]["annotations"]] == ["clarity", "rewrite"]
     assert "selected_model_id" in [a["key"] for a in task["threads"][0]["turns"][-1]["annotations"]]
@@ -186,23 +208,36 @@ def test_template_errors_name_the_file_line_and_field(tmp_path: Path) -> None:
 def test_inline_template_errors_point_into_the_run_config(tmp_path: Path, fake_keys: dict[str, str]) -> None:
     from flows.config import load_config
 
-    config = write_config(tmp_path, [{"source_id": "a", "kind": "openai", "model": "m"}], tmp_path / "p.jsonl",
-                          annotation={"template": {"name": "x", "dimensions": [{"key": "Bad Key", "title": "t", "type": "text"}]}})
+    config = write_config(
+        tmp_path,
+        [{"source_id": "a", "kind": "openai", "model": "m"}],
+        tmp_path / "p.jsonl",
+        annotation={"template": {"name": "x", "dimensions": [{"key": "Bad Key", "title": "t", "type": "text"}]}},
+    )
     line = next(i for i, text in enumerate(config.read_text().splitlines(), 1) if "Bad Key" in text)
     with pytest.raises(InputError) as caught:
         load_config(config)
-    assert str(caught.value) == f"{config}:{line}: annotation.template.dimensions[0].key: String should match pattern '^[a-z][a-z0-9_]*$'"
+    assert (
+        str(caught.value)
+        == f"{config}:{line}: annotation.template.dimensions[0].key: String should match pattern '^[a-z][a-z0-9_]*$'"
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api")
-def test_examples_pairwise_runs_on_the_simulator(sim: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_examples_pairwise_runs_on_the_simulator(
+    sim: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("SIM_URL", sim.url)
     monkeypatch.setenv("SIM_OPENAI_KEY", "x")
     monkeypatch.setenv("SIM_ANTHROPIC_KEY", "x")
     # Paths in a config are relative to its file: the copy in tmp_path names the prompts by absolute path.
-    text = (ROOT / "examples" / "pairwise.yaml").read_text().replace("output: {dir: ../out}", f"output: {{dir: {tmp_path}}}")
+    text = (
+        (ROOT / "examples" / "pairwise.yaml")
+        .read_text()
+        .replace("output: {dir: ../out}", f"output: {{dir: {tmp_path}}}")
+    )
     text = text.replace("path: ../prompts/", f"path: {ROOT}/prompts/")
     assert str(tmp_path) in text and str(ROOT) in text
     config = tmp_path / "pairwise.yaml"
@@ -214,7 +249,9 @@ def test_examples_pairwise_runs_on_the_simulator(sim: RunningSimulator, tmp_path
 @pytest.mark.slow
 @pytest.mark.parametrize("what", ["task", "config", "template"])
 def test_schema_command_prints_json_schema(what: str) -> None:
-    result = subprocess.run([str(Path(sys.executable).with_name("rlhf")), "schema", what], capture_output=True, text=True)
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("rlhf")), "schema", what], capture_output=True, text=True
+    )
     assert result.returncode == 0
     schema = json.loads(result.stdout)
     assert schema["type"] == "object" and schema["properties"]

@@ -200,9 +200,13 @@ def _run_calls(config: ProviderConfig, count: int) -> list[CallResult]:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_request_rate_never_exceeds_rate_plus_burst(sim: RunningSimulator, fake_keys: dict[str, str], kind: str) -> None:
+def test_request_rate_never_exceeds_rate_plus_burst(
+    sim: RunningSimulator, fake_keys: dict[str, str], kind: str
+) -> None:
     rpm, burst, count = 300, 3, 40
-    results = _run_calls(provider_config(sim, kind, "rated-model", requests_per_minute=rpm, burst=burst, max_concurrency=64), count)
+    results = _run_calls(
+        provider_config(sim, kind, "rated-model", requests_per_minute=rpm, burst=burst, max_concurrency=64), count
+    )
     assert all(r.ok for r in results)
     times = sorted(sim.stats()["request_times"]["rated-model"])
     assert len(times) == count
@@ -291,8 +295,16 @@ def test_breaker_cuts_off_a_dead_provider_and_a_rerun_makes_only_the_skipped_cal
     providers = [
         provider_entry(sim, "gpt-4o", "openai", "gpt-4o"),
         provider_entry(sim, "claude", "anthropic", "claude-sonnet-4-5"),
-        provider_entry(sim, "down", "openai", "down-model", breaker_threshold=threshold, max_retries=0,
-                       timeout_s=1.0, max_concurrency=concurrency),
+        provider_entry(
+            sim,
+            "down",
+            "openai",
+            "down-model",
+            breaker_threshold=threshold,
+            max_retries=0,
+            timeout_s=1.0,
+            max_concurrency=concurrency,
+        ),
     ]
     config = write_config(tmp_path, providers, write_prompts(tmp_path / "prompts.jsonl", 30), chunk_size=10)
     started = time.monotonic()
@@ -345,8 +357,9 @@ def test_401_trips_the_breaker_but_scattered_400s_never_do(sim: RunningSimulator
         provider_entry(sim, "auth", "openai", "auth-model", breaker_threshold=3, max_concurrency=2),
         provider_entry(sim, "bad", "anthropic", "bad-model", breaker_threshold=3, max_concurrency=1),
     ]
-    config = write_config(tmp_path, providers, write_prompts(tmp_path / "prompts.jsonl", 20), chunk_size=10,
-                          min_responses=1)
+    config = write_config(
+        tmp_path, providers, write_prompts(tmp_path / "prompts.jsonl", 20), chunk_size=10, min_responses=1
+    )
     summary = _run_flow(config)
     by_model = sim.stats()["by_model"]
 

@@ -40,7 +40,10 @@ def read_flow_run(flow_run_id: UUID | str) -> Any:
 
 
 def test_a_complete_run_is_named_after_the_batch_and_says_so(sim: RunningSimulator, tmp_path: Path) -> None:
-    providers = [provider_entry(sim, "gpt-4o", "openai", "gpt-4o"), provider_entry(sim, "claude", "anthropic", "claude-x")]
+    providers = [
+        provider_entry(sim, "gpt-4o", "openai", "gpt-4o"),
+        provider_entry(sim, "claude", "anthropic", "claude-x"),
+    ]
     config = write_config(tmp_path, providers, write_prompts(tmp_path / "p.jsonl", 5), batch="nightly-2026-01-02")
     state = asyncio.run(generate_tasks(str(config), return_state=True))
 
@@ -56,8 +59,9 @@ def test_an_incomplete_run_says_what_is_missing(sim: RunningSimulator, tmp_path:
     providers = [
         provider_entry(sim, "gpt-4o", "openai", "gpt-4o", max_retries=0),
         provider_entry(sim, "claude", "anthropic", "claude-x"),
-        provider_entry(sim, "down", "openai", "m", base_url=closed_port_url() + "/v1", max_retries=0,
-                       breaker_threshold=2),
+        provider_entry(
+            sim, "down", "openai", "m", base_url=closed_port_url() + "/v1", max_retries=0, breaker_threshold=2
+        ),
     ]
     config = write_config(tmp_path, providers, write_prompts(tmp_path / "p.jsonl", 4), chunk_size=2)
     state = asyncio.run(generate_tasks(str(config), return_state=True))
@@ -74,10 +78,14 @@ def test_an_incomplete_run_says_what_is_missing(sim: RunningSimulator, tmp_path:
     assert "1 of 4 prompt(s) incomplete" in message and "Rerun the same config" in message
 
 
-def test_a_run_stopped_by_a_signal_ends_cancelled_and_raises_with_its_summary(sim: RunningSimulator, tmp_path: Path) -> None:
+def test_a_run_stopped_by_a_signal_ends_cancelled_and_raises_with_its_summary(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
     sim.configure(latency_ms=150)
-    providers = [provider_entry(sim, "gpt-4o", "openai", "gpt-4o", max_concurrency=2),
-                 provider_entry(sim, "claude", "anthropic", "claude-x", max_concurrency=2)]
+    providers = [
+        provider_entry(sim, "gpt-4o", "openai", "gpt-4o", max_concurrency=2),
+        provider_entry(sim, "claude", "anthropic", "claude-x", max_concurrency=2),
+    ]
     config = write_config(tmp_path, providers, write_prompts(tmp_path / "p.jsonl", 40), chunk_size=10)
     store = tmp_path / "out" / "b1" / "responses.sqlite"
 
@@ -105,7 +113,9 @@ def test_a_run_stopped_by_a_signal_ends_cancelled_and_raises_with_its_summary(si
 
     async def runs_named() -> list[Any]:
         async with get_client() as client:
-            return await client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["test-project/b1"])))
+            return await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["test-project/b1"]))
+            )
 
     [run] = [r for r in asyncio.run(runs_named()) if r.parameters.get("config_path") == str(config)]
     assert run.state.type.value == "CANCELLED"
@@ -118,8 +128,10 @@ def test_rlhf_run_prints_the_flow_run_url_at_the_start_and_ctrl_c_cancels_it(
     sim: RunningSimulator, tmp_path: Path, prefect_api: str
 ) -> None:
     sim.configure(latency_ms=400)
-    providers = [provider_entry(sim, "gpt-4o", "openai", "gpt-4o", max_concurrency=2),
-                 provider_entry(sim, "claude", "anthropic", "claude-x", max_concurrency=2)]
+    providers = [
+        provider_entry(sim, "gpt-4o", "openai", "gpt-4o", max_concurrency=2),
+        provider_entry(sim, "claude", "anthropic", "claude-x", max_concurrency=2),
+    ]
     config = write_config(tmp_path, providers, write_prompts(tmp_path / "p.jsonl", 60))
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
     ui = prefect_api.removesuffix("/api")

@@ -49,8 +49,11 @@ PRICE = Price(input_per_million=2.0, output_per_million=10.0)
 
 
 def test_before_the_flow_starts_it_says_what_it_waits_for_not_0_of_0() -> None:
-    display = RunProgress([_provider("a"), _provider("b")], planned=150,
-                          waiting_for="starting Prefect's temporary local server for the flow run (usually ~20 s)")
+    display = RunProgress(
+        [_provider("a"), _provider("b")],
+        planned=150,
+        waiting_for="starting Prefect's temporary local server for the flow run (usually ~20 s)",
+    )
     text = _text(display)
     assert "starting Prefect's temporary local server" in text and "150 calls planned" in text
     assert "0/0" not in text and "0/75" not in text
@@ -86,7 +89,13 @@ def test_counts_rates_eta_cost_and_skipped_as_the_summary_counts_them() -> None:
     assert b["cost_usd"] is None and total["no_price"] == ["b"]
     assert total["done"] == 12 and total["total"] == 40
     text = _text(display)
-    assert "7/20" in text and "no price" in text and "≥ $0.03" in text and "cost is a lower bound: ≥ $0.03 (no price: b)" in text and "calling providers" in text
+    assert (
+        "7/20" in text
+        and "no price" in text
+        and "≥ $0.03" in text
+        and "cost is a lower bound: ≥ $0.03 (no price: b)" in text
+        and "calling providers" in text
+    )
 
 
 def test_settle_replaces_the_live_counts_by_the_tallies() -> None:
@@ -95,8 +104,12 @@ def test_settle_replaces_the_live_counts_by_the_tallies() -> None:
     for _ in range(3):
         display.finished("a", False)  # the display saw three failures ...
     tally = ProviderTally("a", "m-a")
-    for result in (CallResult(ok=True, input_tokens=1, output_tokens=2), CallResult(ok=False, error_type=SKIPPED),
-                   CallResult(ok=False, error_type=SKIPPED), CallResult(ok=False, error_type=INTERRUPTED)):
+    for result in (
+        CallResult(ok=True, input_tokens=1, output_tokens=2),
+        CallResult(ok=False, error_type=SKIPPED),
+        CallResult(ok=False, error_type=SKIPPED),
+        CallResult(ok=False, error_type=INTERRUPTED),
+    ):
         tally.add(result)
     display.settled({"a": tally})  # ... the summary counts 1 answered, 0 failed, 3 skipped
     assert display.counts("a") == {"answered": 1, "failed": 0, "skipped": 3, "input_tokens": 1, "output_tokens": 2}
@@ -178,14 +191,16 @@ def test_summary_names_the_providers_without_a_price_and_the_table_has_a_cost_co
 # ------------------------------------------------------------------------------------ real runs
 
 
-def _run_with_display(config: Path, providers: list[ProviderConfig], planned: int,
-                      stop_after: int | None = None) -> tuple[RunProgress, dict]:
+def _run_with_display(
+    config: Path, providers: list[ProviderConfig], planned: int, stop_after: int | None = None
+) -> tuple[RunProgress, dict]:
     from flows.generate import generate_tasks
 
     display = RunProgress(providers, planned=planned, stopping=stopping.requested)
     progress.set_sink(display)
     stopper: threading.Thread | None = None
     if stop_after is not None:
+
         def stop_when_seen() -> None:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
@@ -211,7 +226,10 @@ def _assert_agree(display: RunProgress, summary: dict) -> None:
     for sid, p in summary["providers"].items():
         shown = display.counts(sid)
         assert (shown["answered"], shown["failed"], shown["skipped"]) == (
-            p["answered"], p["failed"], p["skipped"] + p["interrupted"]), (sid, shown, p)
+            p["answered"],
+            p["failed"],
+            p["skipped"] + p["interrupted"],
+        ), (sid, shown, p)
         assert (shown["input_tokens"], shown["output_tokens"]) == (p["input_tokens"], p["output_tokens"])
 
 
@@ -219,8 +237,10 @@ def _assert_agree(display: RunProgress, summary: dict) -> None:
 @pytest.mark.usefixtures("prefect_api", "fake_keys")
 def test_after_an_interrupt_the_display_and_the_summary_agree(sim: RunningSimulator, tmp_path: Path) -> None:
     sim.configure(latency_ms=150)
-    entries = [provider_entry(sim, "gpt-4o", "openai", "gpt-4o", max_concurrency=2),
-               provider_entry(sim, "claude", "anthropic", "claude-sonnet-4-5", max_concurrency=2)]
+    entries = [
+        provider_entry(sim, "gpt-4o", "openai", "gpt-4o", max_concurrency=2),
+        provider_entry(sim, "claude", "anthropic", "claude-sonnet-4-5", max_concurrency=2),
+    ]
     config = write_config(tmp_path, entries, write_prompts(tmp_path / "p.jsonl", 40), chunk_size=10)
     display, summary = _run_with_display(config, [ProviderConfig(**e) for e in entries], 80, stop_after=4)
     assert summary["interrupted"] is True
@@ -235,9 +255,12 @@ def test_after_an_interrupt_the_display_and_the_summary_agree(sim: RunningSimula
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api", "fake_keys")
 def test_a_provider_cut_off_by_its_breaker_is_counted_alike(sim: RunningSimulator, tmp_path: Path) -> None:
-    entries = [provider_entry(sim, "gpt-4o", "openai", "gpt-4o", price={"input_per_million": 2.5, "output_per_million": 10}),
-               provider_entry(sim, "down", "openai", "down", base_url=closed_port_url() + "/v1", breaker_threshold=2,
-                              max_retries=0)]
+    entries = [
+        provider_entry(sim, "gpt-4o", "openai", "gpt-4o", price={"input_per_million": 2.5, "output_per_million": 10}),
+        provider_entry(
+            sim, "down", "openai", "down", base_url=closed_port_url() + "/v1", breaker_threshold=2, max_retries=0
+        ),
+    ]
     config = write_config(tmp_path, entries, write_prompts(tmp_path / "p.jsonl", 30), chunk_size=10)
     display, summary = _run_with_display(config, [ProviderConfig(**e) for e in entries], 60)
     down = summary["providers"]["down"]

@@ -101,7 +101,9 @@ def test_jsonl_metadata_and_extra_keys(workdir: Path) -> None:
 
 
 def test_jsonl_given_ids_kept_ints_become_strings(workdir: Path) -> None:
-    name = write_jsonl(workdir / "p.jsonl", {"id": 7, "prompt": "a"}, {"id": "x-1", "prompt": "b"}, {"id": 0, "prompt": "c"})
+    name = write_jsonl(
+        workdir / "p.jsonl", {"id": 7, "prompt": "a"}, {"id": "x-1", "prompt": "b"}, {"id": 0, "prompt": "c"}
+    )
     assert [r.id for r in read(name)] == ["7", "x-1", "0"]
 
 
@@ -124,7 +126,9 @@ def test_content_id_without_id(workdir: Path) -> None:
 
 
 def test_bad_id_type(workdir: Path) -> None:
-    name = write_jsonl(workdir / "p.jsonl", {"id": 1.5, "prompt": "a"}, {"id": "", "prompt": "b"}, {"id": [1], "prompt": "c"})
+    name = write_jsonl(
+        workdir / "p.jsonl", {"id": 1.5, "prompt": "a"}, {"id": "", "prompt": "b"}, {"id": [1], "prompt": "c"}
+    )
     assert problems(name) == [
         "p.jsonl:1: id: must be a non-empty string or an integer",
         "p.jsonl:2: id: must be a non-empty string or an integer",
@@ -165,11 +169,7 @@ def test_csv_id_prompt_and_extra_columns(workdir: Path) -> None:
 
 def test_csv_quoted_multiline_fields(workdir: Path) -> None:
     (workdir / "p.csv").write_text(
-        'id,prompt\n'
-        'a,"First line,\nsecond line\nwith ""quotes"""\n'
-        'b,plain\n'
-        'c,\n'
-        'd,"also\nmulti"\n'
+        'id,prompt\na,"First line,\nsecond line\nwith ""quotes"""\nb,plain\nc,\nd,"also\nmulti"\n'
     )
     records = read("p.csv")
     assert [r.id for r in records] == ["a", "b", "d"]
@@ -180,11 +180,11 @@ def test_csv_quoted_multiline_fields(workdir: Path) -> None:
 
 
 def test_csv_messages_and_metadata_columns(workdir: Path) -> None:
-    messages = json.dumps([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}])
+    messages = json.dumps(
+        [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]
+    )
     (workdir / "p.csv").write_text(
-        "id,messages,metadata\n"
-        f"1,\"{messages.replace(chr(34), chr(34) * 2)}\",\"{{\"\"k\"\": 1}}\"\n"
-        "2,not json,\n"
+        f'id,messages,metadata\n1,"{messages.replace(chr(34), chr(34) * 2)}","{{""k"": 1}}"\n2,not json,\n'
     )
     records = read("p.csv")
     assert [r.id for r in records] == ["1"]
@@ -239,7 +239,11 @@ def test_template_by_packaged_name(workdir: Path, monkeypatch: pytest.MonkeyPatc
 
 def test_template_replaces_last_message_of_history(workdir: Path) -> None:
     (workdir / "t.j2").write_text("[{{ topic }}] {{ messages[-1].content }}")
-    messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]
+    messages = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"},
+    ]
     name = write_jsonl(workdir / "p.jsonl", {"id": 1, "topic": "x", "messages": messages})
     [record] = read(name, template="t.j2")
     assert record.messages[:2] == messages[:2]
@@ -334,7 +338,10 @@ def test_duplicate_ids_reported_at_second_occurrence(workdir: Path) -> None:
     )
     report = scan_prompts(PromptsConfig(path=name))
     dup = content_id([{"role": "user", "content": "same"}], None)
-    assert [str(p) for p in report.problems] == ["p.jsonl:4: id: duplicate id 'a'", f"p.jsonl:6: id: duplicate id '{dup}'"]
+    assert [str(p) for p in report.problems] == [
+        "p.jsonl:4: id: duplicate id 'a'",
+        f"p.jsonl:6: id: duplicate id '{dup}'",
+    ]
     assert report.valid == 4
     assert [r.prompt_text for r in read(name)] == ["one", "two", "three", "same"]  # the first occurrence is kept
 
@@ -342,7 +349,9 @@ def test_duplicate_ids_reported_at_second_occurrence(workdir: Path) -> None:
 def test_invalid_utf8_line(workdir: Path) -> None:
     bad = b'{"id": 3, "prompt": "caf\xe9"}\n'
     assert bad.index(b"\xe9") == 24  # a 0-based offset
-    (workdir / "p.jsonl").write_bytes(b'{"id": 1, "prompt": "ok"}\n{"id": 2, "prompt": "ok"}\n' + bad + b'{"id": 4, "prompt": "ok"}\n')
+    (workdir / "p.jsonl").write_bytes(
+        b'{"id": 1, "prompt": "ok"}\n{"id": 2, "prompt": "ok"}\n' + bad + b'{"id": 4, "prompt": "ok"}\n'
+    )
     report = scan_prompts(PromptsConfig(path="p.jsonl"))
     assert [str(p) for p in report.problems] == ["p.jsonl:3: not valid UTF-8 (byte 24 of the line)"]
     assert report.valid == 3
@@ -361,7 +370,14 @@ def test_prompt_over_max_chars(workdir: Path) -> None:
         {"id": 1, "prompt": "x" * 10},
         {"id": 2, "prompt": "x" * 11},
         {"id": 3, "prompt": "x" * 6, "system": "y" * 5},
-        {"id": 4, "messages": [{"role": "user", "content": "aaaa"}, {"role": "assistant", "content": "bbbb"}, {"role": "user", "content": "ccc"}]},
+        {
+            "id": 4,
+            "messages": [
+                {"role": "user", "content": "aaaa"},
+                {"role": "assistant", "content": "bbbb"},
+                {"role": "user", "content": "ccc"},
+            ],
+        },
     )
     assert problems(name, max_prompt_chars=10) == [
         "p.jsonl:2: prompt is 11 characters, over the limit of 10 (prompts.max_prompt_chars)",
@@ -373,7 +389,10 @@ def test_prompt_over_max_chars(workdir: Path) -> None:
 @pytest.mark.parametrize(
     ("messages", "expected"),
     [
-        ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "messages: must end with a user message"),
+        (
+            [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
+            "messages: must end with a user message",
+        ),
         (
             [{"role": "system", "content": "s"}, {"role": "user", "content": "a"}],
             "messages: [0].role must be 'user' or 'assistant' (use the record's 'system' field for a system prompt)",
@@ -402,7 +421,8 @@ def test_prompt_file_not_found(workdir: Path) -> None:
     report = scan_prompts(PromptsConfig(path="missing.jsonl"))
     assert [str(p) for p in report.problems] == [
         f"missing.jsonl: prompt file not found (looked in {workdir}: relative paths in a config start at the config "
-        "file's directory)"]
+        "file's directory)"
+    ]
     assert list(iter_prompts(PromptsConfig(path="missing.jsonl"))) == []
 
 
@@ -496,13 +516,17 @@ def test_shipped_csv_example_renders_with_the_shipped_template() -> None:
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    config = PromptsConfig(path=str(root / "prompts/examples/questions_with_context.csv"), template="question_with_context")
+    config = PromptsConfig(
+        path=str(root / "prompts/examples/questions_with_context.csv"), template="question_with_context"
+    )
     records = list(iter_prompts(config))
     assert [r.id for r in records] == ["ctx-001", "ctx-002", "ctx-003"]
     assert records[0].prompt_text.endswith("Question: When was the Eiffel Tower completed?")
     assert "completed in March 1889" in records[0].prompt_text
     # The template's input columns stay with the record, so annotators' tooling can show them.
-    assert records[1].metadata["domain"] == "science" and records[1].metadata["question"].startswith("What is the boiling")
+    assert records[1].metadata["domain"] == "science" and records[1].metadata["question"].startswith(
+        "What is the boiling"
+    )
 
 
 # --- text that is not valid Unicode; prompt and messages together -------------------------------------------
@@ -516,7 +540,7 @@ def test_lone_surrogates_are_bad_records(workdir: Path) -> None:
         '{"prompt": "b", "system": "x\\ud800"}',
     )
     found = scan_prompts(PromptsConfig(path=name))
-    assert found.valid == 1 and read(name)[0].prompt_text == "fine \U0001F600"
+    assert found.valid == 1 and read(name)[0].prompt_text == "fine \U0001f600"
     assert [str(p) for p in found.problems] == [
         "p.jsonl:2: metadata.\\udfff: not valid Unicode: the key holds a lone surrogate",
         "p.jsonl:3: system: not valid Unicode: lone surrogate U+D800 at character 2",
@@ -536,4 +560,7 @@ def test_prompt_and_messages_together(workdir: Path) -> None:
     cell = json.dumps(messages).replace('"', '""')
     (workdir / "p.csv").write_text(f'id,prompt,messages\n1,,"{cell}"\n2,hi,"{cell}"\n3,,\n')
     assert [r.prompt_text for r in read("p.csv")] == ["from messages"]
-    assert problems("p.csv") == ["p.csv:3: prompt: give 'prompt' or 'messages', not both", "p.csv:4: prompt: empty prompt"]
+    assert problems("p.csv") == [
+        "p.csv:3: prompt: give 'prompt' or 'messages', not both",
+        "p.csv:4: prompt: empty prompt",
+    ]

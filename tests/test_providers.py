@@ -64,7 +64,9 @@ def test_answer_is_normalised(sim: RunningSimulator, fake_keys: dict[str, str], 
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_system_prompt_and_history_reach_the_provider(sim: RunningSimulator, fake_keys: dict[str, str], kind: str, http_client: str) -> None:
+def test_system_prompt_and_history_reach_the_provider(
+    sim: RunningSimulator, fake_keys: dict[str, str], kind: str, http_client: str
+) -> None:
     history = [
         {"role": "user", "content": "Hello"},
         {"role": "assistant", "content": "Hi! How can I help?"},
@@ -77,7 +79,9 @@ def test_system_prompt_and_history_reach_the_provider(sim: RunningSimulator, fak
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_429_is_retried_after_the_servers_retry_after(sim: RunningSimulator, fake_keys: dict[str, str], kind: str, http_client: str) -> None:
+def test_429_is_retried_after_the_servers_retry_after(
+    sim: RunningSimulator, fake_keys: dict[str, str], kind: str, http_client: str
+) -> None:
     sim.configure(faults=[FaultRule(kind="429", times=1, retry_after_s=1.0)])
     started = time.perf_counter()
     result = _call(_config(sim, kind, http_client))
@@ -90,7 +94,9 @@ def test_429_is_retried_after_the_servers_retry_after(sim: RunningSimulator, fak
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("status", ["500", "503"])
-def test_server_errors_are_retried(sim: RunningSimulator, fake_keys: dict[str, str], kind: str, http_client: str, status: str) -> None:
+def test_server_errors_are_retried(
+    sim: RunningSimulator, fake_keys: dict[str, str], kind: str, http_client: str, status: str
+) -> None:
     sim.configure(faults=[FaultRule(kind=status, times=2)])
     result = _call(_config(sim, kind, http_client))
     assert result.ok and result.attempts == 3
@@ -98,7 +104,9 @@ def test_server_errors_are_retried(sim: RunningSimulator, fake_keys: dict[str, s
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("status", ["401", "400"])
-def test_client_errors_are_never_retried(sim: RunningSimulator, fake_keys: dict[str, str], kind: str, http_client: str, status: str) -> None:
+def test_client_errors_are_never_retried(
+    sim: RunningSimulator, fake_keys: dict[str, str], kind: str, http_client: str, status: str
+) -> None:
     sim.configure(faults=[FaultRule(kind=status)])
     result = _call(_config(sim, kind, http_client))
     assert not result.ok
@@ -108,7 +116,9 @@ def test_client_errors_are_never_retried(sim: RunningSimulator, fake_keys: dict[
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_retries_exhausted_leave_the_last_error(sim: RunningSimulator, fake_keys: dict[str, str], kind: str, http_client: str) -> None:
+def test_retries_exhausted_leave_the_last_error(
+    sim: RunningSimulator, fake_keys: dict[str, str], kind: str, http_client: str
+) -> None:
     sim.configure(faults=[FaultRule(kind="503")])
     result = _call(_config(sim, kind, http_client, max_retries=2))
     assert not result.ok and result.error_type == "http_503" and result.attempts == 3
@@ -131,7 +141,9 @@ def test_broken_responses_are_errors_and_retried(
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_a_hanging_server_times_out(sim: RunningSimulator, fake_keys: dict[str, str], kind: str, http_client: str) -> None:
+def test_a_hanging_server_times_out(
+    sim: RunningSimulator, fake_keys: dict[str, str], kind: str, http_client: str
+) -> None:
     sim.configure(faults=[FaultRule(kind="hang", hang_s=30)])
     started = time.perf_counter()
     result = _call(_config(sim, kind, http_client, timeout_s=0.3, max_retries=1))
@@ -142,14 +154,23 @@ def test_a_hanging_server_times_out(sim: RunningSimulator, fake_keys: dict[str, 
 @pytest.mark.parametrize("kind", KINDS)
 def test_unreachable_provider_is_a_connection_error(fake_keys: dict[str, str], kind: str, http_client: str) -> None:
     base = closed_port_url() + ("/v1" if kind == "openai" else "")
-    config = ProviderConfig(source_id="down", kind=kind, model="m", base_url=base, max_retries=1, backoff_initial_s=0.01,
-                            http_client=http_client)
+    config = ProviderConfig(
+        source_id="down",
+        kind=kind,
+        model="m",
+        base_url=base,
+        max_retries=1,
+        backoff_initial_s=0.01,
+        http_client=http_client,
+    )
     result = _call(config)
     assert not result.ok and result.error_type == "connection" and result.attempts == 2
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_concurrency_limit_is_respected(sim: RunningSimulator, fake_keys: dict[str, str], kind: str, http_client: str) -> None:
+def test_concurrency_limit_is_respected(
+    sim: RunningSimulator, fake_keys: dict[str, str], kind: str, http_client: str
+) -> None:
     sim.configure(latency_ms=30)
     config = _config(sim, kind, http_client, max_concurrency=4)
 
@@ -168,7 +189,9 @@ def test_concurrency_limit_is_respected(sim: RunningSimulator, fake_keys: dict[s
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_api_key_never_appears_in_errors(sim: RunningSimulator, fake_keys: dict[str, str], kind: str, http_client: str) -> None:
+def test_api_key_never_appears_in_errors(
+    sim: RunningSimulator, fake_keys: dict[str, str], kind: str, http_client: str
+) -> None:
     sim.configure(faults=[FaultRule(kind="401")])
     result = _call(_config(sim, kind, http_client))
     text = repr(result.to_dict())
@@ -178,7 +201,11 @@ def test_api_key_never_appears_in_errors(sim: RunningSimulator, fake_keys: dict[
 @pytest.mark.parametrize("kind", KINDS)
 def test_both_exchanges_send_the_same_request(sim: RunningSimulator, fake_keys: dict[str, str], kind: str) -> None:
     params = {"temperature": 0.3, "max_tokens": 300, "top_p": 0.9, "stop": ["\n\n"]}
-    history = [{"role": "user", "content": "Hi ✓"}, {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Why?"}]
+    history = [
+        {"role": "user", "content": "Hi ✓"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Why?"},
+    ]
     for http_client in EXCHANGES:
         assert _call(_config(sim, kind, http_client, params=params), history, system="Be brief.").ok
     fingerprints = sim.stats()["by_fingerprint"]
@@ -187,16 +214,19 @@ def test_both_exchanges_send_the_same_request(sim: RunningSimulator, fake_keys: 
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("fault", ["429", "401", "400", "503", "drop", "malformed", "empty", "no_choices"])
-def test_both_exchanges_report_a_fault_alike(sim: RunningSimulator, fake_keys: dict[str, str], kind: str, fault: str) -> None:
+def test_both_exchanges_report_a_fault_alike(
+    sim: RunningSimulator, fake_keys: dict[str, str], kind: str, fault: str
+) -> None:
     sim.configure(faults=[FaultRule(kind=fault, retry_after_s=0.01)])
     # A 429 is retried until the provider has made no progress for max_rate_limited_s, however many attempts.
-    results = [_call(_config(sim, kind, http_client, max_retries=0, max_rate_limited_s=0.3)) for http_client in EXCHANGES]
+    results = [
+        _call(_config(sim, kind, http_client, max_retries=0, max_rate_limited_s=0.3)) for http_client in EXCHANGES
+    ]
     default, lean = results
     assert not default.ok and not lean.ok
     assert (lean.error_type, lean.status_code) == (default.error_type, default.status_code)
     assert lean.attempts == default.attempts or fault == "429"
     assert lean.error == default.error
-
 
 
 @pytest.mark.parametrize("kind", KINDS)

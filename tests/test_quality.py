@@ -54,13 +54,15 @@ def test_empty_and_truncated() -> None:
 
 
 def test_comparative_flags_only_where_they_apply() -> None:
-    flags = task_flags({
-        "a": (LONG, "stop"),
-        "b": ("  " + LONG.upper() + "\n", "stop"),           # identical after folding
-        "c": (LONG.replace("word7 ", "wordX "), "stop"),      # near-identical
-        "d": ("Too brief here, sorry.", "stop"),              # short next to 120 words
-        "e": ("An entirely different answer " * 5, "stop"),
-    })
+    flags = task_flags(
+        {
+            "a": (LONG, "stop"),
+            "b": ("  " + LONG.upper() + "\n", "stop"),  # identical after folding
+            "c": (LONG.replace("word7 ", "wordX "), "stop"),  # near-identical
+            "d": ("Too brief here, sorry.", "stop"),  # short next to 120 words
+            "e": ("An entirely different answer " * 5, "stop"),
+        }
+    )
     assert flags == {
         "a": ["duplicate"],
         "b": ["duplicate"],
@@ -99,7 +101,11 @@ def test_flags_on_crafted_simulator_answers_and_only_there(tmp_path) -> None:
     scripted = [
         ScriptedAnswer(prompt_contains="number 0:", model="gpt-4o", text="   \n  "),
         ScriptedAnswer(prompt_contains="number 1:", model="gpt-4o", text=long_answer, truncated=True),
-        ScriptedAnswer(prompt_contains="number 2:", model="llama-3-8b", text="Lo siento, pero no puedo ayudar con eso. " + "Esta solicitud va en contra de las normas de uso. " * 8),
+        ScriptedAnswer(
+            prompt_contains="number 2:",
+            model="llama-3-8b",
+            text="Lo siento, pero no puedo ayudar con eso. " + "Esta solicitud va en contra de las normas de uso. " * 8,
+        ),
         ScriptedAnswer(prompt_contains="number 3:", model="gpt-4o", text=long_answer),
         ScriptedAnswer(prompt_contains="number 3:", model="claude-sonnet-4-5", text=long_answer.upper()),
         ScriptedAnswer(prompt_contains="number 4:", model="gpt-4o", text=long_answer + " One more closing remark."),
@@ -120,12 +126,18 @@ def test_flags_on_crafted_simulator_answers_and_only_there(tmp_path) -> None:
         providers = three_providers(sim)
         for provider in providers:  # room for every derived answer: only the crafted one is truncated
             provider["params"]["max_tokens"] = 4096
-        config = write_config(tmp_path, providers, write_prompts(tmp_path / "p.jsonl", 8),
-                              annotation={"template": {"name": "drop", "extends": "default",
-                                                       "filters": {"drop_all_flagged": True}}})
+        config = write_config(
+            tmp_path,
+            providers,
+            write_prompts(tmp_path / "p.jsonl", 8),
+            annotation={"template": {"name": "drop", "extends": "default", "filters": {"drop_all_flagged": True}}},
+        )
         summary = asyncio.run(generate_tasks(str(config)))
     tasks = [json.loads(line) for line in Path(summary["files"]["tasks"]).read_text(encoding="utf-8").splitlines()]
     assert len(tasks) == 8 and summary["tasks_filtered"] == 0
     for task in tasks:
         for source_id, response in task["metadata"]["responses"].items():
-            assert response["flags"] == expected.get((task["metadata"]["prompt_id"], source_id), []), (task["metadata"]["prompt_id"], source_id)
+            assert response["flags"] == expected.get((task["metadata"]["prompt_id"], source_id), []), (
+                task["metadata"]["prompt_id"],
+                source_id,
+            )

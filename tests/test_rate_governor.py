@@ -27,36 +27,54 @@ def allowance(limit: float, remaining: float, reset_s: float | None) -> RateInfo
 
 def test_openai_headers_as_documented() -> None:
     # The example in OpenAI's rate-limit guide.
-    info = rate_info({
-        "x-ratelimit-limit-requests": "60", "x-ratelimit-limit-tokens": "150000",
-        "x-ratelimit-remaining-requests": "59", "x-ratelimit-remaining-tokens": "149984",
-        "x-ratelimit-reset-requests": "1s", "x-ratelimit-reset-tokens": "6m0s",
-    })
+    info = rate_info(
+        {
+            "x-ratelimit-limit-requests": "60",
+            "x-ratelimit-limit-tokens": "150000",
+            "x-ratelimit-remaining-requests": "59",
+            "x-ratelimit-remaining-tokens": "149984",
+            "x-ratelimit-reset-requests": "1s",
+            "x-ratelimit-reset-tokens": "6m0s",
+        }
+    )
     assert info == RateInfo(requests=Allowance(60, 59, 1.0), tokens=Allowance(150000, 149984, 360.0))
 
 
 def test_anthropic_headers_with_rfc3339_resets() -> None:
-    info = rate_info({
-        "anthropic-ratelimit-requests-limit": "50", "anthropic-ratelimit-requests-remaining": "49",
-        "anthropic-ratelimit-requests-reset": (NOW + timedelta(seconds=1.2)).isoformat().replace("+00:00", "Z"),
-        "anthropic-ratelimit-tokens-limit": "30000", "anthropic-ratelimit-tokens-remaining": "29000",
-        "anthropic-ratelimit-tokens-reset": "2026-12-01T09:00:02Z",
-        "anthropic-ratelimit-input-tokens-limit": "20000", "anthropic-ratelimit-input-tokens-remaining": "19000",
-        "anthropic-ratelimit-input-tokens-reset": "2026-12-01T09:00:02Z",
-    }, NOW)
+    info = rate_info(
+        {
+            "anthropic-ratelimit-requests-limit": "50",
+            "anthropic-ratelimit-requests-remaining": "49",
+            "anthropic-ratelimit-requests-reset": (NOW + timedelta(seconds=1.2)).isoformat().replace("+00:00", "Z"),
+            "anthropic-ratelimit-tokens-limit": "30000",
+            "anthropic-ratelimit-tokens-remaining": "29000",
+            "anthropic-ratelimit-tokens-reset": "2026-12-01T09:00:02Z",
+            "anthropic-ratelimit-input-tokens-limit": "20000",
+            "anthropic-ratelimit-input-tokens-remaining": "19000",
+            "anthropic-ratelimit-input-tokens-reset": "2026-12-01T09:00:02Z",
+        },
+        NOW,
+    )
     assert info is not None and info.requests == Allowance(50, 49, pytest.approx(1.2))
     assert info.tokens == Allowance(30000, 29000, 2.0)  # the most restrictive of the token limits
 
 
 def test_anthropic_input_tokens_stand_in_for_tokens_and_bad_values_are_ignored() -> None:
-    info = rate_info({
-        "anthropic-ratelimit-input-tokens-limit": "20000", "anthropic-ratelimit-input-tokens-remaining": "5",
-        "anthropic-ratelimit-input-tokens-reset": "not a time",
-        "anthropic-ratelimit-requests-limit": "lots", "anthropic-ratelimit-requests-remaining": "1",
-    }, NOW)
+    info = rate_info(
+        {
+            "anthropic-ratelimit-input-tokens-limit": "20000",
+            "anthropic-ratelimit-input-tokens-remaining": "5",
+            "anthropic-ratelimit-input-tokens-reset": "not a time",
+            "anthropic-ratelimit-requests-limit": "lots",
+            "anthropic-ratelimit-requests-remaining": "1",
+        },
+        NOW,
+    )
     assert info == RateInfo(requests=None, tokens=Allowance(20000, 5, None))
     assert rate_info({"content-type": "application/json"}) is None
-    assert rate_info({"x-ratelimit-limit-requests": "inf", "x-ratelimit-remaining-requests": "1"}) == RateInfo(None, None)
+    assert rate_info({"x-ratelimit-limit-requests": "inf", "x-ratelimit-remaining-requests": "1"}) == RateInfo(
+        None, None
+    )
 
 
 # ------------------------------------------------------------------------------------ learning
@@ -196,9 +214,11 @@ def test_providers_of_one_rate_limit_group_share_one_governor(sim: RunningSimula
         second = provider_config(sim, "anthropic", "m2", rate_limit_group="gateway", requests_per_minute=120)
         alone = provider_config(sim, "openai", "m3")
         with ProviderPool("group-test", lambda: False) as pool:
-            a, b, c = (await pool.get(first.model_copy(update={"source_id": "a"})),
-                       await pool.get(second.model_copy(update={"source_id": "b"})),
-                       await pool.get(alone.model_copy(update={"source_id": "c"})))
+            a, b, c = (
+                await pool.get(first.model_copy(update={"source_id": "a"})),
+                await pool.get(second.model_copy(update={"source_id": "b"})),
+                await pool.get(alone.model_copy(update={"source_id": "c"})),
+            )
             try:
                 assert a.limiter.governor is b.limiter.governor is not c.limiter.governor
                 assert a.limiter.governor.learned_per_minute()["requests"] == pytest.approx(120.0)
@@ -244,9 +264,12 @@ def test_a_call_gives_up_on_rate_limits_only_after_max_rate_limited_s_without_pr
         provider = await open_provider(config)
         try:
             started = time.monotonic()
-            results = await asyncio.gather(*(provider.call([{"role": "user", "content": f"q{i}"}], None) for i in range(3)))
+            results = await asyncio.gather(
+                *(provider.call([{"role": "user", "content": f"q{i}"}], None) for i in range(3))
+            )
             return [(r.ok, r.error_type, r.storable, time.monotonic() - started) for r in results] + [
-                (provider.breaker.is_open, None, False, 0.0)]
+                (provider.breaker.is_open, None, False, 0.0)
+            ]
         finally:
             await provider.aclose()
 

@@ -60,8 +60,14 @@ def test_without_headers_or_retry_after_the_rate_is_learned_from_429s(
     sim: RunningSimulator, fake_keys: dict[str, str], kind: str
 ) -> None:
     # 200 ms answers, as LLM answers take at least: the first 429s come after a round trip, not at once.
-    sim.configure(rate_limit_enforce=True, rate_limit_requests=20, rate_limit_window_s=1.0, latency_ms=200,
-                  rate_limit_headers=False, rate_limit_retry_after="none")
+    sim.configure(
+        rate_limit_enforce=True,
+        rate_limit_requests=20,
+        rate_limit_window_s=1.0,
+        latency_ms=200,
+        rate_limit_headers=False,
+        rate_limit_retry_after="none",
+    )
     # Long enough (15 s at the limit) for the learning at the start to be a small part of the run.
     results, seen = run_calls(sim, kind, "silent-model", calls=300, params={"max_tokens": 64})
     stats = sim.stats()["by_model"]["silent-model"]
@@ -76,8 +82,14 @@ def test_without_headers_or_retry_after_the_rate_is_learned_from_429s(
 def test_a_configured_limit_at_the_servers_limit_is_not_exceeded(
     sim: RunningSimulator, fake_keys: dict[str, str], kind: str
 ) -> None:
-    sim.configure(rate_limit_enforce=True, rate_limit_requests=20, rate_limit_window_s=1.0, latency_ms=20,
-                  rate_limit_headers=False, rate_limit_retry_after="none")
+    sim.configure(
+        rate_limit_enforce=True,
+        rate_limit_requests=20,
+        rate_limit_window_s=1.0,
+        latency_ms=20,
+        rate_limit_headers=False,
+        rate_limit_retry_after="none",
+    )
     results, _ = run_calls(sim, kind, "configured-model", params={"max_tokens": 64}, requests_per_minute=1200, burst=20)
     stats = sim.stats()["by_model"]["configured-model"]
     assert all(r.ok for r in results)

@@ -26,10 +26,23 @@ DETAIL = ("model", "requested", "failures", "retries", "p50_ms", "p95_ms", "toke
 
 def tally(model: str, requested: int, answered: int, failures: dict[str, int], **extra: Any) -> dict[str, Any]:
     tally = {
-        "model": model, "requested": requested, "answered": answered, "failed": sum(failures.values()),
-        "failure_reasons": failures, "skipped": 0, "interrupted": 0, "breaker": None, "called_this_run": requested,
-        "reused_from_store": 0, "retries": 17, "input_tokens": 1_234_567, "output_tokens": 9_876_543,
-        "cost_usd": 123.456789, "latency_ms_p50": 1234.5, "latency_ms_p95": 98765.4, "limits": {},
+        "model": model,
+        "requested": requested,
+        "answered": answered,
+        "failed": sum(failures.values()),
+        "failure_reasons": failures,
+        "skipped": 0,
+        "interrupted": 0,
+        "breaker": None,
+        "called_this_run": requested,
+        "reused_from_store": 0,
+        "retries": 17,
+        "input_tokens": 1_234_567,
+        "output_tokens": 9_876_543,
+        "cost_usd": 123.456789,
+        "latency_ms_p50": 1234.5,
+        "latency_ms_p95": 98765.4,
+        "limits": {},
     }
     tally.update(extra)
     return tally
@@ -41,16 +54,35 @@ def wide_summary() -> dict[str, Any]:
     providers = {
         "gpt-4o-2024-11-20-temperature-07": tally("gpt-4o-2024-11-20", 100_000, 98_000, many),
         "claude-sonnet-4-5-20250929": tally("claude-sonnet-4-5-20250929", 100_000, 99_990, {"http_529": 10}),
-        "llama-3.1-70b-instruct-vllm": tally("meta-llama/Meta-Llama-3.1-70B-Instruct", 100_000, 0, {"connection": 5},
-                                             skipped=99_995, breaker="cut off after 5 failures in a row (connection)",
-                                             cost_usd=None, latency_ms_p50=None, latency_ms_p95=None),
+        "llama-3.1-70b-instruct-vllm": tally(
+            "meta-llama/Meta-Llama-3.1-70B-Instruct",
+            100_000,
+            0,
+            {"connection": 5},
+            skipped=99_995,
+            breaker="cut off after 5 failures in a row (connection)",
+            cost_usd=None,
+            latency_ms_p50=None,
+            latency_ms_p95=None,
+        ),
         "qwen2.5-72b#3": tally("Qwen/Qwen2.5-72B-Instruct", 100_000, 100_000, {}),
     }
     return {
-        "project": "helpfulness-q4", "batch": "2026-11-27-a", "layout": "pairwise", "prompts": 100_000,
-        "prompts_tasked": 99_000, "incomplete": 1_000, "prompts_filtered": 0, "tasks_written": 297_000,
-        "rejected": 3, "interrupted": False, "wall_s": 5123.4, "cost_usd": 370.37, "cost_no_price": ["llama-3.1-70b-instruct-vllm"],
-        "providers": providers, "files": {"tasks": "/data/out/2026-11-27-a/tasks.jsonl"},
+        "project": "helpfulness-q4",
+        "batch": "2026-11-27-a",
+        "layout": "pairwise",
+        "prompts": 100_000,
+        "prompts_tasked": 99_000,
+        "incomplete": 1_000,
+        "prompts_filtered": 0,
+        "tasks_written": 297_000,
+        "rejected": 3,
+        "interrupted": False,
+        "wall_s": 5123.4,
+        "cost_usd": 370.37,
+        "cost_no_price": ["llama-3.1-70b-instruct-vllm"],
+        "providers": providers,
+        "files": {"tasks": "/data/out/2026-11-27-a/tasks.jsonl"},
     }
 
 
@@ -81,7 +113,13 @@ def test_the_table_artifact_keeps_every_detail() -> None:
         row = rows[source_id]
         assert set(DETAIL) <= set(row)
         assert (row["model"], row["retries"], row["tokens_in"], row["tokens_out"], row["p50_ms"], row["cost_usd"]) == (
-            p["model"], p["retries"], p["input_tokens"], p["output_tokens"], p["latency_ms_p50"], p["cost_usd"])
+            p["model"],
+            p["retries"],
+            p["input_tokens"],
+            p["output_tokens"],
+            p["latency_ms_p50"],
+            p["cost_usd"],
+        )
     assert rows["gpt-4o-2024-11-20-temperature-07"]["failures"].startswith("connection: 12, http_500: 340")
 
 
@@ -96,7 +134,8 @@ def test_outcome_messages() -> None:
     summary["incomplete"] = 99_990
     assert outcome_message(summary, 15) == (
         "Interrupted by signal 15: 300010/400000 call(s) answered (qwen2.5-72b#3: 99990 not made); 99990 of 100000 "
-        "prompt(s) incomplete (too few answers). Every finished call is stored: rerun the same config to resume.")
+        "prompt(s) incomplete (too few answers). Every finished call is stored: rerun the same config to resume."
+    )
 
 
 def test_a_report_that_cannot_be_published_does_not_fail_the_run(
@@ -112,7 +151,8 @@ def test_a_report_that_cannot_be_published_does_not_fail_the_run(
         key = asyncio.run(publish_report(wide_summary()))
     assert key == "rlhf-helpfulness-q4-2026-11-27-a"
     assert [r.getMessage() for r in caplog.records] == [
-        "run report not published to Prefect: ConnectError: All connection attempts failed"]
+        "run report not published to Prefect: ConnectError: All connection attempts failed"
+    ]
     assert all(r.exc_info is None for r in caplog.records)  # one line, no traceback
 
 
@@ -127,11 +167,23 @@ def test_the_published_artifacts(sim: Any, tmp_path: Path) -> None:
     from flows.generate import generate_tasks
 
     providers = [
-        provider_entry(sim, "gpt-4o-2024-11-20-temperature-07", "openai", "gpt-4o-2024-11-20",
-                       price={"input_per_million": 2.5, "output_per_million": 10}),
+        provider_entry(
+            sim,
+            "gpt-4o-2024-11-20-temperature-07",
+            "openai",
+            "gpt-4o-2024-11-20",
+            price={"input_per_million": 2.5, "output_per_million": 10},
+        ),
         provider_entry(sim, "claude-sonnet-4-5-20250929", "anthropic", "claude-sonnet-4-5-20250929"),
-        provider_entry(sim, "llama-3.1-70b-instruct-vllm", "openai", "meta-llama/Meta-Llama-3.1-70B-Instruct",
-                       base_url=closed_port_url() + "/v1", max_retries=0, breaker_threshold=2),
+        provider_entry(
+            sim,
+            "llama-3.1-70b-instruct-vllm",
+            "openai",
+            "meta-llama/Meta-Llama-3.1-70B-Instruct",
+            base_url=closed_port_url() + "/v1",
+            max_retries=0,
+            breaker_threshold=2,
+        ),
     ]
     config = write_config(tmp_path, providers, write_prompts(tmp_path / "p.jsonl", 6), chunk_size=3)
     state = asyncio.run(generate_tasks(str(config), return_state=True))
@@ -139,7 +191,9 @@ def test_the_published_artifacts(sim: Any, tmp_path: Path) -> None:
     async def artifacts() -> list[Any]:
         async with get_client() as client:
             flow_run_id = state.state_details.flow_run_id
-            return await client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+            )
 
     found = {a.type: a for a in asyncio.run(artifacts())}
     markdown = found["markdown"].data

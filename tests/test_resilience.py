@@ -46,8 +46,9 @@ class Client:
         logs.mkdir(parents=True, exist_ok=True)
         self._out = (logs / "stdout").open("w+")
         self._err = (logs / "stderr").open("w+")
-        self.process = subprocess.Popen([RLHF, *args], stdout=self._out, stderr=self._err, env=env,
-                                        start_new_session=own_group)
+        self.process = subprocess.Popen(
+            [RLHF, *args], stdout=self._out, stderr=self._err, env=env, start_new_session=own_group
+        )
 
     def wait(self, timeout: float = 120) -> int:
         try:
@@ -86,7 +87,7 @@ def writer_processes(parent: int) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except (OSError, ValueError):
             continue
-        if int(stat[stat.rindex(")") + 2:].split()[1]) == parent and b"flows.writer_process" in cmdline:
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == parent and b"flows.writer_process" in cmdline:
             found.append(int(entry.name))
     return found
 
@@ -104,8 +105,9 @@ def store_rows(store: Path) -> list[tuple[str, str, int]]:
         db.close()
 
 
-def wait_mid_wave(client: Client, sim: SimulatorProcess, store: Path, min_rows: int, latency_s: float,
-                  margin_s: float) -> None:
+def wait_mid_wave(
+    client: Client, sim: SimulatorProcess, store: Path, min_rows: int, latency_s: float, margin_s: float
+) -> None:
     """Return once ``min_rows`` results are stored and calls are in flight whose answers are at least
     ``margin_s`` away (arrival times are the simulator's, on the shared monotonic clock)."""
     deadline = time.monotonic() + 90
@@ -156,8 +158,10 @@ def test_kill_9_mid_batch_then_rerun_pays_for_nothing_twice(
     latency_s = 1.0
     sim_process.configure(latency_ms=latency_s * 1000, latency_jitter_ms=0)
     prompts = write_prompts(tmp_path / "prompts.jsonl", 60)
-    providers = [provider_entry(sim_process, sid, "anthropic" if sid == "claude" else "openai", model, max_concurrency=4)
-                 for sid, model in MODELS.items()]  # type: ignore[arg-type]
+    providers = [
+        provider_entry(sim_process, sid, "anthropic" if sid == "claude" else "openai", model, max_concurrency=4)
+        for sid, model in MODELS.items()
+    ]  # type: ignore[arg-type]
     work = tmp_path / "killed"
     work.mkdir()
     config = write_config(work, providers, prompts, chunk_size=8)
@@ -184,8 +188,11 @@ def test_kill_9_mid_batch_then_rerun_pays_for_nothing_twice(
     assert_complete_or_absent(run_dir)
     # The run never finished, so no output may have appeared under its final name (only as *.partial).
     assert json.loads((run_dir / "run.json").read_text())["config_hash"]
-    assert not [name for name in ("tasks.jsonl", "incomplete.jsonl", "filtered.jsonl", "summary.json")
-                if (run_dir / name).exists()]
+    assert not [
+        name
+        for name in ("tasks.jsonl", "incomplete.jsonl", "filtered.jsonl", "summary.json")
+        if (run_dir / name).exists()
+    ]
     # Nothing the simulator answered was lost: the calls in flight at the kill were cut off, not answered.
     deadline = time.monotonic() + 5
     while any(s["in_flight"] for s in sim_process.stats()["by_model"].values()) and time.monotonic() < deadline:
@@ -281,7 +288,9 @@ def test_signal_stops_gracefully_and_a_rerun_completes(
     assert code == 0, stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["interrupted"] is False and summary["tasks_written"] == 40 and summary["incomplete"] == 0
-    assert [t["metadata"]["prompt_id"] for t in read_jsonl(run_dir / "tasks.jsonl")] == [f"p-{i:03d}" for i in range(40)]
+    assert [t["metadata"]["prompt_id"] for t in read_jsonl(run_dir / "tasks.jsonl")] == [
+        f"p-{i:03d}" for i in range(40)
+    ]
     # Across both runs every (prompt, provider) was requested exactly once.
     fingerprints = sim_process.stats()["by_fingerprint"]
     assert len(fingerprints) == 80 and all(v == {"requests": 1, "ok": 1} for v in fingerprints.values())
@@ -292,7 +301,10 @@ def test_output_that_cannot_be_written_fails_cleanly_and_a_rerun_pays_for_nothin
     sim: RunningSimulator, run_env: dict[str, str], tmp_path: Path
 ) -> None:
     prompts = write_prompts(tmp_path / "prompts.jsonl", 12)
-    providers = [provider_entry(sim, "gpt-4o", "openai", "gpt-4o"), provider_entry(sim, "claude", "anthropic", "claude-x")]
+    providers = [
+        provider_entry(sim, "gpt-4o", "openai", "gpt-4o"),
+        provider_entry(sim, "claude", "anthropic", "claude-x"),
+    ]
     config = write_config(tmp_path, providers, prompts, chunk_size=5)
     run_dir = tmp_path / "out" / "b1"
     obstacle = run_dir / "incomplete.jsonl.partial"
@@ -303,8 +315,9 @@ def test_output_that_cannot_be_written_fails_cleanly_and_a_rerun_pays_for_nothin
     assert "error: the task writer process failed: IsADirectoryError" in stderr and str(obstacle) in stderr
     assert f"rerun (nothing is asked twice): rlhf run {config}" in stderr
     assert "Traceback" not in stderr  # the console gets the plain error; Prefect's API logs keep the traceback
-    assert sorted(p.name for p in run_dir.iterdir() if p.suffix in {".jsonl", ".partial"} or p.name == "summary.json") \
-        == ["incomplete.jsonl.partial"]  # nothing written but the obstacle
+    assert sorted(
+        p.name for p in run_dir.iterdir() if p.suffix in {".jsonl", ".partial"} or p.name == "summary.json"
+    ) == ["incomplete.jsonl.partial"]  # nothing written but the obstacle
     assert len(store_rows(store := run_dir / "responses.sqlite")) == 24  # every answer kept
     requests = sim.stats()["requests_total"]
 
@@ -326,7 +339,10 @@ def test_skip_invalid_runs_the_good_prompts_and_lists_the_bad_ones(
     lines[3] = '{"id": "p-003", "prompt": '  # line 4: cut-off JSON
     lines[7] = json.dumps({"id": "p-001", "prompt": "the same id again"})  # line 8: duplicate id
     prompts.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    providers = [provider_entry(sim, "gpt-4o", "openai", "gpt-4o"), provider_entry(sim, "claude", "anthropic", "claude-x")]
+    providers = [
+        provider_entry(sim, "gpt-4o", "openai", "gpt-4o"),
+        provider_entry(sim, "claude", "anthropic", "claude-x"),
+    ]
     config = write_config(tmp_path, providers, prompts)
     good = [f"p-{i:03d}" for i in (0, 1, 2, 4, 5, 6, 8, 9)]
 

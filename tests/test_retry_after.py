@@ -24,11 +24,18 @@ from providers.factory import open_provider
 from providers.result import CallResult
 from providers.retry import make_retrying
 
-COMPLETION = json.dumps({
-    "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "m",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Red, yellow, blue."}, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9},
-}).encode()
+COMPLETION = json.dumps(
+    {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "Red, yellow, blue."}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9},
+    }
+).encode()
 
 
 def http_date(seconds_from_now: int) -> tuple[str, int]:
@@ -163,8 +170,18 @@ def http_client(request: pytest.FixtureRequest) -> str:
 
 def call(server: RateLimitingServer, http_client: str, within_s: float, **extra: Any) -> tuple[CallResult, float]:
     """One call to ``server``; the result and the seconds it took. Fails if it takes over ``within_s``."""
-    config = ProviderConfig(source_id="rl", kind="openai", model="m", base_url=server.base_url, api_key_env="RL_TEST_KEY",
-                            http_client=http_client, max_retries=2, backoff_initial_s=0.01, backoff_max_s=0.05, **extra)
+    config = ProviderConfig(
+        source_id="rl",
+        kind="openai",
+        model="m",
+        base_url=server.base_url,
+        api_key_env="RL_TEST_KEY",
+        http_client=http_client,
+        max_retries=2,
+        backoff_initial_s=0.01,
+        backoff_max_s=0.05,
+        **extra,
+    )
 
     async def go() -> CallResult:
         provider = await open_provider(config)

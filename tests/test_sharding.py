@@ -60,11 +60,16 @@ def test_shards_merge_to_the_unsharded_batch(
     config = prepare_run(config_path).config
     seed_shards(config, 3)
     parts = [
-        asyncio.run(generate_tasks(str(config_path), shard_index=k, shard_count=3, rate_shares={"gpt-4o": 0.5, "claude": 0.5}))
+        asyncio.run(
+            generate_tasks(str(config_path), shard_index=k, shard_count=3, rate_shares={"gpt-4o": 0.5, "claude": 0.5})
+        )
         for k in range(3)
     ]
     assert [p["prompts"] for p in parts] == [8, 8, 7]
-    shard0 = [json.loads(line)["metadata"]["prompt_id"] for line in (config.batch_dir / "shards/0/tasks.jsonl").read_text().splitlines()]
+    shard0 = [
+        json.loads(line)["metadata"]["prompt_id"]
+        for line in (config.batch_dir / "shards/0/tasks.jsonl").read_text().splitlines()
+    ]
     assert shard0 == [f"p-{i:03d}" for i in range(0, 23, 3)]
     info = [{"index": k, "state": "COMPLETED"} for k in range(3)]
     merged = merge_batch(config, str(config_path), 3, info, "2026-01-01T00:00:00Z")
@@ -145,7 +150,9 @@ def test_rate_shares_scale_the_provider_quota(tmp_path: Path, fake_keys: dict[st
 
     sim_like = type("S", (), {"openai_base_url": "http://127.0.0.1:9/v1", "anthropic_base_url": "http://127.0.0.1:9"})()
     config_path = write_config(
-        tmp_path, _providers(sim_like, requests_per_minute=600, tokens_per_minute=90000, burst=9), write_prompts(tmp_path / "p.jsonl", 5)
+        tmp_path,
+        _providers(sim_like, requests_per_minute=600, tokens_per_minute=90000, burst=9),
+        write_prompts(tmp_path / "p.jsonl", 5),
     )
     prepared = prepare_run(config_path)
     shard = for_shard(prepared, 1, 2, {"gpt-4o": 0.25})
@@ -195,9 +202,15 @@ def prefect_stack(tmp_path: Path, fake_keys: dict[str, str]) -> Iterator[dict[st
     api = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(
-        PREFECT_HOME=str(home / "home"), PREFECT_API_URL=api, DO_NOT_TRACK="1",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false", PREFECT_LOGGING_LEVEL="WARNING",
-        PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_RUNNER_POLL_FREQUENCY="1", TMPDIR=str(home),
+        PREFECT_HOME=str(home / "home"),
+        PREFECT_API_URL=api,
+        DO_NOT_TRACK="1",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_UI_ENABLED="false",
+        PREFECT_LOGGING_LEVEL="WARNING",
+        PREFECT_WORKER_QUERY_SECONDS="1",
+        PREFECT_RUNNER_POLL_FREQUENCY="1",
+        TMPDIR=str(home),
     )
     processes: list[subprocess.Popen[bytes]] = []
     logs = home / "logs"
@@ -205,12 +218,16 @@ def prefect_stack(tmp_path: Path, fake_keys: dict[str, str]) -> Iterator[dict[st
 
     def start(name: str, *args: str) -> subprocess.Popen[bytes]:
         with (logs / f"{name}.log").open("wb") as log:
-            process = subprocess.Popen(args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         processes.append(process)
         return process
 
     def cli(*args: str) -> None:
-        result = subprocess.run([PREFECT, "--no-prompt", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [PREFECT, "--no-prompt", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
         assert result.returncode == 0, result.stdout + result.stderr
 
     try:
@@ -228,7 +245,10 @@ def prefect_stack(tmp_path: Path, fake_keys: dict[str, str]) -> Iterator[dict[st
         cli("work-pool", "create", POOL, "--type", "process")
         cli("deploy", "--all")
         # --limit 1: a worker runs one shard at a time, so two shards in flight land on both workers.
-        workers = [start(name, PREFECT, "worker", "start", "--pool", POOL, "--name", name, "--limit", "1") for name in ("w1", "w2")]
+        workers = [
+            start(name, PREFECT, "worker", "start", "--pool", POOL, "--name", name, "--limit", "1")
+            for name in ("w1", "w2")
+        ]
         yield {"api": api, "env": env, "logs": logs, "workers": workers}
     finally:
         for process in reversed(processes):  # workers first, the server last
@@ -244,8 +264,10 @@ def test_sharded_batch_on_two_workers(prefect_stack: dict[str, Any], tmp_path: P
     shards, in_flight, max_concurrency, count = 3, 2, 4, 150
     with start_simulator_process(mode="derived", latency_ms=50) as sim:
         config_path = write_config(
-            tmp_path, _providers(sim, max_concurrency=max_concurrency, requests_per_minute=60000),
-            write_prompts(tmp_path / "p.jsonl", count), chunk_size=20,
+            tmp_path,
+            _providers(sim, max_concurrency=max_concurrency, requests_per_minute=60000),
+            write_prompts(tmp_path / "p.jsonl", count),
+            chunk_size=20,
         )
         # The parent runs as its own process (a flow run against the test's server); its shards are
         # deployment runs of generate_tasks/rlhf-shard picked up by the two workers.
@@ -256,7 +278,12 @@ def test_sharded_batch_on_two_workers(prefect_stack: dict[str, Any], tmp_path: P
             "print(json.dumps(s))\n"
         )
         result = subprocess.run(
-            [sys.executable, "-c", script, str(config_path)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=150
+            [sys.executable, "-c", script, str(config_path)],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=150,
         )
         worker_logs = "\n".join(p.read_text(errors="replace")[-2000:] for p in prefect_stack["logs"].glob("w*.log"))
         assert result.returncode == 0, result.stderr[-4000:] + worker_logs
@@ -264,7 +291,9 @@ def test_sharded_batch_on_two_workers(prefect_stack: dict[str, Any], tmp_path: P
         stats = sim.stats()
 
     # Every shard ran, on both workers (the worker's name is a label it gives the flow run).
-    runs = httpx.post(f"{api}/flow_runs/filter", json={"flows": {"name": {"any_": ["generate_tasks"]}}}, trust_env=False).json()
+    runs = httpx.post(
+        f"{api}/flow_runs/filter", json={"flows": {"name": {"any_": ["generate_tasks"]}}}, trust_env=False
+    ).json()
     assert len(runs) == shards
     assert all(run["state_type"] == "COMPLETED" for run in runs)
     assert sorted(run["parameters"]["shard_index"] for run in runs) == list(range(shards))
@@ -282,7 +311,9 @@ def test_sharded_batch_on_two_workers(prefect_stack: dict[str, Any], tmp_path: P
     on_disk = json.loads((run_dir / "summary.json").read_text())
     assert on_disk["prompts"] == on_disk["tasks_written"] == count and on_disk["incomplete"] == 0
     for source_id in ("gpt-4o", "claude"):
-        assert on_disk["providers"][source_id]["answered"] == on_disk["providers"][source_id]["called_this_run"] == count
+        assert (
+            on_disk["providers"][source_id]["answered"] == on_disk["providers"][source_id]["called_this_run"] == count
+        )
 
     # Each call made once across all workers; never more in flight than the limits allow.
     assert stats["requests_total"] == 2 * count
@@ -292,7 +323,9 @@ def test_sharded_batch_on_two_workers(prefect_stack: dict[str, Any], tmp_path: P
 
     # The parent published the merged run report: the newest artifacts under the batch's keys.
     keys = ["rlhf-test-project-b1-report", "rlhf-test-project-b1-providers"]
-    latest = httpx.post(f"{api}/artifacts/latest/filter", json={"artifacts": {"key": {"any_": keys}}}, trust_env=False).json()
+    latest = httpx.post(
+        f"{api}/artifacts/latest/filter", json={"artifacts": {"key": {"any_": keys}}}, trust_env=False
+    ).json()
     by_key = {artifact["key"]: artifact for artifact in latest}
     assert f"tasks written: {count}" in by_key["rlhf-test-project-b1-report"]["data"]
     table = by_key["rlhf-test-project-b1-providers"]["data"]

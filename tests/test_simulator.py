@@ -227,9 +227,7 @@ def test_replay_returns_exact_alpaca_eval_outputs() -> None:
     prompt_row = read_jsonl(PROMPTS_FILE)[7]
     gpt = {r["id"]: r["output"] for r in read_jsonl(DATA_DIR / "gpt-4o-2024-05-13.jsonl")}
     claude = {r["id"]: r["output"] for r in read_jsonl(DATA_DIR / "claude-3-5-sonnet-20240620.jsonl")}
-    all_outputs = {
-        r["output"] for p in DATA_DIR.glob("*.jsonl") for r in read_jsonl(p) if r["id"] == prompt_row["id"]
-    }
+    all_outputs = {r["output"] for p in DATA_DIR.glob("*.jsonl") for r in read_jsonl(p) if r["id"] == prompt_row["id"]}
 
     async def go(sim: RunningSimulator) -> list[httpx.Response]:
         big = 100_000
@@ -261,9 +259,7 @@ def test_max_tokens_truncation(sim: RunningSimulator) -> None:
     async def go() -> list[httpx.Response]:
         return [
             await post_openai(sim, {"model": "gpt-4o", "messages": user("long please"), "max_tokens": 5}),
-            await post_openai(
-                sim, {"model": "gpt-4o", "messages": user("long please"), "max_completion_tokens": 7}
-            ),
+            await post_openai(sim, {"model": "gpt-4o", "messages": user("long please"), "max_completion_tokens": 7}),
             await post_anthropic(sim, anthropic_body("long please", max_tokens=5)),
         ]
 
@@ -357,9 +353,7 @@ def test_fault_times_model_api_and_prompt_filters(sim: RunningSimulator) -> None
 
     assert run(go()) == [503, 503, 200, 200, 200, 500, 200]
     stats = sim.stats()
-    assert stats["by_model"]["bad-model"] == {
-        "requests": 3, "ok": 1, "errors": 2, "in_flight": 0, "max_in_flight": 1
-    }
+    assert stats["by_model"]["bad-model"] == {"requests": 3, "ok": 1, "errors": 2, "in_flight": 0, "max_in_flight": 1}
 
 
 def test_probability_fault_is_seeded_and_reproducible(sim: RunningSimulator) -> None:
@@ -540,12 +534,8 @@ def test_require_api_key_gives_401() -> None:
     async def go(sim: RunningSimulator) -> list[httpx.Response]:
         return [
             await post_openai(sim, {"model": "gpt-4o", "messages": user("hi")}),
-            await post_openai(
-                sim, {"model": "gpt-4o", "messages": user("hi")}, headers={"Authorization": "Bearer"}
-            ),
-            await post_openai(
-                sim, {"model": "gpt-4o", "messages": user("hi")}, headers={"Authorization": "Bearer k"}
-            ),
+            await post_openai(sim, {"model": "gpt-4o", "messages": user("hi")}, headers={"Authorization": "Bearer"}),
+            await post_openai(sim, {"model": "gpt-4o", "messages": user("hi")}, headers={"Authorization": "Bearer k"}),
             await post_anthropic(sim, anthropic_body("hi"), headers={"anthropic-version": "2023-06-01"}),
             await post_anthropic(sim, anthropic_body("hi")),
         ]
@@ -636,9 +626,7 @@ def test_simulator_process_end_to_end() -> None:
         assert status == 429
         assert completion.choices[0].message.content.startswith(answer_marker("gpt-4o", "proc"))
         stats = proc.stats()
-        assert stats["by_model"]["gpt-4o"] == {
-            "requests": 2, "ok": 1, "errors": 1, "in_flight": 0, "max_in_flight": 1
-        }
+        assert stats["by_model"]["gpt-4o"] == {"requests": 2, "ok": 1, "errors": 1, "in_flight": 0, "max_in_flight": 1}
         assert proc.configure(latency_ms=20).latency_ms == 20
         proc.reset()
         assert proc.stats()["requests_total"] == 0

@@ -84,7 +84,9 @@ def body_for(api: str, model: str, max_tokens: int = 16, text: str = "hi") -> di
     return anthropic_body(model, text, max_tokens)
 
 
-def sequential(sim: RunningSimulator, api: str, bodies: list[dict[str, Any]], key: str = "key-a") -> list[httpx.Response]:
+def sequential(
+    sim: RunningSimulator, api: str, bodies: list[dict[str, Any]], key: str = "key-a"
+) -> list[httpx.Response]:
     async def go() -> list[httpx.Response]:
         async with httpx.AsyncClient(trust_env=False, timeout=10.0) as client:
             return [await send(client, sim, api, body, key) for body in bodies]
@@ -109,12 +111,19 @@ def enforced() -> Iterator[RunningSimulator]:
 
 
 @pytest.mark.parametrize("api", ["openai", "anthropic"])
-def test_a_sequential_burst_beyond_the_bucket_gets_exactly_the_excess_refused(enforced: RunningSimulator, api: str) -> None:
+def test_a_sequential_burst_beyond_the_bucket_gets_exactly_the_excess_refused(
+    enforced: RunningSimulator, api: str
+) -> None:
     responses = sequential(enforced, api, [body_for(api, "m1") for _ in range(8)])
     assert statuses(responses) == [200] * 5 + [429] * 3
     stats = enforced.stats()
     assert stats["by_model"]["m1"] == {
-        "requests": 8, "ok": 5, "errors": 3, "in_flight": 0, "max_in_flight": 1, "rate_limited": 3
+        "requests": 8,
+        "ok": 5,
+        "errors": 3,
+        "in_flight": 0,
+        "max_in_flight": 1,
+        "rate_limited": 3,
     }
     assert stats["rate_limited_total"] == 3 and stats["responses_ok"] == 5 and stats["requests_total"] == 8
     assert stats["faults_injected"] == {}  # the limiter's 429s are not faults
@@ -122,9 +131,14 @@ def test_a_sequential_burst_beyond_the_bucket_gets_exactly_the_excess_refused(en
 
 def test_a_concurrent_burst_is_admitted_exactly_up_to_the_capacity() -> None:
     with RunningSimulator(
-        mode="derived", rate_limit_enforce=True, rate_limit_requests=1000, rate_limit_window_s=HOUR,
-        rate_limit_burst=7, latency_ms=20,
+        mode="derived",
+        rate_limit_enforce=True,
+        rate_limit_requests=1000,
+        rate_limit_window_s=HOUR,
+        rate_limit_burst=7,
+        latency_ms=20,
     ) as sim:
+
         async def go() -> list[httpx.Response]:
             async with httpx.AsyncClient(trust_env=False, timeout=10.0) as client:
                 return list(await asyncio.gather(*(send(client, sim, "openai", openai_body("m")) for _ in range(25))))
@@ -213,9 +227,13 @@ def test_faults_apply_to_admitted_requests_and_carry_the_bucket_headers(enforced
 def test_the_request_bucket_refills_at_the_configured_rate() -> None:
     rate = 10.0  # 10 requests per second, bucket of 10
     with RunningSimulator(
-        mode="derived", rate_limit_enforce=True, rate_limit_requests=10, rate_limit_window_s=1.0,
+        mode="derived",
+        rate_limit_enforce=True,
+        rate_limit_requests=10,
+        rate_limit_window_s=1.0,
         rate_limit_retry_after="ms",
     ) as sim:
+
         async def go() -> tuple[list[httpx.Response], float, float, list[httpx.Response], float]:
             async with httpx.AsyncClient(trust_env=False, timeout=10.0) as client:
                 drain: list[httpx.Response] = []
@@ -242,7 +260,10 @@ def test_the_request_bucket_refills_at_the_configured_rate() -> None:
 def test_reset_headers_describe_the_bucket_and_its_refill_rate() -> None:
     rate, token_rate = 0.2, 100.0  # 120 requests and 60,000 tokens per 10 minutes
     with RunningSimulator(
-        mode="derived", rate_limit_enforce=True, rate_limit_requests=120, rate_limit_tokens=60_000,
+        mode="derived",
+        rate_limit_enforce=True,
+        rate_limit_requests=120,
+        rate_limit_tokens=60_000,
         rate_limit_window_s=600.0,
     ) as sim:
         responses = sequential(sim, "openai", [openai_body("m", max_tokens=100)] * 6)
@@ -302,7 +323,9 @@ def test_anthropic_headers_on_answers_and_refusals(enforced: RunningSimulator) -
         assert response.headers["request-id"].startswith("req_")
     remaining = [int(r.headers["anthropic-ratelimit-requests-remaining"]) for r in responses]
     assert remaining == [4, 3, 2, 1, 0, 0, 0]
-    requests_reset = datetime.fromisoformat(responses[4].headers["anthropic-ratelimit-requests-reset"].replace("Z", "+00:00"))
+    requests_reset = datetime.fromisoformat(
+        responses[4].headers["anthropic-ratelimit-requests-reset"].replace("Z", "+00:00")
+    )
     assert 3500 <= (requests_reset - before).total_seconds() <= 3700  # full again in about an hour
     tokens = [int(r.headers["anthropic-ratelimit-tokens-remaining"]) for r in responses[:5]]
     assert tokens == sorted(tokens, reverse=True) and len(set(tokens)) == 5
@@ -313,7 +336,10 @@ def test_anthropic_headers_on_answers_and_refusals(enforced: RunningSimulator) -
 @pytest.mark.parametrize("enforce", [True, False])
 def test_no_rate_limit_headers_when_turned_off(enforce: bool) -> None:
     with RunningSimulator(
-        mode="derived", rate_limit_enforce=enforce, rate_limit_requests=1, rate_limit_window_s=HOUR,
+        mode="derived",
+        rate_limit_enforce=enforce,
+        rate_limit_requests=1,
+        rate_limit_window_s=HOUR,
         rate_limit_headers=False,
     ) as sim:
         responses = sequential(sim, "openai", [openai_body("m")] * 2)
@@ -334,7 +360,10 @@ def test_no_rate_limit_headers_when_turned_off(enforce: bool) -> None:
 def test_retry_after_modes(api: str, mode: str) -> None:
     # 2 requests per 10 s: after two, the next request is 5 s away.
     with RunningSimulator(
-        mode="derived", rate_limit_enforce=True, rate_limit_requests=2, rate_limit_window_s=10.0,
+        mode="derived",
+        rate_limit_enforce=True,
+        rate_limit_requests=2,
+        rate_limit_window_s=10.0,
         rate_limit_retry_after=mode,
     ) as sim:
         responses = sequential(sim, api, [body_for(api, "m")] * 3)
@@ -425,10 +454,22 @@ def test_defaults_only_advertise() -> None:
 
 
 def test_python_m_simulator_flags() -> None:
-    _, _, settings = parse_args([
-        "--rate-limit-requests", "20", "--rate-limit-tokens", "5000", "--rate-limit-window-s", "1",
-        "--rate-limit-burst", "5", "--enforce-rate-limits", "--no-rate-limit-headers", "--retry-after", "ms",
-    ])
+    _, _, settings = parse_args(
+        [
+            "--rate-limit-requests",
+            "20",
+            "--rate-limit-tokens",
+            "5000",
+            "--rate-limit-window-s",
+            "1",
+            "--rate-limit-burst",
+            "5",
+            "--enforce-rate-limits",
+            "--no-rate-limit-headers",
+            "--retry-after",
+            "ms",
+        ]
+    )
     assert (settings.rate_limit_requests, settings.rate_limit_tokens, settings.rate_limit_window_s) == (20, 5000, 1.0)
     assert (settings.rate_limit_burst, settings.rate_limit_enforce, settings.rate_limit_headers) == (5, True, False)
     assert settings.rate_limit_retry_after == "ms"
@@ -445,9 +486,24 @@ def test_rlhf_simulate_rejects_a_bad_retry_after() -> None:
 def test_rlhf_simulate_enforces_rate_limits() -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     command = [
-        sys.executable, "-m", "flows.cli", "simulate", "--port", "0", "--mode", "derived",
-        "--rate-limit-requests", "20", "--rate-limit-window-s", "3600", "--rate-limit-burst", "3",
-        "--enforce-rate-limits", "--retry-after", "none", "--no-rate-limit-headers",
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "simulate",
+        "--port",
+        "0",
+        "--mode",
+        "derived",
+        "--rate-limit-requests",
+        "20",
+        "--rate-limit-window-s",
+        "3600",
+        "--rate-limit-burst",
+        "3",
+        "--enforce-rate-limits",
+        "--retry-after",
+        "none",
+        "--no-rate-limit-headers",
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=REPO)
     try:
@@ -458,9 +514,7 @@ def test_rlhf_simulate_enforces_rate_limits() -> None:
         assert line.startswith("simulator listening on "), line
         url = line.split()[-1]
         with httpx.Client(base_url=url, trust_env=False, timeout=10) as client:
-            codes = [
-                client.post("/v1/chat/completions", json=openai_body("m")).status_code for _ in range(5)
-            ]
+            codes = [client.post("/v1/chat/completions", json=openai_body("m")).status_code for _ in range(5)]
             refused = client.post("/v1/chat/completions", json=openai_body("m"))
             stats = client.get("/_sim/stats").json()
         assert codes == [200, 200, 200, 429, 429]
@@ -478,8 +532,16 @@ def test_rlhf_simulate_enforces_rate_limits() -> None:
 
 
 def test_go_duration_format() -> None:
-    cases = {0: "0s", 0.0004: "1ms", 0.12: "120ms", 1: "1s", 8.64: "8.64s", 90.5: "1m30.5s", 360: "6m0s",
-             3723.5: "1h2m3.5s"}
+    cases = {
+        0: "0s",
+        0.0004: "1ms",
+        0.12: "120ms",
+        1: "1s",
+        8.64: "8.64s",
+        90.5: "1m30.5s",
+        360: "6m0s",
+        3723.5: "1h2m3.5s",
+    }
     for seconds, text in cases.items():
         assert go_duration(seconds) == text
         assert openai_duration_s(text) == pytest.approx(seconds, abs=0.001)

@@ -38,8 +38,9 @@ class Tmpfs:
     def __init__(self, path: Path, size_kb: int) -> None:
         self.path = path
         path.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)], capture_output=True, text=True
+        )
         if done.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
 
@@ -76,8 +77,10 @@ def rlhf(*args: str, env: dict[str, str], timeout: float = 240) -> subprocess.Co
 
 
 def two_providers(sim: RunningSimulator, **extra: Any) -> list[dict[str, Any]]:
-    return [provider_entry(sim, "gpt-4o", "openai", "gpt-4o", **extra),
-            provider_entry(sim, "claude", "anthropic", "claude-sonnet-4-5", **extra)]
+    return [
+        provider_entry(sim, "gpt-4o", "openai", "gpt-4o", **extra),
+        provider_entry(sim, "claude", "anthropic", "claude-sonnet-4-5", **extra),
+    ]
 
 
 def stored_count(store: Path) -> int:
@@ -101,8 +104,12 @@ def test_full_store_stops_calls_rescues_answers_and_rerun_pays_for_nothing_twice
     disk = tmpfs("store-disk", 16384)
     prompts = 150
     sim.configure(latency_ms=20)
-    config = write_config(tmp_path, two_providers(sim), write_prompts(tmp_path / "p.jsonl", prompts),
-                          output={"dir": str(tmp_path / "out"), "store": str(disk.path / "responses.sqlite")})
+    config = write_config(
+        tmp_path,
+        two_providers(sim),
+        write_prompts(tmp_path / "p.jsonl", prompts),
+        output={"dir": str(tmp_path / "out"), "store": str(disk.path / "responses.sqlite")},
+    )
     ballast = disk.fill(leave_kb=400)
     rescue_dir = tmp_path / "rescue"
 
@@ -143,8 +150,13 @@ def test_full_output_disk_leaves_no_partial_file_and_loses_no_answer(
     sim: RunningSimulator, tmp_path: Path, tmpfs: Any, run_env: dict[str, str]
 ) -> None:
     disk = tmpfs("out-disk", 16384)
-    config = write_config(tmp_path, two_providers(sim), write_prompts(tmp_path / "p.jsonl", 200),
-                          output={"dir": str(disk.path / "out")}, chunk_size=20)
+    config = write_config(
+        tmp_path,
+        two_providers(sim),
+        write_prompts(tmp_path / "p.jsonl", 200),
+        output={"dir": str(disk.path / "out")},
+        chunk_size=20,
+    )
     disk.fill(leave_kb=300)
     result = rlhf("run", str(config), "--rescue-dir", str(tmp_path / "rescue"), "-q", env=run_env)
     assert result.returncode == 4, result.stderr
@@ -249,4 +261,9 @@ def test_read_only_store_directory_exits_4_for_run_and_status_still_reads(
     status = rlhf("status", str(config), "--json", env=run_env)
     assert status.returncode == 3, status.stderr
     assert json.loads(status.stdout)["providers"]["claude"] == {
-        "planned": 12, "answered": 10, "failed": 0, "missing": 2, "failure_reasons": {}}
+        "planned": 12,
+        "answered": 10,
+        "failed": 0,
+        "missing": 2,
+        "failure_reasons": {},
+    }

@@ -171,8 +171,7 @@ def test_lock_is_reentrant_in_a_process_and_refuses_a_second_process(tmp_path: P
 
     def other_process() -> str:
         env = {**os.environ, "PYTHONPATH": root}
-        return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
-                              timeout=60).stdout
+        return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=60).stdout
 
     with hold_store(store):
         with hold_store(store):  # the CLI holds it, then the flow takes it again
@@ -189,14 +188,20 @@ def test_lock_of_a_killed_holder_is_free(tmp_path: Path) -> None:
     store = tmp_path / "s.sqlite"
     root = str(Path(__file__).resolve().parent.parent)
     holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import time
             from providers.store_lock import hold_store
             with hold_store({str(store)!r}):
                 print("held", flush=True)
                 time.sleep(600)
-        """)],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": root},
+        """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": root},
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"

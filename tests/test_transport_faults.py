@@ -93,7 +93,7 @@ def _trickler(part: str) -> Handler:
             await _read_request(reader)
             if part == "body":
                 writer.write(head)
-            for byte in (head if part == "headers" else b" " * 10000):
+            for byte in head if part == "headers" else b" " * 10000:
                 writer.write(bytes([byte]))
                 await writer.drain()
                 await asyncio.sleep(0.5)
@@ -153,9 +153,13 @@ def self_signed(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
     now = datetime.datetime.now(datetime.UTC)
     names = x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(names, critical=False)
         .sign(key, hashes.SHA256())
     )

@@ -56,12 +56,20 @@ def batch(tmp_path: Path, sim: RunningSimulator, count: int) -> tuple[WriterSetu
         per_prompt = {}
         for number, slot in enumerate(setup.slots):
             if index == count - 1 and number > 0:
-                per_prompt[slot.answer_id] = CallResult(ok=False, error_type="server_error", error="HTTP 503", attempts=3)
+                per_prompt[slot.answer_id] = CallResult(
+                    ok=False, error_type="server_error", error="HTTP 503", attempts=3
+                )
             else:
                 per_prompt[slot.answer_id] = CallResult(
-                    ok=True, text=f"Answer {number} to {record.id}: " + "words " * (number + index % 5),
-                    model=slot.provider.model, finish_reason="stop", input_tokens=12, output_tokens=20 + number,
-                    latency_ms=50.0, attempts=1, created_at="2026-11-27T00:00:01Z",
+                    ok=True,
+                    text=f"Answer {number} to {record.id}: " + "words " * (number + index % 5),
+                    model=slot.provider.model,
+                    finish_reason="stop",
+                    input_tokens=12,
+                    output_tokens=20 + number,
+                    latency_ms=50.0,
+                    attempts=1,
+                    created_at="2026-11-27T00:00:01Z",
                 )
         results.append(per_prompt)
     return setup, records, results
@@ -91,7 +99,7 @@ def test_the_child_writes_what_an_in_process_writer_writes(sim: RunningSimulator
     async def scenario() -> None:
         async with task_writer_process(setup) as writer:
             for start in range(0, 25, 10):  # three chunks: 10, 10, 5
-                await writer.write(records[start:start + 10], results[start:start + 10])
+                await writer.write(records[start : start + 10], results[start : start + 10])
             report = await writer.finish()
         assert writer.returncode == 0
         assert report.counts.prompts == 25 and report.counts.incomplete == 1
@@ -144,7 +152,9 @@ def test_stopping_without_finish_discards_the_partial_files(sim: RunningSimulato
     assert not [p.name for p in run_dir.iterdir() if p.name.startswith(OUTPUT_FILES)]
 
 
-def test_a_child_too_busy_to_stop_is_killed_and_its_partial_files_removed(sim: RunningSimulator, tmp_path: Path) -> None:
+def test_a_child_too_busy_to_stop_is_killed_and_its_partial_files_removed(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
     """A real backlog, longer than the parent's wait after closing the pipe (``_EXIT_WAIT_S``, 10 s,
     not patched): one chunk of a million prompts (five prompts repeated, so the pickle stays small;
     the child still builds and writes every task, about 0.5 ms each, minutes in all). The child keeps
@@ -211,8 +221,9 @@ def test_a_parent_killed_with_sigkill_leaves_no_partial_files(sim: RunningSimula
     run_dir = Path(setup.run_dir)
     payload = tmp_path / "payload.pickle"
     payload.write_bytes(pickle.dumps((setup, records, results)))
-    parent = subprocess.run([sys.executable, "-c", KILLED_PARENT, str(payload)], cwd=ROOT, capture_output=True,
-                            text=True, timeout=60)
+    parent = subprocess.run(
+        [sys.executable, "-c", KILLED_PARENT, str(payload)], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert parent.returncode == -signal.SIGKILL, parent.stderr
     child = int(parent.stdout.strip())
     assert exits_within(child), "the writer outlived its killed parent"
@@ -229,6 +240,8 @@ def test_a_failing_child_is_reported_and_leaves_nothing(sim: RunningSimulator, t
             await writer.write(records, results)
             await writer.finish()
 
-    with pytest.raises(TaskWriterFailed, match=r"the task writer process failed: IsADirectoryError.*filtered\.jsonl\.partial"):
+    with pytest.raises(
+        TaskWriterFailed, match=r"the task writer process failed: IsADirectoryError.*filtered\.jsonl\.partial"
+    ):
         asyncio.run(scenario())
     assert sorted(p.name for p in run_dir.iterdir()) == ["filtered.jsonl.partial"]  # only the obstacle

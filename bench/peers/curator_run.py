@@ -59,11 +59,28 @@ def driver(args: argparse.Namespace) -> int:
     """Start one worker process per model, wait for all, add up their counts."""
     processes = []
     for model in args.models.split(","):
-        command = [sys.executable, __file__, "--url", args.url, "--prompts", str(args.prompts),
-                   "--concurrency", str(args.concurrency), "--working-dir", str(args.working_dir), "--worker", model,
-                   "--max-tokens", str(args.max_tokens), "--max-retries", str(args.max_retries),
-                   "--max-requests-per-minute", str(args.max_requests_per_minute),
-                   "--max-tokens-per-minute", str(args.max_tokens_per_minute)]
+        command = [
+            sys.executable,
+            __file__,
+            "--url",
+            args.url,
+            "--prompts",
+            str(args.prompts),
+            "--concurrency",
+            str(args.concurrency),
+            "--working-dir",
+            str(args.working_dir),
+            "--worker",
+            model,
+            "--max-tokens",
+            str(args.max_tokens),
+            "--max-retries",
+            str(args.max_retries),
+            "--max-requests-per-minute",
+            str(args.max_requests_per_minute),
+            "--max-tokens-per-minute",
+            str(args.max_tokens_per_minute),
+        ]
         processes.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=os.environ.copy()))
     answered = failed = 0
     code = 0
@@ -90,8 +107,12 @@ def main() -> int:
     parser.add_argument("--worker", help="run one model (internal)")
     # Defaults: the throughput benchmark's (budgets far above what a run needs, no retries).
     parser.add_argument("--max-tokens", type=int, default=1024, help="max_tokens of every request")
-    parser.add_argument("--max-requests-per-minute", type=int, default=10_000_000, help="curator's request budget, per model")
-    parser.add_argument("--max-tokens-per-minute", type=int, default=10_000_000_000, help="curator's token budget, per model")
+    parser.add_argument(
+        "--max-requests-per-minute", type=int, default=10_000_000, help="curator's request budget, per model"
+    )
+    parser.add_argument(
+        "--max-tokens-per-minute", type=int, default=10_000_000_000, help="curator's token budget, per model"
+    )
     parser.add_argument("--max-retries", type=int, default=0, help="curator's max_retries (a 429 uses one)")
     args = parser.parse_args()
     return worker(args) if args.worker else driver(args)

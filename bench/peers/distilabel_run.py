@@ -38,16 +38,23 @@ def main() -> int:
         load = LoadDataFromDicts(data=data, batch_size=max(50, args.concurrency))
         branches = []
         for index, model in enumerate(models):
-            llm = OpenAILLM(model=model, base_url=f"{args.url}/v1", api_key="sk-bench-not-a-real-key",
-                            max_retries=0, timeout=120,
-                            generation_kwargs={"max_new_tokens": 1024, "temperature": 0.7, "top_p": 1.0})
-            branches.append(TextGeneration(
-                name=f"gen_{index}",
-                llm=llm,
-                input_batch_size=args.concurrency,
-                add_raw_output=False,
-                add_raw_input=False,
-            ))
+            llm = OpenAILLM(
+                model=model,
+                base_url=f"{args.url}/v1",
+                api_key="sk-bench-not-a-real-key",
+                max_retries=0,
+                timeout=120,
+                generation_kwargs={"max_new_tokens": 1024, "temperature": 0.7, "top_p": 1.0},
+            )
+            branches.append(
+                TextGeneration(
+                    name=f"gen_{index}",
+                    llm=llm,
+                    input_batch_size=args.concurrency,
+                    add_raw_output=False,
+                    add_raw_input=False,
+                )
+            )
         load >> branches
     distiset = pipeline.run(use_cache=False)
     answered = failed = 0

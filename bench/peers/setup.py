@@ -45,7 +45,9 @@ def ensure(peer: str) -> tuple[Path | None, str]:
                 return None, f"could not create a venv (see {install_log.relative_to(OUT.parent.parent)})"
         pip = subprocess.run(
             [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r", str(requirements)],
-            stdout=sink, stderr=subprocess.STDOUT, timeout=1800,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            timeout=1800,
         )
     if pip.returncode != 0:
         tail = install_log.read_text(errors="replace").strip().splitlines()[-1:] or ["?"]

@@ -53,7 +53,9 @@ class LabelStudioClient:
     def _refresh(self) -> None:
         response = self._http.post("/api/token/refresh", json={"refresh": self._token.get_secret_value()})
         if response.status_code != 200:
-            raise LabelStudioError(f"POST /api/token/refresh: HTTP {response.status_code}: personal access token refused")
+            raise LabelStudioError(
+                f"POST /api/token/refresh: HTTP {response.status_code}: personal access token refused"
+            )
         self._auth = f"Bearer {response.json()['access']}"
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -66,7 +68,9 @@ class LabelStudioClient:
                 self._refresh()
                 response = self._http.request(method, path, headers={"Authorization": self._auth}, **kwargs)
         except httpx.HTTPError as exc:
-            raise LabelStudioError(f"{method} {self.url}{path}: {type(exc).__name__}: cannot reach Label Studio") from None
+            raise LabelStudioError(
+                f"{method} {self.url}{path}: {type(exc).__name__}: cannot reach Label Studio"
+            ) from None
         if response.status_code >= 400:
             detail = scrub(response.text, (self._token.get_secret_value(),))
             raise LabelStudioError(f"{method} {path}: HTTP {response.status_code}: {detail}")
@@ -99,7 +103,9 @@ class LabelStudioClient:
         """The project with this title (its labeling config updated) or a new one; ``True`` if created."""
         project = self.find_project(title)
         if project is None:
-            created = self.request("POST", "/api/projects", json={"title": title, "label_config": label_config, "description": description})
+            created = self.request(
+                "POST", "/api/projects", json={"title": title, "label_config": label_config, "description": description}
+            )
             return created, True
         if project.get("label_config") != label_config:
             project = self.request("PATCH", f"/api/projects/{project['id']}", json={"label_config": label_config})
@@ -125,7 +131,9 @@ class LabelStudioClient:
 
     def export(self, project_id: int) -> list[dict[str, Any]]:
         """Every task of the project with its annotations (Label Studio's JSON export)."""
-        data = self.request("GET", f"/api/projects/{project_id}/export", params={"exportType": "JSON", "download_all_tasks": "true"})
+        data = self.request(
+            "GET", f"/api/projects/{project_id}/export", params={"exportType": "JSON", "download_all_tasks": "true"}
+        )
         return list(data or [])
 
     def users(self) -> dict[int, str]:
@@ -137,6 +145,11 @@ class LabelStudioClient:
         """A new personal access token for the token's user (needs the legacy token or a session)."""
         return SecretStr(self.request("POST", "/api/token/")["token"])
 
-    def create_annotation(self, ls_task_id: int, result: list[dict[str, Any]], lead_time: float = 10.0) -> dict[str, Any]:
+    def create_annotation(
+        self, ls_task_id: int, result: list[dict[str, Any]], lead_time: float = 10.0
+    ) -> dict[str, Any]:
         """Submit an annotation as the token's user (what the labeling UI sends)."""
-        return self.request("POST", f"/api/tasks/{ls_task_id}/annotations", json={"result": result, "lead_time": lead_time})
+        created: dict[str, Any] = self.request(
+            "POST", f"/api/tasks/{ls_task_id}/annotations", json={"result": result, "lead_time": lead_time}
+        )
+        return created

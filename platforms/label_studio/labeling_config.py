@@ -90,26 +90,37 @@ class Option:
     hotkey: str = INERT_HOTKEY
 
 
-def _choices(name: str, to_name: str, title: str, options: list[Option], hint: str | None, required: bool,
-             indent: str = "    ", where: str = "") -> str:
+def _choices(
+    name: str,
+    to_name: str,
+    title: str,
+    options: list[Option],
+    hint: str | None,
+    required: bool,
+    indent: str = "    ",
+    where: str = "",
+) -> str:
     attrs = f' name="{name}" toName="{to_name}" choice="single-radio" showInline="true"'
     if required:
         attrs += f' required="true" requiredMessage={quoteattr(f"{where}{title}: choose an option.")}'
-    lines = [f"{indent}<Header value={quoteattr(title)} size=\"6\"/>"]
+    lines = [f'{indent}<Header value={quoteattr(title)} size="6"/>']
     if hint:
         lines.append(f'{indent}<View className="rlhf-help"><Header value={quoteattr(hint)} size="6"/></View>')
     lines.append(f"{indent}<Choices{attrs}>")
-    lines += [f"{indent}  <Choice value={quoteattr(o.label)} alias={quoteattr(o.alias)} hotkey={quoteattr(o.hotkey)}/>"
-              for o in options]
+    lines += [
+        f"{indent}  <Choice value={quoteattr(o.label)} alias={quoteattr(o.alias)} hotkey={quoteattr(o.hotkey)}/>"
+        for o in options
+    ]
     lines.append(f"{indent}</Choices>")
     return "\n".join(lines)
 
 
-def _textarea(name: str, to_name: str, title: str, placeholder: str, required: bool, indent: str = "    ",
-              where: str = "") -> str:
+def _textarea(
+    name: str, to_name: str, title: str, placeholder: str, required: bool, indent: str = "    ", where: str = ""
+) -> str:
     extra = f' required="true" requiredMessage={quoteattr(f"{where}{title}: write an answer.")}' if required else ""
     return (
-        f"{indent}<Header value={quoteattr(title)} size=\"6\"/>\n"
+        f'{indent}<Header value={quoteattr(title)} size="6"/>\n'
         f'{indent}<TextArea name="{name}" toName="{to_name}" maxSubmissions="1" editable="true" rows="4" '
         f"placeholder={quoteattr(placeholder)}{extra}/>"
     )
@@ -131,9 +142,14 @@ def scale_options(dim: Dimension) -> list[Option]:
 def _answer_column(template: AnnotationTemplate, position: int, controls: dict[str, ControlSpec]) -> list[str]:
     key = letter(position)
     target = f"response_{key}"
-    parts = ['    <View className="rlhf-answer">', f'    <Header value="{position_label(position)}" size="5"/>',
-             '    <View className="rlhf-text">', f'    <Text name="{target}" value="${target}"/>', "    </View>",
-             '    <View className="rlhf-quiet">']
+    parts = [
+        '    <View className="rlhf-answer">',
+        f'    <Header value="{position_label(position)}" size="5"/>',
+        '    <View className="rlhf-text">',
+        f'    <Text name="{target}" value="${target}"/>',
+        "    </View>",
+        '    <View className="rlhf-quiet">',
+    ]
     for dim in template.dimensions:
         name = f"{key}__{dim.key}"
         where = f"{position_label(position)}: "
@@ -143,10 +159,14 @@ def _answer_column(template: AnnotationTemplate, position: int, controls: dict[s
         else:
             options = scale_options(dim)
             parts.append(_choices(name, target, dim.title, options, dim.description, dim.is_required, where=where))
-            controls[name] = ControlSpec(name, "choices", dim.key, position, [o.alias for o in options], dim.is_required)
+            controls[name] = ControlSpec(
+                name, "choices", dim.key, position, [o.alias for o in options], dim.is_required
+            )
     if template.rewrite:
         name = f"{key}__rewrite"
-        parts.append(_textarea(name, target, "Rewrite (optional)", "Rewrite this response into the ideal answer", False))
+        parts.append(
+            _textarea(name, target, "Rewrite (optional)", "Rewrite this response into the ideal answer", False)
+        )
         controls[name] = ControlSpec(name, "textarea", "rewrite", position)
     parts += ["    </View>", "    </View>"]
     return parts
@@ -187,7 +207,9 @@ def _comparison(template: AnnotationTemplate, answers: int, controls: dict[str, 
     elif kind == "selected":
         options = [Option(label, alias, alias.lower() if answers <= 26 else INERT_HOTKEY) for label, alias in positions]
         parts.append(_choices("selected", "prompt", "Which response is best?", options, None, True, indent="  "))
-        controls["selected"] = ControlSpec("selected", "choices", "selected_model_id", None, [o.alias for o in options], True)
+        controls["selected"] = ControlSpec(
+            "selected", "choices", "selected_model_id", None, [o.alias for o in options], True
+        )
     return parts
 
 
@@ -197,8 +219,13 @@ def build_labeling_config(template: AnnotationTemplate, answers: int) -> Labelin
     parts = ["<View>", STYLE, f"  <Header value={quoteattr(template.display_title)}/>"]
     if template.description:
         parts.append(f'  <Text name="instructions" value={quoteattr(template.description)}/>')
-    parts += ['  <View className="rlhf-prompt">', '  <Header value="Prompt" size="5"/>',
-              '  <Text name="prompt" value="$prompt"/>', "  </View>", '  <View className="rlhf-answers">']
+    parts += [
+        '  <View className="rlhf-prompt">',
+        '  <Header value="Prompt" size="5"/>',
+        '  <Text name="prompt" value="$prompt"/>',
+        "  </View>",
+        '  <View className="rlhf-answers">',
+    ]
     for position in range(answers):
         parts += _answer_column(template, position, controls)
     parts.append("  </View>")

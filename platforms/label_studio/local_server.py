@@ -52,7 +52,7 @@ def ensure_installed() -> Path:
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        return int(probe.getsockname()[1])
 
 
 class LabelStudioServer:
@@ -101,16 +101,29 @@ class LabelStudioServer:
         }
         log = self._log_path.open("ab")
         self._process = subprocess.Popen(
-            [str(executable), "start", "--no-browser", "--internal-host", "127.0.0.1",
-             "--host", self.url, "--port", str(self.port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                str(executable),
+                "start",
+                "--no-browser",
+                "--internal-host",
+                "127.0.0.1",
+                "--host",
+                self.url,
+                "--port",
+                str(self.port),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise RuntimeError(f"Label Studio exited with {self._process.returncode}; see {self._log_path}")
             try:
-                response = httpx.get(f"{self.url}/api/projects", headers={"Authorization": f"Token {self.token}"}, timeout=5)
+                response = httpx.get(
+                    f"{self.url}/api/projects", headers={"Authorization": f"Token {self.token}"}, timeout=5
+                )
                 if response.status_code == 200:
                     break
             except httpx.HTTPError:
@@ -145,20 +158,27 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--data-dir", type=Path, default=CACHE / "ls-trial",
-                        help="where projects and annotations are kept between starts")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=CACHE / "ls-trial",
+        help="where projects and annotations are kept between starts",
+    )
     args = parser.parse_args()
     args.data_dir.mkdir(parents=True, exist_ok=True)
     print(f"starting Label Studio ({REQUIREMENT}, installed once into {VENV}) ...", flush=True)
     server = LabelStudioServer(args.data_dir, args.data_dir / "label-studio.log", args.port)
     server.start()
-    print(f"""
+    print(
+        f"""
 Label Studio is running on {server.url}
   log in:  {USERNAME} / {PASSWORD}
   token:   export LABEL_STUDIO_TOKEN={server.token}
   deliver: rlhf deliver RUN_DIR --to label-studio --url {server.url}
   data:    {args.data_dir}
-Ctrl-C stops it.""", flush=True)
+Ctrl-C stops it.""",
+        flush=True,
+    )
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -42,7 +42,7 @@ def prompt_text(shell: dict[str, Any]) -> str:
     final_context = [m for m in turns[-1]["messages"] if m["role"] != "assistant"]
     messages = earlier + final_context
     if len(messages) == 1:
-        return messages[0]["content"]["text"]
+        return str(messages[0]["content"]["text"])
     for message in messages:
         who = {"system": "System", "user": "User", "assistant": "Assistant"}[message["role"]]
         lines.append(f"{who}: {message['content']['text']}")
@@ -152,7 +152,9 @@ def _annotator(annotation: dict[str, Any], users: dict[int, str]) -> str:
     return users.get(who, str(who)) if isinstance(who, int) else str(who)
 
 
-def _apply(shell: dict[str, Any], results: list[dict[str, Any]], template: AnnotationTemplate | None) -> tuple[dict[str, Any], list[str]]:
+def _apply(
+    shell: dict[str, Any], results: list[dict[str, Any]], template: AnnotationTemplate | None
+) -> tuple[dict[str, Any], list[str]]:
     reasons: list[str] = []
     answers = answers_of(shell)
     turn = shell["threads"][0]["turns"][-1]
