@@ -16,7 +16,7 @@ with problems of several kinds is counted under the first):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 from pydantic import ValidationError
@@ -52,22 +52,24 @@ def _slots(shell: dict[str, Any]) -> Iterator[tuple[str, str | None, dict[str, A
                     yield f"turns[{t}].messages[{m}].{slot['key']}", stable_id("ann", task_id, t, m, slot["key"]), slot
 
 
-def _value_problem(where: str, slot: dict[str, Any], answer_ids: set[str]) -> str | None:
-    value, kind = slot["value"], slot["type"]
+def value_problem(slot: dict[str, Any], value: Any, answer_ids: Collection[str] | None = None) -> str | None:
+    """Why ``value`` cannot fill ``slot`` (its type, its ``possible_values``; for a ranking, a permutation
+    of ``answer_ids`` when given), or None. The one rule for harvest, the exports and the platforms."""
+    kind = str(slot.get("type"))
     if kind == "ranked_choices":
-        if (
-            not isinstance(value, list)
-            or not all(isinstance(v, str) for v in value)
-            or sorted(value) != sorted(answer_ids)
-        ):
-            return f"{where}: a ranking must list every response's source_id once"
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            return "a ranking must list every response's source_id once"
+        if answer_ids is not None and sorted(value) != sorted(answer_ids):
+            return "a ranking must list every response's source_id once"
         return None
-    expected = _TYPES[kind]
+    expected = _TYPES.get(kind)
+    if expected is None:  # a slot type of the format we do not fill (no rule to apply)
+        return None
     if not isinstance(value, expected) or (kind == "integer" and isinstance(value, bool)):
-        return f"{where}: {value!r} is not a valid {kind} value"
+        return f"{value!r} is not a valid {kind} value"
     allowed = slot.get("possible_values")
     if allowed and kind in ("integer", "category") and value not in allowed:
-        return f"{where}: {value!r} is outside the allowed values {allowed}"
+        return f"{value!r} is outside the allowed values {allowed}"
     return None
 
 
@@ -95,9 +97,9 @@ def annotation_problems(shell: Any) -> list[Problem]:
             )
         elif slot["value"] is not None:
             filled = True
-            problem = _value_problem(where, slot, answer_ids)
+            problem = value_problem(slot, slot["value"], answer_ids)
             if problem:
-                problems.append(("invalid_value", problem))
+                problems.append(("invalid_value", f"{where}: {problem}"))
     if not problems and not filled:
         problems.append(("no_annotation", "no slot has a value: nothing was annotated"))
     return problems

@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from common.atomic import atomic_open, write_json
-from task_builder.ids import position_label
+from task_builder.ids import position_field, position_label
 from task_builder.template import AnnotationTemplate, Dimension, resolve_template
 
 RATING_MIN, RATING_MAX, RATING_MAX_OPTIONS = 0, 10, 11
@@ -69,11 +69,6 @@ RANKING_MAX_OPTIONS = 50
 DESCRIPTION_MAX = 1000
 OPTION_TEXT_MAX = 500
 LABEL_MIN_VISIBLE = 3
-
-
-def position_name(index: int) -> str:
-    """``response_a``, ``response_b``, … (the field name of the answer at that position)."""
-    return position_label(index).replace("Response ", "response_").lower()
 
 
 def _cut(text: str | None, limit: int) -> str | None:
@@ -169,7 +164,7 @@ def argilla_dataset(template: AnnotationTemplate | str, max_answers: int, contex
     template = resolve_template(template)
     if max_answers < 1:
         raise ValueError("max_answers must be at least 1")
-    positions = [(position_name(i), position_label(i)) for i in range(max_answers)]
+    positions = [(position_field(i), position_label(i)) for i in range(max_answers)]
 
     fields: list[dict[str, Any]] = []
     if context:
@@ -287,7 +282,7 @@ def argilla_records(shells: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]
         if prompt_id is not None:
             metadata["prompt_id"] = prompt_id
         for index, answer in enumerate(answers):
-            fields[position_name(index)] = answer["content"]["text"]
+            fields[position_field(index)] = answer["content"]["text"]
         yield {
             "id": shell["task_id"],
             "fields": fields,

@@ -13,12 +13,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from task_builder.ids import position_label
-
-
-def position_id(index: int) -> str:
-    """``0`` -> ``response_a``: the source id an answer carries in a blind shell."""
-    return position_label(index).replace("Response ", "response_").lower()
+from task_builder.ids import position_field
 
 
 def _final_answers(shell: dict[str, Any]) -> list[dict[str, Any]]:
@@ -29,7 +24,7 @@ def blind(shell: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``shell`` that names no model or source (see the module docstring)."""
     blinded = copy.deepcopy(shell)
     answers = _final_answers(blinded)
-    to_position = {answer["source_id"]: position_id(i) for i, answer in enumerate(answers)}
+    to_position = {answer["source_id"]: position_field(i) for i, answer in enumerate(answers)}
     for answer in answers:
         answer["source_id"] = to_position[answer["source_id"]]
         answer.pop("model_parameters", None)
@@ -44,7 +39,7 @@ def blind(shell: dict[str, Any]) -> dict[str, Any]:
 def is_blind(shell: dict[str, Any]) -> bool:
     """Whether the final turn's answers carry positions instead of source ids."""
     answers = _final_answers(shell)
-    return bool(answers) and all(a.get("source_id") == position_id(i) for i, a in enumerate(answers))
+    return bool(answers) and all(a.get("source_id") == position_field(i) for i, a in enumerate(answers))
 
 
 def _slots(shell: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -67,7 +62,7 @@ def unblind(annotated: dict[str, Any], original: dict[str, Any]) -> dict[str, An
     ``metadata.annotation`` are kept.
     """
     result = copy.deepcopy(original)
-    to_source = {position_id(i): answer["source_id"] for i, answer in enumerate(_final_answers(original))}
+    to_source = {position_field(i): answer["source_id"] for i, answer in enumerate(_final_answers(original))}
     targets = _slots(result)
     for slot_id, slot in _slots(annotated).items():
         value = slot.get("value")

@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import Any
 
 from common.atomic import atomic_open
+from task_builder.annotated import value_problem
 from task_builder.ids import position_label
 from task_builder.preference import likert_winner
 
@@ -170,18 +171,12 @@ def _slots(annotations: Any, where: str) -> dict[str, dict[str, Any]]:
 
 
 def _check_value(slot: dict[str, Any], key: str) -> None:
-    value, possible = slot.get("value"), slot.get("possible_values")
+    value = slot.get("value")
     if value is None:
         return
-    kind = slot.get("type")
-    if kind == "integer" and (isinstance(value, bool) or not isinstance(value, int)):
-        raise _Invalid(f"{key} value {value!r} is not an integer")
-    if kind in ("integer", "category") and possible and value not in possible:
-        raise _Invalid(f"{key} value {value!r} not in possible_values")
-    if kind == "boolean" and not isinstance(value, bool):
-        raise _Invalid(f"{key} value {value!r} is not a boolean")
-    if kind == "text" and not isinstance(value, str):
-        raise _Invalid(f"{key} value is not text")
+    problem = value_problem(slot, value)
+    if problem:
+        raise _Invalid(f"{key}: {problem}")
 
 
 def _parse(task: Any) -> _Task:

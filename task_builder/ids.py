@@ -17,11 +17,21 @@ def task_id_for(batch: str, prompt_id: str, variant: str = "") -> str:
     return stable_id("task", batch, prompt_id, variant)
 
 
-def position_label(index: int) -> str:
-    """``Response A``, ``Response B``, … ``Response Z``, ``Response AA``, …"""
+def position_letter(index: int) -> str:
+    """``0`` -> ``A``, … ``25`` -> ``Z``, ``26`` -> ``AA``: the letter of an answer's position."""
     letters = ""
     index += 1
     while index:
         index, rem = divmod(index - 1, 26)
         letters = string.ascii_uppercase[rem] + letters
-    return f"Response {letters}"
+    return letters
+
+
+def position_label(index: int) -> str:
+    """``Response A``, ``Response B``, … what annotators read."""
+    return f"Response {position_letter(index)}"
+
+
+def position_field(index: int) -> str:
+    """``response_a``, ``response_b``, … the field (and blind source id) of an answer's position."""
+    return f"response_{position_letter(index).lower()}"

@@ -13,9 +13,9 @@ from test_datasets import TEXTS, make_shell
 from task_builder.argilla_export import (
     argilla_dataset,
     argilla_records,
-    position_name,
     write_argilla,
 )
+from task_builder.ids import position_field
 from task_builder.template import (
     AnnotationTemplate,
     resolve_template,
@@ -57,13 +57,13 @@ def test_settings_for_every_shipped_template(name: str, max_answers: int) -> Non
     settings = argilla_dataset(template, max_answers)
     check_server_rules(settings)
     fields = by_name(settings["fields"])
-    assert list(fields) == ["prompt", *(position_name(i) for i in range(max_answers))]
+    assert list(fields) == ["prompt", *(position_field(i) for i in range(max_answers))]
     assert fields["prompt"]["required"] and fields["response_a"]["required"]
-    assert all(not fields[position_name(i)]["required"] for i in range(1, max_answers))
+    assert all(not fields[position_field(i)]["required"] for i in range(1, max_answers))
     questions = by_name(settings["questions"])
     for i in range(max_answers):
         for dim in template.dimensions:
-            question = questions[f"{dim.key}_{position_name(i)}"]
+            question = questions[f"{dim.key}_{position_field(i)}"]
             expected = {
                 "integer": "rating",
                 "category": "label_selection",
@@ -73,7 +73,7 @@ def test_settings_for_every_shipped_template(name: str, max_answers: int) -> Non
             assert question["type"] == expected
             assert question["title"].startswith(f"Response {'ABC'[i]}: ")
             assert question["required"] == (i == 0 and expected != "text")
-        assert (f"rewrite_{position_name(i)}" in questions) == template.rewrite
+        assert (f"rewrite_{position_field(i)}" in questions) == template.rewrite
     turn = template.turn
     assert ("selected_model_id" in questions) == (turn.selected_model_id and max_answers >= 2)
     assert ("likert_value" in questions) == (turn.likert.enabled and max_answers == 2)

@@ -184,8 +184,8 @@ def test_invalid_tasks_are_skipped_with_reasons() -> None:
     assert len(records) == 1 and stats.skipped_invalid == 4
     assert stats.invalid_reasons == {
         "status 'pending', not 'completed'": 1,
-        "likert_value value 9 not in possible_values": 1,
-        "selected_model_id value 'nobody' not in possible_values": 1,
+        "likert_value: 9 is outside the allowed values [1, 2, 3, 4, 5, 6, 7]": 1,
+        "selected_model_id: 'nobody' is outside the allowed values ['gpt-4o', 'claude']": 1,
         "ranking is not a permutation of the answers": 1,
     }
     assert stats.to_dict()["skipped_invalid"] == 4

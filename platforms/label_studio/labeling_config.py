@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from xml.sax.saxutils import quoteattr
 
-from task_builder.ids import position_label
+from task_builder.ids import position_field, position_label, position_letter
 from task_builder.template import AnnotationTemplate, Dimension
 
 # A combination no annotator presses by accident (F19 with three modifiers), shared by every choice that
@@ -49,11 +49,6 @@ STYLE = """  <Style>
     .rlhf-answer h4, .rlhf-compare h4 { font-size: 15px !important; margin: 12px 0 2px !important; }
     .rlhf-help h4 { font-size: 13px !important; font-weight: normal !important; color: #5b6370; margin: 0 0 4px !important; }
   </Style>"""
-
-
-def letter(position: int) -> str:
-    """``0`` -> ``a``: the lower-case position letter used in names (``response_a``, ``a__overall``)."""
-    return position_label(position).removeprefix("Response ").lower()
 
 
 @dataclass
@@ -140,8 +135,8 @@ def scale_options(dim: Dimension) -> list[Option]:
 
 
 def _answer_column(template: AnnotationTemplate, position: int, controls: dict[str, ControlSpec]) -> list[str]:
-    key = letter(position)
-    target = f"response_{key}"
+    key = position_letter(position).lower()
+    target = position_field(position)
     parts = [
         '    <View className="rlhf-answer">',
         f'    <Header value="{position_label(position)}" size="5"/>',
@@ -186,7 +181,7 @@ def comparison_kind(template: AnnotationTemplate, answers: int) -> str | None:
 
 def _comparison(template: AnnotationTemplate, answers: int, controls: dict[str, ControlSpec]) -> list[str]:
     kind = comparison_kind(template, answers)
-    positions = [(position_label(i), letter(i).upper()) for i in range(answers)]
+    positions = [(position_label(i), position_letter(i)) for i in range(answers)]
     parts: list[str] = []
     if kind == "likert":
         likert = template.turn.likert

@@ -21,7 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from platforms.label_studio.labeling_config import build_labeling_config, letter
+from platforms.label_studio.labeling_config import build_labeling_config
+from task_builder.annotated import value_problem
+from task_builder.ids import position_field, position_letter
 from task_builder.preference import likert_winner
 from task_builder.shell import Task
 from task_builder.template import AnnotationTemplate
@@ -53,7 +55,7 @@ def to_label_studio(shell: dict[str, Any]) -> dict[str, Any]:
     """The Label Studio task for a shell: its id, the prompt and the answers by position, nothing else."""
     data: dict[str, Any] = {"task_id": shell["task_id"], "prompt": prompt_text(shell)}
     for position, answer in enumerate(answers_of(shell)):
-        data[f"response_{letter(position)}"] = answer["content"]["text"]
+        data[position_field(position)] = answer["content"]["text"]
     return {"data": data}
 
 
@@ -74,16 +76,14 @@ def _fill_choice(slot: dict[str, Any], raw: str) -> tuple[Any, str | None]:
         if raw not in ("true", "false"):
             return None, f"'{raw}' is not a yes/no value"
         return raw == "true", None
-    allowed = slot.get("possible_values") or []
     value: Any = raw
     if slot["type"] == "integer":
         try:
             value = int(raw)
         except ValueError:
             return None, f"'{raw}' is not a whole number"
-    if allowed and value not in allowed:
-        return None, f"{value!r} is outside the allowed values {allowed}"
-    return value, None
+    problem = value_problem(slot, value)
+    return (None, problem) if problem else (value, None)
 
 
 def _single(item: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -159,7 +159,7 @@ def _apply(
     answers = answers_of(shell)
     turn = shell["threads"][0]["turns"][-1]
     order = [m["source_id"] for m in answers]
-    letters = {letter(i).upper(): source for i, source in enumerate(order)}
+    letters = {position_letter(i): source for i, source in enumerate(order)}
     ranks: dict[int, str] = {}
     answered: set[str] = set()
     for item in results:
@@ -178,8 +178,8 @@ def _apply(
                 ranks[int(name[5:])] = letters[raw]
             continue
         if "__" in name:  # per-answer control: <position letter>__<slot key>
-            position_letter, key = name.split("__", 1)
-            position = next((i for i in range(len(answers)) if letter(i) == position_letter), None)
+            prefix, key = name.split("__", 1)
+            position = next((i for i in range(len(answers)) if position_letter(i).lower() == prefix), None)
             slot = _find_slot(answers[position]["annotations"], key) if position is not None else None
         elif name in TURN_CONTROLS:
             slot = _find_slot(turn["annotations"], TURN_CONTROLS[name])
