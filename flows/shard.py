@@ -23,11 +23,10 @@ import asyncio
 import dataclasses
 import json
 import re
-import sqlite3
 import time
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -53,10 +52,6 @@ from providers.store_lock import hold_store
 LIMIT_PREFIX = "rlhf-provider-"
 SHARD_DEPLOYMENT = "generate_tasks/rlhf-shard"
 OUTPUTS = ("tasks.jsonl", "incomplete.jsonl", "filtered.jsonl")
-_COLUMNS = (
-    "fingerprint, source_id, prompt_id, ok, text, model, finish_reason, input_tokens, output_tokens, "
-    "request_id, latency_ms, attempts, error_type, error, status_code, created_at"
-)
 _LOOKUP = 1000
 
 
@@ -116,41 +111,12 @@ def for_shard(
 # ---------------------------------------------------------------------------------------------- stores
 
 
-def copy_results(source: Path, target: Path, prompt_ids: Iterable[str] | None = None) -> int:
-    """Copy stored results from ``source`` into ``target`` (only these prompts', if given).
-
-    The store's own rule applies: an answer is never replaced by an error. Returns rows copied.
-    """
-    with ResponseStore(target):  # creates the schema if needed
-        pass
-    db = sqlite3.connect(target, timeout=30, isolation_level=None)
-    try:
-        db.execute("ATTACH DATABASE ? AS src", (str(source),))
-        where = (
-            "s.ok = 1 OR NOT EXISTS (SELECT 1 FROM main.responses m WHERE m.fingerprint = s.fingerprint AND m.ok = 1)"
-        )
-        db.execute("BEGIN")
-        if prompt_ids is not None:
-            db.execute("CREATE TEMP TABLE wanted (prompt_id TEXT PRIMARY KEY)")
-            db.executemany("INSERT OR IGNORE INTO wanted VALUES (?)", ((pid,) for pid in prompt_ids))
-            where = f"s.prompt_id IN (SELECT prompt_id FROM wanted) AND ({where})"
-        cursor = db.execute(
-            f"INSERT OR REPLACE INTO main.responses ({_COLUMNS}) SELECT {_COLUMNS} FROM src.responses s WHERE {where}"
-        )
-        copied = cursor.rowcount
-        db.execute("COMMIT")
-        db.execute("DETACH DATABASE src")
-        return copied
-    finally:
-        db.close()
-
-
 def seed_shards(config: RunConfig, count: int) -> str:
     """Give each shard store the batch's ``created_at`` and the batch store's results for its prompts."""
 
     with ResponseStore(config.store_path) as batch_store:
         created_at = batch_store.setdefault_meta("created_at", utc_now())
-        has_rows = batch_store._db.execute("SELECT 1 FROM responses LIMIT 1").fetchone() is not None
+        has_rows = batch_store.has_results()
     ids: list[list[str]] = [[] for _ in range(count)]
     if has_rows:
         for position, record in enumerate(iter_prompts(config.prompts)):
@@ -159,8 +125,8 @@ def seed_shards(config: RunConfig, count: int) -> str:
         shard_store = config.batch_dir / "shards" / str(index) / "responses.sqlite"
         with ResponseStore(shard_store) as store:
             store.setdefault_meta("created_at", created_at)
-        if has_rows:
-            copy_results(config.store_path, shard_store, ids[index])
+            if has_rows:
+                store.copy_results_from(config.store_path, ids[index])
     return created_at
 
 
@@ -344,10 +310,11 @@ def merge_batch(
     after the copy, naming the shards), so every answer paid for is in the batch store.
     """
 
-    for index in range(shards):
-        shard_store = config.batch_dir / "shards" / str(index) / "responses.sqlite"
-        if shard_store.is_file():
-            copy_results(shard_store, config.store_path)
+    with ResponseStore(config.store_path) as batch_store:
+        for index in range(shards):
+            shard_store = config.batch_dir / "shards" / str(index) / "responses.sqlite"
+            if shard_store.is_file():
+                batch_store.copy_results_from(shard_store)
     failed = [s for s in shard_info if s.get("state") != "COMPLETED"]
     if failed:
         raise RuntimeError(

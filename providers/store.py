@@ -14,34 +14,51 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from providers.result import CallResult
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS responses (
-    fingerprint   TEXT PRIMARY KEY,
-    source_id     TEXT NOT NULL,
-    prompt_id     TEXT NOT NULL,
-    ok            INTEGER NOT NULL,
-    text          TEXT,
-    model         TEXT,
-    finish_reason TEXT,
-    input_tokens  INTEGER,
-    output_tokens INTEGER,
-    request_id    TEXT,
-    latency_ms    REAL,
-    attempts      INTEGER,
-    error_type    TEXT,
-    error         TEXT,
-    status_code   INTEGER,
-    created_at    TEXT
-);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
+# The schema is built by numbered migrations, applied in order when a store is opened for writing; the
+# number of those applied is the database's ``PRAGMA user_version`` (in the file header: read without a
+# table, also on a read-only or immutable open). A store from before the numbering has version 0 and the
+# tables of migration 1: it is recognised as version 1 (migration 1 creates only what is missing).
+# Never edit a migration that has shipped: add the next one to MIGRATIONS.
 
+
+def _create_responses_and_meta(db: sqlite3.Connection) -> None:
+    """Migration 1: the responses table (one row per fingerprint) and the run-level meta table."""
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS responses (
+            fingerprint   TEXT PRIMARY KEY,
+            source_id     TEXT NOT NULL,
+            prompt_id     TEXT NOT NULL,
+            ok            INTEGER NOT NULL,
+            text          TEXT,
+            model         TEXT,
+            finish_reason TEXT,
+            input_tokens  INTEGER,
+            output_tokens INTEGER,
+            request_id    TEXT,
+            latency_ms    REAL,
+            attempts      INTEGER,
+            error_type    TEXT,
+            error         TEXT,
+            status_code   INTEGER,
+            created_at    TEXT
+        )
+        """
+    )
+    db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+
+Migration = Callable[[sqlite3.Connection], None]
+MIGRATIONS: tuple[Migration, ...] = (_create_responses_and_meta,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# The result's fields, in CallResult order; with the key columns, every column of a responses row.
 _RESULT_COLUMNS = (
     "ok",
     "text",
@@ -57,14 +74,14 @@ _RESULT_COLUMNS = (
     "status_code",
     "created_at",
 )
-_INSERT = (
-    "INSERT OR REPLACE INTO responses (fingerprint, source_id, prompt_id, "
-    + ", ".join(_RESULT_COLUMNS)
-    + ") VALUES ("
-    + ", ".join("?" * (3 + len(_RESULT_COLUMNS)))
-    + ")"
-)
+_COLUMNS = ("fingerprint", "source_id", "prompt_id", *_RESULT_COLUMNS)
+_COLUMN_LIST = ", ".join(_COLUMNS)
+_INSERT = f"INSERT OR REPLACE INTO responses ({_COLUMN_LIST}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 _SELECT = "SELECT fingerprint, " + ", ".join(_RESULT_COLUMNS) + " FROM responses WHERE fingerprint IN "
+# The put rule in SQL, for copying rows ``s`` into ``main``: an answer is never replaced by an error.
+_KEEPS_ANSWERS = (
+    "(s.ok = 1 OR NOT EXISTS (SELECT 1 FROM main.responses m WHERE m.fingerprint = s.fingerprint AND m.ok = 1))"
+)
 _BATCH = 500
 
 
@@ -103,6 +120,58 @@ def _store_error(path: Path, exc: BaseException) -> StoreError:
     return StoreUnwritable(path, f"cannot write the response store ({text})", _UNWRITABLE_ADVICE)
 
 
+def _too_new(path: Path, version: int) -> StoreUnreadable:
+    return StoreUnreadable(
+        path,
+        f"its schema is version {version}, newer than this rlhf-orchestrator knows ({SCHEMA_VERSION}):"
+        " it was written by a newer release (or is not a response store)",
+        "upgrade rlhf-orchestrator to use it, or move it aside to start a new store",
+    )
+
+
+def _schema_version(db: sqlite3.Connection, schema: str = "main") -> int:
+    """The schema version of an attached database; a store from before numbered migrations is version 1."""
+    version = int(db.execute(f"PRAGMA {schema}.user_version").fetchone()[0])
+    if version == 0:
+        query = f"SELECT 1 FROM {schema}.sqlite_master WHERE type = 'table' AND name = 'responses'"
+        if db.execute(query).fetchone() is not None:
+            return 1  # the tables of migration 1, recorded before the version was
+    return version
+
+
+def _check_readable(path: Path, version: int) -> None:
+    """Refuse a store that cannot be read as it is (reading never migrates)."""
+    if version > SCHEMA_VERSION:
+        raise _too_new(path, version)
+    if version == 0:
+        raise StoreUnreadable(path, "not a response store (no responses table)", _UNREADABLE_ADVICE)
+    if version < SCHEMA_VERSION:
+        raise StoreUnreadable(
+            path,
+            f"its schema is version {version}, older than this rlhf-orchestrator reads ({SCHEMA_VERSION})",
+            "open it once for writing (`rlhf run` of its batch) to upgrade it, then run again",
+        )
+
+
+def _migrate(path: Path, db: sqlite3.Connection) -> None:
+    """Apply the migrations the store has not had, in one transaction, and record its new version."""
+    if int(db.execute("PRAGMA user_version").fetchone()[0]) == SCHEMA_VERSION:
+        return  # the common case: nothing written
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])  # another process may have migrated it
+        if version > SCHEMA_VERSION:
+            raise _too_new(path, version)
+        for migration in MIGRATIONS[version:]:
+            migration(db)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
 @contextmanager
 def _named_errors(path: Path) -> Iterator[None]:
     """Turn SQLite and OS errors into :class:`StoreError` naming ``path``."""
@@ -115,8 +184,11 @@ def _named_errors(path: Path) -> Iterator[None]:
 class ResponseStore:
     """A single-writer view of the store file (one per process; SQLite serialises writers across them).
 
-    ``read_only`` opens an existing store for reading only (``rlhf status``): no schema, no journal
-    change, nothing written, safe beside a run that is writing.
+    Opening for writing applies the schema migrations the file has not had (a new file gets them all).
+    ``read_only`` opens an existing store for reading only (``rlhf status``): no migration, no journal
+    change, nothing written, safe beside a run that is writing; a store that would need a migration is
+    refused. Either way a store of a newer schema version than this code knows is refused
+    (:class:`StoreUnreadable`).
     """
 
     def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
@@ -125,14 +197,21 @@ class ResponseStore:
         try:
             db = self._open_read_only() if read_only else self._open_for_writing()
             self._check(db)
-            if not read_only:
+            if read_only:
+                _check_readable(self.path, _schema_version(db))
+            else:
+                version = int(db.execute("PRAGMA user_version").fetchone()[0])
+                if version > SCHEMA_VERSION:
+                    raise _too_new(self.path, version)
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
-                db.executescript(SCHEMA)
-        except (sqlite3.Error, OSError) as exc:
+                _migrate(self.path, db)
+        except BaseException as exc:
             if db is not None:
                 db.close()
-            raise _store_error(self.path, exc) from None
+            if isinstance(exc, (sqlite3.Error, OSError)):
+                raise _store_error(self.path, exc) from None
+            raise
         self._db = db
 
     def _open_for_writing(self) -> sqlite3.Connection:
@@ -186,6 +265,54 @@ class ResponseStore:
         )
         with _named_errors(self.path):
             return self._db.execute(query, (status_code, *ids)).rowcount
+
+    def copy_results_from(self, source: str | Path, prompt_ids: Iterable[str] | None = None) -> int:
+        """Copy the results stored in ``source`` into this store (only these prompts', if given); returns rows copied.
+
+        The rule of :meth:`put` holds: an answer is never replaced by an error. One transaction, in SQL
+        (``source`` attached, rows never pass through Python): this is how whole shard stores are merged.
+        ``source`` is only read; it must have this code's schema version (a run's store always has).
+        """
+        source = Path(source)
+        if not source.is_file():
+            raise StoreUnreadable(source, "no such response store", "check the path")
+        with _named_errors(source):
+            self._db.execute("ATTACH DATABASE ? AS src", (str(source),))
+        try:
+            with _named_errors(source):
+                _check_readable(source, _schema_version(self._db, "src"))
+            with _named_errors(self.path):
+                return self._copy_attached(prompt_ids)
+        finally:
+            with _named_errors(self.path):
+                self._db.execute("DETACH DATABASE src")
+
+    def _copy_attached(self, prompt_ids: Iterable[str] | None) -> int:
+        where = _KEEPS_ANSWERS
+        self._db.execute("BEGIN")
+        try:
+            if prompt_ids is not None:
+                self._db.execute("CREATE TEMP TABLE wanted (prompt_id TEXT PRIMARY KEY)")
+                self._db.executemany("INSERT OR IGNORE INTO temp.wanted VALUES (?)", ((pid,) for pid in prompt_ids))
+                where = f"s.prompt_id IN (SELECT prompt_id FROM temp.wanted) AND {where}"
+            cursor = self._db.execute(
+                f"INSERT OR REPLACE INTO main.responses ({_COLUMN_LIST}) "
+                f"SELECT {_COLUMN_LIST} FROM src.responses s WHERE {where}"
+            )
+            copied = cursor.rowcount
+            if prompt_ids is not None:
+                self._db.execute("DROP TABLE temp.wanted")
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        return copied
+
+    def has_results(self) -> bool:
+        """Whether any result is stored."""
+        with _named_errors(self.path):
+            return self._db.execute("SELECT 1 FROM responses LIMIT 1").fetchone() is not None
 
     def _has_answer(self, fingerprint: str) -> bool:
         row = self._db.execute("SELECT 1 FROM responses WHERE fingerprint = ? AND ok = 1", (fingerprint,)).fetchone()

@@ -66,6 +66,41 @@ def test_a_file_that_is_not_a_store_is_named_with_advice(tmp_path: Path) -> None
     assert str(path) in str(raised.value) and "move it aside" in str(raised.value)
 
 
+def test_copy_results_keeps_the_put_rule_and_copies_only_the_prompts_asked(tmp_path: Path) -> None:
+    source, target = tmp_path / "src.sqlite", tmp_path / "dst.sqlite"
+    with ResponseStore(source) as store:
+        store.put("answered-there", "a", "p1", ANSWER)
+        store.put("answered-here", "a", "p1", ERROR_500)  # an error never replaces the target's answer
+        store.put("failed-here", "a", "p2", ANSWER)  # an answer replaces the target's error
+        store.put("new", "b", "p2", ERROR_500)
+        store.put("other-prompt", "a", "p3", ANSWER)
+    with ResponseStore(target) as store:
+        store.put("answered-here", "a", "p1", CallResult(ok=True, text="kept"))
+        store.put("failed-here", "a", "p2", ERROR_500)
+        assert store.copy_results_from(source, ["p1", "p2", "p1"]) == 3
+        found = store.get_many(["answered-there", "answered-here", "failed-here", "new", "other-prompt"])
+        assert sorted(found) == ["answered-here", "answered-there", "failed-here", "new"]
+        assert found["answered-here"].text == "kept" and found["failed-here"].text == "an answer"
+        assert found["answered-there"] == ANSWER and found["new"] == ERROR_500
+        assert store.copy_results_from(source) == 4  # all prompts; again, the target's answer stays
+        assert store.get_many(["answered-here"])["answered-here"].text == "kept"
+        assert store.has_results()
+    with ResponseStore(tmp_path / "empty.sqlite") as empty:
+        assert not empty.has_results()
+
+
+def test_copy_from_a_file_that_is_not_a_store_names_that_file(tmp_path: Path) -> None:
+    source = tmp_path / "src.sqlite"
+    source.write_bytes(b"not sqlite at all " * 500)
+    with ResponseStore(tmp_path / "dst.sqlite") as store:
+        with pytest.raises(StoreUnreadable) as raised:
+            store.copy_results_from(source)
+        assert str(source) in str(raised.value)
+        with pytest.raises(StoreUnreadable):
+            store.copy_results_from(tmp_path / "missing.sqlite")
+        store.put("fp", "a", "p", ANSWER)  # still usable
+
+
 # --------------------------------------------------------------------------------------------- breaker
 
 
