@@ -29,6 +29,7 @@ import asyncio
 import collections
 import math
 import time
+from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
 from providers.ratelimit_headers import Allowance, RateInfo
@@ -55,11 +56,11 @@ class Ticket(NamedTuple):
 class TokenBucket:
     """A continuously refilled bucket; ``level`` may go negative after a correction (debt)."""
 
-    def __init__(self, per_minute: float, capacity: float) -> None:
+    def __init__(self, per_minute: float, capacity: float, now: float) -> None:
         self.rate = per_minute / 60.0
         self.capacity = capacity
         self.level = capacity
-        self._stamp = time.monotonic()
+        self._stamp = now
 
     def refill(self, now: float) -> None:
         """Add what accrued since the last refill, up to the capacity."""
@@ -116,14 +117,19 @@ class RateGovernor:
         tokens_per_minute: float | None = None,
         burst: int | None = None,
         share: float = 1.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.share = share
+        self._clock = clock  # injectable, with ``sleep``, so tests can run the pacing on a simulated clock
+        self._sleep = sleep
         self._configured: dict[str, tuple[float, float] | None] = {"requests": None, "tokens": None}
         self._learned = {"requests": _Learned(), "tokens": _Learned()}
         self.headers_seen = False
         self.adaptive_rate: float | None = None  # requests/s learned from 429s, for servers without headers
         self._last_cut = -math.inf
-        self._last_growth = time.monotonic()
+        self._last_growth = clock()
         self._accepted: collections.deque[float] = collections.deque()  # answers, while no headers are seen
         self._sent: collections.deque[float] = collections.deque()  # requests started, likewise
         self._first_sent: float | None = None
@@ -134,11 +140,15 @@ class RateGovernor:
         self.throttled = 0
         self.started = 0  # requests let through so far
         self.tokens_started = 0.0  # their estimated tokens
-        self.last_progress = time.monotonic()
+        self.last_progress = clock()
         self.wait_s = 0.0
         self._waiting = 0
         self._waiting_since = 0.0
         self.tighten(requests_per_minute, tokens_per_minute, burst)
+
+    def now(self) -> float:
+        """The governor's clock (``time.monotonic`` unless a test gave it another)."""
+        return self._clock()
 
     def tighten(self, requests_per_minute: float | None, tokens_per_minute: float | None, burst: int | None) -> None:
         """Apply a configured limit (a group takes the lowest of its members')."""
@@ -150,7 +160,7 @@ class RateGovernor:
         }
         for name, new in candidates.items():
             self._configured[name] = _lowest(self._configured[name], new)
-        self._reshape(time.monotonic())
+        self._reshape(self._clock())
 
     # -- the shape of the buckets ---------------------------------------------------------------
     def _limits(self, name: str) -> tuple[float, float] | None:
@@ -176,7 +186,7 @@ class RateGovernor:
             if shape is None:
                 setattr(self, name, None)
             elif bucket is None:
-                bucket = TokenBucket(shape[0] * 60.0, shape[1])
+                bucket = TokenBucket(shape[0] * 60.0, shape[1], now)
                 setattr(self, name, bucket)
             else:
                 bucket.reshape(shape[0], shape[1], now)
@@ -184,21 +194,21 @@ class RateGovernor:
     # -- the call path ----------------------------------------------------------------------------
     async def wait_turn(self, estimated_tokens: int) -> Ticket:
         """Wait for any pause to pass and for rate budget; return the request's place in the stream."""
-        now = time.monotonic()
+        now = self._clock()
         wait = self._wait(now, estimated_tokens)
         if wait > 0:
             self._hold(now)
             try:
                 while wait > 0:
-                    await asyncio.sleep(wait)
-                    wait = self._wait(time.monotonic(), estimated_tokens)
+                    await self._sleep(wait)
+                    wait = self._wait(self._clock(), estimated_tokens)
             finally:
                 self._unhold()
         ticket = Ticket(self.started, self.tokens_started + estimated_tokens)
         self.started += 1
         self.tokens_started = ticket.tokens_through
         if not self.headers_seen:
-            _remember(self._sent, time.monotonic())
+            _remember(self._sent, self._clock())
             if self._first_sent is None:
                 self._first_sent = self._sent[-1]
         return ticket
@@ -232,7 +242,7 @@ class RateGovernor:
     def _unhold(self) -> None:
         self._waiting -= 1
         if self._waiting == 0:
-            self.wait_s += time.monotonic() - self._waiting_since
+            self.wait_s += self._clock() - self._waiting_since
 
     def correct_tokens(self, estimated_tokens: int, actual_tokens: int | None) -> None:
         """Replace a call's token estimate with the usage the provider reported."""
@@ -242,7 +252,7 @@ class RateGovernor:
     # -- what the provider says -------------------------------------------------------------------
     def answered(self, info: RateInfo | None, ticket: Ticket | None) -> None:
         """An answer: progress, headers to learn from, and (without headers) room to grow the learned rate."""
-        now = time.monotonic()
+        now = self._clock()
         self.last_progress = now
         if not self.headers_seen:
             _remember(self._accepted, now)
@@ -255,7 +265,7 @@ class RateGovernor:
 
     def refused(self, retry_after_s: float | None, info: RateInfo | None) -> None:
         """A 429: pause for the server's Retry-After, learn from its headers, or cut the learned rate."""
-        now = time.monotonic()
+        now = self._clock()
         self.throttled += 1
         if retry_after_s:
             self.pause(retry_after_s, now)
@@ -313,7 +323,7 @@ class RateGovernor:
 
     def pause(self, seconds: float, now: float | None = None) -> None:
         """Start no new request for ``seconds`` (capped); extends, never shortens, a running pause."""
-        now = time.monotonic() if now is None else now
+        now = self._clock() if now is None else now
         until = now + min(seconds, MAX_SERVER_PAUSE_S)
         if until > self.paused_until:
             self.paused_until = until
@@ -442,7 +452,7 @@ class ProviderLimiter:
 
     def rate_limited(self, retry_after_s: float | None, info: RateInfo | None = None) -> None:
         """A 429 (or 529): pause for the server's Retry-After, learn, and halve the concurrency limit."""
-        now = time.monotonic()
+        now = self.governor.now()
         self._congested = True
         self.governor.refused(retry_after_s, info)
         if now - self._last_halving >= RATE_LIMIT_HALVING_INTERVAL_S and self.limit > 1:
