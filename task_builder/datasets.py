@@ -1,6 +1,6 @@
 """Training data from annotated tasks: DPO pairs, SFT demonstrations and a wide ratings table.
 
-An annotated task is a task shell (``../shared/FORMAT.md``) with its slot ``value``s filled and
+An annotated task is a task shell (``docs/format.md``) with its slot ``value``s filled and
 ``status: "completed"``; ``metadata.annotation.annotator`` names who annotated it. Several annotators of
 one task arrive as several tasks with the same ``task_id``: each gives its own records (nothing is
 averaged or merged here), and every record carries ``task_id``, ``prompt_id`` and ``annotator`` so a

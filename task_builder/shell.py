@@ -1,4 +1,4 @@
-"""The task shell: pydantic models of the Scale GenAI v2 task shape (``../shared/FORMAT.md``)."""
+"""The task shell: pydantic models of the Scale GenAI v2 task shape (``docs/format.md``)."""
 
 from __future__ import annotations
 

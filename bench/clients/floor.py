@@ -72,7 +72,7 @@ async def run_httpx(url: str, prompts: list[str], concurrency: int) -> int:
     """One ``httpx.AsyncClient`` (default transport) and one semaphore per provider.
 
     The pool is twice the concurrency: a pool sized to exactly the concurrency makes waiters queue
-    for connections, which is pathologically slow (``../shared/ARCHITECTURE.md``).
+    for connections, which is pathologically slow (``docs/architecture.md``).
     """
     import httpx
 

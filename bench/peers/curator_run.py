@@ -2,7 +2,7 @@
 
 Runs in its own venv (``bench/.venvs/curator``). Curator's ``LLM`` handles one model per call, so the
 driver starts one worker process per model (``--worker MODEL``) and waits for all of them: the
-fastest way to run several models with curator (``../shared/ARCHITECTURE.md``: processes beat
+fastest way to run several models with curator (``docs/architecture.md``: processes beat
 threads once many calls are in flight). Each worker uses the ``openai`` backend against the
 simulator's OpenAI-compatible endpoint with ``max_concurrent_requests`` = the benchmark's per-model
 concurrency and request/token budgets far above what the run needs (``--max-requests-per-minute``,
