@@ -43,7 +43,7 @@ from providers.config import ProviderConfig
 from providers.pool import ProviderPool, pool_for
 from providers.rescue import AnswerKeeper, default_rescue_dir, recover_rescued
 from providers.result import INTERRUPTED, SKIPPED, CallResult
-from providers.slots import AnswerSlot, SlotFingerprints, answer_slots
+from providers.slots import AnswerSlot, SlotFingerprints, StoredChunk, answer_slots, stored_results
 from providers.store import ResponseStore
 from providers.store_lock import hold_store
 from task_builder.assemble import BatchContext
@@ -341,16 +341,17 @@ async def _generate(
     # costs the event loop milliseconds, the writing happens on the other core, and the next chunk's calls
     # start at once.
     async with task_writer_process(setup) as writer:
-        for chunk_index, chunk in enumerate(batched(prompts_of(config), config.chunk_size)):
-            fingerprints = [slot_fingerprints.of(record.messages, record.system) for record in chunk]
+        lookups = stored_results(store, slot_fingerprints, prompts_of(config), config.chunk_size)
+        for chunk_index, lookup in enumerate(lookups):
+            chunk, fingerprints = lookup.prompts, lookup.fingerprints
             unstored: dict[str, CallResult] = {}
             if not stopping.requested():
                 unstored = await _call_missing(
-                    slots, chunk, fingerprints, store, pool.run_key, chunk_index, retry_failed, summary, breakers
+                    slots, lookup, store, pool.run_key, chunk_index, retry_failed, summary, breakers
                 )
             if keeper.failed:  # the writer is abandoned: it removes its partial files
                 raise keeper.failure()
-            stored = store.get_many(fp for fps in fingerprints for fp in fps.values())
+            stored = store.get_many(fp for fps in fingerprints for fp in fps.values())  # with this chunk's calls
             stored.update(unstored)
             await writer.write(chunk, _chunk_results(slots, fingerprints, stored, breakers, summary))
             progress.sink().settled(summary.providers)  # the display counts as the summary does
@@ -403,8 +404,7 @@ def _not_made(source_id: str, breakers: dict[str, str]) -> CallResult:
 
 async def _call_missing(
     slots: list[AnswerSlot],
-    chunk: list[PromptRecord],
-    fingerprints: list[dict[str, str]],
+    lookup: StoredChunk[PromptRecord],
     store: ResponseStore,
     run_key: str,
     chunk_index: int,
@@ -412,15 +412,15 @@ async def _call_missing(
     summary: RunSummary,
     breakers: dict[str, str],
 ) -> dict[str, CallResult]:
-    """Plan the calls that have no usable stored result and run one Prefect task per provider.
+    """Plan the calls of a chunk that have no usable stored result and run one Prefect task per provider.
 
     Returns the results that were not stored (the providers' refusals), by fingerprint.
     """
-    stored = store.get_many(fp for fps in fingerprints for fp in fps.values())
+    stored = lookup.stored
     sink = progress.sink()
     providers = {slot.provider.source_id: slot.provider for slot in slots}
     plans: dict[str, list[PlannedCall]] = {source_id: [] for source_id in providers}
-    for record, fps in zip(chunk, fingerprints):
+    for record, fps in zip(lookup.prompts, lookup.fingerprints):
         for slot in slots:
             source_id, fp = slot.provider.source_id, fps[slot.answer_id]
             previous = stored.get(fp)

@@ -45,7 +45,7 @@ from flows.report import publish_report
 from flows.summary import percentile
 from prompts.reader import PromptRecord, iter_prompts
 from providers.config import ProviderConfig
-from providers.slots import SlotFingerprints, answer_slots
+from providers.slots import SlotFingerprints, answer_slots, stored_results
 from providers.store import ResponseStore
 from providers.store_lock import hold_store
 
@@ -261,22 +261,12 @@ def _latencies(config: RunConfig) -> dict[str, array]:
     provider_of = {slot.answer_id: slot.provider.source_id for slot in slots}
     out = {p.source_id: array("d") for p in config.providers}
     with ResponseStore(config.store_path) as store:
-        chunk: list[dict[str, str]] = []
-
-        def flush() -> None:
-            stored = store.get_many(fp for fps in chunk for fp in fps.values())
-            for fps in chunk:
-                for answer_id, fp in fps.items():
-                    result = stored.get(fp)
+        for chunk in stored_results(store, fingerprints, iter_prompts(config.prompts), _LOOKUP):
+            for by_slot in chunk.fingerprints:
+                for answer_id, fp in by_slot.items():
+                    result = chunk.stored.get(fp)
                     if result is not None and result.ok:
                         out[provider_of[answer_id]].append(result.latency_ms)
-            chunk.clear()
-
-        for record in iter_prompts(config.prompts):
-            chunk.append(fingerprints.of(record.messages, record.system))
-            if len(chunk) >= _LOOKUP:
-                flush()
-        flush()
     return out
 
 

@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from flows.config import load_config
-from flows.generate import batched
 from flows.manifest import read_manifest, working_dir
 from prompts.reader import iter_prompts
-from providers.slots import SlotFingerprints, answer_slots
+from providers.slots import SlotFingerprints, answer_slots, stored_results
 from providers.store import ResponseStore
 
 _LOOKUP_BATCH = 1000
@@ -38,21 +37,18 @@ def run_status(target: str | Path) -> dict[str, Any]:
         reasons: dict[str, Counter[str]] = {p.source_id: Counter() for p in config.providers}
         prompts = 0
         with ResponseStore(config.store_path, read_only=True) if config.store_path.is_file() else _no_store() as store:
-            for chunk in batched(iter_prompts(config.prompts), _LOOKUP_BATCH):
-                prompts += len(chunk)
-                keys = [
-                    (answer_id, fp) for r in chunk for answer_id, fp in fingerprints.of(r.messages, r.system).items()
-                ]
-                stored = store.get_many(fp for _, fp in keys) if store is not None else {}
-                for answer_id, fp in keys:
-                    source_id, result = provider_of[answer_id], stored.get(fp)
-                    if result is None:
-                        counts[source_id]["missing"] += 1
-                    elif result.ok:
-                        counts[source_id]["answered"] += 1
-                    else:
-                        counts[source_id]["failed"] += 1
-                        reasons[source_id][result.error_type or "unknown"] += 1
+            for chunk in stored_results(store, fingerprints, iter_prompts(config.prompts), _LOOKUP_BATCH):
+                prompts += len(chunk.prompts)
+                for by_slot in chunk.fingerprints:
+                    for answer_id, fp in by_slot.items():
+                        source_id, result = provider_of[answer_id], chunk.stored.get(fp)
+                        if result is None:
+                            counts[source_id]["missing"] += 1
+                        elif result.ok:
+                            counts[source_id]["answered"] += 1
+                        else:
+                            counts[source_id]["failed"] += 1
+                            reasons[source_id][result.error_type or "unknown"] += 1
     return {
         "config": str(config_path),
         "store": str(config.store_path),

@@ -5,16 +5,23 @@ ids are ``<source_id>#1`` … ``<source_id>#k``: ``#`` cannot appear in a config
 ids stay unique, and the part before ``#`` names the provider (metadata also records ``provider`` and
 ``sample`` for every answer). Sample n is sent as the same request; the sample index is part of the
 request fingerprint, so each sample is stored, resumed and reused on its own.
+
+:func:`stored_results` is the one walk from prompts to what the store holds for their slots (a run,
+its status and a sharded batch's merge all read the store this way).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from itertools import islice
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from providers.base import system_text
 from providers.config import ProviderConfig
 from providers.fingerprint import provider_identity, request_fingerprint
+from providers.result import CallResult
+from providers.store import ResponseStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,3 +58,40 @@ class SlotFingerprints:
             )
             for slot in self.slots
         }
+
+
+class Prompt(Protocol):
+    """What a fingerprint needs of a prompt (``prompts.reader.PromptRecord`` is one)."""
+
+    @property
+    def messages(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def system(self) -> str | None: ...
+
+
+P = TypeVar("P", bound=Prompt)
+
+
+class StoredChunk(NamedTuple, Generic[P]):
+    """A chunk of prompts, each prompt's slot fingerprints (answer id -> fingerprint, in prompt order)
+    and the results the store holds for any of them (fingerprint -> result; missing ones are absent)."""
+
+    prompts: list[P]
+    fingerprints: list[dict[str, str]]
+    stored: dict[str, CallResult]
+
+
+def stored_results(
+    store: ResponseStore | None, fingerprints: SlotFingerprints, prompts: Iterable[P], chunk_size: int
+) -> Iterator[StoredChunk[P]]:
+    """The prompts in chunks of ``chunk_size``, with their slots' fingerprints and stored results.
+
+    One ``get_many`` per chunk, made when the chunk is reached (never ahead: a run reads what its
+    previous chunk committed). ``store`` None stands for a store not created yet: nothing is stored.
+    """
+    remaining = iter(prompts)
+    while chunk := list(islice(remaining, chunk_size)):
+        fps = [fingerprints.of(prompt.messages, prompt.system) for prompt in chunk]
+        stored = store.get_many(fp for by_slot in fps for fp in by_slot.values()) if store is not None else {}
+        yield StoredChunk(chunk, fps, stored)
