@@ -1,8 +1,9 @@
 """``rlhf plan``: what a run will call, how many tokens it may use, what it may cost, how long it may take.
 
-Input tokens are estimated as characters / 4 (system prompts included). Output tokens are given as a
-range: the low end assumes answers stop at a quarter of the output limit, the high end that every
-answer hits it. Calls already answered in the response store are not counted (stored errors are: a rerun with
+Input tokens are estimated as characters / 4 (system prompts included), the estimate the providers'
+limiters use (``providers.base.tokens_for_chars``). Output tokens are given as a range: the low end
+assumes answers stop at a quarter of the output limit, the high end that every answer hits it. Calls
+already answered in the response store are not counted (stored errors are: a rerun with
 ``--retry-failed`` makes them). Time is the lower bound
 the configured requests/tokens-per-minute limits impose (latency and concurrency can make it longer).
 """
@@ -15,7 +16,7 @@ from typing import Any
 from flows.prepare import prepare_run
 from flows.status import run_status
 from prompts.reader import iter_prompts
-from providers.base import system_text
+from providers.base import prompt_chars, system_text, tokens_for_chars
 
 LOW_OUTPUT_SHARE = 0.25
 
@@ -27,16 +28,17 @@ def plan_run(config_path: str | Path) -> dict[str, Any]:
     status = run_status(config_path)
     chars = dict.fromkeys((p.source_id for p in config.providers), 0)
     for record in iter_prompts(config.prompts):
-        base = sum(len(m["content"]) for m in record.messages)
         for provider in config.providers:
-            chars[provider.source_id] += base + len(system_text(record.system, provider.system_prompt) or "")
+            chars[provider.source_id] += prompt_chars(
+                record.messages, system_text(record.system, provider.system_prompt)
+            )
     providers: dict[str, Any] = {}
     totals = {"calls": 0, "cost_low": 0.0, "cost_high": 0.0, "priced": False}
     for provider in config.providers:
         counts = status["providers"][provider.source_id]
         to_call = counts["missing"] + counts["failed"]
         share = to_call / max(1, counts["planned"])
-        input_tokens = int(chars[provider.source_id] / 4 * config.samples_per_provider * share)
+        input_tokens = int(tokens_for_chars(chars[provider.source_id]) * config.samples_per_provider * share)
         max_out = provider.estimated_output_tokens()
         output = (int(to_call * max_out * LOW_OUTPUT_SHARE), to_call * max_out)
         entry: dict[str, Any] = {

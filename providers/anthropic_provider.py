@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 from httpx_aiohttp import HttpxAiohttpClient
@@ -11,8 +11,9 @@ from pydantic import SecretStr
 
 from providers.base import Provider
 from providers.config import ProviderConfig
-from providers.errors import ProviderError
+from providers.errors import MalformedAnswer
 from providers.http import AiohttpExchange, JsonExchange, RawResponse, status_error
+from providers.kinds import AnthropicKind, Kind
 from providers.ratelimit_headers import rate_info, request_id
 from providers.result import Answer
 
@@ -25,6 +26,8 @@ class AnthropicProvider(Provider):
     The exchange is httpx (:class:`HttpxExchange`, the default) or the lean
     :class:`~providers.http.AiohttpExchange` (``http_client: aiohttp``).
     """
+
+    kind: ClassVar[type[Kind]] = AnthropicKind
 
     def _open_exchange(self, config: ProviderConfig, api_key: SecretStr) -> JsonExchange:
         headers = {"x-api-key": api_key.get_secret_value(), "anthropic-version": config.anthropic_version}
@@ -43,9 +46,9 @@ class AnthropicProvider(Provider):
             text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
             usage = data.get("usage") or {}
         except (ValueError, KeyError, TypeError, AttributeError):
-            raise ProviderError("malformed response: not a Messages API body", error_type="malformed") from None
+            raise MalformedAnswer("malformed response: not a Messages API body") from None
         if not text:
-            raise ProviderError("malformed response: empty content", error_type="malformed")
+            raise MalformedAnswer("malformed response: empty content")
         return Answer(
             text=text,
             model=data.get("model"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import SecretStr
 
@@ -15,11 +15,23 @@ from providers.breaker import Breaker
 from providers.config import ProviderConfig
 from providers.errors import ProviderError
 from providers.http import JsonExchange
+from providers.kinds import Kind
 from providers.limits import GENTLE_START, ProviderLimiter, RateGovernor
 from providers.result import INTERRUPTED, SKIPPED, Answer, CallResult
 from providers.retry import make_retrying
 
-RATE_LIMIT_STATUSES = frozenset({429, 529})
+CHARS_PER_TOKEN = 4
+"""The token estimate before a call (the limiter's, ``rlhf plan``'s): characters / 4."""
+
+
+def prompt_chars(messages: list[dict[str, Any]], system: str | None) -> int:
+    """The characters of a request's prompt: its messages' contents and the system prompt sent."""
+    return sum(len(m["content"]) for m in messages) + len(system or "")
+
+
+def tokens_for_chars(chars: float) -> float:
+    """The estimated tokens of ``chars`` characters of prompt (:data:`CHARS_PER_TOKEN` to a token)."""
+    return chars / CHARS_PER_TOKEN
 
 
 def system_text(record_system: str | None, provider_system: str | None) -> str | None:
@@ -47,7 +59,12 @@ class _Stop(Exception):
 
 
 class Provider(abc.ABC):
-    """One configured endpoint for one run. ``call`` never raises for a provider failure."""
+    """One configured endpoint for one run. ``call`` never raises for a provider failure.
+
+    A subclass speaks one kind's wire format and names that kind (``providers.kinds``) in ``kind``.
+    """
+
+    kind: ClassVar[type[Kind]]
 
     def __init__(
         self,
@@ -82,9 +99,8 @@ class Provider(abc.ABC):
         await self._exchange.aclose()
 
     def estimate_tokens(self, messages: list[dict[str, Any]], system: str | None) -> int:
-        """Tokens a request may use: prompt characters / 4 plus the output limit."""
-        chars = sum(len(m["content"]) for m in messages) + len(system or "")
-        return chars // 4 + 1 + self._output_tokens
+        """Tokens a request may use: the prompt's estimated tokens (rounded down, plus one) plus the output limit."""
+        return int(tokens_for_chars(prompt_chars(messages, system))) + 1 + self._output_tokens
 
     async def call(self, messages: list[dict[str, Any]], system: str | None) -> CallResult:
         """Send one prompt within the provider's limits, with retries; return the answer or final error."""
@@ -114,7 +130,7 @@ class Provider(abc.ABC):
                         ok = True
                         used = (answer.input_tokens or 0) + (answer.output_tokens or 0) or None
                     except ProviderError as exc:
-                        if exc.status_code in RATE_LIMIT_STATUSES:
+                        if exc.slow_down:
                             wait = exc.retry_after_s
                             self.limiter.rate_limited(
                                 None if wait is None else min(wait, self.config.max_retry_after_s), exc.rate

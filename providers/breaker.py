@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from providers.errors import RATE_LIMITED
+from providers.errors import RATE_LIMITED, is_provider_failure
 
-# Final errors that say something about the provider, not about one prompt.
-PROVIDER_FAILURES = frozenset({"connection", "timeout", "malformed", "tls"})
-PROVIDER_FAILURE_STATUSES = frozenset({401, 403, 404, 408, 409}) | frozenset(range(500, 600))
-# Any other 4xx (400, 413, 422, ...) is normally the prompt's problem: one of them never trips the
+# Which final errors say something about the provider, not about one prompt, is the error kinds' to say
+# (providers/errors.py: ``provider_failure``). Any other 4xx (400, 413, 422, ...) is normally the prompt's problem: one of them never trips the
 # breaker. But when every call in a row fails with the same one, the provider (or a gateway in front
 # of it) is refusing the requests themselves, e.g. a LiteLLM proxy answering 400 to a bad key.
 
@@ -41,7 +39,7 @@ class Breaker:
             return
         if status_code == RATE_LIMITED:  # back-pressure: the limiter paces it, it is never a failure
             return
-        if error_type in PROVIDER_FAILURES or status_code in PROVIDER_FAILURE_STATUSES:
+        if is_provider_failure(error_type, status_code):
             self.consecutive += 1
             self._trip(self.consecutive, error_type, error)
         elif status_code is not None and 400 <= status_code < 500:

@@ -18,12 +18,13 @@ from typing_extensions import TypedDict
 
 from common.config_types import ConfigFloat, ConfigInt, finite, not_bool
 from common.yaml_locations import did_you_mean
+from providers.kinds import KINDS, AnthropicKind, Kind, ProviderKind
 
-ProviderKind = Literal["openai", "anthropic"]
+ANTHROPIC_DEFAULT_MAX_TOKENS = AnthropicKind.default_max_tokens
 
-DEFAULT_KEY_ENV: dict[str, str] = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
-DEFAULT_BASE_URL: dict[str, str] = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}
-ANTHROPIC_DEFAULT_MAX_TOKENS = 1024
+
+class MissingApiKey(KeyError):  # noqa: N818 - it is a KeyError, and callers catch it as one
+    """No API key: ``args[0]`` names the environment variable (or the Prefect Secret block) that lacks it."""
 
 
 ParamNumber = Annotated[Any, BeforeValidator(not_bool), BeforeValidator(finite)]
@@ -200,25 +201,29 @@ class ProviderConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _check_anthropic_params(self) -> ProviderConfig:
-        if self.kind == "anthropic" and "max_tokens" in self.params and "max_completion_tokens" in self.params:
-            raise ValueError("give max_tokens or max_completion_tokens, not both")
+    def _check_kind_params(self) -> ProviderConfig:
+        self.kind_class.check_params(self.params)
         return self
+
+    @property
+    def kind_class(self) -> type[Kind]:
+        """The provider kind (``providers.kinds``): its endpoint, key variable and parameter translation."""
+        return KINDS[self.kind]
 
     @property
     def key_env(self) -> str:
         """The environment variable holding this provider's API key."""
-        return self.api_key_env or DEFAULT_KEY_ENV[self.kind]
+        return self.api_key_env or self.kind_class.default_key_env
 
     @property
     def effective_base_url(self) -> str:
         """The base URL requests go to (the kind's public endpoint when none is configured)."""
-        return self.base_url or DEFAULT_BASE_URL[self.kind]
+        return self.base_url or self.kind_class.default_base_url
 
     async def api_key(self) -> SecretStr:
         """The API key: from the Prefect Secret block ``api_key_secret`` if set, else the environment.
 
-        Raises ``KeyError`` naming the variable (or block) when there is no key.
+        Raises :class:`MissingApiKey` (a ``KeyError``) naming the variable (or block) when there is no key.
         """
         if self.api_key_secret:
             from prefect.blocks.system import Secret
@@ -226,11 +231,11 @@ class ProviderConfig(BaseModel):
             try:
                 block: Any = await Secret.aload(self.api_key_secret)
             except ValueError:
-                raise KeyError(f"Prefect Secret block '{self.api_key_secret}'") from None
+                raise MissingApiKey(f"Prefect Secret block '{self.api_key_secret}'") from None
             return SecretStr(str(block.get()))
         value = os.environ.get(self.key_env)
         if not value:
-            raise KeyError(self.key_env)
+            raise MissingApiKey(self.key_env)
         return SecretStr(value)
 
     def estimated_output_tokens(self) -> int:
@@ -240,15 +245,7 @@ class ProviderConfig(BaseModel):
 
     def wire_params(self) -> dict[str, Any]:
         """Sampling parameters as this provider kind's API expects them."""
-        params: dict[str, Any] = dict(self.params)
-        if self.kind == "anthropic":
-            if "max_completion_tokens" in params:
-                params["max_tokens"] = params.pop("max_completion_tokens")
-            params.setdefault("max_tokens", ANTHROPIC_DEFAULT_MAX_TOKENS)
-            if "stop" in params:
-                stop = params.pop("stop")
-                params["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
-        return params
+        return self.kind_class.wire_params(self.params)
 
     def shell_model_parameters(self) -> dict[str, Any]:
         """The ``model_parameters`` of an answer in a task shell: only the keys FORMAT.md allows."""

@@ -36,7 +36,7 @@ import certifi
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
-from providers.errors import ProviderError, retry_after_seconds, transport_error
+from providers.errors import HttpStatusError, ProviderError, http_error, retry_after_seconds, transport_error
 from providers.ratelimit_headers import rate_info
 
 USER_AGENT = "rlhf-orchestrator"
@@ -117,14 +117,13 @@ def tls_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
-def status_error(status: int, headers: Mapping[str, str] | None, content: bytes, reason: str | None) -> ProviderError:
+def status_error(status: int, headers: Mapping[str, str] | None, content: bytes, reason: str | None) -> HttpStatusError:
     """The error for an HTTP status >= 400, with the server's message and its requested wait."""
-    return ProviderError(
+    return http_error(
+        status,
         f"HTTP {status}: {error_message(content, reason or 'error')}",
-        error_type="http",
-        status_code=status,
-        retry_after_s=retry_after_seconds(headers),
-        rate=rate_info(headers) if headers else None,
+        retry_after_seconds(headers),
+        rate_info(headers) if headers else None,
     )
 
 

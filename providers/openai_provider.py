@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import SecretStr
 
 from providers.base import Provider
 from providers.config import ProviderConfig
-from providers.errors import ProviderError
+from providers.errors import MalformedAnswer
 from providers.http import AiohttpExchange, JsonExchange
+from providers.kinds import Kind, OpenAIKind
 from providers.ratelimit_headers import rate_info, request_id
 from providers.result import Answer
 
@@ -23,6 +24,8 @@ class OpenAIProvider(Provider):
     ``params`` are sent as configured. The exchange is the SDK (:class:`~providers.openai_sdk.SdkExchange`,
     the default) or the lean :class:`~providers.http.AiohttpExchange` (``http_client: aiohttp``).
     """
+
+    kind: ClassVar[type[Kind]] = OpenAIKind
 
     def _open_exchange(self, config: ProviderConfig, api_key: SecretStr) -> JsonExchange:
         if config.http_client == "aiohttp":
@@ -41,12 +44,12 @@ class OpenAIProvider(Provider):
         completion = _completion_json(raw.content, raw.headers.get("content-type", "*"))
         choices = completion.get("choices")
         if not choices or not isinstance(choices, list):
-            raise ProviderError("malformed response: no choices", error_type="malformed")
+            raise MalformedAnswer("malformed response: no choices")
         choice = choices[0] if isinstance(choices[0], dict) else {}
         message = choice.get("message")
         text = message.get("content") if isinstance(message, dict) else None
         if not text or not isinstance(text, str):
-            raise ProviderError("malformed response: empty content", error_type="malformed")
+            raise MalformedAnswer("malformed response: empty content")
         usage = completion.get("usage")
         usage = usage if isinstance(usage, dict) else {}
         return Answer(
@@ -70,6 +73,6 @@ def _completion_json(content: bytes, content_type: str) -> dict[str, Any]:
         data = json.loads(content)
     except ValueError as exc:
         if content_type.split(";")[0].endswith("json"):
-            raise ProviderError(f"malformed response: {type(exc).__name__}", error_type="malformed") from None
+            raise MalformedAnswer(f"malformed response: {type(exc).__name__}") from None
         data = None
     return data if isinstance(data, dict) else {}

@@ -9,7 +9,7 @@ import openai
 from pydantic import SecretStr
 
 from providers.config import ProviderConfig
-from providers.errors import ProviderError
+from providers.errors import MalformedAnswer
 from providers.http import JsonExchange, RawResponse, status_error
 
 
@@ -47,7 +47,7 @@ class SdkExchange(JsonExchange):
             response = exc.response
             raise status_error(exc.status_code, response.headers, response.content, response.reason_phrase) from None
         except openai.APIResponseValidationError as exc:
-            raise ProviderError(f"malformed response: {exc.message}", error_type="malformed") from None
+            raise MalformedAnswer(f"malformed response: {exc.message}") from None
         return RawResponse(raw.status_code, raw.headers, raw.content)
 
     async def aclose(self) -> None:

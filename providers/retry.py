@@ -16,7 +16,9 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
-from providers.errors import RATE_LIMITED, ProviderError
+from providers.errors import ProviderError
+
+# What is retried, and what is back-pressure, is the error kinds' to say (providers/errors.py).
 
 
 def _is_retryable(exc: BaseException) -> bool:
@@ -24,7 +26,7 @@ def _is_retryable(exc: BaseException) -> bool:
 
 
 def _rate_limited(exc: BaseException | None) -> bool:
-    return isinstance(exc, ProviderError) and exc.status_code == RATE_LIMITED
+    return isinstance(exc, ProviderError) and exc.rate_limited
 
 
 class wait_retry_after_or_backoff(wait_base):

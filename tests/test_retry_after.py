@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from providers.config import ProviderConfig
-from providers.errors import ProviderError, retry_after_seconds
+from providers.errors import HttpStatusError, ProviderError, RateLimited, retry_after_seconds
 from providers.factory import open_provider
 from providers.result import CallResult
 from providers.retry import make_retrying
@@ -92,7 +92,7 @@ def waits_before_success(failures: list[ProviderError], max_retry_after: float) 
 
 
 def unavailable(retry_after_s: float | None) -> ProviderError:
-    return ProviderError("HTTP 503", error_type="http", status_code=503, retry_after_s=retry_after_s)
+    return HttpStatusError("HTTP 503", status_code=503, retry_after_s=retry_after_s)
 
 
 def test_retry_after_is_waited_exactly_up_to_the_cap() -> None:
@@ -102,7 +102,7 @@ def test_retry_after_is_waited_exactly_up_to_the_cap() -> None:
 
 def test_a_429_is_not_waited_out_by_the_retry_policy_but_by_the_limiter() -> None:
     # The provider's limiter pauses every call for a 429's Retry-After (tests/test_rate_governor.py).
-    too_many = ProviderError("HTTP 429", error_type="http", status_code=429, retry_after_s=2.5)
+    too_many = RateLimited("HTTP 429", retry_after_s=2.5)
     assert waits_before_success([too_many, too_many], max_retry_after=10) == [0.0, 0.0]
 
 
