@@ -1,7 +1,7 @@
 """The ``generate_tasks`` Prefect flow: prompts -> every provider -> response store -> task shells.
 
 Prefect sees one task run per (provider, chunk of prompts), never one per call: a task run costs
-milliseconds of client and server CPU, a call must cost far less (``../shared/ARCHITECTURE.md``).
+milliseconds of client and server CPU, a call must cost far less (``docs/architecture.md``).
 Inside a task, calls run as coroutines under the provider's own limits and every finished call is
 committed to the response store at once, so a crash loses nothing that was paid for.
 """
@@ -12,11 +12,11 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
@@ -49,7 +49,6 @@ from providers.store_lock import hold_store
 from task_builder.assemble import BatchContext
 from task_builder.ids import stable_id
 
-T = TypeVar("T")
 GENERATOR_NAME = "rlhf-orchestrator"
 STOP_GRACE_S = 10.0
 _POLL_S = 0.25
@@ -72,18 +71,6 @@ def generator_info() -> dict[str, str]:
         return {"name": GENERATOR_NAME, "version": version(GENERATOR_NAME)}
     except PackageNotFoundError:
         return {"name": GENERATOR_NAME, "version": "unknown"}
-
-
-def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """Consecutive lists of ``size`` items (the last may be shorter)."""
-    chunk: list[T] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 async def gather_until_stopped(coroutines: Iterable[Coroutine[Any, Any, None]], grace_s: float) -> None:
