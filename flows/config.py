@@ -31,7 +31,7 @@ from common.yaml_locations import (
     surrogate_problems,
     validation_problems,
 )
-from flows.run_date import RUN_DATE_ENV, apply_run_date
+from flows.generation.run_date import RUN_DATE_ENV, apply_run_date
 from prompts.config import PromptsConfig
 from providers.config import ProviderConfig
 from task_builder.template import AnnotationTemplate
@@ -106,7 +106,7 @@ class RunConfig(BaseModel):
         canonical = json.dumps(self.model_dump(mode="json", exclude={"notify"}), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
-    # Set only on one shard of a sharded run (flows/shard.py): (index, count). Private, so not part of
+    # Set only on one shard of a sharded run (flows/sharding/shard.py): (index, count). Private, so not part of
     # the config hash: a shard's tasks carry the same run id and config hash as an unsharded run.
     _shard: tuple[int, int] | None = PrivateAttr(default=None)
 

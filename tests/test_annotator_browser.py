@@ -28,7 +28,7 @@ import httpx
 import pytest
 from conftest import provider_entry, write_config
 
-from flows.generate import generate_tasks
+from flows.generation.generate import generate_tasks
 from platforms.label_studio.local_server import PASSWORD, USERNAME, LabelStudioServer
 from simulator import RunningSimulator
 from task_builder.template import resolve_template

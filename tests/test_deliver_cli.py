@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from conftest import provider_entry, write_config, write_prompts
 
-from flows.generate import generate_tasks
+from flows.generation.generate import generate_tasks
 from simulator import RunningSimulator
 from task_builder.shell import Task
 

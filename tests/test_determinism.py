@@ -42,7 +42,7 @@ def in_one_process(commands: list[list[str]], hash_seed: str) -> None:
     (one interpreter start instead of one per command)."""
     script = (
         "import json, sys\n"
-        "from flows.cli import app\n"
+        "from flows.cli.app import app\n"
         "for args in json.loads(sys.argv[1]):\n"
         "    code = app(args, standalone_mode=False)\n"
         "    assert code in (None, 0, 3), (args, code)\n"

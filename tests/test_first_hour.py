@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 
 from common.errors import InputError
-from flows.plan import plan_cost_text, plan_run, plan_table
+from flows.reporting.plan import plan_cost_text, plan_run, plan_table
 
 
 def _text(renderable: object) -> str:
@@ -79,7 +79,7 @@ def test_plan_cost_without_any_price_says_unknown_and_with_every_price_is_plain(
 
 
 def _problems(config: Path, **kwargs: object) -> list[str]:
-    from flows.prepare import prepare_run
+    from flows.generation.prepare import prepare_run
 
     with pytest.raises(InputError) as info:
         prepare_run(config, require_keys=False, **kwargs)
@@ -146,7 +146,7 @@ def test_a_template_error_is_listed_once_with_how_many_prompts_it_hit(tmp_path: 
         "project: x\nbatch: b\nprompts: {path: q.jsonl, template: t.j2}\n"
         "providers: [{source_id: a, kind: openai, model: m}]\n",
     )
-    from flows.prepare import prepare_run
+    from flows.generation.prepare import prepare_run
 
     with pytest.raises(InputError) as info:
         prepare_run(config, require_keys=False)
@@ -168,7 +168,7 @@ def test_paths_in_a_config_are_relative_to_the_config_file_not_the_working_direc
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from flows.config import load_config
-    from flows.prepare import prepare_run
+    from flows.generation.prepare import prepare_run
     from prompts.reader import iter_prompts
 
     project = tmp_path / "project"

@@ -20,7 +20,7 @@ from conftest import (
 )
 from scale_check import assert_scale_compatible
 
-from flows.generate import generate_tasks
+from flows.generation.generate import generate_tasks
 from simulator import FaultRule, RunningSimulator, answer_marker
 
 pytestmark = [pytest.mark.usefixtures("prefect_api", "fake_keys"), pytest.mark.slow]

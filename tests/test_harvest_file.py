@@ -1,6 +1,6 @@
 """``rlhf harvest --from file``: every bad line is one reject with its true line number; the rest is kept.
 
-Run through the real command (typer's ``CliRunner`` on ``flows.cli.app``, in this process: nothing here
+Run through the real command (typer's ``CliRunner`` on ``flows.cli.app.app``, in this process: nothing here
 starts Prefect or a subprocess). The shells are real ones from ``build_task`` (``test_datasets``).
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 from test_datasets import annotate, make_shell
 from typer.testing import CliRunner
 
-from flows.cli import app
+from flows.cli.app import app
 
 
 def harvest(source: Path, out: Path) -> tuple[int, dict[str, Any], list[dict[str, Any]]]:

@@ -16,8 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from common.errors import InputError
-from flows.cli import app
-from flows.prepare import prepare_run
+from flows.cli.app import app
+from flows.generation.prepare import prepare_run
 
 # Line numbers below are those of this text (line 1 is "project: demo").
 CONFIG = """\

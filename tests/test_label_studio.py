@@ -17,13 +17,13 @@ import pytest
 from conftest import provider_entry, write_config, write_prompts
 from pydantic import SecretStr
 
-from flows.deliver import (
+from flows.delivery.deliver import (
     deliver_label_studio,
     deliver_tasks,
     harvest_annotations,
     harvest_label_studio,
 )
-from flows.generate import generate_tasks
+from flows.generation.generate import generate_tasks
 from platforms.label_studio.client import LabelStudioClient
 from platforms.label_studio.local_server import LabelStudioServer
 from simulator import FaultRule, RunningSimulator

@@ -16,7 +16,7 @@ from conftest import ROOT, provider_entry, three_providers, write_config, write_
 from scale_check import assert_scale_compatible
 
 from common.errors import InputError
-from flows.generate import generate_tasks
+from flows.generation.generate import generate_tasks
 from providers.config import ProviderConfig
 from providers.slots import answer_slots
 from simulator import RunningSimulator

@@ -266,7 +266,7 @@ def test_a_burst_of_429s_pauses_the_provider_and_halves_then_regrows_concurrency
 
 # --------------------------------------------------------------------------- the breaker, in the flow
 def _run_flow(config: Path, **kwargs: Any) -> dict[str, Any]:
-    from flows.generate import generate_tasks
+    from flows.generation.generate import generate_tasks
 
     return asyncio.run(generate_tasks(str(config), **kwargs))
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import closed_port_url, three_providers, write_config, write_prompts
 
 from flows.config import NotifyConfig
-from flows.notify import post_event
+from flows.reporting.notify import post_event
 from simulator import RunningSimulator
 
 
@@ -41,7 +41,7 @@ def test_a_webhook_that_never_answers_gives_up_after_its_timeout(capfd: pytest.C
 def test_runs_complete_and_fail_on_their_own_merits_when_the_webhook_is_down(
     sim: RunningSimulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    from flows.generate import generate_tasks
+    from flows.generation.generate import generate_tasks
 
     url = closed_port_url() + "/hook/SECRET-PART"
     prompts = write_prompts(tmp_path / "p.jsonl", 3)

@@ -21,8 +21,8 @@ from uuid import UUID
 import pytest
 from conftest import closed_port_url, provider_entry, write_config, write_prompts
 
-from flows import stopping
-from flows.generate import RunInterrupted, generate_tasks
+from flows.generation import stopping
+from flows.generation.generate import RunInterrupted, generate_tasks
 from simulator import FaultRule, RunningSimulator
 
 RLHF = str(Path(sys.executable).with_name("rlhf"))

@@ -1,4 +1,4 @@
-"""The live display of ``rlhf run`` (flows/progress.py) and the cost wording (flows/summary.py).
+"""The live display of ``rlhf run`` (flows/reporting/progress.py) and the cost wording (flows/reporting/summary.py).
 
 Unit tests feed the display the events the flow sends and read what it draws (rich, recorded to text);
 the slow tests run the real flow with the display as its sink and require that the display and the
@@ -19,9 +19,10 @@ import pytest
 from conftest import closed_port_url, provider_entry, write_config, write_prompts
 from rich.console import Console
 
-from flows import progress, stopping
-from flows.progress import RunProgress
-from flows.summary import ProviderTally, cost_text, summary_cost_text, summary_table
+from flows.generation import stopping
+from flows.reporting import progress
+from flows.reporting.progress import RunProgress
+from flows.reporting.summary import ProviderTally, cost_text, summary_cost_text, summary_table
 from providers.config import Price, ProviderConfig
 from providers.result import INTERRUPTED, SKIPPED, CallResult
 from simulator import RunningSimulator
@@ -171,7 +172,7 @@ def test_cost_text_is_never_silently_partial() -> None:
 
 
 def test_summary_names_the_providers_without_a_price_and_the_table_has_a_cost_column() -> None:
-    from flows.summary import RunSummary
+    from flows.reporting.summary import RunSummary
 
     tallies = {"a": ProviderTally("a", "m-a", PRICE), "b": ProviderTally("b", "m-b")}
     tallies["a"].add(CallResult(ok=True, input_tokens=1000, output_tokens=1000))
@@ -194,7 +195,7 @@ def test_summary_names_the_providers_without_a_price_and_the_table_has_a_cost_co
 def _run_with_display(
     config: Path, providers: list[ProviderConfig], planned: int, stop_after: int | None = None
 ) -> tuple[RunProgress, dict]:
-    from flows.generate import generate_tasks
+    from flows.generation.generate import generate_tasks
 
     display = RunProgress(providers, planned=planned, stopping=stopping.requested)
     progress.set_sink(display)

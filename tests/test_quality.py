@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.task_writer import filter_reason
+from flows.generation.task_writer import filter_reason
 from task_builder.quality import answer_flags, task_flags
 from task_builder.template import TaskFilters
 
@@ -94,7 +94,7 @@ def test_flags_on_crafted_simulator_answers_and_only_there(tmp_path) -> None:
 
     from conftest import three_providers, write_config, write_prompts
 
-    from flows.generate import generate_tasks
+    from flows.generation.generate import generate_tasks
     from simulator import RunningSimulator, ScriptedAnswer
 
     long_answer = " ".join(f"Step {i} explains part {i} of the method in detail." for i in range(1, 16))

@@ -281,7 +281,7 @@ def test_a_call_gives_up_on_rate_limits_only_after_max_rate_limited_s_without_pr
 
 
 def test_a_shard_gets_its_share_of_what_is_learned(sim: RunningSimulator) -> None:
-    from flows.shard import scaled_provider
+    from flows.sharding.shard import scaled_provider
     from providers.base import governor_for
 
     config = provider_config(sim, "openai", "m", requests_per_minute=600)

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from flows import report
-from flows.report import markdown_report, outcome_message, provider_rows, publish_report
+from flows.reporting import report
+from flows.reporting.report import markdown_report, outcome_message, provider_rows, publish_report
 
 MAX_TABLE_LINE = 100
 DETAIL = ("model", "requested", "failures", "retries", "p50_ms", "p95_ms", "tokens_in", "tokens_out", "cost_usd")
@@ -147,7 +147,7 @@ def test_a_report_that_cannot_be_published_does_not_fail_the_run(
         raise httpx.ConnectError("All connection attempts failed")
 
     monkeypatch.setattr(report, "acreate_markdown_artifact", unreachable)
-    with caplog.at_level(logging.WARNING, logger="flows.report"):
+    with caplog.at_level(logging.WARNING, logger="flows.reporting.report"):
         key = asyncio.run(publish_report(wide_summary()))
     assert key == "rlhf-helpfulness-q4-2026-11-27-a"
     assert [r.getMessage() for r in caplog.records] == [
@@ -164,7 +164,7 @@ def test_the_published_artifacts(sim: Any, tmp_path: Path) -> None:
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    from flows.generate import generate_tasks
+    from flows.generation.generate import generate_tasks
 
     providers = [
         provider_entry(

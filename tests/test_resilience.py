@@ -79,7 +79,7 @@ def run_to_end(args: list[str], env: dict[str, str], logs: Path) -> tuple[int, s
 
 
 def writer_processes(parent: int) -> list[int]:
-    """Process ids of the task writer children (``flows.writer_process``) of ``parent``."""
+    """Process ids of the task writer children (``flows.generation.writer_process``) of ``parent``."""
     found = []
     for entry in Path("/proc").iterdir():
         try:
@@ -87,7 +87,7 @@ def writer_processes(parent: int) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except (OSError, ValueError):
             continue
-        if int(stat[stat.rindex(")") + 2 :].split()[1]) == parent and b"flows.writer_process" in cmdline:
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == parent and b"flows.generation.writer_process" in cmdline:
             found.append(int(entry.name))
     return found
 

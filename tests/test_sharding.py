@@ -51,9 +51,9 @@ def test_shards_merge_to_the_unsharded_batch(
     sim: RunningSimulator, tmp_path: Path, fake_keys: dict[str, str], prefect_api: str
 ) -> None:
     """Shards run in-process (no workers), merged: same task ids in the same order, summed counts."""
-    from flows.generate import generate_tasks
-    from flows.prepare import prepare_run
-    from flows.shard import merge_batch, seed_shards
+    from flows.generation.generate import generate_tasks
+    from flows.generation.prepare import prepare_run
+    from flows.sharding.shard import merge_batch, seed_shards
 
     prompts = write_prompts(tmp_path / "p.jsonl", 23)
     config_path = write_config(tmp_path, _providers(sim, requests_per_minute=6000), prompts, chunk_size=4)
@@ -107,9 +107,9 @@ def test_a_failed_shard_fails_the_merge_and_keeps_every_paid_answer(
     """Shard 2 pays for answers, then fails (its task file cannot be written). The merge names it,
     writes no batch task files or summary (nothing claims the batch is complete), and still copies
     every answer shard 2 paid for into the batch store; once fixed, shard 2 resumes without paying twice."""
-    from flows.generate import generate_tasks
-    from flows.prepare import prepare_run
-    from flows.shard import merge_batch, seed_shards
+    from flows.generation.generate import generate_tasks
+    from flows.generation.prepare import prepare_run
+    from flows.sharding.shard import merge_batch, seed_shards
 
     prompts = write_prompts(tmp_path / "p.jsonl", 23)
     config_path = write_config(tmp_path, _providers(sim), prompts, chunk_size=4)
@@ -145,8 +145,8 @@ def test_a_failed_shard_fails_the_merge_and_keeps_every_paid_answer(
 
 
 def test_rate_shares_scale_the_provider_quota(tmp_path: Path, fake_keys: dict[str, str]) -> None:
-    from flows.prepare import prepare_run
-    from flows.shard import for_shard, prompts_of
+    from flows.generation.prepare import prepare_run
+    from flows.sharding.shard import for_shard, prompts_of
 
     sim_like = type("S", (), {"openai_base_url": "http://127.0.0.1:9/v1", "anthropic_base_url": "http://127.0.0.1:9"})()
     config_path = write_config(
@@ -273,7 +273,7 @@ def test_sharded_batch_on_two_workers(prefect_stack: dict[str, Any], tmp_path: P
         # deployment runs of generate_tasks/rlhf-shard picked up by the two workers.
         script = (
             "import asyncio, json, sys\n"
-            "from flows.shard import generate_sharded\n"
+            "from flows.sharding.shard import generate_sharded\n"
             f"s = asyncio.run(generate_sharded(sys.argv[1], shards={shards}, shards_in_flight={in_flight}, poll_interval_s=1))\n"
             "print(json.dumps(s))\n"
         )

@@ -25,7 +25,7 @@ import openai
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
+from flows.cli.app import app
 from providers.ratelimit_headers import openai_duration_s, rate_info
 from simulator import RunningSimulator, SimulatorSettings
 from simulator.__main__ import parse_args

@@ -1,6 +1,6 @@
 """The task writer process: what it writes, and what it leaves behind when it or its parent stops early.
 
-The child is the real one (``python -m flows.writer_process``), fed over its real pipes; the results it
+The child is the real one (``python -m flows.generation.writer_process``), fed over its real pipes; the results it
 writes are made up here (no provider is called), so each test controls exactly what goes in.
 """
 
@@ -19,18 +19,18 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, exits_within, three_providers, write_config, write_prompts
 
-from flows import writer_process
-from flows.generate import writer_setup
-from flows.prepare import prepare_run
-from flows.shard import prompts_of
-from flows.task_writer import TaskWriter
-from flows.writer_process import (
+from flows.generation import writer_process
+from flows.generation.generate import writer_setup
+from flows.generation.prepare import prepare_run
+from flows.generation.task_writer import TaskWriter
+from flows.generation.writer_process import (
     OUTPUT_FILES,
     ChunkResults,
     TaskWriterFailed,
     WriterSetup,
     task_writer_process,
 )
+from flows.sharding.shard import prompts_of
 from prompts.reader import PromptRecord
 from providers.result import CallResult
 from simulator import RunningSimulator
@@ -200,7 +200,7 @@ def test_a_child_too_busy_to_stop_is_killed_and_its_partial_files_removed(
 KILLED_PARENT = """
 import asyncio, os, pickle, signal, sys, time
 from pathlib import Path
-from flows.writer_process import TaskWriterProcess
+from flows.generation.writer_process import TaskWriterProcess
 
 setup, records, results = pickle.loads(Path(sys.argv[1]).read_bytes())
 

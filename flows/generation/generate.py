@@ -28,15 +28,16 @@ from prefect.utilities.annotations import quote
 from common.atomic import atomic_open, write_json
 from common.clock import utc_now
 from common.errors import InputError, InputProblem
-from flows import progress, stopping
 from flows.config import load_config
-from flows.manifest import write_manifest
-from flows.notify import on_run_completed, on_run_failed
-from flows.prepare import PreparedRun, prepare_run
-from flows.report import outcome_message, publish_report
-from flows.shard import for_shard, prompts_of
-from flows.summary import ProviderTally, RunSummary
-from flows.writer_process import ChunkResults, WriterSetup, task_writer_process
+from flows.generation import stopping
+from flows.generation.manifest import write_manifest
+from flows.generation.prepare import PreparedRun, prepare_run
+from flows.generation.writer_process import ChunkResults, WriterSetup, task_writer_process
+from flows.reporting import progress
+from flows.reporting.notify import on_run_completed, on_run_failed
+from flows.reporting.report import outcome_message, publish_report
+from flows.reporting.summary import ProviderTally, RunSummary
+from flows.sharding.shard import for_shard, prompts_of
 from prompts.reader import PromptRecord
 from providers.base import system_text
 from providers.config import ProviderConfig
@@ -175,7 +176,7 @@ async def generate_tasks(
     stored errors are retried too. With ``skip_invalid`` bad prompt records go to ``rejected.jsonl``
     instead of stopping the run.
 
-    ``shard_index``/``shard_count`` run one shard of a sharded batch (``flows/shard.py``): only the
+    ``shard_index``/``shard_count`` run one shard of a sharded batch (``flows/sharding/shard.py``): only the
     prompts at positions ``i % shard_count == shard_index``, written to ``<out>/<batch>/shards/<index>/``
     with its own store; ``rate_shares`` (source id -> fraction) scales that provider's requests/tokens
     per minute for this shard.
@@ -193,7 +194,9 @@ async def generate_tasks(
     stopping.install_handlers()
     prepared = prepare_run(config_path, skip_invalid=skip_invalid)
     config_hash = prepared.config.config_hash()  # of the config as written: a shard's overrides leave it alone
-    if shard_index is not None:  # one shard of a sharded batch (flows/shard.py): own dir and store, rate shares
+    if (
+        shard_index is not None
+    ):  # one shard of a sharded batch (flows/sharding/shard.py): own dir and store, rate shares
         prepared = for_shard(prepared, shard_index, shard_count, rate_shares)
     with hold_store(prepared.config.store_path):
         return await _run_held(
@@ -324,7 +327,7 @@ async def _generate(
     slots = setup.slots
     slot_fingerprints = SlotFingerprints(slots)
     breakers: dict[str, str] = {}
-    # The tasks are written by a second process (flows/writer_process.py): handing a finished chunk over
+    # The tasks are written by a second process (flows/generation/writer_process.py): handing a finished chunk over
     # costs the event loop milliseconds, the writing happens on the other core, and the next chunk's calls
     # start at once.
     async with task_writer_process(setup) as writer:

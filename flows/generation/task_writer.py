@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import IO, Any
 
-from flows.summary import WriteCounts
+from flows.reporting.summary import WriteCounts
 from prompts.reader import PromptRecord
 from providers.result import CallResult
 from providers.slots import AnswerSlot

@@ -3,7 +3,7 @@
 The flow reports events to the process's :func:`sink`: how many (prompt, answer slot) pairs the run
 has, each pair's result as it arrives, and, after each chunk, the providers' tallies exactly as the
 summary will report them (:meth:`ProgressSink.settled`). The live display counts the arriving results
-the way :class:`~flows.summary.ProviderTally` does (answered / failed / skipped: not made, because the
+the way :class:`~flows.reporting.summary.ProviderTally` does (answered / failed / skipped: not made, because the
 run was stopped or the provider cut off) and replaces its own counts by the tallies at every settle,
 so when the run ends the display and the summary table show the same numbers.
 
@@ -20,12 +20,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
-from flows.summary import cost_text
+from flows.reporting.summary import cost_text
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
-    from flows.summary import ProviderTally
+    from flows.reporting.summary import ProviderTally
     from providers.config import Price, ProviderConfig
     from providers.result import CallResult
 

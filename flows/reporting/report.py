@@ -14,7 +14,7 @@ from typing import Any
 
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 
-from flows.summary import summary_cost_text
+from flows.reporting.summary import summary_cost_text
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from rich.table import Table
 from common.errors import InputError
 
 if TYPE_CHECKING:
-    from flows.prepare import PreparedRun
+    from flows.generation.prepare import PreparedRun
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Fan prompts out to LLM providers and build RLHF task shells."
@@ -78,7 +78,7 @@ def validate(
     check_keys: Annotated[bool, typer.Option(help="Require every provider's API key variable to be set.")] = True,
 ) -> None:
     """Check the config, templates and the whole prompt file without calling any provider."""
-    from flows.prepare import prepare_run
+    from flows.generation.prepare import prepare_run
 
     try:
         prepared = prepare_run(config, require_keys=check_keys)
@@ -120,8 +120,8 @@ def run(
     (the message says how many answers were kept, rescued or lost); 5 another run holds this batch
     (nothing called); 128+N stopped by signal N (SIGINT: 130, SIGTERM: 143) after writing what was complete.
     """
-    from flows.prepare import prepare_run
-    from flows.run_date import RUN_DATE_ENV
+    from flows.generation.prepare import prepare_run
+    from flows.generation.run_date import RUN_DATE_ENV
     from providers.rescue import StoreFailed
     from providers.store import ResponseStore, StoreError
     from providers.store_lock import BatchBusy, hold_store
@@ -147,7 +147,7 @@ async def _generate(generate_tasks: Any, config: str, **parameters: Any) -> dict
     With a Prefect server of the operator's own (``PREFECT_API_URL``), the flow run's UI address is
     printed as the run starts.
     """
-    from flows.generate import RunInterrupted
+    from flows.generation.generate import RunInterrupted
 
     if os.environ.get("PREFECT_API_URL"):
         generate_tasks = generate_tasks.with_options(on_running=[_print_flow_run_url])
@@ -179,18 +179,18 @@ def _run_held(
     rescue_dir: Path | None,
 ) -> None:
     """``rlhf run`` once the batch's store is held by this process."""
-    from flows.writer_process import TaskWriterFailed
+    from flows.generation.writer_process import TaskWriterFailed
     from providers.rescue import StoreFailed
     from providers.store import StoreError
 
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
     if not os.environ.get("PREFECT_API_URL"):
         console.print("[dim]No PREFECT_API_URL: starting Prefect's temporary local server (takes ~20 s).[/dim]")
-    from flows import progress as progress_mod
-    from flows import stopping
-    from flows.console_logs import drop_console_stopped_line, drop_console_tracebacks
-    from flows.generate import generate_tasks
-    from flows.summary import summary_table
+    from flows.cli.console_logs import drop_console_stopped_line, drop_console_tracebacks
+    from flows.generation import stopping
+    from flows.generation.generate import generate_tasks
+    from flows.reporting import progress as progress_mod
+    from flows.reporting.summary import summary_table
 
     drop_console_tracebacks(InputError, TaskWriterFailed, OSError, StoreError, StoreFailed)  # reported in plain words
     drop_console_stopped_line()  # a stopped run is reported below, with the command that resumes it
@@ -269,7 +269,7 @@ def plan(
     """Estimate a run before making it: calls still to make, tokens, cost range, time at the rate limits."""
     import json
 
-    from flows.plan import plan_cost_text, plan_run, plan_table
+    from flows.reporting.plan import plan_cost_text, plan_run, plan_table
 
     try:
         report = plan_run(config)
@@ -294,7 +294,7 @@ def status(
     """
     import json
 
-    from flows.status import run_status
+    from flows.reporting.status import run_status
     from providers.store import StoreError
 
     try:
@@ -341,7 +341,7 @@ def deliver(
     """Deliver a run's tasks: into a Label Studio project (idempotent), or as Argilla / Scale files."""
     import json
 
-    from flows.deliver import deliver_files, deliver_label_studio, token_from_env
+    from flows.delivery.deliver import deliver_files, deliver_label_studio, token_from_env
     from platforms.label_studio.client import LabelStudioError
 
     try:
@@ -391,7 +391,7 @@ def harvest(
     """
     import json
 
-    from flows.deliver import harvest_file, harvest_label_studio, token_from_env
+    from flows.delivery.deliver import harvest_file, harvest_label_studio, token_from_env
     from platforms.label_studio.client import LabelStudioError
 
     try:
@@ -432,7 +432,7 @@ def export_dataset(
     """
     import json
 
-    from flows.deliver import read_jsonl
+    from flows.delivery.deliver import read_jsonl
     from task_builder.datasets import (
         ParquetUnavailable,
         dpo_records,
@@ -491,7 +491,7 @@ def serve(
     Needs a Prefect server (PREFECT_API_URL): schedules live there. Each scheduled run resolves {date}
     and prompt-file globs on its day, so nightly batches never collide.
     """
-    from flows.prepare import prepare_run
+    from flows.generation.prepare import prepare_run
 
     try:
         prepared = prepare_run(config)
@@ -503,7 +503,7 @@ def serve(
             "(schedules are kept by the server)"
         )
         raise typer.Exit(EXIT_INPUT)
-    from flows.generate import generate_tasks
+    from flows.generation.generate import generate_tasks
 
     deployment = name or prepared.config.project
     console.print(f"serving generate_tasks/{deployment} on cron '{cron}' (Ctrl-C to stop)", highlight=False)

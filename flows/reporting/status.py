@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.config import load_config
-from flows.manifest import read_manifest, working_dir
+from flows.generation.manifest import read_manifest, working_dir
 from prompts.reader import iter_prompts
 from providers.slots import SlotFingerprints, answer_slots, stored_results
 from providers.store import ResponseStore

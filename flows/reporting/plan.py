@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flows.prepare import prepare_run
-from flows.status import run_status
+from flows.generation.prepare import prepare_run
+from flows.reporting.status import run_status
 from prompts.reader import iter_prompts
 from providers.base import prompt_chars, system_text, tokens_for_chars
 

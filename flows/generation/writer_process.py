@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from common.atomic import atomic_open
-from flows.summary import WriteCounts
-from flows.task_writer import TaskWriter
+from flows.generation.task_writer import TaskWriter
+from flows.reporting.summary import WriteCounts
 from prompts.reader import PromptRecord
 from providers.result import CallResult
 from providers.slots import AnswerSlot
@@ -46,7 +46,7 @@ FINISH = "finish"
 OUTPUT_FILES = ("tasks.jsonl", "incomplete.jsonl", "filtered.jsonl")
 _HEADER = struct.Struct(">Q")
 _EXIT_WAIT_S = 10.0
-_PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
+_PROJECT_ROOT = str(Path(__file__).resolve().parents[2])  # the directory holding flows/
 
 ChunkResults = list[dict[str, CallResult]]  # per prompt of a chunk: answer id -> result
 
@@ -113,13 +113,13 @@ class TaskWriterProcess:
 
     @classmethod
     async def start(cls, setup: WriterSetup) -> TaskWriterProcess:
-        """Start the child (``python -m flows.writer_process``) and send it the batch's setup."""
+        """Start the child (``python -m flows.generation.writer_process``) and send it the batch's setup."""
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PROJECT_ROOT, env.get("PYTHONPATH")) if p)
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "flows.writer_process",
+            "flows.generation.writer_process",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env=env,

@@ -20,7 +20,7 @@ from pydantic import SecretStr
 
 from common.atomic import atomic_open
 from flows.config import RunConfig, load_config
-from flows.manifest import read_manifest, working_dir
+from flows.generation.manifest import read_manifest, working_dir
 from platforms.label_studio.client import LabelStudioClient
 from platforms.label_studio.labeling_config import build_labeling_config
 from platforms.label_studio.tasks import (

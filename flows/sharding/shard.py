@@ -39,10 +39,10 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from common.atomic import atomic_open, write_json
 from common.clock import utc_now
 from flows.config import RunConfig
-from flows.manifest import write_manifest
-from flows.prepare import PreparedRun, prepare_run
-from flows.report import publish_report
-from flows.summary import percentile
+from flows.generation.manifest import write_manifest
+from flows.generation.prepare import PreparedRun, prepare_run
+from flows.reporting.report import publish_report
+from flows.reporting.summary import percentile
 from prompts.reader import PromptRecord, iter_prompts
 from providers.config import ProviderConfig
 from providers.slots import SlotFingerprints, answer_slots, stored_results

@@ -1,0 +1,1 @@
+"""The ``rlhf`` command line. (``app.py``; ``python -m flows.cli``)."""

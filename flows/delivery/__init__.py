@@ -1,0 +1,1 @@
+"""Delivering tasks to annotation platforms and harvesting annotations back."""

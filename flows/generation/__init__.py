@@ -1,0 +1,1 @@
+"""Generation: the ``generate_tasks`` flow, what prepares and writes a run, and how it stops."""
