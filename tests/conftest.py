@@ -108,6 +108,20 @@ def exits_within(pid: int, timeout_s: float = 30.0) -> bool:
         time.sleep(0.05)
 
 
+def child_processes(parent: int, marker: bytes) -> list[int]:
+    """Process ids of the children of ``parent`` whose command line contains ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == parent and marker in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
 def provider_entry(sim: RunningSimulator, source_id: str, kind: str, model: str, **extra: Any) -> dict[str, Any]:
     """A provider block pointing at the simulator, with fast retries for tests."""
     entry: dict[str, Any] = {

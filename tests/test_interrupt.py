@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import exits_within, provider_entry, write_config, write_prompts
+from conftest import child_processes, exits_within, provider_entry, write_config, write_prompts
 
 from simulator import SimulatorProcess, start_simulator_process
 
@@ -52,23 +52,6 @@ def stored(store: Path) -> int:
         db.close()
 
 
-def server_processes(parent: int) -> list[int]:
-    """Children of ``parent`` serving Prefect's API (the temporary server)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except (OSError, ValueError):
-            continue
-        if (
-            int(stat[stat.rindex(")") + 2 :].split()[1]) == parent
-            and b"prefect.server.api.server:create_app" in cmdline
-        ):
-            found.append(int(entry.name))
-    return found
-
-
 def start_run(tmp_path: Path, sim: SimulatorProcess, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Path, Path]:
     """``rlhf run`` of 200 prompts × 2 providers at 500 ms a call (minutes of work), in a new process group."""
     providers = [
@@ -98,7 +81,7 @@ def test_ctrl_c_on_the_temporary_server_stops_cleanly_with_exit_130(
     store = tmp_path / "out" / "b1" / "responses.sqlite"
     try:
         wait_for_answers(process, store, logs, 4)
-        servers = server_processes(process.pid)
+        servers = child_processes(process.pid, b"prefect.server.api.server:create_app")
         assert len(servers) == 1, "the temporary server is not a child of rlhf"
         # The terminal's signals do not reach it: it is in a session of its own.
         assert os.getsid(servers[0]) != os.getsid(process.pid)
@@ -133,7 +116,7 @@ def test_the_temporary_server_does_not_outlive_a_killed_run(
     process, _, logs = start_run(tmp_path, sim_process, temporary_server_env)
     try:
         wait_for_answers(process, tmp_path / "out" / "b1" / "responses.sqlite", logs, 2)
-        servers = server_processes(process.pid)
+        servers = child_processes(process.pid, b"prefect.server.api.server:create_app")
         assert len(servers) == 1
         os.kill(process.pid, signal.SIGKILL)  # no atexit, no cleanup of any kind
         process.wait(timeout=30)

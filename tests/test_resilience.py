@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import exits_within, provider_entry, write_config, write_prompts
+from conftest import child_processes, exits_within, provider_entry, write_config, write_prompts
 
 from simulator import RunningSimulator, SimulatorProcess, start_simulator_process
 
@@ -76,20 +76,6 @@ def run_to_end(args: list[str], env: dict[str, str], logs: Path) -> tuple[int, s
         return (code, *client.output())
     finally:
         client.close()
-
-
-def writer_processes(parent: int) -> list[int]:
-    """Process ids of the task writer children (``flows.generation.writer_process``) of ``parent``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except (OSError, ValueError):
-            continue
-        if int(stat[stat.rindex(")") + 2 :].split()[1]) == parent and b"flows.generation.writer_process" in cmdline:
-            found.append(int(entry.name))
-    return found
 
 
 def store_rows(store: Path) -> list[tuple[str, str, int]]:
@@ -172,7 +158,7 @@ def test_kill_9_mid_batch_then_rerun_pays_for_nothing_twice(
     try:
         wait_mid_wave(client, sim_process, store, min_rows=20, latency_s=latency_s, margin_s=0.35)
         in_flight_at_kill = sum(s["in_flight"] for s in sim_process.stats()["by_model"].values())
-        writers = writer_processes(client.process.pid)
+        writers = child_processes(client.process.pid, b"flows.generation.writer_process")
         os.kill(client.process.pid, signal.SIGKILL)
         assert client.wait(30) == -signal.SIGKILL
     finally:
