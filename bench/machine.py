@@ -7,7 +7,7 @@ import platform
 import subprocess
 from pathlib import Path
 
-from common import PROJECT_PYTHON, VENVS
+from benchlib import PROJECT_PYTHON, VENVS
 
 PROJECT_PACKAGES = ("prefect", "openai", "httpx", "httpx-aiohttp", "aiohttp", "pydantic", "tenacity")
 PEER_PACKAGES = {"curator": ("bespokelabs-curator", "litellm"), "distilabel": ("distilabel", "openai")}

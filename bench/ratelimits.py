@@ -41,9 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rlhf_runner import PrefectServer, run_rlhf, summary_of, write_config  # noqa: E402
-
-from common import (  # noqa: E402
+from benchlib import (  # noqa: E402
     BENCH,
     MODELS,
     OUT,
@@ -55,6 +53,8 @@ from common import (  # noqa: E402
     prompt_file,
     run_measured,
 )
+from rlhf_runner import PrefectServer, run_rlhf, summary_of, write_config  # noqa: E402
+
 from simulator import start_simulator_process  # noqa: E402
 from simulator.wire import parse_anthropic, parse_openai  # noqa: E402
 

@@ -23,9 +23,9 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import ANTHROPIC_KEY, MODELS, OPENAI_KEY, markdown_table  # noqa: E402
 from clients.floor import answer_text, request_for  # noqa: E402
 
-from common import ANTHROPIC_KEY, MODELS, OPENAI_KEY, markdown_table  # noqa: E402
 from providers.config import ProviderConfig  # noqa: E402
 from providers.factory import open_provider  # noqa: E402
 from simulator import start_simulator_process  # noqa: E402

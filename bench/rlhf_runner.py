@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from common import (
+from benchlib import (
     ANTHROPIC_KEY,
     MODELS,
     OPENAI_KEY,

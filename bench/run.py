@@ -25,10 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from machine import describe  # noqa: E402
-from rlhf_runner import PrefectServer, run_rlhf, summary_of, write_config  # noqa: E402
-
-from common import (  # noqa: E402
+from benchlib import (  # noqa: E402
     BENCH,
     MODELS,
     OUT,
@@ -44,6 +41,9 @@ from common import (  # noqa: E402
     prompt_file,
     run_measured,
 )
+from machine import describe  # noqa: E402
+from rlhf_runner import PrefectServer, run_rlhf, summary_of, write_config  # noqa: E402
+
 from simulator import start_simulator_process  # noqa: E402
 
 SECTIONS = ("capacity", "paths", "throughput", "ephemeral", "memory", "resume", "ratelimits")

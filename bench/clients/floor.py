@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import ANTHROPIC_KEY, MODELS, OPENAI_KEY  # noqa: E402
+from benchlib import ANTHROPIC_KEY, MODELS, OPENAI_KEY  # noqa: E402
 
 
 def request_for(model: dict[str, Any], prompt: str) -> tuple[str, dict[str, str], bytes]:

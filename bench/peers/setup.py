@@ -12,7 +12,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from common import OUT, VENVS, log  # noqa: E402
+from benchlib import OUT, VENVS, log  # noqa: E402
 
 IMPORT_CHECK = {
     "curator": "from bespokelabs import curator",
