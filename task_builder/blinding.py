@@ -14,16 +14,13 @@ import copy
 from typing import Any
 
 from task_builder.ids import position_field
-
-
-def _final_answers(shell: dict[str, Any]) -> list[dict[str, Any]]:
-    return [m for m in shell["threads"][0]["turns"][-1]["messages"] if m["role"] == "assistant"]
+from task_builder.shell import final_answers
 
 
 def blind(shell: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``shell`` that names no model or source (see the module docstring)."""
     blinded = copy.deepcopy(shell)
-    answers = _final_answers(blinded)
+    answers = final_answers(blinded)
     to_position = {answer["source_id"]: position_field(i) for i, answer in enumerate(answers)}
     for answer in answers:
         answer["source_id"] = to_position[answer["source_id"]]
@@ -38,7 +35,7 @@ def blind(shell: dict[str, Any]) -> dict[str, Any]:
 
 def is_blind(shell: dict[str, Any]) -> bool:
     """Whether the final turn's answers carry positions instead of source ids."""
-    answers = _final_answers(shell)
+    answers = final_answers(shell)
     return bool(answers) and all(a.get("source_id") == position_field(i) for i, a in enumerate(answers))
 
 
@@ -62,7 +59,7 @@ def unblind(annotated: dict[str, Any], original: dict[str, Any]) -> dict[str, An
     ``metadata.annotation`` are kept.
     """
     result = copy.deepcopy(original)
-    to_source = {position_field(i): answer["source_id"] for i, answer in enumerate(_final_answers(original))}
+    to_source = {position_field(i): answer["source_id"] for i, answer in enumerate(final_answers(original))}
     targets = _slots(result)
     for slot_id, slot in _slots(annotated).items():
         value = slot.get("value")

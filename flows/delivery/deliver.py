@@ -25,12 +25,12 @@ from platforms.label_studio.client import LabelStudioClient
 from platforms.label_studio.labeling_config import build_labeling_config
 from platforms.label_studio.tasks import (
     HarvestOutcome,
-    answers_of,
     harvest_task,
     to_label_studio,
 )
 from task_builder.annotated import REJECT_KINDS, annotation_problems, reject_kind
 from task_builder.blinding import blind, is_blind, unblind
+from task_builder.shell import final_answers
 from task_builder.template import AnnotationTemplate, resolve_template
 
 
@@ -91,7 +91,7 @@ def deliver_label_studio(
     config, template, tasks_path = load_run(run_dir)
     by_count: dict[int, list[dict[str, Any]]] = {}
     for shell in read_jsonl(tasks_path):
-        by_count.setdefault(len(answers_of(shell)), []).append(to_label_studio(shell))
+        by_count.setdefault(len(final_answers(shell)), []).append(to_label_studio(shell))
     base = project_title or f"{config.project} / {config.batch}"
     widest = max(by_count, default=0)
     description = f"{template.display_title}. Delivered by rlhf-orchestrator from batch {config.batch}."

@@ -25,15 +25,10 @@ from platforms.label_studio.labeling_config import build_labeling_config
 from task_builder.annotated import value_problem
 from task_builder.ids import position_field, position_letter
 from task_builder.preference import likert_winner
-from task_builder.shell import Task
+from task_builder.shell import Task, final_answers
 from task_builder.template import AnnotationTemplate
 
 TURN_CONTROLS = {"selected": "selected_model_id", "likert": "likert_value", "justification": "justification"}
-
-
-def answers_of(shell: dict[str, Any]) -> list[dict[str, Any]]:
-    """The assistant messages of the shell's last turn, in presentation order."""
-    return [m for m in shell["threads"][0]["turns"][-1]["messages"] if m["role"] == "assistant"]
 
 
 def prompt_text(shell: dict[str, Any]) -> str:
@@ -54,7 +49,7 @@ def prompt_text(shell: dict[str, Any]) -> str:
 def to_label_studio(shell: dict[str, Any]) -> dict[str, Any]:
     """The Label Studio task for a shell: its id, the prompt and the answers by position, nothing else."""
     data: dict[str, Any] = {"task_id": shell["task_id"], "prompt": prompt_text(shell)}
-    for position, answer in enumerate(answers_of(shell)):
+    for position, answer in enumerate(final_answers(shell)):
         data[position_field(position)] = answer["content"]["text"]
     return {"data": data}
 
@@ -118,6 +113,12 @@ def harvest_task(
     shell = data.get("shell")
     if not isinstance(shell, dict):
         shell = (shells or {}).get(str(data.get("task_id")))
+    # The form's required questions for this task's answer count: built once per task, not per annotation.
+    required = (
+        build_labeling_config(template, len(final_answers(shell))).required
+        if template is not None and isinstance(shell, dict)
+        else []
+    )
     for annotation in ls_task.get("annotations") or []:
         if annotation.get("was_cancelled"):
             continue
@@ -127,7 +128,7 @@ def harvest_task(
             reason = f"task {data.get('task_id')!r} is not in the run's tasks (delivered from another run?)"
             outcome.rejected.append({**base, "task_id": data.get("task_id"), "reasons": [reason]})
             continue
-        annotated, reasons = _apply(copy.deepcopy(shell), annotation.get("result") or [], template)
+        annotated, reasons = _apply(copy.deepcopy(shell), annotation.get("result") or [], required)
         if reasons:
             outcome.rejected.append({**base, "task_id": shell.get("task_id"), "reasons": reasons})
             continue
@@ -153,10 +154,10 @@ def _annotator(annotation: dict[str, Any], users: dict[int, str]) -> str:
 
 
 def _apply(
-    shell: dict[str, Any], results: list[dict[str, Any]], template: AnnotationTemplate | None
+    shell: dict[str, Any], results: list[dict[str, Any]], required: list[str]
 ) -> tuple[dict[str, Any], list[str]]:
     reasons: list[str] = []
-    answers = answers_of(shell)
+    answers = final_answers(shell)
     turn = shell["threads"][0]["turns"][-1]
     order = [m["source_id"] for m in answers]
     letters = {position_letter(i): source for i, source in enumerate(order)}
@@ -208,10 +209,9 @@ def _apply(
             reasons.append(f"ranking: ranks must place every response exactly once (got {ranking})")
         else:
             slot["value"] = ranking
-    if template is not None:
-        missing = [name for name in build_labeling_config(template, len(answers)).required if name not in answered]
-        if missing:
-            reasons.append(f"required question(s) left blank: {', '.join(missing)}")
+    missing = [name for name in required if name not in answered]
+    if missing:
+        reasons.append(f"required question(s) left blank: {', '.join(missing)}")
     if not reasons:
         _derive_selection(turn, order)
     return shell, reasons
