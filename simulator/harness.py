@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import httpx
 from aiohttp import web
 
+from simulator.batches import summaries
 from simulator.server import (
     SIMULATOR_KEY,
     Simulator,
@@ -172,8 +173,15 @@ class RunningSimulator(_SimulatorUrls):
         return self._call(lambda sim: sim.snapshot())
 
     def reset(self) -> None:
-        """Clear statistics and fault-rule counters."""
+        """Clear statistics, fault-rule counters, batches and files."""
         self._call(lambda sim: sim.reset())
+
+    def batches(self) -> list[dict[str, Any]]:
+        """Every batch of both APIs, oldest first, brought up to date (same shape as
+        ``GET /_sim/batches``): ``api``, ``id``, ``status`` (OpenAI ``status`` or Anthropic
+        ``processing_status``), ``total``, ``request_counts`` (succeeded, errored, expired, canceled,
+        processing), ``custom_ids`` and ``metadata``."""
+        return self._call(summaries)
 
     def close(self) -> None:
         """Stop the server, its thread and its event loop (idempotent)."""
@@ -233,6 +241,12 @@ class SimulatorProcess(_SimulatorUrls):
     def reset(self) -> None:
         """``POST /_sim/reset``."""
         self._client.post("/_sim/reset").raise_for_status()
+
+    def batches(self) -> list[dict[str, Any]]:
+        """``GET /_sim/batches`` (see :meth:`RunningSimulator.batches`)."""
+        response = self._client.get("/_sim/batches")
+        response.raise_for_status()
+        return response.json()
 
     def stop(self) -> None:
         """Terminate the subprocess (SIGTERM, then SIGKILL after 5 s) and release resources."""

@@ -18,6 +18,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from simulator.answers import Answer, approx_tokens, compose_answer, scripted_answer
+from simulator.batches import BatchApi, BatchState
 from simulator.faults import (
     MALFORMED_BODY,
     FaultEngine,
@@ -68,6 +69,7 @@ class Simulator:
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(5).hex()
         self._models_seen: dict[str, int] = {}
+        self.batches = BatchState()
 
     # ----------------------------------------------------------------- control
     def configure(self, patch: dict[str, Any]) -> SimulatorSettings:
@@ -92,8 +94,10 @@ class Simulator:
         return new
 
     def reset(self) -> None:
-        """Clear statistics, fault-rule counters, rate-limit windows and buckets; re-seed the RNGs."""
+        """Clear statistics, fault-rule counters, rate-limit windows and buckets, batches and files;
+        re-seed the RNGs."""
         self.stats = Stats()
+        self.batches = BatchState()
         self.faults.reset()
         self.limits.clear()
         self.buckets.clear()
@@ -393,6 +397,7 @@ def build_app(settings: SimulatorSettings | None = None) -> web.Application:
     app.router.add_get("/_sim/settings", sim.get_settings)
     app.router.add_put("/_sim/settings", sim.put_settings)
     app.router.add_get("/_sim/health", sim.health)
+    BatchApi(sim).add_routes(app)
     return app
 
 

@@ -93,6 +93,17 @@ class SimulatorSettings(BaseModel):
     rate_limit_headers: bool = True
     # Retry headers on a rate limiter's 429 (see RetryAfterMode); fault 429s use their rule's.
     rate_limit_retry_after: RetryAfterMode = "seconds"
+    # Batch APIs (OpenAI /v1/batches, Anthropic /v1/messages/batches; see simulator.batches).
+    # Seconds from a batch's creation until all its requests are done; request i of n is done at
+    # created + batch_completion_s * (i + 1) / n (read lazily: GETs reflect the time passed).
+    batch_completion_s: float = Field(default=0.0, ge=0.0)
+    # Limits per batch; None = the real API's (OpenAI 50,000 requests and a 200 MB input file,
+    # Anthropic 100,000 requests and a 256 MB request body).
+    batch_max_requests: int | None = Field(default=None, ge=1)
+    batch_max_bytes: int | None = Field(default=None, ge=1)
+    # Batch requests whose prompt contains this text are never processed: once all the others are
+    # done the batch ends with them expired (OpenAI status ``expired``, Anthropic result ``expired``).
+    batch_expire_prompt_contains: str | None = Field(default=None, min_length=1)
 
     def merged(self, patch: dict[str, Any]) -> SimulatorSettings:
         """Return a new, validated settings object with ``patch`` (partial settings) applied."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 MAX_REQUEST_TIMES_PER_MODEL = 200_000
@@ -32,6 +32,60 @@ class ModelStats:
     rate_limited: int = 0
 
 
+@dataclass(slots=True)
+class BatchStats:
+    """Counters of the batch APIs (``GET /_sim/stats`` ``batches``); batch requests are not online
+    requests and appear in no other counter.
+
+    ``submissions`` maps (API, custom_id) to the number of accepted batches that held it; only the
+    number of pairs seen more than once is reported.
+    """
+
+    openai_files_uploaded: int = 0
+    openai_batches_created: int = 0
+    anthropic_batches_created: int = 0
+    openai_batches_failed: int = 0
+    requests_submitted: int = 0
+    requests_succeeded: int = 0
+    requests_errored: int = 0
+    requests_expired: int = 0
+    requests_cancelled: int = 0
+    cancelled: int = 0
+    expired: int = 0
+    http_requests: dict[str, int] = field(default_factory=dict)
+    submissions: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def http(self, family: str) -> None:
+        """Count one HTTP request to an endpoint family (``openai_files``, ``openai_batches``, …)."""
+        self.http_requests[family] = self.http_requests.get(family, 0) + 1
+
+    def submitted(self, api: str, custom_ids: list[str]) -> None:
+        """Record the requests of one accepted batch."""
+        self.requests_submitted += len(custom_ids)
+        submissions = self.submissions
+        for custom_id in custom_ids:
+            key = (api, custom_id)
+            submissions[key] = submissions.get(key, 0) + 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-serialisable counters."""
+        return {
+            "openai_files_uploaded": self.openai_files_uploaded,
+            "openai_batches_created": self.openai_batches_created,
+            "anthropic_batches_created": self.anthropic_batches_created,
+            "openai_batches_failed": self.openai_batches_failed,
+            "requests_submitted": self.requests_submitted,
+            "requests_succeeded": self.requests_succeeded,
+            "requests_errored": self.requests_errored,
+            "requests_expired": self.requests_expired,
+            "requests_cancelled": self.requests_cancelled,
+            "custom_ids_submitted_more_than_once": sum(1 for count in self.submissions.values() if count > 1),
+            "cancelled": self.cancelled,
+            "expired": self.expired,
+            "http_requests": dict(self.http_requests),
+        }
+
+
 class Stats:
     """Mutable request statistics. Use from the server's event loop only."""
 
@@ -45,6 +99,7 @@ class Stats:
         self.by_fingerprint: dict[str, list[int]] = {}
         self.request_times: dict[str, deque[float]] = {}
         self.faults_injected: dict[str, int] = {}
+        self.batches = BatchStats()
 
     def arrive(self, model: str | None, fp: str | None, now: float, has_auth: bool) -> ModelStats | None:
         """Record a request's arrival; returns its model counters (in flight incremented)."""
@@ -101,6 +156,7 @@ class Stats:
 
         Each ``by_model`` entry has ``rate_limited`` (the rate limiter's 429s, also counted in
         ``errors``) when ``rate_limited`` is true (limits enforced) or any request was refused.
+        ``batches`` holds the batch APIs' counters (see :class:`BatchStats`).
         """
         per_model = rate_limited or self.rate_limited_total > 0
         by_model: dict[str, dict[str, int]] = {}
@@ -124,4 +180,5 @@ class Stats:
             "by_model": by_model,
             "by_fingerprint": {fp: {"requests": v[0], "ok": v[1]} for fp, v in self.by_fingerprint.items()},
             "request_times": {model: list(times) for model, times in self.request_times.items()},
+            "batches": self.batches.snapshot(),
         }

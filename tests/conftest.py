@@ -74,6 +74,10 @@ def sim(_session_simulator: RunningSimulator) -> Iterator[RunningSimulator]:
         rate_limit_burst=defaults.rate_limit_burst,
         rate_limit_headers=defaults.rate_limit_headers,
         rate_limit_retry_after=defaults.rate_limit_retry_after,
+        batch_completion_s=defaults.batch_completion_s,
+        batch_max_requests=defaults.batch_max_requests,
+        batch_max_bytes=defaults.batch_max_bytes,
+        batch_expire_prompt_contains=defaults.batch_expire_prompt_contains,
     )
     _session_simulator.reset()
     yield _session_simulator
