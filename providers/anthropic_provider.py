@@ -14,7 +14,7 @@ from providers.config import ProviderConfig
 from providers.errors import MalformedAnswer
 from providers.http import AiohttpExchange, JsonExchange, RawResponse, status_error
 from providers.kinds import AnthropicKind, Kind
-from providers.ratelimit_headers import rate_info, request_id
+from providers.ratelimit_headers import RateInfo, rate_info, request_id
 from providers.result import Answer
 
 MESSAGES_PATH = "/v1/messages"
@@ -36,28 +36,45 @@ class AnthropicProvider(Provider):
         return exchange(url, headers, config.timeout_s, config.max_concurrency, self._secrets)
 
     async def _send(self, messages: list[dict[str, Any]], system: str | None) -> Answer:
-        body: dict[str, Any] = {"model": self.config.model, "messages": messages, **self._params}
-        if system:
-            body["system"] = system
-        raw = await self._exchange.post(body)
+        raw = await self._exchange.post(messages_body(self.config.model, self._params, messages, system))
         try:
             data = json.loads(raw.content)
-            blocks = data["content"]
-            text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
-            usage = data.get("usage") or {}
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise MalformedAnswer("malformed response: not a Messages API body") from None
-        if not text:
-            raise MalformedAnswer("malformed response: empty content")
-        return Answer(
-            text=text,
-            model=data.get("model"),
-            finish_reason=data.get("stop_reason"),
-            input_tokens=usage.get("input_tokens"),
-            output_tokens=usage.get("output_tokens"),
-            request_id=request_id(raw.headers, "request-id", data),
-            rate=rate_info(raw.headers),
-        )
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise MalformedAnswer("malformed response: not a Messages API body")
+        return message_answer(data, request_id(raw.headers, "request-id", data), rate_info(raw.headers))
+
+
+def messages_body(
+    model: str, params: dict[str, Any], messages: list[dict[str, Any]], system: str | None
+) -> dict[str, Any]:
+    """The Messages API request body: ``params`` as the kind translated them, the system prompt on its own."""
+    body: dict[str, Any] = {"model": model, "messages": messages, **params}
+    if system:
+        body["system"] = system
+    return body
+
+
+def message_answer(data: Any, request_id: str | None, rate: RateInfo | None = None) -> Answer:
+    """The answer in a Messages API message (online, or a batch result's); :class:`MalformedAnswer` if none."""
+    try:
+        blocks = data["content"]
+        text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
+        usage = data.get("usage") or {}
+    except (KeyError, TypeError, AttributeError):
+        raise MalformedAnswer("malformed response: not a Messages API body") from None
+    if not text:
+        raise MalformedAnswer("malformed response: empty content")
+    return Answer(
+        text=text,
+        model=data.get("model"),
+        finish_reason=data.get("stop_reason"),
+        input_tokens=usage.get("input_tokens"),
+        output_tokens=usage.get("output_tokens"),
+        request_id=request_id,
+        rate=rate,
+    )
 
 
 class HttpxExchange(JsonExchange):

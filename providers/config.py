@@ -164,6 +164,12 @@ class ProviderConfig(BaseModel):
     price: Price | None = None
     anthropic_version: str = "2023-06-01"
     http_client: Literal["default", "aiohttp"] = "default"
+    # ``batch``: the provider's batch API (half price, answers within 24 h) instead of one call per request.
+    mode: Literal["online", "batch"] = "online"
+    batch_discount: ConfigFloat = Field(default=0.5, ge=0, lt=1)
+    batch_max_requests: ConfigInt | None = Field(default=None, ge=1)
+    batch_max_bytes: ConfigInt | None = Field(default=None, ge=1024)
+    batch_poll_s: ConfigFloat = Field(default=30.0, gt=0)
 
     @field_validator("base_url")
     @classmethod
@@ -209,6 +215,31 @@ class ProviderConfig(BaseModel):
     def kind_class(self) -> type[Kind]:
         """The provider kind (``providers.kinds``): its endpoint, key variable and parameter translation."""
         return KINDS[self.kind]
+
+    @property
+    def is_batch(self) -> bool:
+        """Whether answers come from the provider's batch API (``mode: batch``)."""
+        return self.mode == "batch"
+
+    @property
+    def effective_price(self) -> Price | None:
+        """The price per million tokens this provider is paid at: ``price``, less ``batch_discount`` in batch mode."""
+        if self.price is None or not self.is_batch:
+            return self.price
+        keep = 1 - self.batch_discount
+        return Price(
+            input_per_million=self.price.input_per_million * keep,
+            output_per_million=self.price.output_per_million * keep,
+        )
+
+    @property
+    def batch_limits(self) -> tuple[int, int]:
+        """Requests and bytes per batch: the configured ones, else the kind's API limits."""
+        kind = self.kind_class
+        return (
+            self.batch_max_requests or kind.batch_max_requests,
+            self.batch_max_bytes or kind.batch_max_bytes,
+        )
 
     @property
     def key_env(self) -> str:

@@ -27,6 +27,9 @@ class Kind:
     name: ClassVar[str]
     default_base_url: ClassVar[str]
     default_key_env: ClassVar[str]
+    # The provider's batch API limits per batch (``mode: batch``): requests, and bytes of what is uploaded.
+    batch_max_requests: ClassVar[int]
+    batch_max_bytes: ClassVar[int]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -50,6 +53,8 @@ class OpenAIKind(Kind):
     name = "openai"
     default_base_url = "https://api.openai.com/v1"
     default_key_env = "OPENAI_API_KEY"
+    batch_max_requests = 50_000  # the Batch API's input file: at most 50,000 requests and 200 MB
+    batch_max_bytes = 200 * 1024 * 1024
 
 
 class AnthropicKind(Kind):
@@ -58,6 +63,8 @@ class AnthropicKind(Kind):
     name = "anthropic"
     default_base_url = "https://api.anthropic.com"
     default_key_env = "ANTHROPIC_API_KEY"
+    batch_max_requests = 100_000  # a Message Batch: at most 100,000 requests and 256 MB
+    batch_max_bytes = 256 * 1024 * 1024
     default_max_tokens: ClassVar[int] = 1024
 
     @classmethod

@@ -12,7 +12,7 @@ from providers.config import ProviderConfig
 from providers.errors import MalformedAnswer
 from providers.http import AiohttpExchange, JsonExchange
 from providers.kinds import Kind, OpenAIKind
-from providers.ratelimit_headers import rate_info, request_id
+from providers.ratelimit_headers import RateInfo, rate_info, request_id
 from providers.result import Answer
 
 CHAT_PATH = "/chat/completions"
@@ -39,28 +39,40 @@ class OpenAIProvider(Provider):
         return SdkExchange(config, api_key, CHAT_PATH, self._secrets)
 
     async def _send(self, messages: list[dict[str, Any]], system: str | None) -> Answer:
-        wire = [{"role": "system", "content": system}, *messages] if system else messages
-        raw = await self._exchange.post({"model": self.config.model, "messages": wire, **self._params})
+        raw = await self._exchange.post(chat_body(self.config.model, self._params, messages, system))
         completion = _completion_json(raw.content, raw.headers.get("content-type", "*"))
-        choices = completion.get("choices")
-        if not choices or not isinstance(choices, list):
-            raise MalformedAnswer("malformed response: no choices")
-        choice = choices[0] if isinstance(choices[0], dict) else {}
-        message = choice.get("message")
-        text = message.get("content") if isinstance(message, dict) else None
-        if not text or not isinstance(text, str):
-            raise MalformedAnswer("malformed response: empty content")
-        usage = completion.get("usage")
-        usage = usage if isinstance(usage, dict) else {}
-        return Answer(
-            text=text,
-            model=completion.get("model"),
-            finish_reason=choice.get("finish_reason"),
-            input_tokens=usage.get("prompt_tokens"),
-            output_tokens=usage.get("completion_tokens"),
-            request_id=request_id(raw.headers, "x-request-id", completion),
-            rate=rate_info(raw.headers),
+        return completion_answer(
+            completion, request_id(raw.headers, "x-request-id", completion), rate_info(raw.headers)
         )
+
+
+def chat_body(model: str, params: dict[str, Any], messages: list[dict[str, Any]], system: str | None) -> dict[str, Any]:
+    """The Chat Completions request body: the system prompt as the first message, then ``params`` as given."""
+    wire = [{"role": "system", "content": system}, *messages] if system else messages
+    return {"model": model, "messages": wire, **params}
+
+
+def completion_answer(completion: dict[str, Any], request_id: str | None, rate: RateInfo | None = None) -> Answer:
+    """The answer in a Chat Completions body (online, or a batch output line's); :class:`MalformedAnswer` if none."""
+    choices = completion.get("choices")
+    if not choices or not isinstance(choices, list):
+        raise MalformedAnswer("malformed response: no choices")
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    message = choice.get("message")
+    text = message.get("content") if isinstance(message, dict) else None
+    if not text or not isinstance(text, str):
+        raise MalformedAnswer("malformed response: empty content")
+    usage = completion.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    return Answer(
+        text=text,
+        model=completion.get("model"),
+        finish_reason=choice.get("finish_reason"),
+        input_tokens=usage.get("prompt_tokens"),
+        output_tokens=usage.get("completion_tokens"),
+        request_id=request_id,
+        rate=rate,
+    )
 
 
 def _completion_json(content: bytes, content_type: str) -> dict[str, Any]:

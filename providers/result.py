@@ -10,7 +10,12 @@ from providers.ratelimit_headers import RateInfo
 # Outcomes that are not the provider's answer or error and are never stored: a rerun makes these calls.
 SKIPPED = "skipped"  # the provider's breaker was open
 INTERRUPTED = "interrupted"  # the run was stopped before the call was made
-UNSTORED = frozenset({SKIPPED, INTERRUPTED})
+# A batch request the provider never ran (``providers.batch``): the batch expired or was cancelled before
+# it, or the whole batch failed validation. Nothing was paid; the next run submits it again.
+BATCH_EXPIRED = "batch_expired"
+BATCH_CANCELLED = "batch_cancelled"
+BATCH_FAILED = "batch_failed"
+UNSTORED = frozenset({SKIPPED, INTERRUPTED, BATCH_EXPIRED, BATCH_CANCELLED, BATCH_FAILED})
 # Errors about the provider itself (the key, its permissions, the model or URL, a rate limit that never
 # lifted), not about the prompt:
 # reported, but never stored as the prompt's final answer, so a rerun after the fix makes the call.

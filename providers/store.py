@@ -54,9 +54,41 @@ def _create_responses_and_meta(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
 
+def _create_batch_ledger(db: sqlite3.Connection) -> None:
+    """Migration 2: the batch ledger (``providers.batch.ledger``): provider batches and the requests in them."""
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS batch_jobs (
+            job_id        TEXT PRIMARY KEY,
+            source_id     TEXT NOT NULL,
+            state         TEXT NOT NULL,
+            remote_id     TEXT,
+            request_count INTEGER NOT NULL,
+            prepared_at   TEXT NOT NULL,
+            submitted_at  TEXT,
+            remote_status TEXT,
+            counts        TEXT
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS batch_requests (
+            custom_id TEXT PRIMARY KEY,
+            job_id    TEXT NOT NULL,
+            answer_id TEXT NOT NULL,
+            prompt_id TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS batch_requests_by_job ON batch_requests (job_id)")
+
+
 Migration = Callable[[sqlite3.Connection], None]
-MIGRATIONS: tuple[Migration, ...] = (_create_responses_and_meta,)
+MIGRATIONS: tuple[Migration, ...] = (_create_responses_and_meta, _create_batch_ledger)
 SCHEMA_VERSION = len(MIGRATIONS)
+READABLE_FROM = 1
+"""The oldest schema a read-only open accepts: later migrations only add tables, which readers treat as empty."""
 
 # The result's fields, in CallResult order; with the key columns, every column of a responses row.
 _RESULT_COLUMNS = (
@@ -145,10 +177,10 @@ def _check_readable(path: Path, version: int) -> None:
         raise _too_new(path, version)
     if version == 0:
         raise StoreUnreadable(path, "not a response store (no responses table)", _UNREADABLE_ADVICE)
-    if version < SCHEMA_VERSION:
+    if version < READABLE_FROM:
         raise StoreUnreadable(
             path,
-            f"its schema is version {version}, older than this rlhf-orchestrator reads ({SCHEMA_VERSION})",
+            f"its schema is version {version}, older than this rlhf-orchestrator reads ({READABLE_FROM})",
             "open it once for writing (`rlhf run` of its batch) to upgrade it, then run again",
         )
 
@@ -198,7 +230,8 @@ class ResponseStore:
             db = self._open_read_only() if read_only else self._open_for_writing()
             self._check(db)
             if read_only:
-                _check_readable(self.path, _schema_version(db))
+                self.schema_version = _schema_version(db)
+                _check_readable(self.path, self.schema_version)
             else:
                 version = int(db.execute("PRAGMA user_version").fetchone()[0])
                 if version > SCHEMA_VERSION:
@@ -206,6 +239,7 @@ class ResponseStore:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
                 _migrate(self.path, db)
+                self.schema_version = SCHEMA_VERSION
         except BaseException as exc:
             if db is not None:
                 db.close()
@@ -308,6 +342,30 @@ class ResponseStore:
                 self._db.execute("ROLLBACK")
             raise
         return copied
+
+    def execute(self, query: str, parameters: Iterable[object] = ()) -> list[tuple[object, ...]]:
+        """Run one SQL statement on the store (for modules that keep their own tables in it, such as
+        ``providers.batch.ledger``); its rows. Failures are :class:`StoreError` naming the file."""
+        with _named_errors(self.path):
+            return self._db.execute(query, tuple(parameters)).fetchall()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Make the statements run in the block (through :meth:`execute`) one commit: all or nothing."""
+        with _named_errors(self.path):
+            self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            with _named_errors(self.path):
+                self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
+    def has_table(self, name: str) -> bool:
+        """Whether the store has table ``name`` (a store read as it is may predate a migration)."""
+        return bool(self.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)))
 
     def has_results(self) -> bool:
         """Whether any result is stored."""

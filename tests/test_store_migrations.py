@@ -92,10 +92,10 @@ def test_a_store_from_before_numbered_migrations_opens_as_version_1_with_its_row
         )
         assert found["fp2"].error_type == "http_500" and found["fp2"].status_code == 500
         assert store.get_meta("created_at") == "2025-01-01T00:00:00Z"
-    assert _user_version(path) == 1
+    assert _user_version(path) == SCHEMA_VERSION
     with ResponseStore(path) as store:  # opening again changes nothing
         assert sorted(store.get_many(["fp1", "fp2"])) == ["fp1", "fp2"]
-    assert _user_version(path) == 1
+    assert _user_version(path) == SCHEMA_VERSION
 
 
 def test_migrations_run_in_order_from_the_recorded_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -105,20 +105,24 @@ def test_migrations_run_in_order_from_the_recorded_version(tmp_path: Path, monke
     applied: list[str] = []
 
     def add_notes(db: sqlite3.Connection) -> None:
-        applied.append("2")
+        applied.append("added")
         db.execute("CREATE TABLE notes (fingerprint TEXT PRIMARY KEY, note TEXT)")
 
+    new_version = SCHEMA_VERSION + 1
     monkeypatch.setattr(store_module, "MIGRATIONS", (*store_module.MIGRATIONS, add_notes))
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 2)
-    with pytest.raises(StoreUnreadable, match="older than"):  # read-only: would need a migration
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", new_version)
+    with ResponseStore(path, read_only=True) as reader:  # read as it is: the new table is only an addition
+        assert reader.schema_version == SCHEMA_VERSION and not reader.has_table("notes")
+    monkeypatch.setattr(store_module, "READABLE_FROM", new_version)
+    with pytest.raises(StoreUnreadable, match="older than"):  # a migration readers cannot do without
         ResponseStore(path, read_only=True)
     with ResponseStore(path) as store:
         assert store.get_many(["fp"])["fp"].text == "kept"
     with ResponseStore(path) as store:
         pass
-    assert applied == ["2"] and _user_version(path) == 2
+    assert applied == ["added"] and _user_version(path) == new_version
     with ResponseStore(path, read_only=True) as reader:
-        assert reader.get_many(["fp"])["fp"].text == "kept"
+        assert reader.get_many(["fp"])["fp"].text == "kept" and reader.has_table("notes")
 
 
 def test_a_failed_migration_leaves_the_store_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -131,10 +135,10 @@ def test_a_failed_migration_leaves_the_store_as_it_was(tmp_path: Path, monkeypat
         raise sqlite3.OperationalError("boom")
 
     monkeypatch.setattr(store_module, "MIGRATIONS", (*store_module.MIGRATIONS, broken))
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     with pytest.raises(store_module.StoreError):
         ResponseStore(path)
-    assert _user_version(path) == 1
+    assert _user_version(path) == SCHEMA_VERSION
     db = sqlite3.connect(path)
     assert db.execute("SELECT name FROM sqlite_master WHERE name = 'half_done'").fetchone() is None
     db.close()

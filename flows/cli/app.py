@@ -48,6 +48,7 @@ EXIT_INPUT = 2
 EXIT_FAILURES = 3
 EXIT_OUTPUT = 4
 EXIT_BUSY = 5
+EXIT_PENDING = 6
 
 
 def _error(message: object) -> None:
@@ -111,6 +112,13 @@ def run(
         Path | None,
         typer.Option(help="Where answers go if the response store stops taking them (default: the system temp dir)."),
     ] = None,
+    no_wait: Annotated[
+        bool,
+        typer.Option(
+            "--no-wait",
+            help="Batch-mode providers: submit, collect what has ended, and return without waiting for the rest.",
+        ),
+    ] = False,
 ) -> None:
     """Generate: send every prompt to every provider and write task shells and a summary.
 
@@ -118,7 +126,9 @@ def run(
     3 finished, but some calls failed, were skipped or some prompts have too few answers (rerun,
     optionally with --retry-failed); 4 the output files or the response store could not be written
     (the message says how many answers were kept, rescued or lost); 5 another run holds this batch
-    (nothing called); 128+N stopped by signal N (SIGINT: 130, SIGTERM: 143) after writing what was complete.
+    (nothing called); 6 batches of batch-mode providers are still running (--no-wait; tasks not written yet:
+    run again later to collect them); 128+N stopped by signal N (SIGINT: 130, SIGTERM: 143) after writing
+    what was complete.
     """
     from flows.generation.prepare import prepare_run
     from flows.generation.run_date import RUN_DATE_ENV
@@ -136,7 +146,7 @@ def run(
         # Before Prefect starts: a second run, or a store that cannot be used, stops here at once.
         with hold_store(prepared.config.store_path):
             ResponseStore(prepared.config.store_path).close()
-            _run_held(config, prepared, retry_failed, skip_invalid, quiet, verbose, rescue_dir)
+            _run_held(config, prepared, retry_failed, skip_invalid, quiet, verbose, rescue_dir, not no_wait)
     except (BatchBusy, StoreError, StoreFailed) as exc:
         raise _store_failure(exc) from None
 
@@ -177,6 +187,7 @@ def _run_held(
     quiet: bool,
     verbose: bool,
     rescue_dir: Path | None,
+    wait_for_batches: bool = True,
 ) -> None:
     """``rlhf run`` once the batch's store is held by this process."""
     from flows.generation.writer_process import TaskWriterFailed
@@ -222,6 +233,7 @@ def _run_held(
                     retry_failed=retry_failed,
                     skip_invalid=skip_invalid,
                     rescue_dir=str(rescue_dir) if rescue_dir else None,
+                    wait_for_batches=wait_for_batches,
                 )
             )
         except InputError as exc:
@@ -236,13 +248,24 @@ def _run_held(
             )
             raise typer.Exit(EXIT_OUTPUT) from None
     out.print(summary_table(summary))
+    resume = f"rlhf run {config}" + (" --skip-invalid" if skip_invalid else "")
+    pending = summary.get("batches_pending") or []
+    if pending and not summary["interrupted"]:
+        requests = sum(job["requests"] for job in pending)
+        ids = ", ".join(str(job["batch_id"] or "(id not recorded yet)") for job in pending)
+        console.print(
+            f"[yellow]{len(pending)} provider batch(es) still running[/yellow] ({requests} requests: {ids}). "
+            f"No tasks written yet; run again later to collect them and write the tasks (nothing is submitted "
+            f"twice): {resume}",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_PENDING)
     files = summary["files"]
     out.print(
         f"{summary['tasks_written']} task(s) in {files['tasks']}; {summary['incomplete']} incomplete prompt(s) in "
         f"{files['incomplete']}; summary in {files['summary']} ({summary['wall_s']} s)",
         highlight=False,
     )
-    resume = f"rlhf run {config}" + (" --skip-invalid" if skip_invalid else "")
     if summary["interrupted"]:
         signum = stopping.signal_number() or 2
         console.print(
@@ -316,8 +339,59 @@ def status(
             reasons = ", ".join(f"{k}×{v}" for k, v in p["failure_reasons"].items()) or "-"
             table.add_row(sid, f"{p['answered']}/{p['planned']}", str(p["failed"]), str(p["missing"]), reasons)
         out.print(table)
+        if report["batches_pending"]:
+            out.print(_batches_table(report["batches_pending"]))
     if any(p["failed"] or p["missing"] for p in report["providers"].values()):
         raise typer.Exit(EXIT_FAILURES)
+
+
+def _batches_table(batches: list[dict[str, Any]]) -> Table:
+    """The provider batches a store is waiting for: provider, batch id, status, requests done, age."""
+    table = Table(title="provider batches not collected yet")
+    for column in ("provider", "batch id", "status", "requests", "done", "age"):
+        table.add_column(column, justify="right" if column in ("requests", "done", "age") else "left")
+    for job in batches:
+        done = sum(v for k, v in job["counts"].items() if k not in ("total", "processing"))
+        hours, rest = divmod(int(job["age_s"]), 3600)
+        table.add_row(
+            job["source_id"],
+            job["batch_id"] or "(not recorded: the next run finds it)",
+            job["status"],
+            str(job["requests"]),
+            str(done),
+            f"{hours}h{rest // 60:02d}m",
+        )
+    return table
+
+
+@app.command("cancel-batches")
+def cancel_batches(
+    target: Annotated[Path, typer.Argument(help="A run directory (<output.dir>/<batch>) or a run config.")],
+) -> None:
+    """Cancel the batch's provider batches that have not ended (batch-mode providers).
+
+    Requests a provider has not run yet are then never run (nor paid for); what it answered before is
+    kept: the next ``rlhf run`` collects the cancelled batches, stores their answers and submits the
+    requests that were cancelled again (cancel again, or set the provider to ``mode: online``, to stop that).
+    """
+    from flows.generation.batches import cancel_pending
+    from providers.batch.api import BatchApiError
+    from providers.store import StoreError
+
+    try:
+        cancelled = asyncio.run(cancel_pending(target))
+    except InputError as exc:
+        raise _input_failure(exc) from None
+    except StoreError as exc:
+        raise _store_failure(exc) from None
+    except (BatchApiError, KeyError) as exc:
+        _error(exc)
+        raise typer.Exit(EXIT_FAILURES) from None
+    if not cancelled:
+        out.print("No provider batch to cancel.")
+        return
+    for source_id, batch_id in cancelled:
+        out.print(f"cancelled {batch_id} ({source_id})", highlight=False)
 
 
 def _platform_failure(exc: object) -> typer.Exit:

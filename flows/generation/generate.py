@@ -13,6 +13,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -30,6 +31,7 @@ from common.clock import utc_now
 from common.errors import InputError, InputProblem
 from flows.config import load_config
 from flows.generation import stopping
+from flows.generation.batches import follow_batches, not_stored, open_runners, pending_batches, submit_missing
 from flows.generation.manifest import write_manifest
 from flows.generation.prepare import PreparedRun, prepare_run
 from flows.generation.writer_process import ChunkResults, WriterSetup, task_writer_process
@@ -169,6 +171,7 @@ async def generate_tasks(
     shard_count: int = 1,
     rate_shares: dict[str, float] | None = None,
     rescue_dir: str | None = None,
+    wait_for_batches: bool = True,
 ) -> dict[str, Any]:
     """Run a config end to end and return the summary (also written to ``<out>/<batch>/summary.json``).
 
@@ -187,6 +190,11 @@ async def generate_tasks(
     first; if the store stops taking commits, the run stops making calls and raises
     :class:`~providers.rescue.StoreFailed` after rescuing what arrives.
 
+    Providers with ``mode: batch`` go through their batch API (``flows/generation/batches.py``): their
+    missing requests are submitted first, the online calls made, then the run waits for the batches;
+    with ``wait_for_batches`` False it reads them once and, if some are still pending, returns without
+    writing tasks (``summary["batches_pending"]`` lists them; a later run collects them and writes).
+
     The flow run ends Completed with a state message saying what is missing, if anything (the summary
     is its result); a run stopped by a signal ends Cancelled and raises :class:`RunInterrupted`, which
     carries the summary.
@@ -200,12 +208,22 @@ async def generate_tasks(
         prepared = for_shard(prepared, shard_index, shard_count, rate_shares)
     with hold_store(prepared.config.store_path):
         return await _run_held(
-            prepared, config_hash, shard_index, retry_failed, Path(rescue_dir) if rescue_dir else default_rescue_dir()
+            prepared,
+            config_hash,
+            shard_index,
+            retry_failed,
+            Path(rescue_dir) if rescue_dir else default_rescue_dir(),
+            wait_for_batches,
         )
 
 
 async def _run_held(
-    prepared: PreparedRun, config_hash: str, shard_index: int | None, retry_failed: bool, rescue_dir: Path
+    prepared: PreparedRun,
+    config_hash: str,
+    shard_index: int | None,
+    retry_failed: bool,
+    rescue_dir: Path,
+    wait_for_batches: bool = True,
 ) -> dict[str, Any]:
     """The run, once its store is held."""
     started = time.perf_counter()
@@ -218,7 +236,10 @@ async def _run_held(
         batch=config.batch,
         run_id=stable_id("run", config.project, config.batch, config_hash, length=16),
         config_hash=config_hash,
-        providers={p.source_id: ProviderTally(p.source_id, p.model, p.price) for p in config.providers},
+        providers={
+            p.source_id: ProviderTally(p.source_id, p.model, p.effective_price, p.mode, p.price)
+            for p in config.providers
+        },
         started_at=utc_now(),
         rejected=len(prepared.rejected),
         layout=config.annotation.layout,
@@ -235,7 +256,7 @@ async def _run_held(
             _keepers[pool.run_key] = keeper
             progress.sink().attach(pool)
             try:
-                await _generate(prepared, store, pool, keeper, summary, retry_failed)
+                await _generate(prepared, store, pool, keeper, summary, retry_failed, wait_for_batches)
             finally:
                 del _keepers[pool.run_key]
                 keeper.close()
@@ -320,30 +341,75 @@ async def _generate(
     keeper: AnswerKeeper,
     summary: RunSummary,
     retry_failed: bool,
+    wait_for_batches: bool = True,
 ) -> None:
     config = prepared.config
     await _open_all(pool, tuple(config.providers), prepared.config_path)
     setup = writer_setup(prepared, summary.run_id, summary.config_hash, store.setdefault_meta("created_at", utc_now()))
     slots = setup.slots
-    slot_fingerprints = SlotFingerprints(slots)
     breakers: dict[str, str] = {}
+
+    async def call_online(chunk_index: int, lookup: StoredChunk[PromptRecord]) -> dict[str, CallResult]:
+        online = [slot for slot in slots if not slot.provider.is_batch]
+        if not online or stopping.requested():
+            return {}
+        unstored = await _call_missing(
+            online, lookup, store, pool.run_key, chunk_index, retry_failed, summary, breakers
+        )
+        if keeper.failed:  # the writer (if any) is abandoned: it removes its partial files
+            raise keeper.failure()
+        return unstored
+
+    batch_providers = [p for p in config.providers if p.is_batch]
+    if not batch_providers:  # every answer is an online call: call and write chunk by chunk
+        await _write_tasks(setup, store, config, summary, breakers, call_online, {})
+        return
+    async with AsyncExitStack() as stack:
+        runners = await open_runners(stack, batch_providers, store, keeper.keep)
+        batch_slots = [slot for slot in slots if slot.provider.is_batch]
+        await submit_missing(runners, batch_slots, config, store, retry_failed, summary)
+        # The online providers' calls, chunk by chunk, while the batches run; their refusals are kept for writing.
+        unstored: dict[str, CallResult] = {}
+        for chunk_index, lookup in enumerate(
+            stored_results(store, SlotFingerprints(slots), prompts_of(config), config.chunk_size)
+        ):
+            unstored.update(await call_online(chunk_index, lookup))
+        pending = await follow_batches(runners, stopping.requested, lambda: keeper.failed, wait_for_batches)
+        if keeper.failed:
+            raise keeper.failure()
+        summary.batches_pending = pending_batches(runners)
+        if pending:  # the tasks are written by the run that collects the last batch
+            return
+        unstored.update(not_stored(runners))
+    await _write_tasks(setup, store, config, summary, breakers, None, unstored)
+
+
+async def _write_tasks(
+    setup: WriterSetup,
+    store: ResponseStore,
+    config: Any,
+    summary: RunSummary,
+    breakers: dict[str, str],
+    call: Callable[[int, StoredChunk[PromptRecord]], Coroutine[Any, Any, dict[str, CallResult]]] | None,
+    unstored: dict[str, CallResult],
+) -> None:
+    """Write every prompt's task (or incomplete record), chunk by chunk; ``call`` first makes a chunk's
+    missing online calls. ``unstored``: results that are not in the store (refusals, batch requests never run).
+    """
+    slots = setup.slots
     # The tasks are written by a second process (flows/generation/writer_process.py): handing a finished chunk over
     # costs the event loop milliseconds, the writing happens on the other core, and the next chunk's calls
     # start at once.
     async with task_writer_process(setup) as writer:
-        lookups = stored_results(store, slot_fingerprints, prompts_of(config), config.chunk_size)
+        lookups = stored_results(store, SlotFingerprints(slots), prompts_of(config), config.chunk_size)
         for chunk_index, lookup in enumerate(lookups):
             chunk, fingerprints = lookup.prompts, lookup.fingerprints
-            unstored: dict[str, CallResult] = {}
-            if not stopping.requested():
-                unstored = await _call_missing(
-                    slots, lookup, store, pool.run_key, chunk_index, retry_failed, summary, breakers
-                )
-            if keeper.failed:  # the writer is abandoned: it removes its partial files
-                raise keeper.failure()
-            stored = store.get_many(fp for fps in fingerprints for fp in fps.values())  # with this chunk's calls
-            stored.update(unstored)
-            await writer.write(chunk, _chunk_results(slots, fingerprints, stored, breakers, summary))
+            stored = lookup.stored
+            if call is not None:
+                chunk_unstored = await call(chunk_index, lookup)
+                stored = store.get_many(fp for fps in fingerprints for fp in fps.values())  # with this chunk's calls
+                stored.update(chunk_unstored)
+            await writer.write(chunk, _chunk_results(slots, fingerprints, stored, unstored, breakers, summary))
             progress.sink().settled(summary.providers)  # the display counts as the summary does
         report = await writer.finish()
     summary.written = report.counts
@@ -354,16 +420,19 @@ def _chunk_results(
     slots: list[AnswerSlot],
     fingerprints: list[dict[str, str]],
     stored: dict[str, CallResult],
+    unstored: dict[str, CallResult],
     breakers: dict[str, str],
     summary: RunSummary,
 ) -> ChunkResults:
-    """Every slot's result for each prompt of a finished chunk, counted into the providers' tallies."""
+    """Every slot's result for each prompt of a finished chunk (from the store, else ``unstored``), counted
+    into the providers' tallies."""
     results: ChunkResults = []
     for fps in fingerprints:
         prompt_results: dict[str, CallResult] = {}
         for slot in slots:
             source_id = slot.provider.source_id
-            result = stored.get(fps[slot.answer_id]) or _not_made(source_id, breakers)
+            fp = fps[slot.answer_id]
+            result = stored.get(fp) or unstored.get(fp) or _not_made(source_id, breakers)
             summary.providers[source_id].add(result)
             prompt_results[slot.answer_id] = result
         results.append(prompt_results)
@@ -375,7 +444,7 @@ async def _open_all(pool: ProviderPool, providers: tuple[ProviderConfig, ...], c
     problems = []
     for index, provider in enumerate(providers):
         try:
-            await pool.get(provider)
+            await (provider.api_key() if provider.is_batch else pool.get(provider))
         except KeyError as exc:
             field = "api_key_secret" if provider.api_key_secret else "api_key_env"
             problems.append(

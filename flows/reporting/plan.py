@@ -33,7 +33,7 @@ def plan_run(config_path: str | Path) -> dict[str, Any]:
                 record.messages, system_text(record.system, provider.system_prompt)
             )
     providers: dict[str, Any] = {}
-    totals = {"calls": 0, "cost_low": 0.0, "cost_high": 0.0, "priced": False}
+    totals = {"calls": 0, "cost_low": 0.0, "cost_high": 0.0, "priced": False, "saving_low": 0.0, "saving_high": 0.0}
     for provider in config.providers:
         counts = status["providers"][provider.source_id]
         to_call = counts["missing"] + counts["failed"]
@@ -52,9 +52,16 @@ def plan_run(config_path: str | Path) -> dict[str, Any]:
                 provider.requests_per_minute, provider.tokens_per_minute, to_call, input_tokens + output[1]
             ),
         }
-        if provider.price is not None:
-            low, high = provider.price.cost(input_tokens, output[0]), provider.price.cost(input_tokens, output[1])
+        price = provider.effective_price  # batch mode: less the batch discount
+        entry["mode"] = provider.mode
+        if price is not None and provider.price is not None:
+            low, high = price.cost(input_tokens, output[0]), price.cost(input_tokens, output[1])
             entry["cost_usd_range"] = [round(low, 4), round(high, 4)]
+            if provider.is_batch:
+                online = provider.price.cost(input_tokens, output[0]), provider.price.cost(input_tokens, output[1])
+                entry["batch_saving_usd_range"] = [round(online[0] - low, 4), round(online[1] - high, 4)]
+                totals["saving_low"] += online[0] - low
+                totals["saving_high"] += online[1] - high
             totals["cost_low"] += low
             totals["cost_high"] += high
             totals["priced"] = True
@@ -69,6 +76,10 @@ def plan_run(config_path: str | Path) -> dict[str, Any]:
         # Providers without a price are not in cost_usd_range, which is then only a lower bound.
         "cost_no_price": no_price,
         "cost_is_lower_bound": bool(no_price) and totals["priced"],
+        # What batch-mode providers save against their online price (None when none is priced).
+        "batch_saving_usd_range": [round(totals["saving_low"], 4), round(totals["saving_high"], 4)]
+        if any("batch_saving_usd_range" in p for p in providers.values())
+        else None,
         "providers": providers,
     }
 
@@ -80,6 +91,9 @@ def plan_cost_text(report: dict[str, Any]) -> str:
     if cost_range is None:
         return f"estimated cost: unknown{missing}"
     amount = f"${cost_range[0]:.2f} – ${cost_range[1]:.2f}"
+    saving = report.get("batch_saving_usd_range")
+    if saving:
+        amount += f" (batch mode saves ${saving[0]:.2f} – ${saving[1]:.2f})"
     return f"estimated cost: at least {amount}{missing}" if no_price else f"estimated cost: {amount}"
 
 
@@ -106,7 +120,7 @@ def plan_table(report: dict[str, Any], title: str) -> Any:
         )
         minutes = "-" if p["min_minutes_at_rate_limits"] is None else str(p["min_minutes_at_rate_limits"])
         table.add_row(
-            sid,
+            sid + (" (batch)" if p.get("mode") == "batch" else ""),
             p["model"],
             str(p["calls"]),
             str(p["already_answered"]),

@@ -49,6 +49,9 @@ class ProgressSink(Protocol):
     def settled(self, tallies: Mapping[str, ProviderTally]) -> None:
         """A chunk is done: ``tallies`` are the run's counts so far, as ``summary.json`` will give them."""
 
+    def batches(self, lines: Mapping[str, str]) -> None:
+        """What each batch-mode provider's batches are doing, in words (``flows/generation/batches.py``)."""
+
 
 class _NullSink:
     def planned(self, calls: int) -> None:
@@ -61,6 +64,9 @@ class _NullSink:
         pass
 
     def settled(self, tallies: Mapping[str, ProviderTally]) -> None:
+        pass
+
+    def batches(self, lines: Mapping[str, str]) -> None:
         pass
 
 
@@ -129,7 +135,8 @@ class RunProgress:
         self._waiting_for = waiting_for
         self._run_started = False
         self._ids = [p.source_id for p in providers]
-        self._prices: dict[str, Price | None] = {p.source_id: p.price for p in providers}
+        self._prices: dict[str, Price | None] = {p.source_id: p.effective_price for p in providers}
+        self._batch_lines: dict[str, str] = {}
         self._live = {sid: _Counts() for sid in self._ids}
         self._settled: dict[str, tuple[int, int, int, int, int]] = dict.fromkeys(self._ids, (0, 0, 0, 0, 0))
         self._rates = {sid: _Rate() for sid in self._ids}
@@ -184,6 +191,9 @@ class RunProgress:
             )
             live = self._live[sid]
             live.answered = live.failed = live.skipped = live.input_tokens = live.output_tokens = 0
+
+    def batches(self, lines: Mapping[str, str]) -> None:
+        self._batch_lines = dict(lines)
 
     # -- reading -------------------------------------------------------------------------------------
     def counts(self, source_id: str) -> dict[str, int]:
@@ -287,6 +297,8 @@ class RunProgress:
         )
         if done == 0 and not any(live.called for live in self._live.values()):
             return "opening the response store, the providers and the task writer"
+        if self._batch_lines:
+            return "waiting for the providers' batches (they answer within 24 h; --no-wait returns at once)"
         if done >= self._planned:
             return "every call has its result: writing the last tasks and the summary"
         return "calling providers"
@@ -355,7 +367,8 @@ class RunProgress:
                 cost,
                 "-" if row["eta_s"] is None else _clock_text(row["eta_s"]),
             )
-        return Group(header, table)
+        batch_lines = [Text(f"batches of {sid}: {line}", style="dim") for sid, line in self._batch_lines.items()]
+        return Group(header, table, *batch_lines)
 
 
 def _waited(governor: Any, now: float) -> float:

@@ -5,16 +5,28 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from flows.config import load_config
 from flows.generation.manifest import read_manifest, working_dir
 from prompts.reader import iter_prompts
+from providers.batch.ledger import BatchLedger
 from providers.slots import SlotFingerprints, answer_slots, stored_results
 from providers.store import ResponseStore
 
 _LOOKUP_BATCH = 1000
+
+
+def target_location(target: str | Path) -> tuple[Path, Path | None]:
+    """The config a run directory ran with and the directory it ran from (its ``run.json`` names both),
+    or a config file and None (the working directory). Load the config inside ``working_dir`` of the second."""
+    target = Path(target)
+    if target.is_dir():
+        manifest = read_manifest(target)
+        return Path(manifest["config"]), Path(manifest["cwd"])
+    return target, None
 
 
 def run_status(target: str | Path) -> dict[str, Any]:
@@ -23,11 +35,7 @@ def run_status(target: str | Path) -> dict[str, Any]:
     ``target`` is a run directory (its ``run.json`` names the config and the directory it ran from)
     or a config file. Nothing is called; the store is only read.
     """
-    target = Path(target)
-    config_path, cwd = target, None
-    if target.is_dir():
-        manifest = read_manifest(target)
-        config_path, cwd = Path(manifest["config"]), Path(manifest["cwd"])
+    config_path, cwd = target_location(target)
     with working_dir(cwd):
         config = load_config(config_path, require_keys=False)
         slots = answer_slots(config.providers, config.samples_per_provider)
@@ -36,7 +44,10 @@ def run_status(target: str | Path) -> dict[str, Any]:
         counts: dict[str, Counter[str]] = {p.source_id: Counter() for p in config.providers}
         reasons: dict[str, Counter[str]] = {p.source_id: Counter() for p in config.providers}
         prompts = 0
+        batches: list[dict[str, Any]] = []
         with ResponseStore(config.store_path, read_only=True) if config.store_path.is_file() else _no_store() as store:
+            if store is not None:
+                batches = open_batches(store)
             for chunk in stored_results(store, fingerprints, iter_prompts(config.prompts), _LOOKUP_BATCH):
                 prompts += len(chunk.prompts)
                 for by_slot in chunk.fingerprints:
@@ -63,7 +74,26 @@ def run_status(target: str | Path) -> dict[str, Any]:
             }
             for sid in counts
         },
+        "batches_pending": batches,
     }
+
+
+def open_batches(store: ResponseStore) -> list[dict[str, Any]]:
+    """The store's provider batches not collected yet: provider, batch id, status, requests, age."""
+    now = datetime.now(UTC)
+    return [
+        {
+            "source_id": job.source_id,
+            "batch_id": job.remote_id,
+            "job_id": job.job_id,
+            "status": job.remote_status or job.state,
+            "requests": job.request_count,
+            "counts": job.counts or {},
+            "submitted_at": job.submitted_at or job.prepared_at,
+            "age_s": round((now - datetime.fromisoformat((job.submitted_at or job.prepared_at))).total_seconds()),
+        }
+        for job in BatchLedger(store).open_jobs()
+    ]
 
 
 @contextmanager

@@ -28,7 +28,9 @@ class ProviderTally:
 
     source_id: str
     model: str
-    price: Price | None = None
+    price: Price | None = None  # what this provider is paid at (batch mode: less the batch discount)
+    mode: str = "online"
+    online_price: Price | None = None  # the online price, for the batch saving
     requested: int = 0
     answered: int = 0
     failed: int = 0
@@ -74,6 +76,14 @@ class ProviderTally:
             "allowance_per_minute": governor.learned_per_minute(),
         }
 
+    @property
+    def batch_saving_usd(self) -> float | None:
+        """What batch mode saved against the online price for the same tokens (None online or without a price)."""
+        if self.mode != "batch" or self.price is None or self.online_price is None:
+            return None
+        tokens = (self.input_tokens, self.output_tokens)
+        return round(self.online_price.cost(*tokens) - self.price.cost(*tokens), 6)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready counts, with latency p50/p95 over the answered calls."""
         return {
@@ -90,7 +100,9 @@ class ProviderTally:
             "retries": self.retries,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
+            "mode": self.mode,
             "cost_usd": round(self.price.cost(self.input_tokens, self.output_tokens), 6) if self.price else None,
+            "batch_saving_usd": self.batch_saving_usd,
             "latency_ms_p50": percentile(self.latencies_ms, 50),
             "latency_ms_p95": percentile(self.latencies_ms, 95),
             "limits": self.limits,
@@ -128,6 +140,7 @@ class RunSummary:
     files: dict[str, str] = field(default_factory=dict)
     layout: str = "n_way"
     positions: dict[str, Any] = field(default_factory=dict)
+    batches_pending: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def cost_usd(self) -> float | None:
@@ -139,6 +152,12 @@ class RunSummary:
         if not priced:
             return None
         return round(sum(t.price.cost(t.input_tokens, t.output_tokens) for t in priced if t.price), 6)
+
+    @property
+    def batch_saving_usd(self) -> float | None:
+        """What batch mode saved over the online prices (None when no batch provider has a price)."""
+        savings = [t.batch_saving_usd for t in self.providers.values() if t.batch_saving_usd is not None]
+        return round(sum(savings), 6) if savings else None
 
     @property
     def cost_no_price(self) -> list[str]:
@@ -168,6 +187,9 @@ class RunSummary:
             # Providers without a price: cost_usd leaves them out, so it is then only a lower bound.
             "cost_no_price": self.cost_no_price,
             "cost_is_lower_bound": bool(self.cost_no_price) and self.cost_usd is not None,
+            "batch_saving_usd": self.batch_saving_usd,
+            # Provider batches not ended yet (``--no-wait``): no tasks were written; a later run collects them.
+            "batches_pending": self.batches_pending,
             "providers": {sid: tally.to_dict() for sid, tally in self.providers.items()},
             "positions": self.positions,
             "files": self.files,
@@ -198,7 +220,10 @@ def summary_table(summary: dict[str, Any]) -> Any:
     the cost of the whole run is in the caption, as a lower bound when some provider has no price."""
     from rich.table import Table
 
-    table = Table(title=f"{summary['project']} / {summary['batch']}", caption=f"cost: {summary_cost_text(summary)}")
+    caption = f"cost: {summary_cost_text(summary)}"
+    if summary.get("batch_saving_usd"):
+        caption += f" (batch mode saved ${summary['batch_saving_usd']:.4f})"
+    table = Table(title=f"{summary['project']} / {summary['batch']}", caption=caption)
     columns = (
         "provider",
         "model",
@@ -220,7 +245,7 @@ def summary_table(summary: dict[str, Any]) -> Any:
         if p["breaker"]:
             reasons = f"{reasons}; {p['breaker']}" if reasons else p["breaker"]
         table.add_row(
-            sid,
+            sid + (" (batch)" if p.get("mode") == "batch" else ""),
             p["model"],
             f"{p['answered']}/{p['requested']}",
             str(p["failed"]),

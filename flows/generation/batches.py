@@ -1,0 +1,161 @@
+"""Batch-mode providers in a run: submit what the store lacks, wait for the batches, collect the results.
+
+The run (``flows/generation/generate.py``) does this around its online calls: first every batch
+provider's missing requests are submitted (nothing waits on them, so the provider starts at once),
+then the online providers are called chunk by chunk, then the run waits for the batches (``wait``
+False: reads them once and returns). Tasks are written only once no batch of the run is pending: a
+later run (a scheduled one, or ``rlhf run`` again) collects the batches and writes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+from flows.reporting import progress
+from flows.reporting.summary import RunSummary
+from flows.sharding.shard import prompts_of
+from providers.base import system_text
+from providers.batch import open_batch_api
+from providers.batch.ledger import BatchLedger
+from providers.batch.runner import BatchCall, BatchRunner, Keep
+from providers.config import ProviderConfig
+from providers.result import CallResult
+from providers.slots import AnswerSlot, SlotFingerprints, stored_results
+from providers.store import ResponseStore
+
+
+async def open_runners(
+    stack: AsyncExitStack, providers: list[ProviderConfig], store: ResponseStore, keep: Keep
+) -> dict[str, BatchRunner]:
+    """A runner per batch-mode provider, closed with ``stack``."""
+    ledger = BatchLedger(store)
+    runners = {}
+    for provider in providers:
+        api = await open_batch_api(provider)
+        stack.push_async_callback(api.aclose)
+        runners[provider.source_id] = BatchRunner(provider, api, ledger, keep)
+    return runners
+
+
+async def submit_missing(
+    runners: dict[str, BatchRunner],
+    slots: list[AnswerSlot],
+    config: Any,
+    store: ResponseStore,
+    retry_failed: bool,
+    summary: RunSummary,
+) -> None:
+    """Find the batch slots with no usable stored result and no unfinished batch, and submit them."""
+    for runner in runners.values():
+        await runner.resume()
+    sink = progress.sink()
+    fingerprints = SlotFingerprints(slots)
+    for lookup in stored_results(store, fingerprints, prompts_of(config), config.chunk_size):
+        wanted: dict[str, list[BatchCall]] = {source_id: [] for source_id in runners}
+        for record, fps in zip(lookup.prompts, lookup.fingerprints):
+            for slot in slots:
+                source_id, fp = slot.provider.source_id, fps[slot.answer_id]
+                previous = lookup.stored.get(fp)
+                if previous is not None and (previous.ok or not retry_failed):
+                    summary.providers[source_id].reused_from_store += 1
+                    sink.finished(source_id, previous, reused=True)
+                    continue
+                system = system_text(record.system, slot.provider.system_prompt)
+                wanted[source_id].append(BatchCall(fp, slot.answer_id, record.id, record.messages, system))
+        for source_id, calls in wanted.items():
+            runner = runners[source_id]
+            waiting = runner.pending([call.custom_id for call in calls])
+            for call in calls:
+                if call.custom_id not in waiting:
+                    await runner.add(call)
+    for source_id, runner in runners.items():
+        await runner.flush()
+        summary.providers[source_id].called_this_run += runner.submitted_requests
+
+
+async def follow_batches(
+    runners: dict[str, BatchRunner], should_stop: Callable[[], bool], store_failed: Callable[[], bool], wait: bool
+) -> int:
+    """Follow every provider's batches until they have ended and are collected; the batches still pending."""
+    pending = 0
+    for runner in runners.values():
+        progress.sink().batches(batch_lines(runners))
+        pending += await runner.wait(should_stop, store_failed, wait)
+    progress.sink().batches(batch_lines(runners))
+    return pending
+
+
+def not_stored(runners: dict[str, BatchRunner]) -> dict[str, CallResult]:
+    """The collected results that were not stored (requests never run, refusals), by fingerprint."""
+    results: dict[str, CallResult] = {}
+    for runner in runners.values():
+        results.update(runner.not_stored)
+    return results
+
+
+def batch_lines(runners: dict[str, BatchRunner]) -> dict[str, str]:
+    """Per batch provider, what its batches are doing, in words (the progress display shows them)."""
+    lines = {}
+    for source_id, runner in runners.items():
+        jobs = runner.open_jobs()
+        statuses: dict[str, int] = {}
+        done = total = 0
+        for job in jobs:
+            status = job.remote_status or ("submitting" if job.remote_id is None else "submitted")
+            statuses[status] = statuses.get(status, 0) + 1
+            counts = job.counts or {}
+            total += job.request_count
+            done += sum(v for k, v in counts.items() if k not in ("total", "processing"))
+        collected = sum(runner.collected.values())
+        parts = [f"{n} {status}" for status, n in sorted(statuses.items())]
+        state = ", ".join(parts) if parts else "no batch pending"
+        lines[source_id] = f"{state}; {done}/{total} requests done in pending batches; {collected} collected"
+    return lines
+
+
+def pending_batches(runners: dict[str, BatchRunner]) -> list[dict[str, Any]]:
+    """The unfinished batches, for the summary: provider, batch id, status, requests and when prepared."""
+    return [
+        {
+            "source_id": job.source_id,
+            "batch_id": job.remote_id,
+            "status": job.remote_status or job.state,
+            "requests": job.request_count,
+            "prepared_at": job.prepared_at,
+        }
+        for runner in runners.values()
+        for job in runner.open_jobs()
+    ]
+
+
+async def cancel_pending(target: str | Path) -> list[tuple[str, str]]:
+    """Cancel every provider batch of a run (directory or config) that is not collected; (source id, batch id)s."""
+    from flows.config import load_config
+    from flows.generation.manifest import working_dir
+    from flows.reporting.status import target_location
+
+    config_path, cwd = target_location(target)
+    with working_dir(cwd):
+        config = load_config(config_path, require_keys=False)
+        store_path = config.store_path.absolute()
+    if not store_path.is_file():
+        return []
+    with ResponseStore(store_path, read_only=True) as store:
+        jobs = [job for job in BatchLedger(store).open_jobs() if job.remote_id is not None]
+    providers = {p.source_id: p for p in config.providers}
+    cancelled: list[tuple[str, str]] = []
+    for source_id in dict.fromkeys(job.source_id for job in jobs):
+        if source_id not in providers:
+            raise KeyError(f"provider '{source_id}' has open batches but is no longer in {config_path}")
+        api = await open_batch_api(providers[source_id])
+        try:
+            for job in jobs:
+                if job.source_id == source_id and job.remote_id is not None:
+                    await api.cancel(job.remote_id)
+                    cancelled.append((source_id, job.remote_id))
+        finally:
+            await api.aclose()
+    return cancelled

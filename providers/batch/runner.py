@@ -1,0 +1,190 @@
+"""One batch-mode provider in a run: submit what is missing, follow the batches, take results into the store.
+
+The runner never submits a request twice: a request goes into a job only if the store has no usable
+result for it (the caller's choice) and the ledger has it in no unfinished batch (:meth:`pending`), and
+the job is in the ledger before it is sent (``providers.batch.ledger``). A run that died between
+sending a job and recording the provider's batch id finds the batch again (:meth:`resume`, the kind's
+``find``) rather than sending the job twice. Results go to the store as each batch ends; requests the
+provider never ran (expired, cancelled) and its refusals (401/403/404/429: the key or the account, not
+the prompt) and retryable errors (5xx) are not stored, so the next run submits them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from providers.batch.api import BatchApi, NotSubmitted, RemoteBatch, Undecided, not_run
+from providers.batch.ledger import BatchLedger, Job, LedgerRequest
+from providers.config import ProviderConfig
+from providers.errors import RETRYABLE_STATUS
+from providers.result import BATCH_FAILED, CallResult
+
+Keep = Callable[[str, str, str, CallResult], None]
+"""Commits a result: (fingerprint, answer id, prompt id, result) — the run's ``AnswerKeeper.keep``."""
+
+# JSON wrapper bytes a batch adds around its requests (Anthropic's ``{"requests":[...]}`` and commas).
+_ENVELOPE_BYTES = 64
+
+
+@dataclass(slots=True)
+class BatchCall:
+    """One request for a batch: its fingerprint (the custom id), answer slot, prompt and what is sent."""
+
+    custom_id: str
+    answer_id: str
+    prompt_id: str
+    messages: list[dict[str, Any]]
+    system: str | None
+
+
+def final(result: CallResult) -> bool:
+    """Whether a batch request's result is the request's final answer, to be stored (see the module docstring)."""
+    if not result.storable:
+        return False
+    if result.ok or result.status_code is None:
+        return True
+    return result.status_code not in RETRYABLE_STATUS
+
+
+class BatchRunner:
+    """The batches of one provider in one run (see the module docstring)."""
+
+    def __init__(self, config: ProviderConfig, api: BatchApi, ledger: BatchLedger, keep: Keep) -> None:
+        self.config = config
+        self.api = api
+        self._ledger = ledger
+        self._keep = keep
+        self._max_requests, self._max_bytes = config.batch_limits
+        self._calls: list[BatchCall] = []
+        self._encoded: list[bytes] = []
+        self._bytes = _ENVELOPE_BYTES
+        self.not_stored: dict[str, CallResult] = {}
+        """Results of this run's collected requests that were not stored (never run, refusals), by fingerprint."""
+        self.submitted_requests = 0
+        self.submitted_jobs = 0
+        self.collected: Counter[str] = Counter()
+        self.undecided = 0
+        self.last_seen: dict[str, RemoteBatch] = {}
+
+    @property
+    def source_id(self) -> str:
+        """The provider's ``source_id``."""
+        return self.config.source_id
+
+    def pending(self, custom_ids: list[str]) -> set[str]:
+        """Those requests already waiting in one of this store's unfinished batches."""
+        return self._ledger.pending(custom_ids)
+
+    async def resume(self) -> None:
+        """Find the provider batch of every job prepared but never recorded as submitted (or forget the job)."""
+        self.undecided = 0
+        known = self._ledger.known_remote_ids()
+        for job in self._ledger.open_jobs(self.source_id):
+            if job.remote_id is not None:
+                continue
+            custom_ids = set(self._ledger.requests(job.job_id))
+            found = await self.api.find(job.job_id, job.request_count, job.prepared_at, custom_ids, known)
+            if isinstance(found, NotSubmitted):
+                self._ledger.drop(job)  # the provider never got it: its requests are planned again
+            elif isinstance(found, Undecided):
+                self.undecided += 1
+            else:
+                self._ledger.submitted(job, found)
+                known.add(found)
+
+    async def add(self, call: BatchCall) -> None:
+        """Queue a request; a full batch (requests or bytes) is submitted at once."""
+        encoded = self.api.encode(call.custom_id, call.messages, call.system)
+        if self._calls and (len(self._calls) >= self._max_requests or self._bytes + len(encoded) + 1 > self._max_bytes):
+            await self.flush()
+        self._calls.append(call)
+        self._encoded.append(encoded)
+        self._bytes += len(encoded) + 1
+
+    async def flush(self) -> None:
+        """Submit the queued requests as one batch."""
+        if not self._calls:
+            return
+        calls, encoded = self._calls, self._encoded
+        self._calls, self._encoded, self._bytes = [], [], _ENVELOPE_BYTES
+        job_id = f"rlhf-{uuid.uuid4().hex}"
+        job = self._ledger.prepare(
+            job_id, self.source_id, [LedgerRequest(c.custom_id, c.answer_id, c.prompt_id) for c in calls]
+        )
+        remote_id = await self.api.submit(job_id, encoded)
+        self._ledger.submitted(job, remote_id)
+        self.submitted_requests += len(calls)
+        self.submitted_jobs += 1
+
+    def open_jobs(self) -> list[Job]:
+        """This provider's unfinished jobs."""
+        return self._ledger.open_jobs(self.source_id)
+
+    async def poll(self, store_failed: Callable[[], bool] = lambda: False) -> int:
+        """Read every unfinished batch once and collect those that ended; how many remain unfinished."""
+        if self.undecided:
+            await self.resume()
+        remaining = 0
+        for job in self.open_jobs():
+            if job.remote_id is None:
+                remaining += 1
+                continue
+            remote = await self.api.retrieve(job.remote_id)
+            self.last_seen[job.job_id] = remote
+            self._ledger.observed(job, remote.status, remote.counts)
+            if not remote.ended:
+                remaining += 1
+                continue
+            await self._collect(job, remote)
+            if store_failed():
+                return remaining + 1
+            self._ledger.finish(job)
+        return remaining
+
+    async def _collect(self, job: Job, remote: RemoteBatch) -> None:
+        requests = self._ledger.requests(job.job_id)
+        seen: set[str] = set()
+        async for custom_id, result in self.api.results(remote):
+            request = requests.get(custom_id)
+            if request is None or custom_id in seen:
+                continue  # not one of this job's requests (or a repeated line): nothing to keep
+            seen.add(custom_id)
+            self._take(request, result)
+        reason = remote.note or f"the batch ended ({remote.status}) without a result for this request"
+        for custom_id in requests.keys() - seen:
+            self._take(requests[custom_id], not_run(BATCH_FAILED, self.api.scrubbed(reason)))
+
+    def _take(self, request: LedgerRequest, result: CallResult) -> None:
+        self.collected["answered" if result.ok else (result.error_type or "failed")] += 1
+        if final(result):
+            self._keep(request.custom_id, request.answer_id, request.prompt_id, result)
+        else:
+            self.not_stored[request.custom_id] = result
+
+    async def wait(self, should_stop: Callable[[], bool], store_failed: Callable[[], bool], wait: bool) -> int:
+        """Poll until every batch has ended and is collected (or the run stops; or once, ``wait`` False).
+
+        Returns the number of batches still unfinished.
+        """
+        while True:
+            remaining = await self.poll(store_failed)
+            if not remaining or not wait or should_stop() or store_failed():
+                return remaining
+            deadline = time.monotonic() + self.config.batch_poll_s
+            while time.monotonic() < deadline and not should_stop():
+                await asyncio.sleep(min(0.25, self.config.batch_poll_s))
+
+    async def cancel_open(self) -> list[str]:
+        """Ask the provider to cancel every unfinished batch of this store; their batch ids."""
+        cancelled = []
+        for job in self.open_jobs():
+            if job.remote_id is not None:
+                await self.api.cancel(job.remote_id)
+                cancelled.append(job.remote_id)
+        return cancelled
