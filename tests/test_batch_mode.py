@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import exits_within, provider_entry, write_config, write_prompts
+from conftest import closed_port_url, exits_within, provider_entry, write_config, write_prompts
 from typer.testing import CliRunner
 
 from flows.cli.app import app
@@ -103,7 +103,9 @@ def test_no_wait_returns_with_batches_pending_and_a_later_run_collects_them(
     sim.configure(batch_completion_s=2.0)
     prompts = write_prompts(tmp_path / "prompts.jsonl", 6)
     config = write_config(tmp_path, mixed_providers(sim), prompts)
-    first = run(config, wait_for_batches=False)
+    state = asyncio.run(generate_tasks(str(config), wait_for_batches=False, return_state=True))
+    first = state.result()
+    assert state.is_completed() and state.message.startswith("Waiting for batches: 2 provider batch(es)")
 
     assert len(first["batches_pending"]) == 2 and {b["source_id"] for b in first["batches_pending"]} == {
         "batch-gpt",
@@ -111,6 +113,9 @@ def test_no_wait_returns_with_batches_pending_and_a_later_run_collects_them(
     }
     assert all(b["batch_id"] and b["requests"] == 6 for b in first["batches_pending"])
     assert not Path(first["files"]["tasks"]).exists()  # no tasks until every batch is in
+    online, batch = first["providers"]["online-gpt"], first["providers"]["batch-gpt"]
+    assert (online["answered"], online["pending_in_batches"]) == (6, 0)
+    assert (batch["answered"], batch["pending_in_batches"], batch["requested"]) == (0, 6, 6)
     assert sim.stats()["by_model"]["gpt-4o"]["requests"] == 6  # the online provider answered at once
 
     status = CliRunner().invoke(app, ["status", str(tmp_path / "out" / "b1"), "--json"])
@@ -284,3 +289,22 @@ def test_plan_shows_the_batch_price_and_the_saving(sim: RunningSimulator, tmp_pa
         [value / 2 for value in online["cost_usd_range"]], abs=1e-4
     )
     assert plan["batch_saving_usd_range"] == pytest.approx(batch["cost_usd_range"], abs=1e-4)
+
+
+def test_an_unreachable_batch_api_is_one_clear_error_and_exit_3(
+    sim: RunningSimulator, tmp_path: Path, prefect_api: str, fake_keys: dict[str, str]
+) -> None:
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 3)
+    provider = batch_entry(sim, "batch-gpt", "openai", "gpt-4o-mini", base_url=closed_port_url() + "/v1")
+    config = write_config(tmp_path, [provider], prompts)
+    done = subprocess.run(
+        [RLHF, "run", str(config), "-q"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PREFECT_API_URL": prefect_api},
+        timeout=300,
+    )
+    assert done.returncode == 3, done.stderr
+    assert "batch-gpt: batch API submit failed" in done.stderr and "nothing is submitted twice" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert fake_keys["openai"] not in done.stderr + done.stdout

@@ -202,8 +202,10 @@ def _run_held(
     from flows.generation.generate import generate_tasks
     from flows.reporting import progress as progress_mod
     from flows.reporting.summary import summary_table
+    from providers.batch.api import BatchApiError
 
-    drop_console_tracebacks(InputError, TaskWriterFailed, OSError, StoreError, StoreFailed)  # reported in plain words
+    # reported in plain words
+    drop_console_tracebacks(InputError, TaskWriterFailed, OSError, StoreError, StoreFailed, BatchApiError)
     drop_console_stopped_line()  # a stopped run is reported below, with the command that resumes it
     stopping.enable()
     if not os.environ.get("PREFECT_API_URL"):
@@ -238,6 +240,15 @@ def _run_held(
             )
         except InputError as exc:
             raise _input_failure(exc) from None
+        except BatchApiError as exc:
+            _error(exc)
+            console.print(
+                "Every answer received is kept in the response store, and every batch submitted is recorded; "
+                f"rerun once the provider's batch API answers (nothing is submitted twice): rlhf run {config}",
+                highlight=False,
+                markup=False,
+            )
+            raise typer.Exit(EXIT_FAILURES) from None
         except (TaskWriterFailed, OSError) as exc:
             _error(exc)
             console.print(
@@ -615,8 +626,12 @@ def simulate(
         ),
     ] = True,
     retry_after: Annotated[str, typer.Option(help="On a rate-limit 429: seconds | ms | none.")] = "seconds",
+    batch_completion_s: Annotated[
+        float, typer.Option(help="Batch APIs: seconds from a batch's creation until all its requests are done.")
+    ] = 0.0,
 ) -> None:
-    """Serve the provider simulator (OpenAI /v1/chat/completions and Anthropic /v1/messages)."""
+    """Serve the provider simulator (OpenAI /v1/chat/completions and Anthropic /v1/messages, and both
+    providers' batch APIs: /v1/files + /v1/batches, /v1/messages/batches)."""
     import json
 
     from pydantic import ValidationError
@@ -637,6 +652,7 @@ def simulate(
             rate_limit_enforce=enforce_rate_limits,
             rate_limit_headers=rate_limit_headers,
             rate_limit_retry_after=retry_after,  # type: ignore[arg-type]
+            batch_completion_s=batch_completion_s,
         )
     except (ValueError, ValidationError) as exc:
         _error(f"rlhf simulate: {exc}")

@@ -378,9 +378,10 @@ async def _generate(
         if keeper.failed:
             raise keeper.failure()
         summary.batches_pending = pending_batches(runners)
-        if pending:  # the tasks are written by the run that collects the last batch
-            return
         unstored.update(not_stored(runners))
+        if pending:  # the tasks are written by the run that collects the last batch; the summary counts
+            _count_without_writing(slots, store, config, unstored, summary)
+            return
     await _write_tasks(setup, store, config, summary, breakers, None, unstored)
 
 
@@ -414,6 +415,24 @@ async def _write_tasks(
         report = await writer.finish()
     summary.written = report.counts
     summary.positions = report.positions
+
+
+def _count_without_writing(
+    slots: list[AnswerSlot], store: ResponseStore, config: Any, unstored: dict[str, CallResult], summary: RunSummary
+) -> None:
+    """The providers' tallies of a run that writes no tasks (batches pending): requests still in a batch are
+    counted as pending, everything else as the written run would count it."""
+    for lookup in stored_results(store, SlotFingerprints(slots), prompts_of(config), config.chunk_size):
+        for fps in lookup.fingerprints:
+            for slot in slots:
+                fp, tally = fps[slot.answer_id], summary.providers[slot.provider.source_id]
+                result = lookup.stored.get(fp) or unstored.get(fp)
+                if result is None and slot.provider.is_batch:
+                    tally.pending_in_batches += 1
+                    tally.requested += 1
+                else:
+                    tally.add(result or _not_made(slot.provider.source_id, {}))
+    progress.sink().settled(summary.providers)
 
 
 def _chunk_results(

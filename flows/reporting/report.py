@@ -121,6 +121,14 @@ def outcome_message(summary: dict[str, Any], signum: int | None = None) -> str:
             parts.append(f"{sid}: {', '.join(missing)}")
     detail = f"{answered}/{requested} call(s) answered" + (f" ({'; '.join(parts)})" if parts else "")
     prompts = f"{summary['incomplete']} of {summary['prompts']} prompt(s) incomplete (too few answers)"
+    pending = summary.get("batches_pending") or []
+    if pending and not summary["interrupted"]:
+        requests = sum(job["requests"] for job in pending)
+        return (
+            f"Waiting for batches: {len(pending)} provider batch(es) with {requests} request(s) still running; "
+            f"{detail}. No tasks written yet: a later run of the same config collects them (nothing is submitted "
+            "twice) and writes the tasks."
+        )
     if summary["interrupted"]:
         by = f" by signal {signum}" if signum else ""
         return f"Interrupted{by}: {detail}; {prompts}. Every finished call is stored: rerun the same config to resume."

@@ -36,6 +36,7 @@ class ProviderTally:
     failed: int = 0
     skipped: int = 0
     interrupted: int = 0
+    pending_in_batches: int = 0  # requests waiting in a provider batch (a run that returned without waiting)
     called_this_run: int = 0
     reused_from_store: int = 0
     input_tokens: int = 0
@@ -94,6 +95,7 @@ class ProviderTally:
             "failure_reasons": dict(sorted(self.failure_reasons.items())),
             "skipped": self.skipped,
             "interrupted": self.interrupted,
+            "pending_in_batches": self.pending_in_batches,
             "breaker": self.breaker,
             "called_this_run": self.called_this_run,
             "reused_from_store": self.reused_from_store,
@@ -244,6 +246,9 @@ def summary_table(summary: dict[str, Any]) -> Any:
         reasons = ", ".join(f"{k}×{v}" for k, v in p["failure_reasons"].items())
         if p["breaker"]:
             reasons = f"{reasons}; {p['breaker']}" if reasons else p["breaker"]
+        if p.get("pending_in_batches"):
+            pending = f"{p['pending_in_batches']} in pending batches"
+            reasons = f"{reasons}; {pending}" if reasons else pending
         table.add_row(
             sid + (" (batch)" if p.get("mode") == "batch" else ""),
             p["model"],
