@@ -17,7 +17,7 @@ from providers.errors import ProviderError
 from providers.http import JsonExchange
 from providers.kinds import Kind
 from providers.limits import GENTLE_START, ProviderLimiter, RateGovernor
-from providers.result import INTERRUPTED, SKIPPED, Answer, CallResult
+from providers.result import INTERRUPTED, SKIPPED, Answer, CallResult, answered
 from providers.retry import make_retrying
 
 CHARS_PER_TOKEN = 4
@@ -160,18 +160,7 @@ class Provider(abc.ABC):
             )
         self.breaker.record(True, None, None, None)
         self.limiter.answered(answer.rate, ticket)
-        return CallResult(
-            ok=True,
-            text=answer.text,
-            model=answer.model,
-            finish_reason=answer.finish_reason,
-            input_tokens=answer.input_tokens,
-            output_tokens=answer.output_tokens,
-            request_id=answer.request_id,
-            latency_ms=round((time.perf_counter() - started) * 1000, 1),
-            attempts=attempts,
-            created_at=utc_now("milliseconds"),
-        )
+        return answered(answer, attempts, round((time.perf_counter() - started) * 1000, 1), utc_now("milliseconds"))
 
     def _check_stop(self) -> None:
         if self.breaker.reason is not None:

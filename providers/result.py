@@ -55,6 +55,22 @@ class CallResult:
         return self.error_type not in UNSTORED and self.status_code not in PROVIDER_REFUSALS
 
 
+def answered(answer: Answer, attempts: int, latency_ms: float, created_at: str) -> CallResult:
+    """The result of a call that got ``answer`` (online after ``attempts`` attempts, or from a batch)."""
+    return CallResult(
+        ok=True,
+        text=answer.text,
+        model=answer.model,
+        finish_reason=answer.finish_reason,
+        input_tokens=answer.input_tokens,
+        output_tokens=answer.output_tokens,
+        request_id=answer.request_id,
+        latency_ms=latency_ms,
+        attempts=attempts,
+        created_at=created_at,
+    )
+
+
 @dataclass(slots=True)
 class Answer:
     """What one successful HTTP exchange gave, before retries are accounted for."""

@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from common.clock import utc_now
 from providers.anthropic_provider import message_answer, messages_body
 from providers.batch.api import (
     RECOVERY_WINDOW_S,
@@ -27,12 +26,12 @@ from providers.batch.api import (
     NotSubmitted,
     RemoteBatch,
     Undecided,
+    batch_result,
     not_run,
     per_request_error,
     unix_seconds,
 )
 from providers.config import ProviderConfig
-from providers.errors import MalformedAnswer
 from providers.http import error_message
 from providers.result import BATCH_CANCELLED, BATCH_EXPIRED, CallResult
 
@@ -104,23 +103,8 @@ class AnthropicBatches(BatchApi):
         kind = result.get("type")
         if kind == "succeeded":
             message = result.get("message")
-            try:
-                answer = message_answer(message, message.get("id") if isinstance(message, dict) else None)
-            except MalformedAnswer as exc:
-                return custom_id, CallResult(
-                    ok=False, attempts=1, error_type=exc.label, error=exc.message, created_at=utc_now("milliseconds")
-                )
-            return custom_id, CallResult(
-                ok=True,
-                text=answer.text,
-                model=answer.model,
-                finish_reason=answer.finish_reason,
-                input_tokens=answer.input_tokens,
-                output_tokens=answer.output_tokens,
-                request_id=answer.request_id,
-                attempts=1,
-                created_at=utc_now("milliseconds"),
-            )
+            request_id = message.get("id") if isinstance(message, dict) else None
+            return custom_id, batch_result(lambda: message_answer(message, request_id))
         if kind == "errored":
             outer = _object(result.get("error"))
             inner = _object(outer.get("error")) or outer

@@ -11,7 +11,7 @@ not stored and are submitted again by the next run).
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,8 +19,8 @@ from typing import Any
 from common.clock import utc_now
 from common.secrets import scrub
 from providers.config import ProviderConfig
-from providers.errors import ProviderError, http_error
-from providers.result import CallResult
+from providers.errors import MalformedAnswer, ProviderError, http_error
+from providers.result import Answer, CallResult, answered
 
 RECOVERY_WINDOW_S = 600.0
 """How far before a job was prepared a provider batch may have been created and still be that job's
@@ -64,6 +64,17 @@ def per_request_error(status: int, message: str, secrets: tuple[str, ...]) -> Ca
         status_code=status,
         created_at=utc_now("milliseconds"),
     )
+
+
+def batch_result(parse: Callable[[], Answer]) -> CallResult:
+    """The result of a batch request the provider answered: ``parse()``'s answer, or the malformed-answer error."""
+    try:
+        answer = parse()
+    except MalformedAnswer as exc:
+        return CallResult(
+            ok=False, attempts=1, error_type=exc.label, error=exc.message, created_at=utc_now("milliseconds")
+        )
+    return answered(answer, 1, 0.0, utc_now("milliseconds"))
 
 
 def not_run(error_type: str, reason: str) -> CallResult:

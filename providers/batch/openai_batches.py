@@ -19,18 +19,17 @@ from typing import Any, Final
 import openai
 from pydantic import SecretStr
 
-from common.clock import utc_now
 from providers.batch.api import (
     RECOVERY_WINDOW_S,
     BatchApi,
     NotSubmitted,
     RemoteBatch,
     Undecided,
+    batch_result,
     not_run,
     per_request_error,
 )
 from providers.config import ProviderConfig
-from providers.errors import MalformedAnswer
 from providers.http import error_message
 from providers.openai_provider import chat_body, completion_answer
 from providers.result import BATCH_CANCELLED, BATCH_EXPIRED, BATCH_FAILED, CallResult
@@ -105,23 +104,8 @@ class OpenAIBatches(BatchApi):
         if status >= 400:
             message = error_message(json.dumps(body).encode(), "error")
             return custom_id, per_request_error(status, message, self._secrets)
-        try:
-            answer = completion_answer(body if isinstance(body, dict) else {}, response.get("request_id"))
-        except MalformedAnswer as exc:
-            return custom_id, CallResult(
-                ok=False, attempts=1, error_type=exc.label, error=exc.message, created_at=utc_now("milliseconds")
-            )
-        return custom_id, CallResult(
-            ok=True,
-            text=answer.text,
-            model=answer.model,
-            finish_reason=answer.finish_reason,
-            input_tokens=answer.input_tokens,
-            output_tokens=answer.output_tokens,
-            request_id=answer.request_id,
-            attempts=1,
-            created_at=utc_now("milliseconds"),
-        )
+        request_id = response.get("request_id")
+        return custom_id, batch_result(lambda: completion_answer(body if isinstance(body, dict) else {}, request_id))
 
     async def find(
         self, job_id: str, request_count: int, prepared_at: str, custom_ids: set[str], known: set[str]
