@@ -92,6 +92,10 @@ def test_online_and_batch_providers_mix_in_one_run_and_batch_answers_cost_half(
         summary["providers"]["batch-gpt"]["batch_saving_usd"] + summary["providers"]["batch-claude"]["batch_saving_usd"]
     )
 
+    from flows.reporting.report import markdown_report
+
+    assert f"(batch mode saved ${summary['batch_saving_usd']:.4f})" in markdown_report(summary)
+
     again = run(write_config(tmp_path, providers, prompts, chunk_size=5))  # everything is stored: nothing is sent
     assert batch_stats(sim)["requests_submitted"] == 24 and again["tasks_written"] == 12
     assert again["providers"]["batch-gpt"]["reused_from_store"] == 12

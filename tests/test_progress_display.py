@@ -64,6 +64,18 @@ def test_before_the_flow_starts_it_says_what_it_waits_for_not_0_of_0() -> None:
     assert "0/75" in text and "0/150" in text
 
 
+def test_batch_providers_show_their_batches_and_are_priced_at_the_batch_price() -> None:
+    batch = ProviderConfig(source_id="b", kind="openai", model="m", price=PRICE, mode="batch")
+    display = RunProgress([_provider("a", PRICE), batch], planned=4)
+    display.planned(4)
+    display.finished("b", CallResult(ok=True, input_tokens=1_000_000, output_tokens=0, attempts=1))
+    assert "$1.0000" in _text(display)  # 1M input tokens at $2 per million, less the 50% batch discount
+    display.batches({"b": "1 in_progress; 3/10 requests done in pending batches; 0 collected"})
+    text = _text(display)
+    assert "waiting for the providers' batches" in text
+    assert "batches of b: 1 in_progress; 3/10 requests done in pending batches" in text
+
+
 def test_counts_rates_eta_cost_and_skipped_as_the_summary_counts_them() -> None:
     clock = Clock()
     display = RunProgress([_provider("a", PRICE), _provider("b")], planned=40, clock=clock)

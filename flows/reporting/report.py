@@ -46,6 +46,8 @@ def provider_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
                 "tokens_in": p["input_tokens"],
                 "tokens_out": p["output_tokens"],
                 "cost_usd": p["cost_usd"],
+                "mode": p.get("mode", "online"),
+                "batch_saving_usd": p.get("batch_saving_usd"),
             }
         )
     return rows
@@ -72,7 +74,9 @@ def markdown_report(summary: dict[str, Any], table_key: str | None = None) -> st
         f"- prompts: {summary['prompts']} — with tasks: {summary['prompts_tasked']}, incomplete: "
         f"{summary['incomplete']}, filtered: {summary['prompts_filtered']}",
         f"- tasks written: {summary['tasks_written']} ({summary['layout']} layout); rejected input records: {summary['rejected']}",
-        f"- estimated cost: {summary_cost_text(summary)}; wall time: {summary['wall_s']} s"
+        f"- estimated cost: {summary_cost_text(summary)}"
+        + (f" (batch mode saved ${summary['batch_saving_usd']:.4f})" if summary.get("batch_saving_usd") else "")
+        + f"; wall time: {summary['wall_s']} s"
         + ("; **interrupted**" if summary["interrupted"] else ""),
         "",
     ]
