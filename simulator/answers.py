@@ -9,6 +9,7 @@ import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from simulator.settings import AnswerMode, ScriptedAnswer
 
@@ -46,10 +47,15 @@ _FILLER_SENTENCES: tuple[str, ...] = (
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """An answer text plus whether it was cut short by ``max_tokens``."""
+    """An answer text plus whether it was cut short by ``max_tokens``.
+
+    ``tool_input``: the answer is a call of the request's forced Anthropic tool (structured output, see
+    :mod:`simulator.structured`) with this input; ``text`` is then its JSON, for the token count.
+    """
 
     text: str
     truncated: bool
+    tool_input: dict[str, Any] | None = None
 
 
 def approx_tokens(text: str) -> int:

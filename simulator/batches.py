@@ -37,6 +37,7 @@ from simulator.wire import (
     ParsedRequest,
     RequestError,
     anthropic_message,
+    anthropic_tool_use,
     openai_completion,
     parse_anthropic,
     parse_openai,
@@ -187,7 +188,8 @@ def _errored(api: ApiName, kind: str, uid: str, message: str | None = None) -> O
 
 
 def execute(host: BatchHost, api: ApiName, body: Any, now: float) -> Outcome:
-    """Answer one batch request as the online endpoint would (parse, fault rules, answer)."""
+    """Answer one batch request as the online endpoint would (parse, fault rules, answer; structured
+    output included: ``host._compose`` makes it)."""
     uid = host._next_id()
     try:
         parsed = parse_openai(body) if api == "openai" else parse_anthropic(body)
@@ -217,7 +219,13 @@ def execute(host: BatchHost, api: ApiName, body: Any, now: float) -> Outcome:
         )
     else:
         payload = anthropic_message(
-            f"msg_01{uid}", parsed.model, content, truncated, parsed.input_tokens, no_content=kind == "no_choices"
+            f"msg_01{uid}",
+            parsed.model,
+            content,
+            truncated,
+            parsed.input_tokens,
+            no_content=kind == "no_choices",
+            tool_use=None if empty else anthropic_tool_use(parsed, answer.tool_input, uid),
         )
     return Outcome("succeeded", 200, payload, uid)
 

@@ -29,10 +29,12 @@ from simulator.faults import (
 from simulator.ratelimit import Admission, RateLimitWindows, TokenBuckets, retry_after
 from simulator.settings import STATUS_FAULTS, ApiName, FaultRule, SimulatorSettings
 from simulator.stats import ModelStats, Stats, fingerprint
+from simulator.structured import InvalidDraws, structured_answer
 from simulator.wire import (
     ParsedRequest,
     RequestError,
     anthropic_message,
+    anthropic_tool_use,
     openai_completion,
     parse_anthropic,
     parse_openai,
@@ -66,6 +68,7 @@ class Simulator:
             settings.rate_limit_burst,
         )
         self._jitter_rng = random.Random(settings.seed)
+        self.invalid_draws = InvalidDraws(settings.seed)
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(5).hex()
         self._models_seen: dict[str, int] = {}
@@ -88,6 +91,7 @@ class Simulator:
             self.faults = FaultEngine(new.faults, new.seed)
         if "seed" in patch:
             self._jitter_rng = random.Random(new.seed)
+            self.invalid_draws = InvalidDraws(new.seed)
         self.limits.request_limit = new.rate_limit_requests
         self.limits.token_limit = new.rate_limit_tokens
         self.limits.window_s = new.rate_limit_window_s
@@ -99,6 +103,7 @@ class Simulator:
         self.stats = Stats()
         self.batches = BatchState()
         self.faults.reset()
+        self.invalid_draws.reset()
         self.limits.clear()
         self.buckets.clear()
         self._jitter_rng = random.Random(self.settings.seed)
@@ -147,11 +152,19 @@ class Simulator:
         return web.Response(status=int(kind), body=error_body(api, kind, message), headers=headers)
 
     def _compose(self, parsed: ParsedRequest) -> Answer:
+        """The answer to a request: a scripted answer (text, also for a structured-output request),
+        else the structured answer when the request asks for one (made invalid with
+        ``structured_invalid_probability``), else the answer text of the mode. Called once per request:
+        the invalid draw is per request."""
         answer = None
-        if self.settings.scripted:
-            answer = scripted_answer(self.settings.scripted, parsed.model, parsed.prompt_text)
+        settings = self.settings
+        if settings.scripted:
+            answer = scripted_answer(settings.scripted, parsed.model, parsed.prompt_text)
+        if answer is None and parsed.schema is not None:
+            invalid = self.invalid_draws.draw(settings.structured_invalid_probability, parsed.tool_name is not None)
+            answer = structured_answer(parsed, invalid)
         if answer is None:
-            answer = compose_answer(parsed.model, parsed.prompt_text, parsed.max_tokens, self.settings.mode)
+            answer = compose_answer(parsed.model, parsed.prompt_text, parsed.max_tokens, settings.mode)
         return answer
 
     def _answer(
@@ -198,6 +211,7 @@ class Simulator:
                 truncated,
                 parsed.input_tokens,
                 no_content=no_choices,
+                tool_use=None if empty else anthropic_tool_use(parsed, answer.tool_input, uid),
             )
             if limit_headers is not None:
                 headers.update(limit_headers)
@@ -233,7 +247,9 @@ class Simulator:
         request: web.Request,
         ms: ModelStats | None,
         limit_headers: dict[str, str] | None = None,
+        answer: Answer | None = None,
     ) -> web.StreamResponse:
+        """Apply fault ``rule``; ``answer``: the request's answer if it was already composed."""
         kind = rule.kind
         if kind in STATUS_FAULTS:
             extra = retry_after_headers(rule)
@@ -252,7 +268,7 @@ class Simulator:
             raise ConnectionResetError("connection dropped by simulator fault")
         if kind == "hang":
             await asyncio.sleep(rule.hang_s)
-            return self._answer(api, parsed, uid, arrival, limit_headers=limit_headers)
+            return self._answer(api, parsed, uid, arrival, answer=answer, limit_headers=limit_headers)
         await self._latency()
         if kind == "malformed":
             headers = self._request_id_headers(api, uid)
@@ -260,8 +276,8 @@ class Simulator:
                 headers.update(limit_headers)
             return web.Response(body=MALFORMED_BODY, headers=headers)
         if kind == "empty":
-            return self._answer(api, parsed, uid, arrival, empty=True, limit_headers=limit_headers)
-        return self._answer(api, parsed, uid, arrival, no_choices=True, limit_headers=limit_headers)
+            return self._answer(api, parsed, uid, arrival, empty=True, answer=answer, limit_headers=limit_headers)
+        return self._answer(api, parsed, uid, arrival, no_choices=True, answer=answer, limit_headers=limit_headers)
 
     # ---------------------------------------------------------------- handlers
     async def _chat(self, request: web.Request, api: ApiName) -> web.StreamResponse:
@@ -309,7 +325,7 @@ class Simulator:
                     return self._refuse(api, parsed.model, admission, uid, ms, limit_headers)
             rule = self.faults.select(api, parsed.model, parsed.prompt_text)
             if rule is not None:
-                return await self._fault(api, rule, parsed, uid, arrival, request, ms, limit_headers)
+                return await self._fault(api, rule, parsed, uid, arrival, request, ms, limit_headers, answer)
             await self._latency()
             response = self._answer(api, parsed, uid, arrival, answer=answer, limit_headers=limit_headers)
             stats.ok(ms, fp)

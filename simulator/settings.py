@@ -104,6 +104,11 @@ class SimulatorSettings(BaseModel):
     # Batch requests whose prompt contains this text are never processed: once all the others are
     # done the batch ends with them expired (OpenAI status ``expired``, Anthropic result ``expired``).
     batch_expire_prompt_contains: str | None = Field(default=None, min_length=1)
+    # Structured output (OpenAI response_format json_schema, a forced Anthropic tool; see
+    # simulator.structured): the probability that such an answer is invalid, drawn per request from an
+    # RNG seeded with ``seed`` (online and batch requests alike). Invalid answers cycle through a value
+    # off its scale, a missing required key and, for OpenAI, the JSON wrapped in a sentence.
+    structured_invalid_probability: float = Field(default=0.0, ge=0.0, le=1.0)
 
     def merged(self, patch: dict[str, Any]) -> SimulatorSettings:
         """Return a new, validated settings object with ``patch`` (partial settings) applied."""

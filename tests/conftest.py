@@ -78,6 +78,7 @@ def sim(_session_simulator: RunningSimulator) -> Iterator[RunningSimulator]:
         batch_max_requests=defaults.batch_max_requests,
         batch_max_bytes=defaults.batch_max_bytes,
         batch_expire_prompt_contains=defaults.batch_expire_prompt_contains,
+        structured_invalid_probability=defaults.structured_invalid_probability,
     )
     _session_simulator.reset()
     yield _session_simulator
