@@ -83,6 +83,9 @@ class RunConfig(BaseModel):
     batch: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     prompts: PromptsConfig
     providers: list[ProviderConfig] = Field(min_length=1)
+    # Judge models (README "AI feedback"): they rate every answer on the template's dimensions and give the
+    # preference; their values become ``metadata.predictions``, never the annotation values.
+    judges: list[ProviderConfig] = Field(default_factory=list)
     annotation: AnnotationConfig = Field(default_factory=AnnotationConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     chunk_size: ConfigInt = Field(default=1000, ge=1, le=100_000)
@@ -225,26 +228,40 @@ def _store_left_behind(config: RunConfig, name: str, root: yaml.Node | None) -> 
 
 
 def _duplicate_source_ids(config: RunConfig, name: str, root: yaml.Node | None) -> list[InputProblem]:
+    """Every provider and judge ``source_id`` once; judges call online (batch mode is for answers)."""
     seen: set[str] = set()
     problems = []
-    for index, provider in enumerate(config.providers):
-        if provider.source_id in seen:
-            problems.append(
-                problem_at(name, root, ("providers", index, "source_id"), f"duplicate '{provider.source_id}'")
-            )
-        seen.add(provider.source_id)
+    for field, entries in (("providers", config.providers), ("judges", config.judges)):
+        for index, provider in enumerate(entries):
+            if provider.source_id in seen:
+                problems.append(
+                    problem_at(name, root, (field, index, "source_id"), f"duplicate '{provider.source_id}'")
+                )
+            seen.add(provider.source_id)
+            if field == "judges" and provider.is_batch:
+                problems.append(
+                    problem_at(
+                        name,
+                        root,
+                        (field, index, "mode"),
+                        "judges call online: a judgement is validated and retried as it arrives (mode: batch is "
+                        "for the providers' answers)",
+                    )
+                )
     return problems
 
 
 def _missing_keys(config: RunConfig, name: str, root: yaml.Node | None) -> list[InputProblem]:
     problems = []
-    for index, provider in enumerate(config.providers):
+    entries = [("providers", i, p) for i, p in enumerate(config.providers)]
+    entries += [("judges", i, p) for i, p in enumerate(config.judges)]
+    for field, index, provider in entries:
         if provider.api_key_secret is None and not os.environ.get(provider.key_env):
             problems.append(
                 problem_at(
                     name,
                     root,
-                    ("providers", index, "api_key_env"),
+                    (field, index, "api_key_env"),
                     f"environment variable {provider.key_env} is not set (the API key of '{provider.source_id}')",
                 )
             )

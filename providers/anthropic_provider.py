@@ -57,10 +57,14 @@ def messages_body(
 
 
 def message_answer(data: Any, request_id: str | None, rate: RateInfo | None = None) -> Answer:
-    """The answer in a Messages API message (online, or a batch result's); :class:`MalformedAnswer` if none."""
+    """The answer in a Messages API message (online, or a batch result's): its text blocks, or for a message
+    that is only a tool call (a judge's forced tool) the tool's input as JSON; :class:`MalformedAnswer` if none."""
     try:
         blocks = data["content"]
         text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
+        if not text:  # a forced tool call (structured output): its input is the answer, as JSON
+            tool_inputs = [b.get("input") for b in blocks if b.get("type") == "tool_use"]
+            text = json.dumps(tool_inputs[0], ensure_ascii=False) if tool_inputs else ""
         usage = data.get("usage") or {}
     except (KeyError, TypeError, AttributeError):
         raise MalformedAnswer("malformed response: not a Messages API body") from None

@@ -10,6 +10,7 @@ from prompts.reader import PromptRecord
 from task_builder.answers import AnswerResult, AnswerSlot
 from task_builder.ids import position_label, stable_id
 from task_builder.layout import PlannedTask
+from task_builder.predictions import Judgement, task_predictions
 from task_builder.shell import (
     Annotation,
     Message,
@@ -43,11 +44,13 @@ def build_task(
     slots: Mapping[str, AnswerSlot],
     results: Mapping[str, AnswerResult],
     flags: dict[str, list[str]],
+    judgements: Mapping[str, Judgement] | None = None,
 ) -> Task:
     """One task shell: earlier turns as context, then the prompt and the planned answers in order.
 
     ``results`` holds every slot's result for the prompt (answers and errors); ``flags`` the quality
-    flags of the answers in this task.
+    flags of the answers in this task; ``judgements`` the judges' values for the prompt, which go to
+    ``metadata.predictions`` (``task_builder.predictions``), never into the annotation slots.
     """
     task_id = planned.task_id
     turns: list[Turn] = []
@@ -88,7 +91,7 @@ def build_task(
         project=ctx.project,
         batch=ctx.batch,
         created_at=ctx.created_at,
-        metadata=_metadata(ctx, record, planned, slots, results, flags),
+        metadata=_metadata(ctx, record, planned, slots, results, flags, judgements or {}),
         threads=[Thread(id=stable_id("thr", task_id), turns=turns)],
     )
 
@@ -198,6 +201,7 @@ def _metadata(
     slots: Mapping[str, AnswerSlot],
     results: Mapping[str, AnswerResult],
     flags: dict[str, list[str]],
+    judgements: Mapping[str, Judgement],
 ) -> dict[str, Any]:
     sampled = any(slot.answer_id != slot.provider.source_id for slot in slots.values())
     responses: dict[str, Any] = {}
@@ -250,4 +254,7 @@ def _metadata(
     }
     if system_prompts:
         meta["provider_system_prompts"] = dict(sorted(system_prompts.items()))
+    predictions = task_predictions(ctx.template, planned.order, judgements)
+    if predictions:
+        meta["predictions"] = predictions
     return meta

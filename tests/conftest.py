@@ -61,6 +61,7 @@ def sim(_session_simulator: RunningSimulator) -> Iterator[RunningSimulator]:
     defaults = SimulatorSettings()
     _session_simulator.configure(
         mode="derived",
+        seed=defaults.seed,
         latency_ms=0,
         latency_jitter_ms=0,
         faults=[],

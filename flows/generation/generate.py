@@ -12,7 +12,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -32,6 +32,7 @@ from common.errors import InputError, InputProblem
 from flows.config import load_config
 from flows.generation import stopping
 from flows.generation.batches import follow_batches, not_stored, open_runners, pending_batches, submit_missing
+from flows.generation.judging import RunJudges
 from flows.generation.manifest import write_manifest
 from flows.generation.prepare import PreparedRun, prepare_run
 from flows.generation.writer_process import ChunkResults, WriterSetup, task_writer_process
@@ -54,7 +55,6 @@ from task_builder.ids import stable_id
 
 GENERATOR_NAME = "rlhf-orchestrator"
 STOP_GRACE_S = 10.0
-_POLL_S = 0.25
 
 
 @dataclass(slots=True)
@@ -74,19 +74,6 @@ def generator_info() -> dict[str, str]:
         return {"name": GENERATOR_NAME, "version": version(GENERATOR_NAME)}
     except PackageNotFoundError:
         return {"name": GENERATOR_NAME, "version": "unknown"}
-
-
-async def gather_until_stopped(coroutines: Iterable[Coroutine[Any, Any, None]], grace_s: float) -> None:
-    """Run the coroutines; after a stop request give them ``grace_s`` seconds, then cancel the rest."""
-    pending = {asyncio.ensure_future(c) for c in coroutines}
-    while pending:
-        _, pending = await asyncio.wait(pending, timeout=_POLL_S)
-        if pending and stopping.requested():
-            _, pending = await asyncio.wait(pending, timeout=grace_s)
-            for leftover in pending:
-                leftover.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            return
 
 
 # The answer keeper of each running flow, by run key: like the provider pool, it outlives the chunk
@@ -121,7 +108,7 @@ async def call_provider_chunk(provider: ProviderConfig, calls: list[PlannedCall]
         counts["answered" if result.ok else "failed"] += 1
         sink.finished(provider.source_id, result)
 
-    await gather_until_stopped((one(call) for call in calls), STOP_GRACE_S)
+    await stopping.gather_until_stopped((one(call) for call in calls), STOP_GRACE_S)
     return {
         **counts,
         "breaker": client.breaker.reason,
@@ -261,7 +248,10 @@ async def _run_held(
                 del _keepers[pool.run_key]
                 keeper.close()
                 for source_id, provider in pool.opened().items():
-                    summary.providers[source_id].note_limits(provider.limiter, provider.breaker.reason)
+                    # a judge's calls go through <judge>:rating and <judge>:preference
+                    tally = summary.providers.get(source_id) or summary.judges.get(source_id.rsplit(":", 1)[0])
+                    if tally is not None:
+                        tally.note_limits(provider.limiter, provider.breaker.reason)
                 await pool.aclose()
 
     summary.interrupted = stopping.requested()
@@ -344,7 +334,7 @@ async def _generate(
     wait_for_batches: bool = True,
 ) -> None:
     config = prepared.config
-    await _open_all(pool, tuple(config.providers), prepared.config_path)
+    await _open_all(pool, tuple(config.providers), tuple(config.judges), prepared.config_path)
     setup = writer_setup(prepared, summary.run_id, summary.config_hash, store.setdefault_meta("created_at", utc_now()))
     slots = setup.slots
     breakers: dict[str, str] = {}
@@ -360,9 +350,39 @@ async def _generate(
             raise keeper.failure()
         return unstored
 
+    judges = (
+        RunJudges(
+            config.judges, prepared.template, config.annotation.layout, store, pool, keeper, summary, retry_failed
+        )
+        if config.judges
+        else None
+    )
+    try:
+        await _answer_and_write(
+            setup, store, config, summary, breakers, call_online, keeper, judges, retry_failed, wait_for_batches
+        )
+    finally:
+        if judges is not None:
+            judges.close()
+
+
+async def _answer_and_write(
+    setup: WriterSetup,
+    store: ResponseStore,
+    config: Any,
+    summary: RunSummary,
+    breakers: dict[str, str],
+    call_online: Callable[[int, StoredChunk[PromptRecord]], Coroutine[Any, Any, dict[str, CallResult]]],
+    keeper: AnswerKeeper,
+    judges: RunJudges | None,
+    retry_failed: bool,
+    wait_for_batches: bool,
+) -> None:
+    """Get every answer (online chunk by chunk; batch providers through their batches) and write the tasks."""
+    slots = setup.slots
     batch_providers = [p for p in config.providers if p.is_batch]
     if not batch_providers:  # every answer is an online call: call and write chunk by chunk
-        await _write_tasks(setup, store, config, summary, breakers, call_online, {})
+        await _write_tasks(setup, store, config, summary, breakers, call_online, {}, judges)
         return
     async with AsyncExitStack() as stack:
         runners = await open_runners(stack, batch_providers, store, keeper.keep)
@@ -382,7 +402,7 @@ async def _generate(
         if pending:  # the tasks are written by the run that collects the last batch; the summary counts
             _count_without_writing(slots, store, config, unstored, summary)
             return
-    await _write_tasks(setup, store, config, summary, breakers, None, unstored)
+    await _write_tasks(setup, store, config, summary, breakers, None, unstored, judges)
 
 
 async def _write_tasks(
@@ -393,9 +413,11 @@ async def _write_tasks(
     breakers: dict[str, str],
     call: Callable[[int, StoredChunk[PromptRecord]], Coroutine[Any, Any, dict[str, CallResult]]] | None,
     unstored: dict[str, CallResult],
+    judges: RunJudges | None = None,
 ) -> None:
     """Write every prompt's task (or incomplete record), chunk by chunk; ``call`` first makes a chunk's
-    missing online calls. ``unstored``: results that are not in the store (refusals, batch requests never run).
+    missing online calls, ``judges`` then judge its answers. ``unstored``: results that are not in the store
+    (refusals, batch requests never run).
     """
     slots = setup.slots
     # The tasks are written by a second process (flows/generation/writer_process.py): handing a finished chunk over
@@ -410,7 +432,11 @@ async def _write_tasks(
                 chunk_unstored = await call(chunk_index, lookup)
                 stored = store.get_many(fp for fps in fingerprints for fp in fps.values())  # with this chunk's calls
                 stored.update(chunk_unstored)
-            await writer.write(chunk, _chunk_results(slots, fingerprints, stored, unstored, breakers, summary))
+            results = _chunk_results(slots, fingerprints, stored, unstored, breakers, summary)
+            judgements = await judges.judge(chunk_index, chunk, results) if judges is not None else None
+            if judges is not None and judges.keeper.failed:
+                raise judges.keeper.failure()
+            await writer.write(chunk, results, judgements)
             progress.sink().settled(summary.providers)  # the display counts as the summary does
         report = await writer.finish()
     summary.written = report.counts
@@ -458,16 +484,20 @@ def _chunk_results(
     return results
 
 
-async def _open_all(pool: ProviderPool, providers: tuple[ProviderConfig, ...], config_path: str) -> None:
-    """Open every provider before the first call, so a key that cannot be read stops the run cleanly."""
+async def _open_all(
+    pool: ProviderPool, providers: tuple[ProviderConfig, ...], judges: tuple[ProviderConfig, ...], config_path: str
+) -> None:
+    """Open every provider (and read every judge's key) before the first call, so a key that cannot be read
+    stops the run cleanly."""
     problems = []
-    for index, provider in enumerate(providers):
+    entries = [("providers", i, p) for i, p in enumerate(providers)] + [("judges", i, p) for i, p in enumerate(judges)]
+    for field, index, provider in entries:
         try:
-            await (provider.api_key() if provider.is_batch else pool.get(provider))
+            await (pool.get(provider) if field == "providers" and not provider.is_batch else provider.api_key())
         except KeyError as exc:
-            field = "api_key_secret" if provider.api_key_secret else "api_key_env"
+            key_field = "api_key_secret" if provider.api_key_secret else "api_key_env"
             problems.append(
-                InputProblem(config_path, None, f"no API key: {exc.args[0]} not found", f"providers[{index}].{field}")
+                InputProblem(config_path, None, f"no API key: {exc.args[0]} not found", f"{field}[{index}].{key_field}")
             )
     if problems:
         raise InputError(problems)

@@ -11,6 +11,7 @@ from typing import TypeVar
 from common.errors import InputError, InputProblem, referred_from
 from flows.config import RunConfig, load_config
 from prompts.reader import load_template, scan_prompts
+from task_builder.judging import has_preference, judgeable_dimensions
 from task_builder.template import AnnotationTemplate, resolve_template
 
 _Spec = TypeVar("_Spec")
@@ -42,6 +43,18 @@ def prepare_run(config_path: str | Path, *, require_keys: bool = True, skip_inva
         config, "annotation.template", partial(resolve_template, base_dir=config.base_dir), config.annotation.template
     )
     _named_by(config, "prompts.template", partial(load_template, base_dir=config.base_dir), config.prompts.template)
+    if config.judges and not (judgeable_dimensions(template) or has_preference(template)):
+        raise InputError(
+            [
+                InputProblem(
+                    config_path if isinstance(config_path, str) else str(config_path),
+                    None,
+                    f"judges: the annotation template '{template.name}' has no rating a judge can give (an integer,"
+                    " category or yes/no dimension) and no Likert preference",
+                    "judges",
+                )
+            ]
+        )
     report = scan_prompts(config.prompts)
     problems = referred_from(report.problems, config.where("prompts.path"))
     if problems and (not skip_invalid or report.valid == 0 or any(p.line is None for p in problems)):

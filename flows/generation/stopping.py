@@ -6,11 +6,15 @@ handling (cancellation), because :func:`install_handlers` only acts when enabled
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import threading
+from collections.abc import Coroutine, Iterable
 from types import FrameType
+from typing import Any
 
+_POLL_S = 0.25
 _enabled = False
 _signal: int | None = None
 
@@ -115,3 +119,16 @@ def isolate_temporary_server() -> bool:
                 server_module.subprocess = subprocess  # type: ignore[attr-defined]
 
     return type(_OwnSessionServer()) is _OwnSessionServer  # registered as the server Prefect's clients start
+
+
+async def gather_until_stopped(coroutines: Iterable[Coroutine[Any, Any, None]], grace_s: float) -> None:
+    """Run the coroutines; after a stop request give them ``grace_s`` seconds, then cancel the rest."""
+    pending = {asyncio.ensure_future(c) for c in coroutines}
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=_POLL_S)
+        if pending and requested():
+            _, pending = await asyncio.wait(pending, timeout=grace_s)
+            for leftover in pending:
+                leftover.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            return

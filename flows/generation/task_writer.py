@@ -12,6 +12,7 @@ from providers.slots import AnswerSlot
 from task_builder.assemble import BatchContext, build_task
 from task_builder.ids import task_id_for
 from task_builder.layout import TaskLayout
+from task_builder.predictions import Judgement
 from task_builder.quality import all_identical, task_flags
 from task_builder.template import TaskFilters
 
@@ -49,8 +50,10 @@ class TaskWriter:
         self._incomplete_out = incomplete_out
         self._filtered_out = filtered_out
 
-    def write(self, record: PromptRecord, results: dict[str, CallResult]) -> None:
-        """Write the prompt's tasks, or its incomplete record, and count what was written."""
+    def write(
+        self, record: PromptRecord, results: dict[str, CallResult], judgements: dict[str, Judgement] | None = None
+    ) -> None:
+        """Write the prompt's tasks (with the judges' values, if any), or its incomplete record, and count."""
         counts = self.counts
         counts.prompts += 1
         answered = [self.slots[aid] for aid, result in results.items() if result.ok]
@@ -88,7 +91,7 @@ class TaskWriter:
                     },
                 )
                 continue
-            shell = build_task(self.ctx, record, planned, self.slots, results, flags)
+            shell = build_task(self.ctx, record, planned, self.slots, results, flags, judgements)
             self._tasks_out.write(shell.to_json_line() + "\n")
             counts.tasks_written += 1
             written += 1

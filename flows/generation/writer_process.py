@@ -41,6 +41,7 @@ from providers.result import CallResult
 from providers.slots import AnswerSlot
 from task_builder.assemble import BatchContext
 from task_builder.layout import LayoutKind, TaskLayout
+from task_builder.predictions import Judgement
 
 FINISH = "finish"
 OUTPUT_FILES = ("tasks.jsonl", "incomplete.jsonl", "filtered.jsonl")
@@ -49,6 +50,7 @@ _EXIT_WAIT_S = 10.0
 _PROJECT_ROOT = str(Path(__file__).resolve().parents[2])  # the directory holding flows/
 
 ChunkResults = list[dict[str, CallResult]]  # per prompt of a chunk: answer id -> result
+ChunkJudgements = list[dict[str, Judgement]]  # per prompt of a chunk: judge source id -> its judgement
 
 
 class TaskWriterFailed(RuntimeError):
@@ -129,9 +131,12 @@ class TaskWriterProcess:
         await writer._send(setup)
         return writer
 
-    async def write(self, records: list[PromptRecord], results: ChunkResults) -> None:
-        """Queue one chunk's prompts (in batch order) and their results; waits only if the child lags."""
-        await self._send((records, results))
+    async def write(
+        self, records: list[PromptRecord], results: ChunkResults, judgements: ChunkJudgements | None = None
+    ) -> None:
+        """Queue one chunk's prompts (in batch order), their results and the judges' values (if any judge);
+        waits only if the child lags."""
+        await self._send((records, results, judgements))
 
     async def finish(self) -> WriterReport:
         """Tell the child the batch is done; return its report once the files are committed."""
@@ -212,9 +217,9 @@ def serve(requests: IO[bytes]) -> WriterReport:
             setup.ctx, layout, setup.slots, setup.required_answers, tasks_out, incomplete_out, filtered_out
         )
         while (message := read_frame(requests)) != FINISH:
-            records, results = message
-            for record, prompt_results in zip(records, results, strict=True):
-                writer.write(record, prompt_results)
+            records, results, judgements = message
+            for index, (record, prompt_results) in enumerate(zip(records, results, strict=True)):
+                writer.write(record, prompt_results, judgements[index] if judgements else None)
     return WriterReport(counts=writer.counts, positions=layout.positions.report())
 
 

@@ -143,6 +143,7 @@ class RunSummary:
     layout: str = "n_way"
     positions: dict[str, Any] = field(default_factory=dict)
     batches_pending: list[dict[str, Any]] = field(default_factory=list)
+    judges: dict[str, ProviderTally] = field(default_factory=dict)  # judge calls (README "AI feedback")
 
     @property
     def cost_usd(self) -> float | None:
@@ -150,7 +151,7 @@ class RunSummary:
 
         With :attr:`cost_no_price` not empty this is a lower bound: those providers' answers are not in it.
         """
-        priced = [t for t in self.providers.values() if t.price is not None]
+        priced = [t for t in (*self.providers.values(), *self.judges.values()) if t.price is not None]
         if not priced:
             return None
         return round(sum(t.price.cost(t.input_tokens, t.output_tokens) for t in priced if t.price), 6)
@@ -164,7 +165,7 @@ class RunSummary:
     @property
     def cost_no_price(self) -> list[str]:
         """The providers without a price in the config: their answers are not in :attr:`cost_usd`."""
-        return [sid for sid, t in self.providers.items() if t.price is None]
+        return [sid for sid, t in (*self.providers.items(), *self.judges.items()) if t.price is None]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary.
@@ -193,6 +194,7 @@ class RunSummary:
             # Provider batches not ended yet (``--no-wait``): no tasks were written; a later run collects them.
             "batches_pending": self.batches_pending,
             "providers": {sid: tally.to_dict() for sid, tally in self.providers.items()},
+            "judges": {sid: tally.to_dict() for sid, tally in self.judges.items()},
             "positions": self.positions,
             "files": self.files,
         }
@@ -242,7 +244,8 @@ def summary_table(summary: dict[str, Any]) -> Any:
     )
     for column in columns:
         table.add_column(column, justify="left" if column in ("provider", "model", "failures") else "right")
-    for sid, p in summary["providers"].items():
+    judges = {f"{sid} (judge)": p for sid, p in (summary.get("judges") or {}).items()}
+    for sid, p in {**summary["providers"], **judges}.items():
         reasons = ", ".join(f"{k}×{v}" for k, v in p["failure_reasons"].items())
         if p["breaker"]:
             reasons = f"{reasons}; {p['breaker']}" if reasons else p["breaker"]
@@ -250,7 +253,7 @@ def summary_table(summary: dict[str, Any]) -> Any:
             pending = f"{p['pending_in_batches']} in pending batches"
             reasons = f"{reasons}; {pending}" if reasons else pending
         table.add_row(
-            sid + (" (batch)" if p.get("mode") == "batch" else ""),
+            sid + (" (batch)" if p.get("mode") == "batch" else ""),  # a judge's id says "(judge)"
             p["model"],
             f"{p['answered']}/{p['requested']}",
             str(p["failed"]),
