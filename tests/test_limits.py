@@ -213,7 +213,10 @@ def test_request_rate_never_exceeds_rate_plus_burst(
     rate = rpm / 60.0
     for i in range(count):
         for j in range(i, count):
-            allowed = burst + rate * (times[j] - times[i]) + 1  # +1 for float edges and loopback jitter
+            # +2: float edges, and the server's arrival times, taken when its handler runs, bunch up when a loaded
+            # machine starves the server's thread for a moment (seen in CI: 5 arrivals within 13 ms). An
+            # unlimited client would send all 40 at once.
+            allowed = burst + rate * (times[j] - times[i]) + 2
             assert j - i + 1 <= allowed, f"{j - i + 1} requests in {times[j] - times[i]:.3f} s"
     span = times[-1] - times[0]
     assert (count - burst) / rate - 0.3 <= span < (count - burst) / rate + 5.0  # limited, but not starved
