@@ -422,6 +422,21 @@ def deliver(
     ] = "LABEL_STUDIO_TOKEN",
     project_title: Annotated[str | None, typer.Option(help="Project title (default: '<project> / <batch>').")] = None,
     out: Annotated[Path | None, typer.Option(help="Output directory or file for the file targets.")] = None,
+    predictions: Annotated[
+        str,
+        typer.Option(
+            help="Label Studio: which tasks carry the judges' values (metadata.predictions) as editable "
+            "pre-annotations: all (every task that has them), half (a fixed half by task id; the others "
+            "blind, a control group), none. Tasks without judges' values go blind in every mode."
+        ),
+    ] = "all",
+    judge: Annotated[
+        str | None,
+        typer.Option(
+            help="Label Studio: the judge (source id) whose values annotators start from (default: the judge "
+            "with values for the most tasks). One judge per project; the others' stay in the run."
+        ),
+    ] = None,
 ) -> None:
     """Deliver a run's tasks: into a Label Studio project (idempotent), or as Argilla / Scale files."""
     import json
@@ -433,7 +448,7 @@ def deliver(
         if to == "label-studio":
             if not url:
                 raise ValueError("--url is required for --to label-studio")
-            report = deliver_label_studio(run_dir, url, token_from_env(token_env), project_title)
+            report = deliver_label_studio(run_dir, url, token_from_env(token_env), project_title, predictions, judge)
         elif to in ("argilla", "scale"):
             if out is None:
                 raise ValueError(f"--out is required for --to {to}")

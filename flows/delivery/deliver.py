@@ -22,7 +22,15 @@ from common.atomic import atomic_open
 from flows.config import RunConfig, load_config
 from flows.generation.manifest import read_manifest, working_dir
 from platforms.label_studio.client import LabelStudioClient
-from platforms.label_studio.labeling_config import build_labeling_config
+from platforms.label_studio.labeling_config import LabelingConfig, build_labeling_config
+from platforms.label_studio.predictions import (
+    DEFAULT_MODE,
+    PREDICTION_MODES,
+    choose_judge,
+    predictions_shown,
+    shows_predictions,
+    to_label_studio_with_predictions,
+)
 from platforms.label_studio.tasks import (
     HarvestOutcome,
     harvest_task,
@@ -77,7 +85,12 @@ def _answer_word(count: int) -> str:
 
 
 def deliver_label_studio(
-    run_dir: str | Path, url: str, token: SecretStr, project_title: str | None = None
+    run_dir: str | Path,
+    url: str,
+    token: SecretStr,
+    project_title: str | None = None,
+    predictions: str = DEFAULT_MODE,
+    judge: str | None = None,
 ) -> dict[str, Any]:
     """Create (or reuse, by title) the projects and import the run's tasks not already in them.
 
@@ -86,24 +99,57 @@ def deliver_label_studio(
     (a provider failed for that prompt) to ``<title> (k answers)``. Tasks without answers are not
     delivered. Each delivery is recorded in the run directory's ``deliveries.jsonl``, which
     ``rlhf harvest`` reads to find the projects and join annotations back to the shells.
+
+    Judges' values (``metadata.predictions``) go with the tasks as Label Studio predictions that
+    annotators start from and may change (``platforms.label_studio.predictions``): with
+    ``predictions="all"`` (the default) every task that has them, with ``"half"`` only the tasks
+    :func:`shows_predictions` puts in the shown group (the others go blind, a control group), with
+    ``"none"`` no task. One judge's: ``judge``, else the judge with values for the most tasks
+    (:func:`choose_judge`); the project is set to pre-fill its values (``show_collab_predictions``,
+    ``model_version``). The mode and the judge are recorded with the delivery. A project keeps the mode
+    and the judge it was first delivered with: new tasks for it under others are refused.
     """
+    if predictions not in PREDICTION_MODES:
+        raise ValueError(f"unknown --predictions mode {predictions!r}: choose {', '.join(PREDICTION_MODES)}")
     run_dir = Path(run_dir)
     config, template, tasks_path = load_run(run_dir)
+    shells = list(read_jsonl(tasks_path))
+    chosen = choose_judge(shells, judge) if predictions != "none" else None
     by_count: dict[int, list[dict[str, Any]]] = {}
-    for shell in read_jsonl(tasks_path):
-        by_count.setdefault(len(final_answers(shell)), []).append(to_label_studio(shell))
+    forms: dict[int, LabelingConfig] = {}
+    for shell in shells:
+        count = len(final_answers(shell))
+        if count and chosen is not None and shows_predictions(shell["task_id"], predictions):
+            form = forms.get(count) or forms.setdefault(count, build_labeling_config(template, count))
+            task = to_label_studio_with_predictions(shell, template, [chosen], form)
+        else:
+            task = to_label_studio(shell)
+        by_count.setdefault(count, []).append(task)
+    del shells
     base = project_title or f"{config.project} / {config.batch}"
     widest = max(by_count, default=0)
     description = f"{template.display_title}. Delivered by rlhf-orchestrator from batch {config.batch}."
+    recorded = delivery_records(run_dir, url)
     projects: list[dict[str, Any]] = []
     with LabelStudioClient(url, token) as client:
+        planned = []
         for count in sorted((c for c in by_count if c > 0), reverse=True):
             title = base if count == widest else f"{base} ({_answer_word(count)})"
-            labeling = build_labeling_config(template, count)
+            labeling = forms.get(count) or build_labeling_config(template, count)
             project, created = client.ensure_project(title, labeling.xml, description)
             existing = client.task_ids(project["id"])
             new = [task for task in by_count[count] if task["data"]["task_id"] not in existing]
+            _check_same_as_before(title, project["id"], new, predictions, recorded.get(int(project["id"])))
+            planned.append((count, title, project, created, new))
+        for count, title, project, created, new in planned:  # every project checked before any import
             imported = client.import_tasks(project["id"], new) if new else 0
+            with_predictions = sum(1 for task in new if task.get("predictions"))
+            if with_predictions:  # annotators start from the judge's values (Label Studio pre-fills one)
+                client.request(
+                    "PATCH",
+                    f"/api/projects/{project['id']}",
+                    json={"show_collab_predictions": True, "model_version": chosen},
+                )
             projects.append(
                 {
                     "project_id": project["id"],
@@ -113,6 +159,9 @@ def deliver_label_studio(
                     "tasks": len(by_count[count]),
                     "already_delivered": len(by_count[count]) - len(new),
                     "imported": imported,
+                    "predictions": predictions,
+                    "imported_with_predictions": with_predictions,
+                    "prefill_judge": chosen if with_predictions else None,
                 }
             )
     _record_delivery(run_dir, url, projects)
@@ -125,13 +174,41 @@ def deliver_label_studio(
         "tasks_in_run": sum(len(tasks) for tasks in by_count.values()),
         "already_delivered": sum(p["already_delivered"] for p in projects),
         "imported": sum(p["imported"] for p in projects),
+        "predictions": predictions,
+        "judge": chosen,
+        "imported_with_predictions": sum(p["imported_with_predictions"] for p in projects),
         "not_delivered_no_answers": len(by_count.get(0, [])),
         "projects": projects,
     }
 
 
+def _check_same_as_before(
+    title: str, project_id: int, new: list[dict[str, Any]], mode: str, earlier: dict[str, Any] | None
+) -> None:
+    """Refuse new tasks for a project delivered before under another predictions mode or judge: the
+    harvest reads one mode and one judge per project."""
+    if not new or earlier is None:
+        return
+    if earlier["predictions"] != mode:
+        raise ValueError(
+            f"project '{title}' (id {project_id}) was delivered with --predictions {earlier['predictions']}; "
+            f"its {len(new)} remaining task(s) must go the same way: deliver with --predictions "
+            f"{earlier['predictions']}, or to another --project-title"
+        )
+    judges = {p["model_version"] for task in new for p in task.get("predictions") or []}
+    if earlier["prefill_judge"] is not None and judges - {earlier["prefill_judge"]}:
+        raise ValueError(
+            f"project '{title}' (id {project_id}) pre-fills judge {earlier['prefill_judge']!r}; deliver its "
+            f"{len(new)} remaining task(s) with --judge {earlier['prefill_judge']}, or to another --project-title"
+        )
+
+
 def _record_delivery(run_dir: Path, url: str, projects: list[dict[str, Any]]) -> None:
-    """Append one line per project to the run's ``deliveries.jsonl`` (the harvest's map back to the run)."""
+    """Append one line per project to the run's ``deliveries.jsonl`` (the harvest's map back to the run).
+
+    With the predictions mode of the delivery, how many tasks it imported (and how many of them with
+    predictions) and the judge annotators start from (``prefill_judge``, None when it set none).
+    """
     at = datetime.now(UTC).isoformat(timespec="seconds")
     with (run_dir / DELIVERIES).open("a", encoding="utf-8") as handle:
         for project in projects:
@@ -142,10 +219,36 @@ def _record_delivery(run_dir: Path, url: str, projects: list[dict[str, Any]]) ->
                 "project_title": project["project_title"],
                 "answers": project["answers"],
                 "delivered_at": at,
+                "imported": project["imported"],
+                "predictions": project["predictions"],
+                "imported_with_predictions": project["imported_with_predictions"],
+                "prefill_judge": project["prefill_judge"],
             }
             handle.write(json.dumps(record) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def delivery_records(run_dir: str | Path, url: str) -> dict[int, dict[str, Any]]:
+    """What the run's deliveries to ``url`` say about each Label Studio project (by id).
+
+    ``predictions``: the mode of the project's first delivery (a later delivery cannot import tasks
+    under another mode; deliveries recorded before predictions existed sent none: ``none``).
+    ``prefill_judge``: the last judge a delivery set the project to start annotators from, or None.
+    """
+    path = Path(run_dir) / DELIVERIES
+    found: dict[int, dict[str, Any]] = {}
+    if not path.is_file():
+        return found
+    for record in read_jsonl(path):
+        if record.get("platform") != "label-studio" or record.get("url") != url.rstrip("/"):
+            continue
+        project = found.setdefault(
+            int(record["project_id"]), {"predictions": record.get("predictions", "none"), "prefill_judge": None}
+        )
+        if record.get("prefill_judge"):
+            project["prefill_judge"] = record["prefill_judge"]
+    return found
 
 
 def delivered_projects(run_dir: str | Path, url: str) -> list[int]:
@@ -220,6 +323,9 @@ def harvest_label_studio(
     ``project_ids`` default to the projects the run was delivered to on this server (its
     ``deliveries.jsonl``). Required questions (per the run's annotation template) left blank, values
     outside a slot and tasks that are not the run's are rejected with the reason.
+
+    A harvested task with judges' values gets ``metadata.predictions_shown`` (``_mark_predictions_shown``);
+    the report counts the annotated tasks per group (``predictions_shown``: ``shown``, ``blind``).
     """
     out = Path(out)
     _, template, tasks_path = load_run(run_dir)
@@ -237,17 +343,49 @@ def harvest_label_studio(
         if task.get("annotations")
     }
     shells = {shell["task_id"]: shell for shell in read_jsonl(tasks_path) if shell["task_id"] in wanted}
+    records = delivery_records(run_dir, url)
     for project_id, tasks in exported.items():
         meta = {"platform": "label-studio", "project_id": project_id}
         for ls_task in tasks:
             one = harvest_task(ls_task, meta, users, shells, template)
+            for annotated in one.annotated:
+                _mark_predictions_shown(annotated, ls_task, template, records.get(project_id))
             outcome.annotated += one.annotated
             outcome.rejected += one.rejected
+    groups = Counter(task["metadata"].get("predictions_shown") for task in outcome.annotated)
     return {
         "platform": "label-studio",
         "project_ids": projects,
         **_write_outcome(outcome, out, Path(rejects) if rejects else default_rejects_path(out)),
+        "predictions_shown": {"shown": groups[True], "blind": groups[False]},
     }
+
+
+def _mark_predictions_shown(
+    annotated: dict[str, Any],
+    ls_task: dict[str, Any],
+    template: AnnotationTemplate,
+    record: dict[str, Any] | None,
+) -> None:
+    """Set ``metadata.predictions_shown`` of a harvested task that has judges' values (``task_builder.
+    agreement`` compares the shown and the blind group), and ``metadata.annotation.prefilled_from``
+    when shown.
+
+    From the project's delivery record (its predictions mode and pre-filled judge) and the split
+    (:func:`predictions_shown`); a task Label Studio holds no prediction for was not shown one, whatever
+    the record says (judges' values added to the shell after delivery). A project the run has no
+    delivery record of (``--project``) leaves the field out: unknown.
+    """
+    if record is None:
+        return
+    shown = predictions_shown(annotated, template, record["predictions"], record["prefill_judge"])
+    if shown is None:
+        return
+    if "predictions" in ls_task and not ls_task["predictions"]:
+        shown = False
+    annotated["metadata"]["predictions_shown"] = shown
+    if shown:
+        annotated["metadata"]["annotation"]["prefilled_from"] = record["prefill_judge"]
 
 
 def _run_shells(run_dir: str | Path, source: str | Path) -> dict[str, dict[str, Any]]:
@@ -332,10 +470,16 @@ def harvest_file(
 
 @flow(name="deliver_tasks")
 def deliver_tasks(
-    run_dir: str, url: str, token_env: str = "LABEL_STUDIO_TOKEN", project_title: str | None = None
+    run_dir: str,
+    url: str,
+    token_env: str = "LABEL_STUDIO_TOKEN",
+    project_title: str | None = None,
+    predictions: str = DEFAULT_MODE,
+    judge: str | None = None,
 ) -> dict[str, Any]:
-    """Deliver a finished run's tasks to Label Studio (idempotent: tasks already there are skipped)."""
-    return deliver_label_studio(run_dir, url, token_from_env(token_env), project_title)
+    """Deliver a finished run's tasks to Label Studio (idempotent: tasks already there are skipped), with
+    a judge's values as pre-annotations per ``predictions`` (``none`` | ``all`` | ``half``)."""
+    return deliver_label_studio(run_dir, url, token_from_env(token_env), project_title, predictions, judge)
 
 
 @flow(name="harvest_annotations")
