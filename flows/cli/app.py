@@ -375,6 +375,35 @@ def _batches_table(batches: list[dict[str, Any]]) -> Table:
     return table
 
 
+@app.command()
+def agreement(
+    annotated: Annotated[Path, typer.Argument(help="Annotated tasks (JSONL) from rlhf harvest.")],
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="Where the JSON report goes (default: <annotated>.agreement.json).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report instead of a table.")] = False,
+) -> None:
+    """How often annotators kept each judge's suggested values, per judge and dimension.
+
+    Per dimension (and the preference): how many values were compared, the share the human kept, the
+    mean absolute difference and Cohen's kappa (quadratic-weighted for scales); split into the group
+    that saw the suggestions and the blind group when both exist (``rlhf deliver --predictions half``).
+    """
+    import json
+
+    from flows.reporting.agreement import agreement_from_file, agreement_table
+
+    try:
+        data = agreement_from_file(annotated, out_path)
+    except InputError as exc:
+        raise _input_failure(exc) from None
+    if as_json:
+        out.print_json(json.dumps(data))
+        return
+    out.print(agreement_table(data))
+    out.print(f"JSON report: {data['written_to']}", highlight=False)
+
+
 @app.command("cancel-batches")
 def cancel_batches(
     target: Annotated[Path, typer.Argument(help="A run directory (<output.dir>/<batch>) or a run config.")],
@@ -644,6 +673,10 @@ def simulate(
     batch_completion_s: Annotated[
         float, typer.Option(help="Batch APIs: seconds from a batch's creation until all its requests are done.")
     ] = 0.0,
+    structured_invalid_probability: Annotated[
+        float,
+        typer.Option(help="Judges: share of structured-output answers made invalid (0..1, seeded), to test retries."),
+    ] = 0.0,
 ) -> None:
     """Serve the provider simulator (OpenAI /v1/chat/completions and Anthropic /v1/messages, and both
     providers' batch APIs: /v1/files + /v1/batches, /v1/messages/batches)."""
@@ -668,6 +701,7 @@ def simulate(
             rate_limit_headers=rate_limit_headers,
             rate_limit_retry_after=retry_after,  # type: ignore[arg-type]
             batch_completion_s=batch_completion_s,
+            structured_invalid_probability=structured_invalid_probability,
         )
     except (ValueError, ValidationError) as exc:
         _error(f"rlhf simulate: {exc}")
