@@ -312,3 +312,36 @@ def test_an_unreachable_batch_api_is_one_clear_error_and_exit_3(
     assert "batch-gpt: batch API submit failed" in done.stderr and "nothing is submitted twice" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     assert fake_keys["openai"] not in done.stderr + done.stdout
+
+
+def test_an_anthropic_batch_is_told_from_a_look_alike_by_its_results_custom_ids(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    """Two batches of the job's size in the recovery window: none ended yet, so nothing is submitted;
+    once they end, the one whose results carry the job's custom ids is the job's."""
+    import httpx
+
+    sim.configure(batch_completion_s=1.5)
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 5)
+    config = write_config(tmp_path, [batch_entry(sim, "batch", "anthropic", "claude-haiku")], prompts)
+    first = run(config, wait_for_batches=False)
+    ours = first["batches_pending"][0]["batch_id"]
+    _forget_batch_ids(tmp_path / "out" / "b1" / "responses.sqlite")
+    decoy_requests = [
+        {
+            "custom_id": f"someone-else-{i}",
+            "params": {"model": "claude-haiku", "max_tokens": 64, "messages": [{"role": "user", "content": f"q{i}"}]},
+        }
+        for i in range(5)
+    ]
+    decoy = httpx.post(
+        sim.anthropic_base_url + "/v1/messages/batches",
+        json={"requests": decoy_requests},
+        headers={"x-api-key": "k", "anthropic-version": "2023-06-01"},
+    )
+    assert decoy.status_code == 200, decoy.text
+
+    second = run(config)
+    assert second["tasks_written"] == 5
+    assert sorted(b["id"] for b in sim.batches()) == sorted([ours, decoy.json()["id"]])  # nothing resubmitted
+    assert batch_stats(sim)["custom_ids_submitted_more_than_once"] == 0
