@@ -233,3 +233,16 @@ def test_a_judge_config_is_checked_before_anything_is_called(sim: RunningSimulat
     assert "judges[0].mode: judges call online" in result.output
     assert "judges[1].source_id: duplicate 'gpt-4o'" in result.output
     assert sim.stats()["requests_total"] == 0
+
+
+def test_judges_also_judge_answers_that_came_from_a_provider_batch(sim: RunningSimulator, tmp_path: Path) -> None:
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 3)
+    providers = [
+        provider_entry(sim, "gpt-4o", "openai", "gpt-4o"),
+        provider_entry(sim, "claude", "anthropic", "claude-haiku", mode="batch", batch_poll_s=0.1),
+    ]
+    summary = run(write_config(tmp_path, providers, prompts, judges=judge_entries(sim)[1:]))
+    assert summary["tasks_written"] == 3 and sim.stats()["batches"]["requests_submitted"] == 3
+    for task in read_tasks(summary):
+        entry = task["metadata"]["predictions"]["judge-claude"]
+        assert {"gpt-4o", "claude", "turn"} <= set(entry) and "errors" not in entry
