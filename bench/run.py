@@ -768,11 +768,24 @@ def main() -> int:
     name = f"results-{profile.name}{'-' + args.label if args.label else ''}.md"
     text = write_report(bench, started, (load_start, 0.0), OUT / name)
     if complete:
+        kept = _kept_sections(BENCH / "RESULTS.md")
         shutil.copyfile(OUT / name, BENCH / "RESULTS.md")
+        if kept:  # sections measured by scripts of their own (bench/batch_vs_online.py) survive a full run
+            with (BENCH / "RESULTS.md").open("a", encoding="utf-8") as handle:
+                handle.write("\n" + kept)
         log("wrote bench/RESULTS.md")
     print(text)
     log(f"report: {OUT / name}")
     return 0
+
+
+def _kept_sections(results: Path) -> str:
+    """The parts of RESULTS.md between ``<!-- batch-vs-online -->`` markers (written by bench/batch_vs_online.py)."""
+    from batch_vs_online import BEGIN, END
+
+    text = results.read_text(encoding="utf-8") if results.is_file() else ""
+    start, end = text.find(BEGIN), text.find(END)
+    return text[start : end + len(END)] + "\n" if start != -1 and end > start else ""
 
 
 if __name__ == "__main__":
