@@ -9,7 +9,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install browser demo lint test test-fast label-studio screenshots bench clean
+.PHONY: install browser postgres demo lint test test-fast label-studio screenshots bench clean
 
 install: $(STAMP)
 
@@ -30,7 +30,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy common prompts providers task_builder platforms flows simulator
 
-test: install browser
+test: install browser postgres
 	$(BIN)/python -m pytest -q
 
 # Debian's chromium for the browser tests of the labeling form (Playwright drives it; nothing is
@@ -42,6 +42,15 @@ browser:
 	    echo "installing Debian's chromium for the browser tests"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "note: sudo apt-get install chromium to run the browser tests (they skip without it)"; fi; }
+
+# PostgreSQL's server binaries for the tests of the PostgreSQL response store (tests/pg_server.py starts
+# a throwaway server in a temporary directory on a loopback port).
+postgres:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's postgresql for the PostgreSQL store tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else echo "note: sudo apt-get install postgresql to run the PostgreSQL store tests (they skip without it)"; fi; }
 
 # A local Label Studio for a trial on http://127.0.0.1:8080 (installed once into its own venv under
 # ~/.cache/rlhf-orchestrator; user, password and API token are printed). Ctrl-C stops it.

@@ -67,7 +67,10 @@ class OutputConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dir: str = "out"
+    # A SQLite file (default <dir>/<batch>/responses.sqlite) or a PostgreSQL URL (postgresql://user@host/db;
+    # the password from PGPASSWORD, ~/.pgpass or the variable named by store_password_env, never the URL).
     store: str | None = None
+    store_password_env: str | None = None
 
 
 # The fields that name other input files.
@@ -146,6 +149,16 @@ class RunConfig(BaseModel):
         return self.batch_dir if self._shard is None else self.batch_dir / "shards" / str(self._shard[0])
 
     @property
+    def store_is_database(self) -> bool:
+        """Whether the response store is a PostgreSQL database (``output.store: postgresql://…``)."""
+        return _is_database_url(self.output.store)
+
+    @property
+    def store_location(self) -> str | Path:
+        """Where the response store is: a database URL (shared by every shard), else :attr:`store_path`."""
+        return str(self.output.store) if self.store_is_database else self.store_path
+
+    @property
     def store_path(self) -> Path:
         """The response store's SQLite file (a shard always has its own, in its run directory)."""
         if self._shard is not None:
@@ -153,6 +166,10 @@ class RunConfig(BaseModel):
         return (
             resolve_path(self._base_dir, self.output.store) if self.output.store else self.run_dir / "responses.sqlite"
         )
+
+
+def _is_database_url(location: str | None) -> bool:
+    return bool(location) and str(location).startswith(("postgresql://", "postgres://"))
 
 
 def load_config(path: str | Path, *, require_keys: bool = True) -> RunConfig:
@@ -206,7 +223,7 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> RunConfig:
 def _store_left_behind(config: RunConfig, name: str, root: yaml.Node | None) -> list[InputProblem]:
     """A store where an earlier version put it (relative to the working directory) but none where this
     config now says: refuse, rather than ask every provider again for answers already paid for."""
-    if config.base_dir.absolute() == Path.cwd():
+    if config.base_dir.absolute() == Path.cwd() or config.store_is_database:
         return []
     field, written = ("output.store", config.output.store) if config.output.store else ("output.dir", config.output.dir)
     if Path(written).is_absolute():

@@ -23,9 +23,16 @@ from pathlib import Path
 from typing import IO, Any
 
 from providers.result import CallResult
-from providers.store import ResponseStore, StoreError
+from providers.store import StoreError
+from providers.store_factory import StoreLike
 
 RESCUE_GLOB = "rlhf-rescue-*.jsonl"
+
+
+def store_identity(store: StoreLike) -> str:
+    """What a rescue file names its store by: the absolute path of a file, or a database's (masked) URL."""
+    path = store.path
+    return str(path.resolve()) if isinstance(path, Path) else str(path)
 
 
 def default_rescue_dir() -> Path:
@@ -68,7 +75,7 @@ class StoreFailed(Exception):
 class AnswerKeeper:
     """Commits each finished call to the store; after the first failed commit, to a rescue file instead."""
 
-    store: ResponseStore
+    store: StoreLike
     rescue_dir: Path
     counts: KeepCounts = field(default_factory=KeepCounts)
     error: StoreError | None = None
@@ -122,18 +129,18 @@ class AnswerKeeper:
         fd, name = tempfile.mkstemp(prefix=f"rlhf-rescue-{stamp}-", suffix=".jsonl", dir=self.rescue_dir)
         handle = os.fdopen(fd, "w", encoding="utf-8")
         self.counts.rescue_file = Path(name)
-        handle.write(json.dumps({"rescue_of": str(self.store.path.resolve()), "created_at": stamp}) + "\n")
+        handle.write(json.dumps({"rescue_of": store_identity(self.store), "created_at": stamp}) + "\n")
         self._rescue = handle
         return handle
 
 
-def recover_rescued(store: ResponseStore, rescue_dir: Path) -> int:
+def recover_rescued(store: StoreLike, rescue_dir: Path) -> int:
     """Commit every rescue file of ``store`` found in ``rescue_dir``, then remove it; return results read.
 
     A file of another store is left alone. A file cut short (a crash while rescuing) gives up its
     complete lines. Raises :class:`StoreError` if the store still cannot be written (files are kept).
     """
-    target = str(store.path.resolve())
+    target = store_identity(store)
     recovered = 0
     for path in sorted(rescue_dir.glob(RESCUE_GLOB)):
         rows = _rows_of(path, target)

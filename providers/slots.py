@@ -21,7 +21,7 @@ from providers.base import system_text
 from providers.config import ProviderConfig
 from providers.fingerprint import provider_identity, request_fingerprint
 from providers.result import CallResult
-from providers.store import ResponseStore
+from providers.store_factory import StoreLike
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +83,7 @@ class StoredChunk(NamedTuple, Generic[P]):
 
 
 def stored_results(
-    store: ResponseStore | None, fingerprints: SlotFingerprints, prompts: Iterable[P], chunk_size: int
+    store: StoreLike | None, fingerprints: SlotFingerprints, prompts: Iterable[P], chunk_size: int
 ) -> Iterator[StoredChunk[P]]:
     """The prompts in chunks of ``chunk_size``, with their slots' fingerprints and stored results.
 

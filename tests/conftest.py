@@ -200,3 +200,11 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield server
     finally:
         server.stop()
+
+
+# A real PostgreSQL for the tests that need one (tests/pg_server.py): one server per session, a fresh empty
+# database per test (its password in the environment variable pg_server.PASSWORD_ENV).
+import pg_server  # noqa: E402 - after the environment is set, like every import here
+
+postgres_server = pg_server.postgres_server
+postgres_url = pg_server.postgres_url

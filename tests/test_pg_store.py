@@ -12,7 +12,6 @@ import time
 import traceback
 from pathlib import Path
 
-import pg_server
 import pytest
 from conftest import closed_port_url
 from pg_server import PASSWORD, PASSWORD_ENV, ROLE, PgServer
@@ -25,9 +24,6 @@ from providers.store import SCHEMA_VERSION, ResponseStore, StoreError, StoreUnre
 from providers.store_factory import open_store
 from providers.store_lock import BatchBusy
 
-# The server's fixtures, by assignment (an import of them would be flagged as shadowed by the tests' arguments).
-postgres_server = pg_server.postgres_server
-postgres_url = pg_server.postgres_url
 ROOT = Path(__file__).resolve().parent.parent
 ANSWER = CallResult(ok=True, text="an answer", model="m", created_at="2026-01-01T00:00:00Z")
 ERROR_500 = CallResult(ok=False, error_type="http_500", error="HTTP 500: boom", status_code=500)

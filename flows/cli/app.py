@@ -132,9 +132,10 @@ def run(
     """
     from flows.generation.prepare import prepare_run
     from flows.generation.run_date import RUN_DATE_ENV
+    from flows.generation.stores import hold_run_store, open_run_store
     from providers.rescue import StoreFailed
-    from providers.store import ResponseStore, StoreError
-    from providers.store_lock import BatchBusy, hold_store
+    from providers.store import StoreError
+    from providers.store_lock import BatchBusy
 
     if run_date:
         os.environ[RUN_DATE_ENV] = run_date
@@ -144,8 +145,8 @@ def run(
         raise _input_failure(exc) from None
     try:
         # Before Prefect starts: a second run, or a store that cannot be used, stops here at once.
-        with hold_store(prepared.config.store_path):
-            ResponseStore(prepared.config.store_path).close()
+        with hold_run_store(prepared.config):
+            open_run_store(prepared.config).close()
             _run_held(config, prepared, retry_failed, skip_invalid, quiet, verbose, rescue_dir, not no_wait)
     except (BatchBusy, StoreError, StoreFailed) as exc:
         raise _store_failure(exc) from None

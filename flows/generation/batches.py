@@ -24,11 +24,11 @@ from providers.batch.runner import BatchCall, BatchRunner, Keep
 from providers.config import ProviderConfig
 from providers.result import CallResult
 from providers.slots import AnswerSlot, SlotFingerprints, stored_results
-from providers.store import ResponseStore
+from providers.store_factory import StoreLike
 
 
 async def open_runners(
-    stack: AsyncExitStack, providers: list[ProviderConfig], store: ResponseStore, keep: Keep
+    stack: AsyncExitStack, providers: list[ProviderConfig], store: StoreLike, keep: Keep
 ) -> dict[str, BatchRunner]:
     """A runner per batch-mode provider, closed with ``stack``."""
     ledger = BatchLedger(store)
@@ -44,7 +44,7 @@ async def submit_missing(
     runners: dict[str, BatchRunner],
     slots: list[AnswerSlot],
     config: Any,
-    store: ResponseStore,
+    store: StoreLike,
     retry_failed: bool,
     summary: RunSummary,
 ) -> None:
@@ -135,15 +135,16 @@ async def cancel_pending(target: str | Path) -> list[tuple[str, str]]:
     """Cancel every provider batch of a run (directory or config) that is not collected; (source id, batch id)s."""
     from flows.config import load_config
     from flows.generation.manifest import working_dir
+    from flows.generation.stores import open_run_store, store_exists
     from flows.reporting.status import target_location
 
     config_path, cwd = target_location(target)
     with working_dir(cwd):
         config = load_config(config_path, require_keys=False)
-        store_path = config.store_path.absolute()
-    if not store_path.is_file():
-        return []
-    with ResponseStore(store_path, read_only=True) as store:
+        if not store_exists(config):
+            return []
+        store = open_run_store(config, read_only=True)
+    with store:
         jobs = [job for job in BatchLedger(store).open_jobs() if job.remote_id is not None]
     providers = {p.source_id: p for p in config.providers}
     cancelled: list[tuple[str, str]] = []

@@ -35,6 +35,7 @@ from flows.generation.batches import follow_batches, not_stored, open_runners, p
 from flows.generation.judging import RunJudges
 from flows.generation.manifest import write_manifest
 from flows.generation.prepare import PreparedRun, prepare_run
+from flows.generation.stores import hold_run_store, open_run_store
 from flows.generation.writer_process import ChunkResults, WriterSetup, task_writer_process
 from flows.reporting import progress
 from flows.reporting.notify import on_run_completed, on_run_failed
@@ -48,8 +49,7 @@ from providers.pool import ProviderPool, pool_for
 from providers.rescue import AnswerKeeper, default_rescue_dir, recover_rescued
 from providers.result import INTERRUPTED, SKIPPED, CallResult
 from providers.slots import AnswerSlot, SlotFingerprints, StoredChunk, answer_slots, stored_results
-from providers.store import ResponseStore
-from providers.store_lock import hold_store
+from providers.store_factory import StoreLike
 from task_builder.assemble import BatchContext
 from task_builder.ids import stable_id
 
@@ -193,7 +193,7 @@ async def generate_tasks(
         shard_index is not None
     ):  # one shard of a sharded batch (flows/sharding/shard.py): own dir and store, rate shares
         prepared = for_shard(prepared, shard_index, shard_count, rate_shares)
-    with hold_store(prepared.config.store_path):
+    with hold_run_store(prepared.config):
         return await _run_held(
             prepared,
             config_hash,
@@ -231,12 +231,12 @@ async def _run_held(
         rejected=len(prepared.rejected),
         layout=config.annotation.layout,
     )
-    write_manifest(run_dir, config_path, config_hash, config.store_path, summary.started_at)
+    write_manifest(run_dir, config_path, config_hash, config.store_location, summary.started_at)
     if prepared.rejected:
         _write_rejected(run_dir / "rejected.jsonl", prepared)
     progress.sink().planned(prepared.prompt_count * config.answers_per_prompt)
 
-    with ResponseStore(config.store_path) as store:
+    with open_run_store(config) as store:
         summary.recovered_from_rescue = recover_rescued(store, rescue_dir)
         keeper = AnswerKeeper(store, rescue_dir)
         with ProviderPool(uuid.uuid4().hex, _stop_when(keeper)) as pool:
@@ -266,7 +266,7 @@ async def _run_held(
             ("summary", "summary.json"),
         )
     }
-    summary.files["store"] = str(config.store_path)
+    summary.files["store"] = str(config.store_location)
     if prepared.rejected:
         summary.files["rejected"] = str(run_dir / "rejected.jsonl")
     report = summary.to_dict()
@@ -326,7 +326,7 @@ def writer_setup(prepared: PreparedRun, run_id: str, config_hash: str, created_a
 
 async def _generate(
     prepared: PreparedRun,
-    store: ResponseStore,
+    store: StoreLike,
     pool: ProviderPool,
     keeper: AnswerKeeper,
     summary: RunSummary,
@@ -368,7 +368,7 @@ async def _generate(
 
 async def _answer_and_write(
     setup: WriterSetup,
-    store: ResponseStore,
+    store: StoreLike,
     config: Any,
     summary: RunSummary,
     breakers: dict[str, str],
@@ -407,7 +407,7 @@ async def _answer_and_write(
 
 async def _write_tasks(
     setup: WriterSetup,
-    store: ResponseStore,
+    store: StoreLike,
     config: Any,
     summary: RunSummary,
     breakers: dict[str, str],
@@ -444,7 +444,7 @@ async def _write_tasks(
 
 
 def _count_without_writing(
-    slots: list[AnswerSlot], store: ResponseStore, config: Any, unstored: dict[str, CallResult], summary: RunSummary
+    slots: list[AnswerSlot], store: StoreLike, config: Any, unstored: dict[str, CallResult], summary: RunSummary
 ) -> None:
     """The providers' tallies of a run that writes no tasks (batches pending): requests still in a batch are
     counted as pending, everything else as the written run would count it."""
@@ -513,7 +513,7 @@ def _not_made(source_id: str, breakers: dict[str, str]) -> CallResult:
 async def _call_missing(
     slots: list[AnswerSlot],
     lookup: StoredChunk[PromptRecord],
-    store: ResponseStore,
+    store: StoreLike,
     run_key: str,
     chunk_index: int,
     retry_failed: bool,

@@ -38,7 +38,7 @@ from providers.fingerprint import provider_identity, request_fingerprint
 from providers.pool import ProviderPool, pool_for
 from providers.rescue import AnswerKeeper
 from providers.result import CallResult
-from providers.store import ResponseStore
+from providers.store_factory import StoreLike
 from task_builder.judging import (
     JudgeProblem,
     JudgeRequest,
@@ -100,7 +100,7 @@ class RunJudges:
         judges: list[ProviderConfig],
         template: AnnotationTemplate,
         layout: str,
-        store: ResponseStore,
+        store: StoreLike,
         pool: ProviderPool,
         keeper: AnswerKeeper,
         summary: RunSummary,

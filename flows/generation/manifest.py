@@ -14,15 +14,16 @@ from common.atomic import write_json
 MANIFEST = "run.json"
 
 
-def write_manifest(run_dir: Path, config_path: str, config_hash: str, store: Path, started_at: str) -> None:
-    """Record the run's config (absolute path), working directory, config hash and store."""
+def write_manifest(run_dir: Path, config_path: str, config_hash: str, store: Path | str, started_at: str) -> None:
+    """Record the run's config (absolute path), working directory, config hash and store (a file's absolute
+    path, or a database URL, which never holds a password)."""
     write_json(
         run_dir / MANIFEST,
         {
             "config": str(Path(config_path).resolve()),
             "cwd": str(Path.cwd()),
             "config_hash": config_hash,
-            "store": str(store.resolve()),
+            "store": str(store.resolve()) if isinstance(store, Path) else store,
             "started_at": started_at,
         },
     )

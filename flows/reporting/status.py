@@ -11,10 +11,11 @@ from typing import Any
 
 from flows.config import load_config
 from flows.generation.manifest import read_manifest, working_dir
+from flows.generation.stores import open_run_store, store_exists
 from prompts.reader import iter_prompts
 from providers.batch.ledger import BatchLedger
 from providers.slots import SlotFingerprints, answer_slots, stored_results
-from providers.store import ResponseStore
+from providers.store_factory import StoreLike
 
 _LOOKUP_BATCH = 1000
 
@@ -45,7 +46,7 @@ def run_status(target: str | Path) -> dict[str, Any]:
         reasons: dict[str, Counter[str]] = {p.source_id: Counter() for p in config.providers}
         prompts = 0
         batches: list[dict[str, Any]] = []
-        with ResponseStore(config.store_path, read_only=True) if config.store_path.is_file() else _no_store() as store:
+        with open_run_store(config, read_only=True) if store_exists(config) else _no_store() as store:
             if store is not None:
                 batches = open_batches(store)
             for chunk in stored_results(store, fingerprints, iter_prompts(config.prompts), _LOOKUP_BATCH):
@@ -62,7 +63,7 @@ def run_status(target: str | Path) -> dict[str, Any]:
                             reasons[source_id][result.error_type or "unknown"] += 1
     return {
         "config": str(config_path),
-        "store": str(config.store_path),
+        "store": str(config.store_location),
         "prompts": prompts,
         "providers": {
             sid: {
@@ -78,7 +79,7 @@ def run_status(target: str | Path) -> dict[str, Any]:
     }
 
 
-def open_batches(store: ResponseStore) -> list[dict[str, Any]]:
+def open_batches(store: StoreLike) -> list[dict[str, Any]]:
     """The store's provider batches not collected yet: provider, batch id, status, requests, age."""
     now = datetime.now(UTC)
     return [

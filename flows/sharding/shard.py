@@ -41,13 +41,13 @@ from common.clock import utc_now
 from flows.config import RunConfig
 from flows.generation.manifest import write_manifest
 from flows.generation.prepare import PreparedRun, prepare_run
+from flows.generation.stores import hold_run_store, open_run_store
 from flows.reporting.report import publish_report
 from flows.reporting.summary import percentile
 from prompts.reader import PromptRecord, iter_prompts
 from providers.config import ProviderConfig
 from providers.slots import SlotFingerprints, answer_slots, stored_results
 from providers.store import ResponseStore
-from providers.store_lock import hold_store
 
 LIMIT_PREFIX = "rlhf-provider-"
 SHARD_DEPLOYMENT = "generate_tasks/rlhf-shard"
@@ -112,11 +112,15 @@ def for_shard(
 
 
 def seed_shards(config: RunConfig, count: int) -> str:
-    """Give each shard store the batch's ``created_at`` and the batch store's results for its prompts."""
+    """Give each shard store the batch's ``created_at`` and the batch store's results for its prompts.
 
-    with ResponseStore(config.store_path) as batch_store:
+    With a database store every shard uses the batch's own store: nothing to copy.
+    """
+    with open_run_store(config) as batch_store:
         created_at = batch_store.setdefault_meta("created_at", utc_now())
-        has_rows = batch_store.has_results()
+        has_rows = batch_store.has_results() and not config.store_is_database
+    if config.store_is_database:
+        return created_at
     ids: list[list[str]] = [[] for _ in range(count)]
     if has_rows:
         for position, record in enumerate(iter_prompts(config.prompts)):
@@ -260,7 +264,7 @@ def _latencies(config: RunConfig) -> dict[str, array]:
     fingerprints = SlotFingerprints(slots)
     provider_of = {slot.answer_id: slot.provider.source_id for slot in slots}
     out = {p.source_id: array("d") for p in config.providers}
-    with ResponseStore(config.store_path) as store:
+    with open_run_store(config) as store:
         for chunk in stored_results(store, fingerprints, iter_prompts(config.prompts), _LOOKUP):
             for by_slot in chunk.fingerprints:
                 for answer_id, fp in by_slot.items():
@@ -300,8 +304,8 @@ def merge_batch(
     after the copy, naming the shards), so every answer paid for is in the batch store.
     """
 
-    with ResponseStore(config.store_path) as batch_store:
-        for index in range(shards):
+    with open_run_store(config) as batch_store:
+        for index in range(shards if not config.store_is_database else 0):  # a database store is shared
             shard_store = config.batch_dir / "shards" / str(index) / "responses.sqlite"
             if shard_store.is_file():
                 batch_store.copy_results_from(shard_store)
@@ -321,11 +325,11 @@ def merge_batch(
     summary.update(started_at=started_at, finished_at=utc_now())
     summary["files"] = {name.removesuffix(".jsonl"): str(config.batch_dir / name) for name in OUTPUTS}
     summary["files"]["summary"] = str(config.batch_dir / "summary.json")
-    summary["files"]["store"] = str(config.store_path)
+    summary["files"]["store"] = str(config.store_location)
     if (config.batch_dir / "rejected.jsonl").is_file():
         summary["files"]["rejected"] = str(config.batch_dir / "rejected.jsonl")
     summary["shards"] = shard_info
-    write_manifest(config.batch_dir, config_path, summary["config_hash"], config.store_path, started_at)
+    write_manifest(config.batch_dir, config_path, summary["config_hash"], config.store_location, started_at)
     write_json(config.batch_dir / "summary.json", summary)
     return summary
 
@@ -389,7 +393,7 @@ async def generate_sharded(
     names = [name for name, _ in limits.values()]
     shares = {source_id: 1.0 / size for source_id, (_, size) in limits.items()}
     # The parent holds the batch store (seeding, merging); each shard holds its own store.
-    with hold_store(config.store_path):
+    with hold_run_store(config):
         seed_shards(config, shards)
 
         async def run_shard(index: int) -> Any:

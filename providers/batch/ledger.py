@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from common.clock import utc_now
-from providers.store import ResponseStore
+from providers.store_factory import StoreLike
 
 PREPARED = "prepared"
 SUBMITTED = "submitted"
@@ -77,7 +77,7 @@ def _job(row: Sequence[object]) -> Job:
 class BatchLedger:
     """The batch tables of one response store (a store read as it is may predate them: then it is empty)."""
 
-    def __init__(self, store: ResponseStore) -> None:
+    def __init__(self, store: StoreLike) -> None:
         self._store = store
         self._present = store.has_table("batch_jobs")
 
