@@ -4,6 +4,7 @@ module there named like one of our packages would shadow it) and their options p
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ pytestmark = pytest.mark.slow  # each script is a subprocess
         "bench/request_paths.py",
         "bench/clients/floor.py",
         "bench/batch_vs_online.py",
+        "bench/store_commit.py",
     ],
 )
 def test_a_benchmark_script_starts(script: str) -> None:
@@ -43,3 +45,14 @@ def test_batch_vs_online_runs_at_a_tiny_size() -> None:
     assert 0 < batch["http_requests"] < 60
     assert online["answers_stored"] == batch["answers_stored"] == 60
     assert online["cpu_s"] > 0 and batch["cpu_s"] > 0
+
+
+def test_store_commit_measures_both_stores(postgres_url: str) -> None:
+    from pg_server import PASSWORD
+
+    command = [sys.executable, "bench/store_commit.py", "--puts", "50", "--repeats", "1", "--pg-url", postgres_url]
+    env = {**os.environ, "PGPASSWORD": PASSWORD}
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith(("| SQLite", "| PostgreSQL"))]
+    assert len(rows) == 2 and all(float(row.split("|")[2]) > 0 for row in rows)
