@@ -14,6 +14,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+from flows.config import RunConfig
 from flows.reporting import progress
 from flows.reporting.summary import RunSummary
 from flows.sharding.shard import prompts_of
@@ -43,7 +44,7 @@ async def open_runners(
 async def submit_missing(
     runners: dict[str, BatchRunner],
     slots: list[AnswerSlot],
-    config: Any,
+    config: RunConfig,
     store: StoreLike,
     retry_failed: bool,
     summary: RunSummary,

@@ -29,7 +29,7 @@ from prefect.utilities.annotations import quote
 from common.atomic import atomic_open, write_json
 from common.clock import utc_now
 from common.errors import InputError, InputProblem
-from flows.config import load_config
+from flows.config import RunConfig, load_config
 from flows.generation import stopping
 from flows.generation.batches import follow_batches, not_stored, open_runners, pending_batches, submit_missing
 from flows.generation.judging import RunJudges
@@ -369,7 +369,7 @@ async def _generate(
 async def _answer_and_write(
     setup: WriterSetup,
     store: StoreLike,
-    config: Any,
+    config: RunConfig,
     summary: RunSummary,
     breakers: dict[str, str],
     call_online: Callable[[int, StoredChunk[PromptRecord]], Coroutine[Any, Any, dict[str, CallResult]]],
@@ -408,7 +408,7 @@ async def _answer_and_write(
 async def _write_tasks(
     setup: WriterSetup,
     store: StoreLike,
-    config: Any,
+    config: RunConfig,
     summary: RunSummary,
     breakers: dict[str, str],
     call: Callable[[int, StoredChunk[PromptRecord]], Coroutine[Any, Any, dict[str, CallResult]]] | None,
@@ -444,7 +444,7 @@ async def _write_tasks(
 
 
 def _count_without_writing(
-    slots: list[AnswerSlot], store: StoreLike, config: Any, unstored: dict[str, CallResult], summary: RunSummary
+    slots: list[AnswerSlot], store: StoreLike, config: RunConfig, unstored: dict[str, CallResult], summary: RunSummary
 ) -> None:
     """The providers' tallies of a run that writes no tasks (batches pending): requests still in a batch are
     counted as pending, everything else as the written run would count it."""
