@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -22,6 +23,7 @@ from pydantic import (
 from common.config_types import ConfigFloat, ConfigInt
 from common.env_expand import expand_env
 from common.errors import InputError, InputProblem, location
+from common.storage import StorageError, is_url, join, local_copy
 from common.yaml_locations import (
     duplicate_keys,
     line_of,
@@ -139,9 +141,26 @@ class RunConfig(BaseModel):
         return self._base_dir
 
     @property
+    def output_is_url(self) -> bool:
+        """Whether the outputs go to object storage (``output.dir: s3://…``): they are then written in a local
+        staging directory (:attr:`batch_dir`) and uploaded whole when the run ends."""
+        return is_url(self.output.dir)
+
+    @property
     def batch_dir(self) -> Path:
-        """``<output.dir>/<batch>``: the batch's directory (a shard writes under ``shards/<index>/`` in it)."""
+        """``<output.dir>/<batch>``: the batch's directory (a shard writes under ``shards/<index>/`` in it); for
+        outputs at a URL, the local staging directory of ``<url>/<batch>``."""
+        if self.output_is_url:
+            return staging_dir(self.output.dir) / self.batch
         return resolve_path(self._base_dir, self.output.dir) / self.batch
+
+    @property
+    def run_location(self) -> str | Path:
+        """Where this run's files end up: :attr:`run_dir`, or its URL for outputs in object storage."""
+        if not self.output_is_url:
+            return self.run_dir
+        location = join(self.output.dir, self.batch)
+        return location if self._shard is None else join(location, "shards", str(self._shard[0]))
 
     @property
     def run_dir(self) -> Path:
@@ -168,6 +187,12 @@ class RunConfig(BaseModel):
         )
 
 
+def staging_dir(url: str) -> Path:
+    """The local directory where a run writes outputs bound for ``url`` before uploading them."""
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / "rlhf-staging" / digest
+
+
 def _is_database_url(location: str | None) -> bool:
     return bool(location) and str(location).startswith(("postgresql://", "postgres://"))
 
@@ -176,9 +201,17 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> RunConfig:
     """Read and validate a run config; raise :class:`InputError` naming file, line and field.
 
     With ``require_keys`` every provider's API key variable must be set (its value is never read here).
+    ``path`` may be an object-storage URL (``s3://…``): the config is read from there, and the files it
+    names must then be URLs or absolute paths (there is no directory to be relative to).
     """
-    path = Path(path)
+    from_url = is_url(path)
     name = str(path)
+    if from_url:
+        try:
+            path = local_copy(str(path))
+        except StorageError as exc:
+            raise InputError([InputProblem(name, None, str(exc))]) from None
+    path = Path(path)
     base_dir = path.parent
     root, data = read_yaml(path)
     if not isinstance(data, dict):
@@ -204,6 +237,7 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> RunConfig:
     config._references = {field: location(name, line_of(root, field.split(".")), field) for field in REFERENCES}
     config._base_dir = config.prompts._base_dir = base_dir
     problems = _duplicate_source_ids(config, name, root) + _store_left_behind(config, name, root)
+    problems += _object_storage_problems(config, name, root, from_url)
     if config.min_responses is not None and config.min_responses > config.answers_per_prompt:
         problems.append(
             problem_at(
@@ -218,6 +252,36 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> RunConfig:
     if problems:
         raise InputError(problems)
     return config
+
+
+def _object_storage_problems(
+    config: RunConfig, name: str, root: yaml.Node | None, from_url: bool
+) -> list[InputProblem]:
+    """What object storage requires: a database store beside outputs at a URL, and no relative paths in a
+    config read from a URL."""
+    problems = []
+    if config.output_is_url and not config.store_is_database:
+        problems.append(
+            problem_at(
+                name,
+                root,
+                ("output", "store") if config.output.store else ("output", "dir"),
+                "with output.dir at a URL the response store must be a PostgreSQL database (output.store: "
+                "postgresql://…): a SQLite file cannot live in object storage, and every worker must reach it",
+            )
+        )
+    if from_url:
+        for field, value in (("prompts.path", config.prompts.path), ("output.dir", config.output.dir)):
+            if not is_url(value) and not Path(value).is_absolute():
+                problems.append(
+                    problem_at(
+                        name,
+                        root,
+                        tuple(field.split(".")),
+                        f"'{value}' is relative, but this config was read from a URL: give a URL or an absolute path",
+                    )
+                )
+    return problems
 
 
 def _store_left_behind(config: RunConfig, name: str, root: yaml.Node | None) -> list[InputProblem]:

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from common.config_types import ConfigInt
+from common.storage import is_url, local_copy
 from common.yaml_locations import resolve_path
 
 
@@ -33,6 +34,19 @@ class PromptsConfig(BaseModel):
         return self._base_dir
 
     @property
+    def is_url(self) -> bool:
+        """Whether ``path`` is an object-storage URL (``s3://``, ``gs://``, ``az://``, ``file://``)."""
+        return is_url(self.path)
+
+    @property
     def file(self) -> Path:
-        """The prompt file, resolved against :attr:`base_dir`."""
+        """The prompt file on disk: ``path`` resolved against :attr:`base_dir`, or a URL's object downloaded
+        whole (once per process; ``common.storage.local_copy``)."""
+        if self.is_url:
+            return local_copy(self.path)
         return resolve_path(self._base_dir, self.path)
+
+    @property
+    def name(self) -> str:
+        """How problems name the prompt file: its URL, or its path."""
+        return self.path if self.is_url else str(self.file)

@@ -12,13 +12,14 @@ import csv
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
 from common.errors import InputError, InputProblem, lone_surrogates
+from common.storage import StorageError
 from common.yaml_locations import format_loc, resolve_path, where_searched
 from prompts.config import PromptsConfig
 
@@ -80,7 +81,21 @@ def load_template(name: str | None, base_dir: Path | None = None) -> jinja2.Temp
 
 
 def iter_records(config: PromptsConfig) -> Iterator[PromptRecord | InputProblem]:
-    """Every record of the file in order, or the problem that makes it unusable."""
+    """Every record of the file in order, or the problem that makes it unusable (named by the file's URL
+    when it was read from one)."""
+    if not config.is_url:
+        yield from _records(config)
+        return
+    try:
+        local = str(config.file)
+    except StorageError as exc:
+        yield InputProblem(config.path, None, str(exc))
+        return
+    for item in _records(config):
+        yield replace(item, file=config.path) if isinstance(item, InputProblem) and item.file == local else item
+
+
+def _records(config: PromptsConfig) -> Iterator[PromptRecord | InputProblem]:
     path = config.file
     if not path.is_file():
         yield InputProblem(str(path), None, f"prompt file not found ({where_searched(config.base_dir, config.path)})")
@@ -122,7 +137,7 @@ def scan_prompts(config: PromptsConfig) -> ScanReport:
         else:
             report.valid += 1
     if report.valid == 0 and not report.problems:
-        report.problems.append(InputProblem(str(config.file), None, "the prompt file holds no prompts"))
+        report.problems.append(InputProblem(config.name, None, "the prompt file holds no prompts"))
     return report
 
 

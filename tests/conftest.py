@@ -208,3 +208,7 @@ import pg_server  # noqa: E402 - after the environment is set, like every import
 
 postgres_server = pg_server.postgres_server
 postgres_url = pg_server.postgres_url
+
+# A real S3-compatible server (moto's, tests/s3_server.py): one per session, a fresh bucket per test, with fake
+# credentials and AWS_ENDPOINT_URL set for that test only.
+from s3_server import s3_bucket, s3_server  # noqa: E402, F401

@@ -9,14 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,12 +19,10 @@ from typing import Any
 import httpx
 import pytest
 from conftest import ROOT, provider_entry, write_config, write_prompts
+from prefect_stack import running_stack
 
 from simulator import RunningSimulator, start_simulator_process
 from task_builder.ids import task_id_for
-
-PREFECT = str(Path(sys.executable).with_name("prefect"))
-POOL = "rlhf-process"
 
 
 def _task_ids(path: Path) -> list[str]:
@@ -170,92 +163,11 @@ def test_rate_shares_scale_the_provider_quota(tmp_path: Path, fake_keys: dict[st
 # ------------------------------------------------------------------------------- two workers, real server
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _stop(process: subprocess.Popen[bytes], grace_s: float = 8.0) -> None:
-    """Stop a subprocess started in its own session, and everything it started."""
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)  # children (flow-run processes) too
-    except ProcessLookupError:
-        pass
-    process.wait()
-
-
 @pytest.fixture
 def prefect_stack(tmp_path: Path, fake_keys: dict[str, str]) -> Iterator[dict[str, Any]]:
-    """Own Prefect server, a process work pool, prefect.yaml deployed, two workers (w1, w2)."""
-    home = Path(tempfile.mkdtemp(prefix="prefect-shard-"))
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PREFECT_HOME=str(home / "home"),
-        PREFECT_API_URL=api,
-        DO_NOT_TRACK="1",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_UI_ENABLED="false",
-        PREFECT_LOGGING_LEVEL="WARNING",
-        PREFECT_WORKER_QUERY_SECONDS="1",
-        PREFECT_RUNNER_POLL_FREQUENCY="1",
-        TMPDIR=str(home),
-    )
-    processes: list[subprocess.Popen[bytes]] = []
-    logs = home / "logs"
-    logs.mkdir()
-
-    def start(name: str, *args: str) -> subprocess.Popen[bytes]:
-        with (logs / f"{name}.log").open("wb") as log:
-            process = subprocess.Popen(
-                args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        processes.append(process)
-        return process
-
-    def cli(*args: str) -> None:
-        result = subprocess.run(
-            [PREFECT, "--no-prompt", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-
-    try:
-        server = start("server", PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port))
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, (logs / "server.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{api}/health", timeout=2, trust_env=False).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "prefect server did not start"
-            time.sleep(0.5)
-        cli("work-pool", "create", POOL, "--type", "process")
-        cli("deploy", "--all")
-        # --limit 1: a worker runs one shard at a time, so two shards in flight land on both workers.
-        workers = [
-            start(name, PREFECT, "worker", "start", "--pool", POOL, "--name", name, "--limit", "1")
-            for name in ("w1", "w2")
-        ]
-        yield {"api": api, "env": env, "logs": logs, "workers": workers}
-    finally:
-        for process in reversed(processes):  # workers first, the server last
-            _stop(process)
-        import shutil
-
-        shutil.rmtree(home, ignore_errors=True)
+    """Own Prefect server, a process work pool, prefect.yaml deployed, two workers (w1, w2) in the repository."""
+    with running_stack() as stack:
+        yield stack
 
 
 @pytest.mark.slow

@@ -14,7 +14,6 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import conftest
 import pytest
 from conftest import closed_port_url
 from s3_server import SECRET_ACCESS_KEY, S3Server
@@ -32,9 +31,6 @@ from common.storage import (
     upload_file,
     upload_tree,
 )
-
-if not hasattr(conftest, "s3_bucket"):  # until conftest.py exposes them for every module
-    from s3_server import s3_bucket, s3_server  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 2**20

@@ -75,7 +75,7 @@ def _store_failure(exc: Exception) -> typer.Exit:
 
 @app.command()
 def validate(
-    config: Annotated[Path, typer.Argument(help="Run config (YAML).")],
+    config: Annotated[str, typer.Argument(help="Run config (YAML): a path, or an object-storage URL (s3://…).")],
     check_keys: Annotated[bool, typer.Option(help="Require every provider's API key variable to be set.")] = True,
 ) -> None:
     """Check the config, templates and the whole prompt file without calling any provider."""
@@ -95,7 +95,7 @@ def validate(
 
 @app.command()
 def run(
-    config: Annotated[Path, typer.Argument(help="Run config (YAML).")],
+    config: Annotated[str, typer.Argument(help="Run config (YAML): a path, or an object-storage URL (s3://…).")],
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Also retry calls whose stored result is an error.")
     ] = False,
@@ -181,7 +181,7 @@ def _print_flow_run_url(flow: Any, flow_run: Any, state: Any) -> None:
 
 
 def _run_held(
-    config: Path,
+    config: str,
     prepared: PreparedRun,
     retry_failed: bool,
     skip_invalid: bool,
@@ -198,6 +198,7 @@ def _run_held(
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
     if not os.environ.get("PREFECT_API_URL"):
         console.print("[dim]No PREFECT_API_URL: starting Prefect's temporary local server (takes ~20 s).[/dim]")
+    from common.storage import StorageError
     from flows.cli.console_logs import drop_console_stopped_line, drop_console_tracebacks
     from flows.generation import stopping
     from flows.generation.generate import generate_tasks
@@ -206,7 +207,7 @@ def _run_held(
     from providers.batch.api import BatchApiError
 
     # reported in plain words
-    drop_console_tracebacks(InputError, TaskWriterFailed, OSError, StoreError, StoreFailed, BatchApiError)
+    drop_console_tracebacks(InputError, TaskWriterFailed, OSError, StoreError, StoreFailed, BatchApiError, StorageError)
     drop_console_stopped_line()  # a stopped run is reported below, with the command that resumes it
     stopping.enable()
     if not os.environ.get("PREFECT_API_URL"):
@@ -250,7 +251,7 @@ def _run_held(
                 markup=False,
             )
             raise typer.Exit(EXIT_FAILURES) from None
-        except (TaskWriterFailed, OSError) as exc:
+        except (TaskWriterFailed, OSError, StorageError) as exc:
             _error(exc)
             console.print(
                 "Every answer received is kept in the response store; once this is fixed, rerun (nothing is "
@@ -298,7 +299,7 @@ def _run_held(
 
 @app.command()
 def plan(
-    config: Annotated[Path, typer.Argument(help="Run config (YAML).")],
+    config: Annotated[str, typer.Argument(help="Run config (YAML): a path, or an object-storage URL (s3://…).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Estimate a run before making it: calls still to make, tokens, cost range, time at the rate limits."""
@@ -319,7 +320,9 @@ def plan(
 
 @app.command()
 def status(
-    target: Annotated[Path, typer.Argument(help="A run directory (<output.dir>/<batch>) or a run config.")],
+    target: Annotated[
+        str, typer.Argument(help="A run directory (<output.dir>/<batch>, also as a URL) or a run config.")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show per provider what is answered, failed and still missing (reads the store, calls nobody).
@@ -407,7 +410,9 @@ def agreement(
 
 @app.command("cancel-batches")
 def cancel_batches(
-    target: Annotated[Path, typer.Argument(help="A run directory (<output.dir>/<batch>) or a run config.")],
+    target: Annotated[
+        str, typer.Argument(help="A run directory (<output.dir>/<batch>, also as a URL) or a run config.")
+    ],
 ) -> None:
     """Cancel the batch's provider batches that have not ended (batch-mode providers).
 

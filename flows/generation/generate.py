@@ -34,6 +34,7 @@ from flows.generation import stopping
 from flows.generation.batches import follow_batches, not_stored, open_runners, pending_batches, submit_missing
 from flows.generation.judging import RunJudges
 from flows.generation.manifest import write_manifest
+from flows.generation.outputs import file_location, publish
 from flows.generation.prepare import PreparedRun, prepare_run
 from flows.generation.stores import hold_run_store, open_run_store
 from flows.generation.writer_process import ChunkResults, WriterSetup, task_writer_process
@@ -258,7 +259,7 @@ async def _run_held(
     summary.finished_at = utc_now()
     summary.wall_s = time.perf_counter() - started
     summary.files = {
-        name: str(run_dir / filename)
+        name: file_location(config, filename)
         for name, filename in (
             ("tasks", "tasks.jsonl"),
             ("incomplete", "incomplete.jsonl"),
@@ -268,9 +269,10 @@ async def _run_held(
     }
     summary.files["store"] = str(config.store_location)
     if prepared.rejected:
-        summary.files["rejected"] = str(run_dir / "rejected.jsonl")
+        summary.files["rejected"] = file_location(config, "rejected.jsonl")
     report = summary.to_dict()
     write_json(run_dir / "summary.json", report)
+    publish(config)  # outputs in object storage: each file uploaded whole
     await publish_report(report, part=None if shard_index is None else f"shard-{shard_index}")
     # Prefect makes a returned State the run's final state; the caller gets its data (the summary).
     return _final_state(report)  # type: ignore[return-value]

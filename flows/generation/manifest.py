@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from common.atomic import write_json
+from common.storage import is_url
 
 MANIFEST = "run.json"
 
@@ -20,7 +21,7 @@ def write_manifest(run_dir: Path, config_path: str, config_hash: str, store: Pat
     write_json(
         run_dir / MANIFEST,
         {
-            "config": str(Path(config_path).resolve()),
+            "config": config_path if is_url(config_path) else str(Path(config_path).resolve()),
             "cwd": str(Path.cwd()),
             "config_hash": config_hash,
             "store": str(store.resolve()) if isinstance(store, Path) else store,

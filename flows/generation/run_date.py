@@ -15,6 +15,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from common.storage import is_url
+
 RUN_DATE_ENV = "RLHF_RUN_DATE"
 GLOB_CHARS = set("*?[")
 
@@ -41,7 +43,7 @@ def apply_run_date(data: dict[str, Any], base_dir: Path | None = None) -> dict[s
     prompts = data.get("prompts")
     if isinstance(prompts, dict) and isinstance(prompts.get("path"), str):
         path = prompts["path"].replace("{date}", today)
-        if GLOB_CHARS & set(path):
+        if GLOB_CHARS & set(path) and not is_url(path):  # a URL is read as written (no glob)
             matches = glob.glob(path, root_dir=root)  # absolute patterns ignore root_dir
             if matches:
                 path = max(matches, key=lambda p: ((root / p).stat().st_mtime, p))

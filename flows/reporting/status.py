@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,8 +10,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from common.storage import is_url, join, read_bytes
 from flows.config import load_config
-from flows.generation.manifest import read_manifest, working_dir
+from flows.generation.manifest import MANIFEST, read_manifest, working_dir
 from flows.generation.stores import open_run_store, store_exists
 from prompts.reader import iter_prompts
 from providers.batch.ledger import BatchLedger
@@ -20,9 +22,15 @@ from providers.store_factory import StoreLike
 _LOOKUP_BATCH = 1000
 
 
-def target_location(target: str | Path) -> tuple[Path, Path | None]:
+def target_location(target: str | Path) -> tuple[str | Path, Path | None]:
     """The config a run directory ran with and the directory it ran from (its ``run.json`` names both),
     or a config file and None (the working directory). Load the config inside ``working_dir`` of the second."""
+    if is_url(target) and not str(target).endswith((".yaml", ".yml")):  # a run directory in object storage
+        manifest = json.loads(read_bytes(join(str(target), MANIFEST)))
+        config = str(manifest["config"])
+        return (config if is_url(config) else Path(config)), None
+    if is_url(target):
+        return str(target), None
     target = Path(target)
     if target.is_dir():
         manifest = read_manifest(target)

@@ -38,8 +38,10 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from common.atomic import atomic_open, write_json
 from common.clock import utc_now
+from common.storage import is_url
 from flows.config import RunConfig
 from flows.generation.manifest import write_manifest
+from flows.generation.outputs import fetch_shards, file_location, publish
 from flows.generation.prepare import PreparedRun, prepare_run
 from flows.generation.stores import hold_run_store, open_run_store
 from flows.reporting.report import publish_report
@@ -323,11 +325,11 @@ def merge_batch(
     merge_outputs(config, shards)
     summary = merge_summaries(config, parts)
     summary.update(started_at=started_at, finished_at=utc_now())
-    summary["files"] = {name.removesuffix(".jsonl"): str(config.batch_dir / name) for name in OUTPUTS}
-    summary["files"]["summary"] = str(config.batch_dir / "summary.json")
+    summary["files"] = {name.removesuffix(".jsonl"): file_location(config, name) for name in OUTPUTS}
+    summary["files"]["summary"] = file_location(config, "summary.json")
     summary["files"]["store"] = str(config.store_location)
     if (config.batch_dir / "rejected.jsonl").is_file():
-        summary["files"]["rejected"] = str(config.batch_dir / "rejected.jsonl")
+        summary["files"]["rejected"] = file_location(config, "rejected.jsonl")
     summary["shards"] = shard_info
     write_manifest(config.batch_dir, config_path, summary["config_hash"], config.store_location, started_at)
     write_json(config.batch_dir / "summary.json", summary)
@@ -388,7 +390,7 @@ async def generate_sharded(
         raise ValueError(f"shards must be at least 1, got {shards}")
     prepared = prepare_run(config_path, require_keys=False, skip_invalid=skip_invalid)
     config = prepared.config
-    config_file = str(Path(config_path).resolve())
+    config_file = config_path if is_url(config_path) else str(Path(config_path).resolve())
     limits = await ensure_limits(config, shards_in_flight or shards)
     names = [name for name, _ in limits.values()]
     shares = {source_id: 1.0 / size for source_id, (_, size) in limits.items()}
@@ -426,9 +428,11 @@ async def generate_sharded(
             }
             for index, run in enumerate(runs)
         ]
+        fetch_shards(config, shards)  # outputs in object storage: the shards' files, for the merge
         summary = merge_batch(config, config_path, shards, shard_info, started_at)
         summary["wall_s"] = round(time.perf_counter() - started, 2)
         summary["concurrency_limits"] = {sid: {"name": name, "limit": size} for sid, (name, size) in limits.items()}
         write_json(config.batch_dir / "summary.json", summary)
+        publish(config)
     await publish_report(summary)  # the merged report: the batch's own artifact keys
     return summary

@@ -1,0 +1,95 @@
+"""A sharded batch on two workers that share no path: each worker started in an empty directory of its own,
+the config and prompts read from S3 (moto's real server), the answers in PostgreSQL, the outputs written to
+S3 and merged there by the parent."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from conftest import provider_entry, write_prompts
+from pg_server import PASSWORD, PASSWORD_ENV
+from prefect_stack import running_stack
+
+from common.storage import join, listdir, read_bytes, upload_file
+from providers.pg_store import PgResponseStore
+from simulator import RunningSimulator
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_sharded_batch_runs_on_workers_in_empty_directories(
+    sim: RunningSimulator,
+    tmp_path: Path,
+    fake_keys: dict[str, str],
+    s3_bucket: str,
+    postgres_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+    count, shards = 12, 2
+    upload_file(write_prompts(tmp_path / "prompts.jsonl", count), join(s3_bucket, "in", "prompts.jsonl"))
+    config = {
+        "project": "test-project",
+        "batch": "b1",
+        "prompts": {"path": join(s3_bucket, "in", "prompts.jsonl")},
+        "providers": [
+            provider_entry(sim, "gpt-4o", "openai", "gpt-4o", requests_per_minute=60000),
+            provider_entry(sim, "claude", "anthropic", "claude-sonnet-4-5", requests_per_minute=60000),
+        ],
+        "annotation": {"template": "default", "seed": 3},
+        "output": {"dir": join(s3_bucket, "out"), "store": postgres_url, "store_password_env": PASSWORD_ENV},
+        "chunk_size": 4,
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    config_url = join(s3_bucket, "configs", "run.yaml")
+    upload_file(tmp_path / "run.yaml", config_url)
+    dirs = {name: tmp_path / name for name in ("w1", "w2", "parent")}
+    for directory in dirs.values():
+        directory.mkdir()
+
+    with running_stack(worker_dirs=dirs) as stack:
+        script = (
+            "import asyncio, json, sys\n"
+            "from flows.sharding.shard import generate_sharded\n"
+            f"s = asyncio.run(generate_sharded(sys.argv[1], shards={shards}, shards_in_flight={shards},"
+            " shard_deployment='generate_tasks/rlhf-shard-anywhere', poll_interval_s=1))\n"
+            "print(json.dumps(s))\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script, config_url],
+            env=stack["env"],
+            cwd=dirs["parent"],
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        worker_logs = "\n".join(p.read_text(errors="replace")[-3000:] for p in stack["logs"].glob("w*.log"))
+        assert result.returncode == 0, result.stderr[-4000:] + worker_logs
+        summary = json.loads(result.stdout.strip().splitlines()[-1])
+        runs = httpx.post(
+            f"{stack['api']}/flow_runs/filter",
+            json={"flows": {"name": {"any_": ["generate_tasks"]}}},
+            trust_env=False,
+        ).json()
+
+    assert summary["tasks_written"] == count and summary["files"]["tasks"] == join(
+        s3_bucket, "out", "b1", "tasks.jsonl"
+    )
+    assert sorted(run["parameters"]["shard_index"] for run in runs) == list(range(shards))
+    assert all(run["state_type"] == "COMPLETED" for run in runs)
+    assert {run["labels"]["prefect.worker.name"] for run in runs} == {"w1", "w2"}
+    # the merged tasks in the bucket, in batch order; each shard's files beside them
+    tasks = [json.loads(line) for line in read_bytes(join(s3_bucket, "out", "b1", "tasks.jsonl")).splitlines()]
+    assert [t["metadata"]["prompt_id"] for t in tasks] == [f"p-{i:03d}" for i in range(count)]
+    assert set(listdir(join(s3_bucket, "out", "b1", "shards"))) == {"0", "1"}
+    # every answer in the one database; no store, task file or anything else left in the workers' directories
+    with PgResponseStore(postgres_url, read_only=True, password_env=PASSWORD_ENV) as store:
+        assert store.execute("SELECT count(*) FROM responses WHERE ok = 1")[0][0] == 2 * count
+    assert all(list(directory.iterdir()) == [] for directory in dirs.values())
+    assert sim.stats()["requests_total"] == 2 * count
