@@ -93,3 +93,108 @@ def test_a_sharded_batch_runs_on_workers_in_empty_directories(
         assert store.execute("SELECT count(*) FROM responses WHERE ok = 1")[0][0] == 2 * count
     assert all(list(directory.iterdir()) == [] for directory in dirs.values())
     assert sim.stats()["requests_total"] == 2 * count
+
+
+def test_a_shard_whose_process_is_killed_runs_again_and_pays_for_nothing_stored(
+    sim: RunningSimulator,
+    tmp_path: Path,
+    fake_keys: dict[str, str],
+    s3_bucket: str,
+    postgres_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+    sim.configure(latency_ms=150)
+    count, in_flight = 24, 2
+    upload_file(write_prompts(tmp_path / "prompts.jsonl", count), join(s3_bucket, "in", "prompts.jsonl"))
+    providers = [
+        provider_entry(sim, "gpt-4o", "openai", "gpt-4o", max_concurrency=in_flight),
+        provider_entry(sim, "claude", "anthropic", "claude-sonnet-4-5", max_concurrency=in_flight),
+    ]
+    config = {
+        "project": "test-project",
+        "batch": "b1",
+        "prompts": {"path": join(s3_bucket, "in", "prompts.jsonl")},
+        "providers": providers,
+        "output": {"dir": join(s3_bucket, "out"), "store": postgres_url, "store_password_env": PASSWORD_ENV},
+        "chunk_size": 4,
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    config_url = join(s3_bucket, "configs", "run.yaml")
+    upload_file(tmp_path / "run.yaml", config_url)
+    dirs = {name: tmp_path / name for name in ("w1", "w2", "parent")}
+    for directory in dirs.values():
+        directory.mkdir()
+
+    with running_stack(worker_dirs=dirs) as stack:
+        script = (
+            "import asyncio, json, sys\n"
+            "from flows.sharding.shard import generate_sharded\n"
+            "s = asyncio.run(generate_sharded(sys.argv[1], shards=1, shards_in_flight=1,"
+            " shard_deployment='generate_tasks/rlhf-shard-anywhere', poll_interval_s=1, shard_retries=1))\n"
+            "print(json.dumps(s))\n"
+        )
+        parent = subprocess.Popen(
+            [sys.executable, "-c", script, config_url],
+            env=stack["env"],
+            cwd=dirs["parent"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            killed = _kill_a_shard_once_it_has_stored_answers(stack["workers"], postgres_url, parent)
+            out, err = parent.communicate(timeout=240)
+        finally:
+            if parent.poll() is None:
+                parent.kill()
+                parent.wait()
+        assert parent.returncode == 0, err[-4000:]
+        summary = json.loads(out.strip().splitlines()[-1])
+        runs = httpx.post(
+            f"{stack['api']}/flow_runs/filter",
+            json={"flows": {"name": {"any_": ["generate_tasks"]}}, "sort": "EXPECTED_START_TIME_ASC"},
+            trust_env=False,
+        ).json()
+
+    assert killed >= 2  # answers stored before the kill
+    assert summary["tasks_written"] == count and summary["shards"][0]["state"] == "COMPLETED"
+    assert [run["state_type"] for run in runs] == ["CRASHED", "COMPLETED"]  # the shard ran again
+    with PgResponseStore(postgres_url, read_only=True, password_env=PASSWORD_ENV) as store:
+        assert store.execute("SELECT count(*) FROM responses WHERE ok = 1")[0][0] == 2 * count
+    # nothing stored was asked for again: at most the calls in flight at the kill were made twice
+    assert 2 * count <= sim.stats()["requests_total"] <= 2 * count + 2 * in_flight
+
+
+def _kill_a_shard_once_it_has_stored_answers(
+    workers: list[subprocess.Popen[bytes]], url: str, parent: subprocess.Popen[str]
+) -> int:
+    """SIGKILL the flow-run process (``python -m prefect.engine``) of the first shard once it stored answers."""
+    import os
+    import signal
+    import time
+
+    from conftest import child_processes
+
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert parent.poll() is None, parent.stderr.read() if parent.stderr else ""
+        stored = _stored_answers(url)
+        engines = [pid for worker in workers for pid in child_processes(worker.pid, b"prefect.engine")]
+        if stored >= 2 and engines:
+            for pid in engines:
+                os.kill(pid, signal.SIGKILL)
+            return int(stored)
+        time.sleep(0.2)
+    raise AssertionError("the shard never stored an answer")
+
+
+def _stored_answers(url: str) -> int:
+    """Answers in the store so far (0 before the first run has created it)."""
+    from providers.store import StoreUnreadable
+
+    try:
+        with PgResponseStore(url, read_only=True, password_env=PASSWORD_ENV) as store:
+            return int(store.execute("SELECT count(*) FROM responses WHERE ok = 1")[0][0])
+    except StoreUnreadable:
+        return 0

@@ -374,13 +374,17 @@ async def generate_sharded(
     retry_failed: bool = False,
     skip_invalid: bool = False,
     poll_interval_s: float = 5.0,
+    shard_retries: int = 1,
 ) -> dict[str, Any]:
     """Split the batch into ``shards``, run each as a ``shard_deployment`` run on its work pool, merge.
 
     ``shards_in_flight`` sizes the per-provider global concurrency limits when they do not exist yet
     (default: all shards at once); existing limits are used as they are. Relative paths in the config
     resolve against the working directory of the workers' flow runs, which must see the same files as
-    this flow (one machine, or a shared filesystem).
+    this flow (one machine, or a shared filesystem), unless they are URLs (docs/deployment.md).
+
+    A shard run that crashes or fails (its worker or its process killed, say) is started again, up to
+    ``shard_retries`` times, on whichever worker takes it; it pays for nothing the first attempt stored.
     """
     logger = get_run_logger()
     started = time.perf_counter()
@@ -399,8 +403,16 @@ async def generate_sharded(
         seed_shards(config, shards)
 
         async def run_shard(index: int) -> Any:
+            for attempt in range(shard_retries + 1):
+                run = await run_shard_once(index, attempt)
+                if run.state is not None and run.state.is_completed():
+                    break
+                logger.warning("shard %d/%d ended %s", index, shards, run.state.type.value if run.state else None)
+            return run
+
+        async def run_shard_once(index: int, attempt: int) -> Any:
             async with concurrency(names, occupy=1, strict=True):
-                logger.info("shard %d/%d starting", index, shards)
+                logger.info("shard %d/%d starting%s", index, shards, f" (attempt {attempt + 1})" if attempt else "")
                 return await run_deployment(  # type: ignore[misc]  # the async variant when awaited
                     shard_deployment,
                     parameters={
@@ -411,7 +423,8 @@ async def generate_sharded(
                         "shard_count": shards,
                         "rate_shares": shares,
                     },
-                    flow_run_name=f"{config.batch}-shard-{index}-of-{shards}",
+                    flow_run_name=f"{config.batch}-shard-{index}-of-{shards}"
+                    + (f"-attempt-{attempt + 1}" if attempt else ""),
                     timeout=None,
                     poll_interval=poll_interval_s,
                 )
