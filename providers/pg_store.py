@@ -33,7 +33,15 @@ from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from providers.result import CallResult
-from providers.store import ResponseStore, StoreError, StoreUnreadable, StoreUnwritable
+from providers.store import (
+    COLUMNS,
+    READABLE_FROM,
+    RESULT_COLUMNS,
+    ResponseStore,
+    StoreError,
+    StoreUnreadable,
+    StoreUnwritable,
+)
 from providers.store_lock import BatchBusy
 
 if TYPE_CHECKING:
@@ -99,37 +107,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
-READABLE_FROM = 1
-"""The oldest schema a read-only open accepts (later migrations only add tables, which readers treat as empty)."""
 
 _CREATE_VERSIONS = (
     "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
 )
-_RESULT_COLUMNS = (
-    "ok",
-    "text",
-    "model",
-    "finish_reason",
-    "input_tokens",
-    "output_tokens",
-    "request_id",
-    "latency_ms",
-    "attempts",
-    "error_type",
-    "error",
-    "status_code",
-    "created_at",
-)
-_COLUMNS = ("fingerprint", "source_id", "prompt_id", *_RESULT_COLUMNS)
-_COLUMN_LIST = ", ".join(_COLUMNS)
+_COLUMN_LIST = ", ".join(COLUMNS)
 # The put rule, in the statement itself: an answer is never replaced by an error.
 _ON_CONFLICT = (
     " ON CONFLICT (fingerprint) DO UPDATE SET "
-    + ", ".join(f"{column} = excluded.{column}" for column in _COLUMNS[1:])
+    + ", ".join(f"{column} = excluded.{column}" for column in COLUMNS[1:])
     + " WHERE responses.ok = 0 OR excluded.ok = 1"
 )
-_UPSERT = f"INSERT INTO responses ({_COLUMN_LIST}) VALUES ({', '.join(['%s'] * len(_COLUMNS))})" + _ON_CONFLICT
-_SELECT = f"SELECT fingerprint, {', '.join(_RESULT_COLUMNS)} FROM responses WHERE fingerprint = ANY(%s)"
+_UPSERT = f"INSERT INTO responses ({_COLUMN_LIST}) VALUES ({', '.join(['%s'] * len(COLUMNS))})" + _ON_CONFLICT
+_SELECT = f"SELECT fingerprint, {', '.join(RESULT_COLUMNS)} FROM responses WHERE fingerprint = ANY(%s)"
 # Copying another store: its rows, a page at a time (with the SQLite store's ``?`` placeholders).
 _FIRST_PAGE = f"SELECT {_COLUMN_LIST} FROM responses ORDER BY fingerprint LIMIT ?"
 _NEXT_PAGE = f"SELECT {_COLUMN_LIST} FROM responses WHERE fingerprint > ? ORDER BY fingerprint LIMIT ?"
@@ -491,7 +481,7 @@ class PgResponseStore:
         One statement, committed when it returns. Raises :class:`StoreError` if the commit failed.
         """
         values = (fingerprint, source_id, prompt_id, int(result.ok)) + tuple(
-            getattr(result, column) for column in _RESULT_COLUMNS[1:]
+            getattr(result, column) for column in RESULT_COLUMNS[1:]
         )
         with self._named_errors():
             self._conn.execute(_UPSERT, tuple(_storable(value) for value in values))

@@ -91,7 +91,7 @@ READABLE_FROM = 1
 """The oldest schema a read-only open accepts: later migrations only add tables, which readers treat as empty."""
 
 # The result's fields, in CallResult order; with the key columns, every column of a responses row.
-_RESULT_COLUMNS = (
+RESULT_COLUMNS = (
     "ok",
     "text",
     "model",
@@ -106,10 +106,10 @@ _RESULT_COLUMNS = (
     "status_code",
     "created_at",
 )
-_COLUMNS = ("fingerprint", "source_id", "prompt_id", *_RESULT_COLUMNS)
-_COLUMN_LIST = ", ".join(_COLUMNS)
-_INSERT = f"INSERT OR REPLACE INTO responses ({_COLUMN_LIST}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-_SELECT = "SELECT fingerprint, " + ", ".join(_RESULT_COLUMNS) + " FROM responses WHERE fingerprint IN "
+COLUMNS = ("fingerprint", "source_id", "prompt_id", *RESULT_COLUMNS)
+_COLUMN_LIST = ", ".join(COLUMNS)
+_INSERT = f"INSERT OR REPLACE INTO responses ({_COLUMN_LIST}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_SELECT = "SELECT fingerprint, " + ", ".join(RESULT_COLUMNS) + " FROM responses WHERE fingerprint IN "
 # The put rule in SQL, for copying rows ``s`` into ``main``: an answer is never replaced by an error.
 _KEEPS_ANSWERS = (
     "(s.ok = 1 OR NOT EXISTS (SELECT 1 FROM main.responses m WHERE m.fingerprint = s.fingerprint AND m.ok = 1))"
@@ -284,7 +284,7 @@ class ResponseStore:
         with _named_errors(self.path):
             if not result.ok and self._has_answer(fingerprint):
                 return
-            values = (fingerprint, source_id, prompt_id) + tuple(getattr(result, c) for c in _RESULT_COLUMNS)
+            values = (fingerprint, source_id, prompt_id) + tuple(getattr(result, c) for c in RESULT_COLUMNS)
             self._db.execute(_INSERT, values)
 
     def discard_errors(self, source_ids: Iterable[str], status_code: int) -> int:
