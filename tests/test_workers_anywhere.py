@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -23,6 +24,42 @@ from simulator import RunningSimulator
 pytestmark = pytest.mark.slow
 
 
+def _batch_in_the_bucket(tmp_path: Path, bucket: str, store: str, providers: list[dict[str, Any]], count: int) -> str:
+    """Prompts and a run config in the bucket (outputs there too, answers in ``store``); the config's URL."""
+    upload_file(write_prompts(tmp_path / "prompts.jsonl", count), join(bucket, "in", "prompts.jsonl"))
+    config = {
+        "project": "test-project",
+        "batch": "b1",
+        "prompts": {"path": join(bucket, "in", "prompts.jsonl")},
+        "providers": providers,
+        "annotation": {"template": "default", "seed": 3},
+        "output": {"dir": join(bucket, "out"), "store": store, "store_password_env": PASSWORD_ENV},
+        "chunk_size": 4,
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    upload_file(tmp_path / "run.yaml", join(bucket, "configs", "run.yaml"))
+    return join(bucket, "configs", "run.yaml")
+
+
+def _empty_dirs(tmp_path: Path) -> dict[str, Path]:
+    """An empty working directory for each worker and for the parent flow."""
+    dirs = {name: tmp_path / name for name in ("w1", "w2", "parent")}
+    for directory in dirs.values():
+        directory.mkdir()
+    return dirs
+
+
+def _sharded_parent(shards: int) -> str:
+    """The parent flow as a script (its argument: the config URL), run on the rlhf-shard-anywhere deployment."""
+    return (
+        "import asyncio, json, sys\n"
+        "from flows.sharding.shard import generate_sharded\n"
+        f"s = asyncio.run(generate_sharded(sys.argv[1], shards={shards}, shards_in_flight={shards},"
+        " shard_deployment='generate_tasks/rlhf-shard-anywhere', poll_interval_s=1, shard_retries=1))\n"
+        "print(json.dumps(s))\n"
+    )
+
+
 def test_a_sharded_batch_runs_on_workers_in_empty_directories(
     sim: RunningSimulator,
     tmp_path: Path,
@@ -33,34 +70,15 @@ def test_a_sharded_batch_runs_on_workers_in_empty_directories(
 ) -> None:
     monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
     count, shards = 12, 2
-    upload_file(write_prompts(tmp_path / "prompts.jsonl", count), join(s3_bucket, "in", "prompts.jsonl"))
-    config = {
-        "project": "test-project",
-        "batch": "b1",
-        "prompts": {"path": join(s3_bucket, "in", "prompts.jsonl")},
-        "providers": [
-            provider_entry(sim, "gpt-4o", "openai", "gpt-4o", requests_per_minute=60000),
-            provider_entry(sim, "claude", "anthropic", "claude-sonnet-4-5", requests_per_minute=60000),
-        ],
-        "annotation": {"template": "default", "seed": 3},
-        "output": {"dir": join(s3_bucket, "out"), "store": postgres_url, "store_password_env": PASSWORD_ENV},
-        "chunk_size": 4,
-    }
-    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    config_url = join(s3_bucket, "configs", "run.yaml")
-    upload_file(tmp_path / "run.yaml", config_url)
-    dirs = {name: tmp_path / name for name in ("w1", "w2", "parent")}
-    for directory in dirs.values():
-        directory.mkdir()
+    providers = [
+        provider_entry(sim, "gpt-4o", "openai", "gpt-4o", requests_per_minute=60000),
+        provider_entry(sim, "claude", "anthropic", "claude-sonnet-4-5", requests_per_minute=60000),
+    ]
+    config_url = _batch_in_the_bucket(tmp_path, s3_bucket, postgres_url, providers, count)
+    dirs = _empty_dirs(tmp_path)
 
     with running_stack(worker_dirs=dirs) as stack:
-        script = (
-            "import asyncio, json, sys\n"
-            "from flows.sharding.shard import generate_sharded\n"
-            f"s = asyncio.run(generate_sharded(sys.argv[1], shards={shards}, shards_in_flight={shards},"
-            " shard_deployment='generate_tasks/rlhf-shard-anywhere', poll_interval_s=1))\n"
-            "print(json.dumps(s))\n"
-        )
+        script = _sharded_parent(shards)
         result = subprocess.run(
             [sys.executable, "-c", script, config_url],
             env=stack["env"],
@@ -106,34 +124,15 @@ def test_a_shard_whose_process_is_killed_runs_again_and_pays_for_nothing_stored(
     monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
     sim.configure(latency_ms=150)
     count, in_flight = 24, 2
-    upload_file(write_prompts(tmp_path / "prompts.jsonl", count), join(s3_bucket, "in", "prompts.jsonl"))
     providers = [
         provider_entry(sim, "gpt-4o", "openai", "gpt-4o", max_concurrency=in_flight),
         provider_entry(sim, "claude", "anthropic", "claude-sonnet-4-5", max_concurrency=in_flight),
     ]
-    config = {
-        "project": "test-project",
-        "batch": "b1",
-        "prompts": {"path": join(s3_bucket, "in", "prompts.jsonl")},
-        "providers": providers,
-        "output": {"dir": join(s3_bucket, "out"), "store": postgres_url, "store_password_env": PASSWORD_ENV},
-        "chunk_size": 4,
-    }
-    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    config_url = join(s3_bucket, "configs", "run.yaml")
-    upload_file(tmp_path / "run.yaml", config_url)
-    dirs = {name: tmp_path / name for name in ("w1", "w2", "parent")}
-    for directory in dirs.values():
-        directory.mkdir()
+    config_url = _batch_in_the_bucket(tmp_path, s3_bucket, postgres_url, providers, count)
+    dirs = _empty_dirs(tmp_path)
 
     with running_stack(worker_dirs=dirs) as stack:
-        script = (
-            "import asyncio, json, sys\n"
-            "from flows.sharding.shard import generate_sharded\n"
-            "s = asyncio.run(generate_sharded(sys.argv[1], shards=1, shards_in_flight=1,"
-            " shard_deployment='generate_tasks/rlhf-shard-anywhere', poll_interval_s=1, shard_retries=1))\n"
-            "print(json.dumps(s))\n"
-        )
+        script = _sharded_parent(1)
         parent = subprocess.Popen(
             [sys.executable, "-c", script, config_url],
             env=stack["env"],
