@@ -770,7 +770,7 @@ def main() -> int:
     if complete:
         kept = _kept_sections(BENCH / "RESULTS.md")
         shutil.copyfile(OUT / name, BENCH / "RESULTS.md")
-        if kept:  # sections measured by scripts of their own (bench/batch_vs_online.py) survive a full run
+        if kept:  # sections measured by scripts of their own (batch_vs_online.py, workers.py) survive a full run
             with (BENCH / "RESULTS.md").open("a", encoding="utf-8") as handle:
                 handle.write("\n" + kept)
         log("wrote bench/RESULTS.md")
@@ -780,12 +780,19 @@ def main() -> int:
 
 
 def _kept_sections(results: Path) -> str:
-    """The parts of RESULTS.md between ``<!-- batch-vs-online -->`` markers (written by bench/batch_vs_online.py)."""
+    """The parts of RESULTS.md that scripts of their own write, each between its markers, in this order:
+    ``<!-- batch-vs-online -->`` (bench/batch_vs_online.py) and ``<!-- workers -->`` (bench/workers.py)."""
     from batch_vs_online import BEGIN, END
+    from workers import BEGIN as WORKERS_BEGIN
+    from workers import END as WORKERS_END
 
     text = results.read_text(encoding="utf-8") if results.is_file() else ""
-    start, end = text.find(BEGIN), text.find(END)
-    return text[start : end + len(END)] + "\n" if start != -1 and end > start else ""
+    kept = []
+    for begin, end_marker in ((BEGIN, END), (WORKERS_BEGIN, WORKERS_END)):
+        start, end = text.find(begin), text.find(end_marker)
+        if start != -1 and end > start:
+            kept.append(text[start : end + len(end_marker)] + "\n")
+    return "\n".join(kept)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow  # each script is a subprocess
         "bench/clients/floor.py",
         "bench/batch_vs_online.py",
         "bench/store_commit.py",
+        "bench/workers.py",
     ],
 )
 def test_a_benchmark_script_starts(script: str) -> None:
