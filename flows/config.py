@@ -36,6 +36,7 @@ from common.yaml_locations import (
 from flows.generation.run_date import RUN_DATE_ENV, apply_run_date
 from prompts.config import PromptsConfig
 from providers.config import ProviderConfig
+from providers.store_factory import is_database_url
 from task_builder.template import AnnotationTemplate
 
 
@@ -170,7 +171,7 @@ class RunConfig(BaseModel):
     @property
     def store_is_database(self) -> bool:
         """Whether the response store is a PostgreSQL database (``output.store: postgresql://…``)."""
-        return _is_database_url(self.output.store)
+        return self.output.store is not None and is_database_url(self.output.store)
 
     @property
     def store_location(self) -> str | Path:
@@ -191,10 +192,6 @@ def staging_dir(url: str) -> Path:
     """The local directory where a run writes outputs bound for ``url`` before uploading them."""
     digest = hashlib.sha256(url.encode()).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / "rlhf-staging" / digest
-
-
-def _is_database_url(location: str | None) -> bool:
-    return bool(location) and str(location).startswith(("postgresql://", "postgres://"))
 
 
 def load_config(path: str | Path, *, require_keys: bool = True) -> RunConfig:
