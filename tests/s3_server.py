@@ -1,7 +1,7 @@
 """A real S3-compatible server for the tests: moto's standalone server (``python -m moto.server``) on a
 free loopback port, stopped at the end of the session.
 
-Without moto (``pip install 'moto[server]'``) or s3fs the tests skip, or fail when ``CI`` is set. Every test
+Without moto's S3 server (``pip install 'moto[s3]' flask flask-cors``) or s3fs the tests skip, or fail when ``CI`` is set. Every test
 gets a fresh bucket from :func:`s3_bucket`, with fake, recognisable credentials (:data:`ACCESS_KEY_ID`,
 :data:`SECRET_ACCESS_KEY`) and ``AWS_ENDPOINT_URL`` pointing at the server, all set for that test only; the
 developer's own AWS configuration (profiles, config files, a session token) is hidden from it.
@@ -31,7 +31,10 @@ ACCESS_KEY_ID = "AKIARLHFTESTFAKE0001"
 SECRET_ACCESS_KEY = "FAKE-moto-s3cret-9c2e7a41b0d3"  # shares no 8 characters with a bucket name
 REGION = "us-east-1"
 START_TIMEOUT_S = 60.0
-_INSTALL = "moto's S3 server or s3fs is not installed (pip install 'moto[server]' s3fs; both are in the [dev] extra)"
+_INSTALL = (
+    "moto's S3 server or s3fs is not installed (pip install 'moto[s3]' flask flask-cors s3fs; all are in the [dev]"
+    " extra)"
+)
 # Hidden from each test, so a developer's own AWS setup cannot leak in.
 _AWS_VARIABLES = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL_S3", "AWS_REGION")
 _AWS_VARIABLES += ("AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
@@ -132,6 +135,7 @@ def s3_server() -> Iterator[S3Server]:
     """A moto S3 server for the session (skipped without moto or s3fs, failed on CI)."""
     try:
         import boto3  # noqa: F401
+        import flask  # noqa: F401  # moto's standalone server
         import moto.server  # noqa: F401
         import s3fs  # noqa: F401
     except ImportError as exc:
