@@ -40,7 +40,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchlib import BENCH, MODELS, OUT, fmt, log, markdown_table, prompt_file  # noqa: E402
+from benchlib import MODELS, OUT, fmt, log, markdown_table, prompt_file, write_section  # noqa: E402
 from rlhf_runner import PrefectServer, run_rlhf, run_rlhf_at, summary_of, write_config  # noqa: E402
 
 from simulator import start_simulator_process  # noqa: E402
@@ -324,17 +324,6 @@ def section_markdown(bench: BatchVsOnline, started: float, completion_s: float, 
     return "\n\n".join(parts)
 
 
-def write_into_results(markdown: str, path: Path = BENCH / "RESULTS.md") -> None:
-    """Replace the section between the markers in RESULTS.md, or append it at the end."""
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + markdown + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + markdown + "\n"
-    path.write_text(text, encoding="utf-8")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description="batch mode vs online: HTTP requests and client CPU (bench/README.md)")
     parser.add_argument("--prompts", type=int, default=PROMPTS, help=f"prompts (default {PROMPTS:,}), × 3 providers")
@@ -376,7 +365,7 @@ def main() -> int:
     print(markdown)
     failed = [r for r in bench.runs if r.code != 0 or r.note]
     if args.prompts >= PROMPTS and not args.no_write and not failed:
-        write_into_results(markdown)
+        write_section(markdown, BEGIN, END)
         log("wrote the batch-vs-online section of bench/RESULTS.md")
     else:
         log(f"report: {report} (bench/RESULTS.md is updated only by a clean run at {PROMPTS:,} prompts or more)")

@@ -249,3 +249,14 @@ def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
 def fmt(value: float | None, digits: int = 1) -> str:
     """A number for a table, or an en dash."""
     return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def write_section(markdown: str, begin: str, end: str, path: Path = BENCH / "RESULTS.md") -> None:
+    """Replace the section between the markers ``begin`` and ``end`` in RESULTS.md, or append it at the end."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + markdown + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + markdown + "\n"
+    path.write_text(text, encoding="utf-8")

@@ -52,6 +52,7 @@ from benchlib import (  # noqa: E402
     markdown_table,
     prompt_file,
     run_measured,
+    write_section,
 )
 from rlhf_runner import PrefectServer, run_rlhf, summary_of, write_config  # noqa: E402
 
@@ -708,17 +709,6 @@ def section_markdown(
     return "\n\n".join(parts)
 
 
-def write_into_results(markdown: str, path: Path = BENCH / "RESULTS.md") -> None:
-    """Replace the section between the markers in RESULTS.md, or append it at the end."""
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + markdown + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + markdown + "\n"
-    path.write_text(text, encoding="utf-8")
-
-
 def section(
     prefect: PrefectServer,
     *,
@@ -768,7 +758,7 @@ def main() -> int:
     print(markdown)
     complete = scenarios == SCENARIOS and args.prompts >= PROMPTS and not args.skip_peers
     if complete and not args.no_write:
-        write_into_results(markdown)
+        write_section(markdown, BEGIN, END)
         log("wrote the rate-limit section of bench/RESULTS.md")
     else:
         log(f"report: {OUT / 'ratelimits.md'} (bench/RESULTS.md is updated only by a full run of all three settings)")

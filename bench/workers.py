@@ -57,7 +57,6 @@ sys.path.append(str(BENCH_DIR.parent / "tests"))  # prefect_stack, pg_server: th
 import httpx  # noqa: E402
 from benchlib import (  # noqa: E402
     ANTHROPIC_KEY,
-    BENCH,
     MODELS,
     OPENAI_KEY,
     OUT,
@@ -67,6 +66,7 @@ from benchlib import (  # noqa: E402
     log,
     markdown_table,
     prompt_file,
+    write_section,
 )
 from pg_server import PASSWORD, PgServer, find_bin_dir  # noqa: E402
 from prefect_stack import POOL, PREFECT, _wait_healthy, free_port, stop  # noqa: E402
@@ -570,17 +570,6 @@ def section_markdown(settings: list[Setting], args: argparse.Namespace, started:
     return "\n\n".join(parts)
 
 
-def write_into_results(markdown: str, path: Path = BENCH / "RESULTS.md") -> None:
-    """Replace the section between the markers in RESULTS.md, or append it at the end."""
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + markdown + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + markdown + "\n"
-    path.write_text(text, encoding="utf-8")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description="a sharded batch on 1 worker vs 2 workers, store in PostgreSQL (bench/README.md)"
@@ -634,7 +623,7 @@ def main() -> int:
     log(f"total {(time.monotonic() - started) / 60:.1f} min")
     failed = [s for s in settings if s.code != 0 or s.note]
     if args.prompts >= PROMPTS and not args.no_write and not failed:
-        write_into_results(markdown)
+        write_section(markdown, BEGIN, END)
         log("wrote the workers section of bench/RESULTS.md")
     else:
         log(f"report: {report} (bench/RESULTS.md is updated only by a clean run at {PROMPTS:,} prompts or more)")
