@@ -24,6 +24,23 @@ from providers.result import CallResult
 from providers.store_factory import StoreLike
 
 
+@dataclass(slots=True)
+class PlannedCall:
+    """One (prompt, answer slot) request that has no usable stored result yet: its fingerprint (a batch
+    request's custom id), answer slot, prompt, and what is sent."""
+
+    fingerprint: str
+    answer_id: str
+    prompt_id: str
+    messages: list[dict[str, Any]]
+    system: str | None
+
+
+def reusable(previous: CallResult | None, retry_failed: bool) -> bool:
+    """Whether a stored result stands in for the call: an answer always, a stored error unless ``retry_failed``."""
+    return previous is not None and (previous.ok or not retry_failed)
+
+
 @dataclass(frozen=True, slots=True)
 class AnswerSlot:
     """One answer a prompt asks for: provider, sample index (0-based) and its id in the task."""

@@ -21,10 +21,10 @@ from flows.sharding.shard import prompts_of
 from providers.base import system_text
 from providers.batch import open_batch_api
 from providers.batch.ledger import BatchLedger
-from providers.batch.runner import BatchCall, BatchRunner, Keep
+from providers.batch.runner import BatchRunner, Keep
 from providers.config import ProviderConfig
 from providers.result import CallResult
-from providers.slots import AnswerSlot, SlotFingerprints, stored_results
+from providers.slots import AnswerSlot, PlannedCall, SlotFingerprints, reusable, stored_results
 from providers.store_factory import StoreLike
 
 
@@ -55,22 +55,22 @@ async def submit_missing(
     sink = progress.sink()
     fingerprints = SlotFingerprints(slots)
     for lookup in stored_results(store, fingerprints, prompts_of(config), config.chunk_size):
-        wanted: dict[str, list[BatchCall]] = {source_id: [] for source_id in runners}
+        wanted: dict[str, list[PlannedCall]] = {source_id: [] for source_id in runners}
         for record, fps in zip(lookup.prompts, lookup.fingerprints):
             for slot in slots:
                 source_id, fp = slot.provider.source_id, fps[slot.answer_id]
                 previous = lookup.stored.get(fp)
-                if previous is not None and (previous.ok or not retry_failed):
+                if reusable(previous, retry_failed):
                     summary.providers[source_id].reused_from_store += 1
                     sink.finished(source_id, previous, reused=True)
                     continue
                 system = system_text(record.system, slot.provider.system_prompt)
-                wanted[source_id].append(BatchCall(fp, slot.answer_id, record.id, record.messages, system))
+                wanted[source_id].append(PlannedCall(fp, slot.answer_id, record.id, record.messages, system))
         for source_id, calls in wanted.items():
             runner = runners[source_id]
-            waiting = runner.pending([call.custom_id for call in calls])
+            waiting = runner.pending([call.fingerprint for call in calls])
             for call in calls:
-                if call.custom_id not in waiting:
+                if call.fingerprint not in waiting:
                     await runner.add(call)
     for source_id, runner in runners.items():
         await runner.flush()

@@ -14,7 +14,6 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -49,24 +48,21 @@ from providers.config import ProviderConfig
 from providers.pool import ProviderPool, pool_for
 from providers.rescue import AnswerKeeper, default_rescue_dir, recover_rescued
 from providers.result import INTERRUPTED, SKIPPED, CallResult
-from providers.slots import AnswerSlot, SlotFingerprints, StoredChunk, answer_slots, stored_results
+from providers.slots import (
+    AnswerSlot,
+    PlannedCall,
+    SlotFingerprints,
+    StoredChunk,
+    answer_slots,
+    reusable,
+    stored_results,
+)
 from providers.store_factory import StoreLike
 from task_builder.assemble import BatchContext
 from task_builder.ids import stable_id
 
 GENERATOR_NAME = "rlhf-orchestrator"
 STOP_GRACE_S = 10.0
-
-
-@dataclass(slots=True)
-class PlannedCall:
-    """One (prompt, answer slot) request that has no usable stored result yet."""
-
-    fingerprint: str
-    answer_id: str
-    prompt_id: str
-    messages: list[dict[str, Any]]
-    system: str | None
 
 
 def generator_info() -> dict[str, str]:
@@ -534,7 +530,7 @@ async def _call_missing(
         for slot in slots:
             source_id, fp = slot.provider.source_id, fps[slot.answer_id]
             previous = stored.get(fp)
-            if previous is not None and (previous.ok or not retry_failed):
+            if reusable(previous, retry_failed):
                 summary.providers[source_id].reused_from_store += 1
                 sink.finished(source_id, previous, reused=True)
             elif source_id not in breakers:

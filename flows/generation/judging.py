@@ -38,6 +38,7 @@ from providers.fingerprint import provider_identity, request_fingerprint
 from providers.pool import ProviderPool, pool_for
 from providers.rescue import AnswerKeeper
 from providers.result import CallResult
+from providers.slots import reusable
 from providers.store_factory import StoreLike
 from task_builder.judging import (
     JudgeProblem,
@@ -177,7 +178,7 @@ class RunJudges:
         for calls in planned:
             for call in calls:
                 previous = stored.get(call.fingerprint)
-                if previous is not None and (previous.ok or not self._retry_failed):
+                if reusable(previous, self._retry_failed):
                     self._summary.judges[call.judge].reused_from_store += 1
                     continue
                 purpose = "preference" if "|" in call.target else "rating"

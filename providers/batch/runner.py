@@ -16,31 +16,19 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 from providers.batch.api import BatchApi, NotSubmitted, RemoteBatch, Undecided, not_run
 from providers.batch.ledger import BatchLedger, Job, LedgerRequest
 from providers.config import ProviderConfig
 from providers.errors import RETRYABLE_STATUS
 from providers.result import BATCH_FAILED, CallResult
+from providers.slots import PlannedCall
 
 Keep = Callable[[str, str, str, CallResult], None]
 """Commits a result: (fingerprint, answer id, prompt id, result) — the run's ``AnswerKeeper.keep``."""
 
 # JSON wrapper bytes a batch adds around its requests (Anthropic's ``{"requests":[...]}`` and commas).
 _ENVELOPE_BYTES = 64
-
-
-@dataclass(slots=True)
-class BatchCall:
-    """One request for a batch: its fingerprint (the custom id), answer slot, prompt and what is sent."""
-
-    custom_id: str
-    answer_id: str
-    prompt_id: str
-    messages: list[dict[str, Any]]
-    system: str | None
 
 
 def final(result: CallResult) -> bool:
@@ -61,7 +49,7 @@ class BatchRunner:
         self._ledger = ledger
         self._keep = keep
         self._max_requests, self._max_bytes = config.batch_limits
-        self._calls: list[BatchCall] = []
+        self._calls: list[PlannedCall] = []
         self._encoded: list[bytes] = []
         self._bytes = _ENVELOPE_BYTES
         self.not_stored: dict[str, CallResult] = {}
@@ -98,9 +86,9 @@ class BatchRunner:
                 self._ledger.submitted(job, found)
                 known.add(found)
 
-    async def add(self, call: BatchCall) -> None:
+    async def add(self, call: PlannedCall) -> None:
         """Queue a request; a full batch (requests or bytes) is submitted at once."""
-        encoded = self.api.encode(call.custom_id, call.messages, call.system)
+        encoded = self.api.encode(call.fingerprint, call.messages, call.system)
         if self._calls and (len(self._calls) >= self._max_requests or self._bytes + len(encoded) + 1 > self._max_bytes):
             await self.flush()
         self._calls.append(call)
@@ -115,7 +103,7 @@ class BatchRunner:
         self._calls, self._encoded, self._bytes = [], [], _ENVELOPE_BYTES
         job_id = f"rlhf-{uuid.uuid4().hex}"
         job = self._ledger.prepare(
-            job_id, self.source_id, [LedgerRequest(c.custom_id, c.answer_id, c.prompt_id) for c in calls]
+            job_id, self.source_id, [LedgerRequest(c.fingerprint, c.answer_id, c.prompt_id) for c in calls]
         )
         remote_id = await self.api.submit(job_id, encoded)
         self._ledger.submitted(job, remote_id)
