@@ -35,5 +35,5 @@ def atomic_open(path: str | Path) -> Iterator[IO[str]]:
 def write_json(path: str | Path, data: Any) -> None:
     """Write indented JSON atomically."""
     with atomic_open(path) as handle:
-        json.dump(data, handle, indent=2, sort_keys=False)
+        json.dump(data, handle, indent=2, sort_keys=False, allow_nan=False)  # strict JSON: never NaN or Infinity
         handle.write("\n")

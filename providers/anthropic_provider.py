@@ -9,6 +9,7 @@ import httpx
 from httpx_aiohttp import HttpxAiohttpClient
 from pydantic import SecretStr
 
+from providers.answer_parts import AnswerReading, normal_finish_reason
 from providers.base import Provider
 from providers.config import ProviderConfig
 from providers.errors import MalformedAnswer
@@ -57,28 +58,65 @@ def messages_body(
 
 
 def message_answer(data: Any, request_id: str | None, rate: RateInfo | None = None) -> Answer:
-    """The answer in a Messages API message (online, or a batch result's): its text blocks, or for a message
-    that is only a tool call (a judge's forced tool) the tool's input as JSON; :class:`MalformedAnswer` if none."""
-    try:
-        blocks = data["content"]
-        text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
-        if not text:  # a forced tool call (structured output): its input is the answer, as JSON
-            tool_inputs = [b.get("input") for b in blocks if b.get("type") == "tool_use"]
-            text = json.dumps(tool_inputs[0], ensure_ascii=False) if tool_inputs else ""
-        usage = data.get("usage") or {}
-    except (KeyError, TypeError, AttributeError):
-        raise MalformedAnswer("malformed response: not a Messages API body") from None
-    if not text:
-        raise MalformedAnswer("malformed response: empty content")
+    """The answer in a Messages API message (online, or a batch result's), in whatever shape it came: its
+    text blocks joined, ``thinking`` and ``redacted_thinking`` blocks as reasoning (signatures kept),
+    ``tool_use`` blocks as tool calls (their input as JSON), and the stop reason (``refusal`` included).
+    Raises :class:`MalformedAnswer` only for a body that is no message (no ``content`` list).
+    """
+    blocks = data.get("content") if isinstance(data, dict) else None
+    if not isinstance(blocks, list):
+        raise MalformedAnswer("malformed response: not a Messages API body")
+    read = AnswerReading()
+    texts: list[str] = []
+    reasoning: list[dict[str, Any]] = []
+    tool_calls: list[dict[str, Any]] = []
+    for block in blocks:
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            texts.append(read.text(block.get("text")) or "")
+        elif kind == "thinking":
+            reasoning.append(_signed({"content": read.text(block.get("thinking")) or ""}, block, read))
+        elif kind == "redacted_thinking":
+            reasoning.append({"redacted": True, "data": read.text(block.get("data"))})
+        elif kind == "tool_use":
+            arguments = json.dumps(block.get("input"), ensure_ascii=False, default=str)
+            tool_calls.append(
+                {
+                    "id": read.text(block.get("id")),
+                    "name": read.text(block.get("name")),
+                    "arguments": read.text(arguments),
+                }
+            )
+    vendor_finish = read.text(data.get("stop_reason"))
+    usage = read.mapping(data.get("usage"))
+    uncached = read.count(usage.get("input_tokens"))
+    cache_read = read.count(usage.get("cache_read_input_tokens"))
+    cache_write = read.count(usage.get("cache_creation_input_tokens"))
+    # Anthropic's input_tokens leaves out the tokens read from and written to the cache: all three are input.
+    input_tokens = None if uncached is None else uncached + (cache_read or 0) + (cache_write or 0)
     return Answer(
-        text=text,
-        model=data.get("model"),
-        finish_reason=data.get("stop_reason"),
-        input_tokens=usage.get("input_tokens"),
-        output_tokens=usage.get("output_tokens"),
+        text="".join(texts),
+        model=read.model(data.get("model")),
+        finish_reason=normal_finish_reason(vendor_finish),
+        input_tokens=input_tokens,
+        output_tokens=read.count(usage.get("output_tokens")),
         request_id=request_id,
         rate=rate,
+        vendor_finish_reason=vendor_finish,
+        tool_calls=tool_calls or None,
+        reasoning=reasoning or None,
+        cached_input_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        flags=tuple(read.flags),
     )
+
+
+def _signed(entry: dict[str, Any], block: dict[str, Any], read: AnswerReading) -> dict[str, Any]:
+    """A thinking block's entry with its ``signature`` (needed to send the block back in a later turn)."""
+    signature = read.text(block.get("signature"))
+    if signature:
+        entry["signature"] = signature
+    return entry
 
 
 class HttpxExchange(JsonExchange):

@@ -13,11 +13,11 @@ from common.clock import utc_now
 from common.secrets import scrub
 from providers.breaker import Breaker
 from providers.config import ProviderConfig
-from providers.errors import ProviderError
+from providers.errors import InternalError, ProviderError
 from providers.http import JsonExchange
 from providers.kinds import Kind
 from providers.limits import GENTLE_START, ProviderLimiter, RateGovernor
-from providers.result import INTERRUPTED, SKIPPED, Answer, CallResult, answered
+from providers.result import INTERRUPTED, SKIPPED, Answer, CallResult, answered, internal_failure
 from providers.retry import make_retrying
 
 CHARS_PER_TOKEN = 4
@@ -136,6 +136,10 @@ class Provider(abc.ABC):
                                 None if wait is None else min(wait, self.config.max_retry_after_s), exc.rate
                             )
                         raise
+                    except _Stop:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - building, exchanging or reading failed unforeseen
+                        raise InternalError.of(exc).scrubbed(self._secrets) from None
                     finally:
                         self.limiter.release(estimate, used, ok)
         except _Stop as stop:
@@ -158,6 +162,9 @@ class Provider(abc.ABC):
                 status_code=exc.status_code,
                 created_at=utc_now("milliseconds"),
             )
+        except Exception as exc:  # noqa: BLE001 - the call's boundary: a failure here is stored, never lost
+            self.breaker.record(False, InternalError.error_type, None, scrub(str(exc), self._secrets))
+            return internal_failure(exc, attempts, secrets=self._secrets)
         self.breaker.record(True, None, None, None)
         self.limiter.answered(answer.rate, ticket)
         return answered(answer, attempts, round((time.perf_counter() - started) * 1000, 1), utc_now("milliseconds"))

@@ -129,10 +129,43 @@ class Price(BaseModel):
 
     input_per_million: ConfigFloat = Field(ge=0)
     output_per_million: ConfigFloat = Field(ge=0)
+    # Input read from / written to the provider's prompt cache; unset: the kind's rule (providers.kinds).
+    cached_input_per_million: ConfigFloat | None = Field(default=None, ge=0)
+    cache_write_per_million: ConfigFloat | None = Field(default=None, ge=0)
 
-    def cost(self, input_tokens: int | float, output_tokens: int | float) -> float:
-        """USD for this many tokens."""
-        return (input_tokens * self.input_per_million + output_tokens * self.output_per_million) / 1_000_000
+    def cost(
+        self,
+        input_tokens: int | float,
+        output_tokens: int | float,
+        cached_input_tokens: int | float = 0,
+        cache_write_tokens: int | float = 0,
+    ) -> float:
+        """USD for this many tokens. ``input_tokens`` counts every input token, the cached ones included; those
+        read from the cache and written to it are priced at their own prices (the input price when unset)."""
+        cached_price = (
+            self.input_per_million if self.cached_input_per_million is None else self.cached_input_per_million
+        )
+        write_price = self.input_per_million if self.cache_write_per_million is None else self.cache_write_per_million
+        uncached = max(0, input_tokens - cached_input_tokens - cache_write_tokens)
+        return (
+            uncached * self.input_per_million
+            + cached_input_tokens * cached_price
+            + cache_write_tokens * write_price
+            + output_tokens * self.output_per_million
+        ) / 1_000_000
+
+    def scaled(self, factor: float) -> Price:
+        """Every price times ``factor`` (a batch discount)."""
+        return Price(
+            input_per_million=self.input_per_million * factor,
+            output_per_million=self.output_per_million * factor,
+            cached_input_per_million=None
+            if self.cached_input_per_million is None
+            else self.cached_input_per_million * factor,
+            cache_write_per_million=None
+            if self.cache_write_per_million is None
+            else self.cache_write_per_million * factor,
+        )
 
 
 class ProviderConfig(BaseModel):
@@ -179,6 +212,12 @@ class ProviderConfig(BaseModel):
         value = value.strip().rstrip("/")
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        authority = value.split("://", 1)[1].split("/", 1)[0]
+        if "@" in authority:  # the value itself is never echoed: it holds a credential
+            raise ValueError(
+                "must not carry credentials (user:password@host): put the API key in the environment variable "
+                "that api_key_env names (it is sent as the kind's auth header and never written anywhere)"
+            )
         return value
 
     # Keys that belong one level down: a provider-level `temperature:` is meant for `params` (the unknown-key
@@ -222,15 +261,30 @@ class ProviderConfig(BaseModel):
         return self.mode == "batch"
 
     @property
-    def effective_price(self) -> Price | None:
-        """The price per million tokens this provider is paid at: ``price``, less ``batch_discount`` in batch mode."""
-        if self.price is None or not self.is_batch:
-            return self.price
-        keep = 1 - self.batch_discount
-        return Price(
-            input_per_million=self.price.input_per_million * keep,
-            output_per_million=self.price.output_per_million * keep,
+    def full_price(self) -> Price | None:
+        """``price`` with the prompt-cache prices filled in by the kind's rule where the config leaves them out."""
+        if self.price is None:
+            return None
+        price, kind = self.price, self.kind_class
+        return price.model_copy(
+            update={
+                "cached_input_per_million": price.input_per_million * kind.cache_read_factor
+                if price.cached_input_per_million is None
+                else price.cached_input_per_million,
+                "cache_write_per_million": price.input_per_million * kind.cache_write_factor
+                if price.cache_write_per_million is None
+                else price.cache_write_per_million,
+            }
         )
+
+    @property
+    def effective_price(self) -> Price | None:
+        """The price per million tokens this provider is paid at: :attr:`full_price`, less ``batch_discount`` in
+        batch mode."""
+        price = self.full_price
+        if price is None or not self.is_batch:
+            return price
+        return price.scaled(1 - self.batch_discount)
 
     @property
     def batch_limits(self) -> tuple[int, int]:

@@ -121,6 +121,21 @@ class MalformedAnswer(ProviderError):
     provider_failure = True
 
 
+class InternalError(ProviderError):
+    """An exception nobody foresaw while building a request, exchanging it or reading the answer (a bug,
+    or a client library failing in a new way): stored as a failed call with reason ``internal`` and the
+    exception's type and message; not retried (it would fail the same way), and the breaker counts it, so
+    a run of them stops the provider instead of paying for answers that cannot be read."""
+
+    error_type = "internal"
+    provider_failure = True
+
+    @classmethod
+    def of(cls, exc: BaseException) -> InternalError:
+        """The error for exception ``exc``: its type and message."""
+        return cls(f"{type(exc).__name__}: {exc}")
+
+
 class HttpStatusError(ProviderError):
     """An HTTP status >= 400; what it means for retries and the breaker follows from the status."""
 
@@ -169,7 +184,8 @@ def http_error(
 
 
 ERROR_TYPES: dict[str, type[ProviderError]] = {
-    kind.error_type: kind for kind in (TimedOut, TransportError, TlsError, MalformedAnswer, HttpStatusError)
+    kind.error_type: kind
+    for kind in (TimedOut, TransportError, TlsError, MalformedAnswer, InternalError, HttpStatusError)
 }
 """The kind of error behind each stored ``error_type``."""
 

@@ -30,6 +30,10 @@ class Kind:
     # The provider's batch API limits per batch (``mode: batch``): requests, and bytes of what is uploaded.
     batch_max_requests: ClassVar[int]
     batch_max_bytes: ClassVar[int]
+    # Prompt-cache prices as fractions of the input price, for a ``price`` that does not give them: what
+    # the vendor charges for input read from its cache, and for input written to it.
+    cache_read_factor: ClassVar[float] = 1.0
+    cache_write_factor: ClassVar[float] = 1.0
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -55,6 +59,9 @@ class OpenAIKind(Kind):
     default_key_env = "OPENAI_API_KEY"
     batch_max_requests = 50_000  # the Batch API's input file: at most 50,000 requests and 200 MB
     batch_max_bytes = 200 * 1024 * 1024
+    # OpenAI's discount on cached input differs by model (50% to 90%): without a configured
+    # ``cached_input_per_million`` cached input is priced as input, so a cost is never under-estimated.
+    # Cache writes cost nothing extra.
 
 
 class AnthropicKind(Kind):
@@ -66,6 +73,9 @@ class AnthropicKind(Kind):
     batch_max_requests = 100_000  # a Message Batch: at most 100,000 requests and 256 MB
     batch_max_bytes = 256 * 1024 * 1024
     default_max_tokens: ClassVar[int] = 1024
+    # Anthropic's prompt caching: reads at 0.1x the input price, (5-minute) writes at 1.25x.
+    cache_read_factor = 0.1
+    cache_write_factor = 1.25
 
     @classmethod
     def check_params(cls, params: Mapping[str, Any]) -> None:

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from pydantic import SecretStr
 
+from providers.answer_parts import AnswerReading, normal_finish_reason
 from providers.base import Provider
 from providers.config import ProviderConfig
 from providers.errors import MalformedAnswer
@@ -53,26 +54,88 @@ def chat_body(model: str, params: dict[str, Any], messages: list[dict[str, Any]]
 
 
 def completion_answer(completion: dict[str, Any], request_id: str | None, rate: RateInfo | None = None) -> Answer:
-    """The answer in a Chat Completions body (online, or a batch output line's); :class:`MalformedAnswer` if none."""
+    """The answer in a Chat Completions body (online, or a batch output line's), in whatever shape it came:
+    text (a string or a list of text parts), a refusal (``message.refusal``), tool calls, reasoning
+    (``reasoning_content`` / ``reasoning``, as compatible servers send it), or nothing at all (a filtered
+    answer, or a reasoning model that spent its whole budget thinking). Raises :class:`MalformedAnswer`
+    only for a body that is no answer: no choices, or a choice without a message object.
+    """
     choices = completion.get("choices")
-    if not choices or not isinstance(choices, list):
+    if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
         raise MalformedAnswer("malformed response: no choices")
-    choice = choices[0] if isinstance(choices[0], dict) else {}
+    choice = choices[0]
     message = choice.get("message")
-    text = message.get("content") if isinstance(message, dict) else None
-    if not text or not isinstance(text, str):
-        raise MalformedAnswer("malformed response: empty content")
-    usage = completion.get("usage")
-    usage = usage if isinstance(usage, dict) else {}
+    if not isinstance(message, dict):
+        raise MalformedAnswer("malformed response: a choice without a message")
+    read = AnswerReading()
+    text, part_refusal = _content_text(message.get("content"), read)
+    refusal = read.text(message.get("refusal")) or part_refusal
+    reasoning = [
+        {"content": thought}
+        for key in ("reasoning_content", "reasoning")
+        if isinstance(message.get(key), str) and (thought := read.text(message[key]))
+    ][:1]
+    vendor_finish = read.text(choice.get("finish_reason"))
+    finish = normal_finish_reason(vendor_finish)
+    if refusal and finish in (None, "stop"):
+        finish = "refusal"
+    usage = read.mapping(completion.get("usage"))
+    prompt_details = read.mapping(usage.get("prompt_tokens_details"))
+    completion_details = read.mapping(usage.get("completion_tokens_details"))
     return Answer(
         text=text,
-        model=completion.get("model"),
-        finish_reason=choice.get("finish_reason"),
-        input_tokens=usage.get("prompt_tokens"),
-        output_tokens=usage.get("completion_tokens"),
+        model=read.model(completion.get("model")),
+        finish_reason=finish,
+        input_tokens=read.count(usage.get("prompt_tokens")),
+        output_tokens=read.count(usage.get("completion_tokens")),
         request_id=request_id,
         rate=rate,
+        vendor_finish_reason=vendor_finish,
+        refusal=refusal,
+        tool_calls=_tool_calls(message, read),
+        reasoning=reasoning or None,
+        reasoning_tokens=read.count(completion_details.get("reasoning_tokens")),
+        cached_input_tokens=read.count(prompt_details.get("cached_tokens")),
+        flags=tuple(read.flags),
     )
+
+
+def _content_text(content: Any, read: AnswerReading) -> tuple[str, str | None]:
+    """A message's ``content`` as text (a string, or a list of parts whose text parts are joined), and the
+    text of a ``refusal`` part if it has one. Raises :class:`MalformedAnswer` for content of another type."""
+    if content is None:
+        return "", None
+    if isinstance(content, str):
+        return read.text(content) or "", None
+    if not isinstance(content, list):
+        raise MalformedAnswer(f"malformed response: message content is a {type(content).__name__}")
+    texts, refusals = [], []
+    for part in content:
+        if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif isinstance(part, dict) and part.get("type") == "refusal" and isinstance(part.get("refusal"), str):
+            refusals.append(part["refusal"])
+    return read.text("".join(texts)) or "", read.text("".join(refusals)) or None
+
+
+def _tool_calls(message: dict[str, Any], read: AnswerReading) -> list[dict[str, Any]] | None:
+    """The message's tool calls (and a legacy ``function_call``) as ``{"id", "name", "arguments"}``."""
+    raw = message.get("tool_calls")
+    calls = [c for c in raw if isinstance(c, dict)] if isinstance(raw, list) else []
+    if isinstance(message.get("function_call"), dict):
+        calls.append({"function": message["function_call"]})
+    found = []
+    for call in calls:
+        function = call.get("function")
+        function = function if isinstance(function, dict) else {}
+        found.append(
+            {
+                "id": read.text(call.get("id")),
+                "name": read.text(function.get("name")),
+                "arguments": read.text(function.get("arguments")),
+            }
+        )
+    return found or None
 
 
 def _completion_json(content: bytes, content_type: str) -> dict[str, Any]:

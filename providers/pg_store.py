@@ -34,13 +34,16 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from providers.result import CallResult
 from providers.store import (
+    ANSWER_PART_COLUMNS,
     COLUMNS,
     READABLE_FROM,
-    RESULT_COLUMNS,
     ResponseStore,
     StoreError,
+    StoreRejected,
     StoreUnreadable,
     StoreUnwritable,
+    readable_columns,
+    select_results,
 )
 from providers.store_lock import BatchBusy
 
@@ -105,6 +108,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX batch_requests_by_job ON batch_requests (job_id)",
     ),
+    tuple(
+        f"ALTER TABLE responses ADD COLUMN {name} {'BIGINT' if kind == 'INTEGER' else kind}"
+        for name, kind in ANSWER_PART_COLUMNS
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -119,14 +126,15 @@ _ON_CONFLICT = (
     + " WHERE responses.ok = 0 OR excluded.ok = 1"
 )
 _UPSERT = f"INSERT INTO responses ({_COLUMN_LIST}) VALUES ({', '.join(['%s'] * len(COLUMNS))})" + _ON_CONFLICT
-_SELECT = f"SELECT fingerprint, {', '.join(RESULT_COLUMNS)} FROM responses WHERE fingerprint = ANY(%s)"
-# Copying another store: its rows, a page at a time (with the SQLite store's ``?`` placeholders).
-_FIRST_PAGE = f"SELECT {_COLUMN_LIST} FROM responses ORDER BY fingerprint LIMIT ?"
-_NEXT_PAGE = f"SELECT {_COLUMN_LIST} FROM responses WHERE fingerprint > ? ORDER BY fingerprint LIMIT ?"
+# Copying another store: its rows, a page at a time (with the SQLite store's ``?`` placeholders); columns
+# an older store does not have are read as NULL.
+_FIRST_PAGE = "SELECT {columns} FROM responses ORDER BY fingerprint LIMIT ?"
+_NEXT_PAGE = "SELECT {columns} FROM responses WHERE fingerprint > ? ORDER BY fingerprint LIMIT ?"
 _INCOMING = "rlhf_incoming"
 _MERGE = f"INSERT INTO responses ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {_INCOMING}" + _ON_CONFLICT
 _BATCH = 500
 
+_REJECTED_ADVICE = "the result is stored as a failed call instead (reason internal)"
 _UNREADABLE_ADVICE = "check the database name in the URL (a store is created by the first `rlhf run` that uses it)"
 _CONNECTION_LOST = ("08", "57P")  # SQLSTATE classes: connection exception, operator intervention
 
@@ -480,11 +488,15 @@ class PgResponseStore:
 
         One statement, committed when it returns. Raises :class:`StoreError` if the commit failed.
         """
-        values = (fingerprint, source_id, prompt_id, int(result.ok)) + tuple(
-            getattr(result, column) for column in RESULT_COLUMNS[1:]
-        )
+        values = tuple(_storable(value) for value in (fingerprint, source_id, prompt_id, *result.to_row()))
+        import psycopg
+
         with self._named_errors():
-            self._conn.execute(_UPSERT, tuple(_storable(value) for value in values))
+            try:
+                self._conn.execute(_UPSERT, values)
+            except (psycopg.DataError, psycopg.ProgrammingError, ValueError, TypeError, OverflowError) as exc:
+                cause = f"cannot store this result ({type(exc).__name__}: {exc})"
+                raise _error(StoreRejected, self.path, cause, _REJECTED_ADVICE) from None
 
     def discard_errors(self, source_ids: Iterable[str], status_code: int) -> int:
         """Forget the stored errors with this HTTP status for these answer slots (a rerun makes them again)."""
@@ -545,10 +557,11 @@ class PgResponseStore:
         """The stored results for these fingerprints (missing ones are absent from the dict)."""
         wanted = list(dict.fromkeys(fingerprints))
         found: dict[str, CallResult] = {}
+        select = select_results(self.schema_version).replace(" IN ", " = ANY(%s)")
         with self._named_errors():
             for start in range(0, len(wanted), _BATCH):
-                for row in self._conn.execute(_SELECT, (wanted[start : start + _BATCH],)):
-                    found[row[0]] = CallResult(bool(row[1]), *row[2:])
+                for row in self._conn.execute(select, (wanted[start : start + _BATCH],)):
+                    found[row[0]] = CallResult.from_row(row[1:])
         return found
 
     def get_meta(self, key: str) -> str | None:
@@ -566,14 +579,16 @@ class PgResponseStore:
 
 def _source_rows(reader: ResponseStore | PgResponseStore, wanted: set[str] | None) -> Iterator[tuple[object, ...]]:
     """Every row of ``reader``'s responses (of the ``wanted`` prompts), read a page at a time."""
-    rows = reader.execute(_FIRST_PAGE, (_BATCH,))
+    columns = readable_columns(reader.schema_version)
+    first, following = _FIRST_PAGE.format(columns=columns), _NEXT_PAGE.format(columns=columns)
+    rows = reader.execute(first, (_BATCH,))
     while rows:
         for row in rows:
             if wanted is None or row[2] in wanted:
                 yield tuple(_storable(value) for value in row)
         if len(rows) < _BATCH:
             return
-        rows = reader.execute(_NEXT_PAGE, (rows[-1][0], _BATCH))
+        rows = reader.execute(following, (rows[-1][0], _BATCH))
 
 
 # ------------------------------------------------------------------------------------ one run per batch

@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from providers.result import CallResult
-from providers.store import StoreError
+from providers.result import CallResult, internal_failure
+from providers.store import StoreError, StoreRejected
 from providers.store_factory import StoreLike
 
 RESCUE_GLOB = "rlhf-rescue-*.jsonl"
@@ -87,14 +87,27 @@ class AnswerKeeper:
         return self.error is not None
 
     def keep(self, fingerprint: str, source_id: str, prompt_id: str, result: CallResult) -> None:
-        """Commit one result, or rescue it if the store has failed. Never raises."""
+        """Commit one result, or rescue it if the store has failed. Never raises.
+
+        A result the store cannot take (:class:`~providers.store.StoreRejected`, or any other exception
+        from the store that is not a :class:`~providers.store.StoreError`) is committed as a failed call
+        with reason ``internal`` naming the exception: counted and reported, never silently missing.
+        """
         if self.error is None:
             try:
                 self.store.put(fingerprint, source_id, prompt_id, result)
                 self.counts.kept += 1
                 return
+            except StoreRejected as exc:
+                failure = internal_failure(exc, result.attempts, prefix="not stored: ")
             except StoreError as exc:
                 self.error = exc
+                failure = None
+            except Exception as exc:  # noqa: BLE001 - the boundary: nothing a call paid for may vanish
+                failure = internal_failure(exc, result.attempts, prefix="not stored: ")
+            if failure is not None:
+                self.keep(fingerprint, source_id, prompt_id, failure)
+                return
         self._rescue_one(fingerprint, source_id, prompt_id, result)
 
     def failure(self) -> StoreFailed:
@@ -111,7 +124,7 @@ class AnswerKeeper:
     def _rescue_one(self, fingerprint: str, source_id: str, prompt_id: str, result: CallResult) -> None:
         line = json.dumps(
             {"fingerprint": fingerprint, "source_id": source_id, "prompt_id": prompt_id, "result": result.to_dict()},
-            ensure_ascii=False,
+            default=str,  # ASCII (the default): any text, lone surrogates included, can be written and read back
         )
         try:
             handle = self._rescue or self._open_rescue()
@@ -134,38 +147,79 @@ class AnswerKeeper:
         return handle
 
 
-def recover_rescued(store: StoreLike, rescue_dir: Path) -> int:
-    """Commit every rescue file of ``store`` found in ``rescue_dir``, then remove it; return results read.
+@dataclass
+class Recovered:
+    """What :func:`recover_rescued` did: results committed, and lines it could not commit, moved to
+    quarantine files (one next to each rescue file that had such lines) with their reasons."""
+
+    results: int = 0
+    quarantined: int = 0
+    quarantine_files: list[Path] = field(default_factory=list)
+
+
+def recover_rescued(store: StoreLike, rescue_dir: Path) -> Recovered:
+    """Commit every rescue file of ``store`` found in ``rescue_dir``, then remove it.
 
     A file of another store is left alone. A file cut short (a crash while rescuing) gives up its
-    complete lines. Raises :class:`StoreError` if the store still cannot be written (files are kept).
+    complete lines. A line that cannot be committed (not a result, or a value the store refuses) is
+    moved, with its reason, to ``<rescue file>.quarantine.jsonl`` beside it, and the rest go on: nobody
+    has to delete paid answers to get a run going again. Raises :class:`StoreError` if the store itself
+    cannot be written (files are kept).
     """
     target = store_identity(store)
-    recovered = 0
+    recovered = Recovered()
     for path in sorted(rescue_dir.glob(RESCUE_GLOB)):
         rows = _rows_of(path, target)
         if rows is None:
             continue
-        for row in rows:
-            store.put(row["fingerprint"], row["source_id"], row["prompt_id"], CallResult(**row["result"]))
-            recovered += 1
+        refused: list[dict[str, Any]] = []
+        for line in rows:
+            reason = _recover_line(store, line)
+            if reason is None:
+                recovered.results += 1
+            else:
+                refused.append({"reason": reason, "line": line})
+        if refused:
+            quarantine = path.with_name(path.name.removesuffix(".jsonl") + ".quarantine.jsonl")
+            with quarantine.open("a", encoding="utf-8") as handle:
+                for entry in refused:
+                    handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            recovered.quarantined += len(refused)
+            recovered.quarantine_files.append(quarantine)
         path.unlink()
     return recovered
 
 
-def _rows_of(path: Path, store: str) -> list[dict[str, Any]] | None:
-    """The results in a rescue file of ``store``; None for another store's file or an unreadable one."""
+def _recover_line(store: StoreLike, line: str) -> str | None:
+    """Commit one rescue-file line; None if it was, else why it could not be (the store's own failures raise)."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        row = json.loads(line)
+        result = CallResult.from_dict(row["result"])
+        store.put(str(row["fingerprint"]), str(row["source_id"]), str(row["prompt_id"]), result)
+    except StoreRejected as exc:
+        return str(exc)
+    except StoreError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a line that is not a result goes to quarantine, whatever is wrong
+        return f"not a rescued result ({type(exc).__name__}: {exc})"
+    return None
+
+
+def _rows_of(path: Path, store: str) -> list[str] | None:
+    """The result lines of a rescue file of ``store``; None for another store's file or an unreadable one."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
         header = json.loads(lines[0]) if lines else {}
     except (OSError, ValueError):
         return None
     if not isinstance(header, dict) or header.get("rescue_of") != store:
         return None
-    rows = []
-    for line in lines[1:]:
+    rows = lines[1:]
+    if rows:
         try:
-            rows.append(json.loads(line))
+            json.loads(rows[-1])
         except ValueError:  # the last line of a file cut short
-            break
+            rows.pop()
     return rows

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from providers.result import CallResult
+from providers.result import FIELD_NAMES, CallResult
 
 # The schema is built by numbered migrations, applied in order when a store is opened for writing; the
 # number of those applied is the database's ``PRAGMA user_version`` (in the file header: read without a
@@ -84,32 +84,55 @@ def _create_batch_ledger(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS batch_requests_by_job ON batch_requests (job_id)")
 
 
+# Migration 3's columns: what an answer carries besides its text (``providers.result.CallResult``).
+ANSWER_PART_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("vendor_finish_reason", "TEXT"),
+    ("refusal", "TEXT"),
+    ("tool_calls", "TEXT"),
+    ("reasoning", "TEXT"),
+    ("reasoning_tokens", "INTEGER"),
+    ("cached_input_tokens", "INTEGER"),
+    ("cache_write_tokens", "INTEGER"),
+    ("flags", "TEXT"),
+)
+
+
+def _add_answer_parts(db: sqlite3.Connection) -> None:
+    """Migration 3: every part of an answer (refusal, tool calls, reasoning, cache and reasoning tokens,
+    the vendor's finish reason, flags) gets a column; older rows have them NULL."""
+    for name, kind in ANSWER_PART_COLUMNS:
+        db.execute(f"ALTER TABLE responses ADD COLUMN {name} {kind}")
+
+
 Migration = Callable[[sqlite3.Connection], None]
-MIGRATIONS: tuple[Migration, ...] = (_create_responses_and_meta, _create_batch_ledger)
+MIGRATIONS: tuple[Migration, ...] = (_create_responses_and_meta, _create_batch_ledger, _add_answer_parts)
 SCHEMA_VERSION = len(MIGRATIONS)
 READABLE_FROM = 1
-"""The oldest schema a read-only open accepts: later migrations only add tables, which readers treat as empty."""
+"""The oldest schema a read-only open accepts: later migrations only add tables, which readers treat as
+empty, and columns, which readers of an older store read as NULL (:func:`select_results`)."""
 
 # The result's fields, in CallResult order; with the key columns, every column of a responses row.
-RESULT_COLUMNS = (
-    "ok",
-    "text",
-    "model",
-    "finish_reason",
-    "input_tokens",
-    "output_tokens",
-    "request_id",
-    "latency_ms",
-    "attempts",
-    "error_type",
-    "error",
-    "status_code",
-    "created_at",
-)
+RESULT_COLUMNS = FIELD_NAMES
 COLUMNS = ("fingerprint", "source_id", "prompt_id", *RESULT_COLUMNS)
 _COLUMN_LIST = ", ".join(COLUMNS)
 _INSERT = f"INSERT OR REPLACE INTO responses ({_COLUMN_LIST}) VALUES ({', '.join('?' * len(COLUMNS))})"
-_SELECT = "SELECT fingerprint, " + ", ".join(RESULT_COLUMNS) + " FROM responses WHERE fingerprint IN "
+_ANSWER_PARTS_FROM = 3  # the schema version that has ANSWER_PART_COLUMNS
+
+
+def readable_columns(schema_version: int, columns: Iterable[str] = COLUMNS) -> str:
+    """``columns`` as a select list for a store of this schema version: those it does not have yet are NULL."""
+    missing = {name for name, _ in ANSWER_PART_COLUMNS} if schema_version < _ANSWER_PARTS_FROM else set()
+    return ", ".join("NULL" if column in missing else column for column in columns)
+
+
+def select_results(schema_version: int) -> str:
+    """``SELECT fingerprint, <result columns> FROM responses WHERE fingerprint IN `` for a store of this
+    schema version (columns it does not have yet read as NULL)."""
+    return (
+        f"SELECT fingerprint, {readable_columns(schema_version, RESULT_COLUMNS)} FROM responses WHERE fingerprint IN "
+    )
+
+
 # The put rule in SQL, for copying rows ``s`` into ``main``: an answer is never replaced by an error.
 _KEEPS_ANSWERS = (
     "(s.ok = 1 OR NOT EXISTS (SELECT 1 FROM main.responses m WHERE m.fingerprint = s.fingerprint AND m.ok = 1))"
@@ -129,6 +152,11 @@ class StoreUnreadable(StoreError):
     """The file is not a response store, or is damaged (``rlhf`` exits 2)."""
 
 
+class StoreRejected(StoreError):
+    """One result held a value the store cannot take (a bug upstream, not a fault of the store): the store
+    is fine and goes on taking results."""
+
+
 class StoreUnwritable(StoreError):
     """The store cannot take writes: full disk, read-only file or directory (``rlhf`` exits 4)."""
 
@@ -136,6 +164,7 @@ class StoreUnwritable(StoreError):
 _UNREADABLE_ADVICE = (
     "move it aside (or restore it from a backup) and run again: answers missing from it are requested again"
 )
+_REJECTED_ADVICE = "the result is stored as a failed call instead (reason internal)"
 _UNWRITABLE_ADVICE = "free space or fix the permissions of its directory, then run again"
 # SQLite reports a damaged or foreign file with these; anything else is the file system refusing writes.
 _DAMAGED = ("not a database", "malformed", "corrupt")
@@ -284,8 +313,11 @@ class ResponseStore:
         with _named_errors(self.path):
             if not result.ok and self._has_answer(fingerprint):
                 return
-            values = (fingerprint, source_id, prompt_id) + tuple(getattr(result, c) for c in RESULT_COLUMNS)
-            self._db.execute(_INSERT, values)
+            try:
+                self._db.execute(_INSERT, (fingerprint, source_id, prompt_id, *result.to_row()))
+            except (sqlite3.InterfaceError, sqlite3.ProgrammingError, ValueError, TypeError, OverflowError) as exc:
+                cause = f"cannot store this result ({type(exc).__name__}: {exc})"
+                raise StoreRejected(self.path, cause, _REJECTED_ADVICE) from None
 
     def discard_errors(self, source_ids: Iterable[str], status_code: int) -> int:
         """Forget the stored errors with this HTTP status for these answer slots (so a rerun makes them again).
@@ -314,14 +346,16 @@ class ResponseStore:
             self._db.execute("ATTACH DATABASE ? AS src", (str(source),))
         try:
             with _named_errors(source):
-                _check_readable(source, _schema_version(self._db, "src"))
+                version = _schema_version(self._db, "src")
+                _check_readable(source, version)
             with _named_errors(self.path):
-                return self._copy_attached(prompt_ids)
+                return self._copy_attached(prompt_ids, version)
         finally:
             with _named_errors(self.path):
                 self._db.execute("DETACH DATABASE src")
 
-    def _copy_attached(self, prompt_ids: Iterable[str] | None) -> int:
+    def _copy_attached(self, prompt_ids: Iterable[str] | None, version: int) -> int:
+        selected = readable_columns(version)
         where = _KEEPS_ANSWERS
         self._db.execute("BEGIN")
         try:
@@ -331,7 +365,7 @@ class ResponseStore:
                 where = f"s.prompt_id IN (SELECT prompt_id FROM temp.wanted) AND {where}"
             cursor = self._db.execute(
                 f"INSERT OR REPLACE INTO main.responses ({_COLUMN_LIST}) "
-                f"SELECT {_COLUMN_LIST} FROM src.responses s WHERE {where}"
+                f"SELECT {selected} FROM src.responses s WHERE {where}"
             )
             copied = cursor.rowcount
             if prompt_ids is not None:
@@ -385,11 +419,12 @@ class ResponseStore:
         return found
 
     def _get_into(self, found: dict[str, CallResult], wanted: list[str]) -> None:
+        select = select_results(self.schema_version)
         for start in range(0, len(wanted), _BATCH):
             part = wanted[start : start + _BATCH]
-            query = _SELECT + "(" + ",".join("?" * len(part)) + ")"
+            query = select + "(" + ",".join("?" * len(part)) + ")"
             for row in self._db.execute(query, part):
-                found[row[0]] = CallResult(*((bool(row[1]),) + tuple(row[2:])))
+                found[row[0]] = CallResult.from_row(row[1:])
 
     def get_meta(self, key: str) -> str | None:
         """A run-level value recorded earlier (e.g. when the batch was first created)."""

@@ -8,7 +8,8 @@ OpenAI: upload a JSONL input file (``POST /v1/files``, purpose ``batch``), creat
 Like the real services, a batch is answered over time: request i of n is done at
 ``created + batch_completion_s * (i + 1) / n``. Nothing runs in the background; a batch is brought up
 to date whenever it is read. Each request is answered like an online request to the same API (fault
-rules, scripted answers and the answer mode apply), but it counts only in the ``batches`` section of
+rules -- answer shapes included, see :mod:`simulator.shapes` --, scripted answers and the answer mode
+apply), but it counts only in the ``batches`` section of
 the statistics, not against the online rate limits or counters.
 
 As with the real APIs, OpenAI validates the input file's lines after ``POST /v1/batches`` has
@@ -32,16 +33,9 @@ from aiohttp import BodyPartReader, web
 from simulator.answers import Answer
 from simulator.faults import FaultEngine, error_body
 from simulator.settings import STATUS_FAULTS, ApiName, SimulatorSettings
+from simulator.shapes import render
 from simulator.stats import Stats
-from simulator.wire import (
-    ParsedRequest,
-    RequestError,
-    anthropic_message,
-    anthropic_tool_use,
-    openai_completion,
-    parse_anthropic,
-    parse_openai,
-)
+from simulator.wire import ParsedRequest, RequestError, parse_anthropic, parse_openai
 
 OPENAI_MAX_REQUESTS = 50_000
 OPENAI_MAX_BYTES = 200 * 1024 * 1024
@@ -111,6 +105,9 @@ class Outcome:
     status: int = 0
     body: dict[str, Any] | None = None
     uid: str = ""
+    # A succeeded request's true token counts (its body's usage may be a shape fault's lie).
+    input_tokens: int = 0
+    output_tokens: int = 0
 
 
 @dataclass(slots=True)
@@ -203,45 +200,19 @@ def execute(host: BatchHost, api: ApiName, body: Any, now: float) -> Outcome:
         return _errored(api, rule.echo_status, uid)
     if kind in TRANSPORT_FAULTS:
         return _errored(api, "500", uid)
-    empty = kind == "empty"
     answer = host._compose(parsed)
-    content = "" if empty else answer.text
-    truncated = answer.truncated and not empty
-    if api == "openai":
-        payload = openai_completion(
-            f"chatcmpl-{uid}",
-            int(now),
-            parsed.model,
-            content,
-            truncated,
-            parsed.input_tokens,
-            no_choices=kind == "no_choices",
-        )
-    else:
-        payload = anthropic_message(
-            f"msg_01{uid}",
-            parsed.model,
-            content,
-            truncated,
-            parsed.input_tokens,
-            no_content=kind == "no_choices",
-            tool_use=None if empty else anthropic_tool_use(parsed, answer.tool_input, uid),
-        )
-    return Outcome("succeeded", 200, payload, uid)
+    # empty, no_choices and the answer shapes render as they do online (simulator.shapes).
+    rendered = render(api, parsed, answer, uid, int(now), rule)
+    return Outcome("succeeded", 200, rendered.payload, uid, rendered.input_tokens, rendered.output_tokens)
 
 
 def _record(host: BatchHost, batch: Batch, outcome: Outcome) -> None:
     """Count a request's outcome in the statistics and its tokens in the batch's usage."""
     stats = host.stats.batches
-    if outcome.kind == "succeeded" and outcome.body is not None:
+    if outcome.kind == "succeeded":
         stats.requests_succeeded += 1
-        usage = outcome.body["usage"]
-        if batch.api == "openai":
-            batch.input_tokens += usage["prompt_tokens"]
-            batch.output_tokens += usage["completion_tokens"]
-        else:
-            batch.input_tokens += usage["input_tokens"]
-            batch.output_tokens += usage["output_tokens"]
+        batch.input_tokens += outcome.input_tokens
+        batch.output_tokens += outcome.output_tokens
     elif outcome.kind == "errored":
         stats.requests_errored += 1
     elif outcome.kind == "expired":

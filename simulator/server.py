@@ -28,17 +28,10 @@ from simulator.faults import (
 )
 from simulator.ratelimit import Admission, RateLimitWindows, TokenBuckets, retry_after
 from simulator.settings import STATUS_FAULTS, ApiName, FaultRule, SimulatorSettings
+from simulator.shapes import render
 from simulator.stats import ModelStats, Stats, fingerprint
 from simulator.structured import InvalidDraws, structured_answer
-from simulator.wire import (
-    ParsedRequest,
-    RequestError,
-    anthropic_message,
-    anthropic_tool_use,
-    openai_completion,
-    parse_anthropic,
-    parse_openai,
-)
+from simulator.wire import ParsedRequest, RequestError, parse_anthropic, parse_openai
 
 JSON_CONTENT_TYPE = "application/json"
 # Seconds a dropped request's handler waits for the connection-lost cancellation.
@@ -174,51 +167,28 @@ class Simulator:
         uid: str,
         arrival: float,
         *,
-        empty: bool = False,
-        no_choices: bool = False,
+        rule: FaultRule | None = None,
         answer: Answer | None = None,
         limit_headers: dict[str, str] | None = None,
     ) -> web.Response:
-        """A 200 answer. ``limit_headers``: the enforced buckets' headers; without them, the
-        advertised windows count this answer and add theirs (unless rate-limit headers are off)."""
+        """A 200 answer: the normal one, or the one a 200-kind fault ``rule`` asks for (``empty``,
+        ``no_choices``, an answer shape; see :func:`simulator.shapes.render`). ``limit_headers``: the
+        enforced buckets' headers; without them, the advertised windows count this answer's true tokens
+        and add theirs (unless rate-limit headers are off)."""
         if answer is None:
             answer = self._compose(parsed)
         settings = self.settings
         window_headers = limit_headers is None and settings.rate_limit_headers and not settings.rate_limit_enforce
-        content = "" if empty else answer.text
-        truncated = answer.truncated and not empty
+        rendered = render(api, parsed, answer, uid, int(time.time()), rule)
         headers = self._request_id_headers(api, uid)
+        if limit_headers is not None:
+            headers.update(limit_headers)
+        elif window_headers:
+            windows = self.limits.openai_headers if api == "openai" else self.limits.anthropic_headers
+            headers.update(windows(parsed.model, rendered.total_tokens))
         if api == "openai":
-            payload = openai_completion(
-                f"chatcmpl-{uid}",
-                int(time.time()),
-                parsed.model,
-                content,
-                truncated,
-                parsed.input_tokens,
-                no_choices=no_choices,
-            )
-            if limit_headers is not None:
-                headers.update(limit_headers)
-            elif window_headers:
-                headers.update(self.limits.openai_headers(parsed.model, payload["usage"]["total_tokens"]))
             headers["openai-processing-ms"] = str(int((time.monotonic() - arrival) * 1000))
-        else:
-            payload = anthropic_message(
-                f"msg_01{uid}",
-                parsed.model,
-                content,
-                truncated,
-                parsed.input_tokens,
-                no_content=no_choices,
-                tool_use=None if empty else anthropic_tool_use(parsed, answer.tool_input, uid),
-            )
-            if limit_headers is not None:
-                headers.update(limit_headers)
-            elif window_headers:
-                used = payload["usage"]["input_tokens"] + payload["usage"]["output_tokens"]
-                headers.update(self.limits.anthropic_headers(parsed.model, used))
-        return web.Response(body=json.dumps(payload).encode(), headers=headers)
+        return web.Response(body=json.dumps(rendered.payload).encode(), headers=headers)
 
     def _refuse(
         self,
@@ -275,9 +245,8 @@ class Simulator:
             if limit_headers:
                 headers.update(limit_headers)
             return web.Response(body=MALFORMED_BODY, headers=headers)
-        if kind == "empty":
-            return self._answer(api, parsed, uid, arrival, empty=True, answer=answer, limit_headers=limit_headers)
-        return self._answer(api, parsed, uid, arrival, no_choices=True, answer=answer, limit_headers=limit_headers)
+        # empty, no_choices and the answer shapes: a 200 in the shape the rule asks for.
+        return self._answer(api, parsed, uid, arrival, rule=rule, answer=answer, limit_headers=limit_headers)
 
     # ---------------------------------------------------------------- handlers
     async def _chat(self, request: web.Request, api: ApiName) -> web.StreamResponse:

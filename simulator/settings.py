@@ -7,7 +7,36 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 FaultKind = Literal[
-    "429", "500", "503", "529", "401", "400", "drop", "hang", "malformed", "empty", "no_choices", "echo_key"
+    "429",
+    "500",
+    "503",
+    "529",
+    "401",
+    "400",
+    "drop",
+    "hang",
+    "malformed",
+    "empty",
+    "no_choices",
+    "echo_key",
+    # Answer shapes (200s in each API's real shape; see simulator.shapes and docs/simulator.md).
+    "refusal",
+    "content_filter",
+    "length",
+    "reasoning_length",
+    "thinking",
+    "redacted_thinking",
+    "tool_calls",
+    "content_parts",
+    "whitespace",
+    "huge_text",
+    "lone_surrogate",
+    "usage_negative",
+    "usage_huge",
+    "usage_overflow",
+    "usage_list",
+    "model_object",
+    "cached_input",
 ]
 ApiName = Literal["openai", "anthropic"]
 AnswerMode = Literal["auto", "replay", "derived"]
@@ -31,7 +60,8 @@ class FaultRule(BaseModel):
     ``times`` limits the rule to the first N requests it is applied to; ``probability``
     applies it to a seeded-random fraction of matching requests. With neither set, the rule
     applies to every matching request. ``echo_key`` answers ``echo_status`` with an error message
-    quoting the API key it received (see :data:`KeyEcho`).
+    quoting the API key it received (see :data:`KeyEcho`). The answer-shape kinds (``refusal`` …
+    ``cached_input``, :data:`simulator.shapes.SHAPE_FAULTS`) answer 200 in a shape real providers use.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -47,6 +77,8 @@ class FaultRule(BaseModel):
     echo: KeyEcho = "full"
     echo_chars: int = Field(default=12, ge=1)
     echo_status: Literal["400", "401"] = "401"
+    # ``huge_text``: the length of the answer text in characters (its usage still reports 7 tokens).
+    huge_chars: int = Field(default=1_000_000, ge=1)
 
 
 class ScriptedAnswer(BaseModel):

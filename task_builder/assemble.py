@@ -11,11 +11,13 @@ from task_builder.answers import AnswerResult, AnswerSlot
 from task_builder.ids import position_label, stable_id
 from task_builder.layout import PlannedTask
 from task_builder.predictions import Judgement, task_predictions
+from task_builder.shapes import LABELS, AnswerPolicy, shown_text
 from task_builder.shell import (
     Annotation,
     Message,
     MessageContent,
     ModelParameters,
+    Reasoning,
     Task,
     Thread,
     Turn,
@@ -35,6 +37,7 @@ class BatchContext:
     layout: str
     template: AnnotationTemplate
     generator: dict[str, str]
+    answers: AnswerPolicy = AnswerPolicy()
 
 
 def build_task(
@@ -69,10 +72,11 @@ def build_task(
     final: list[Message] = [*pending, _plain("user", prompt["content"], "user")]
     first_answer_position = len(final)
     for offset, answer_id in enumerate(planned.order):
+        result = results[answer_id]
         final.append(
             Message(
                 role="assistant",
-                content=MessageContent(text=results[answer_id].text or ""),
+                content=MessageContent(text=shown_text(result), reasoning=_reasoning(result)),
                 source_id=answer_id,
                 model_parameters=ModelParameters(**slots[answer_id].provider.shell_model_parameters()),
                 annotations=_answer_slots(ctx.template, task_id, len(turns), first_answer_position + offset),
@@ -94,6 +98,12 @@ def build_task(
         metadata=_metadata(ctx, record, planned, slots, results, flags, judgements or {}),
         threads=[Thread(id=stable_id("thr", task_id), turns=turns)],
     )
+
+
+def _reasoning(result: AnswerResult) -> list[Reasoning] | None:
+    """The answer's readable thinking, block by block (redacted blocks have none to show)."""
+    blocks = [Reasoning(content=b["content"]) for b in result.reasoning or () if b.get("content")]
+    return blocks or None
 
 
 def _plain(role: str, text: str, source_id: str) -> Message:
@@ -207,16 +217,27 @@ def _metadata(
     responses: dict[str, Any] = {}
     for answer_id in sorted(planned.order):
         result, slot = results[answer_id], slots[answer_id]
+        shape = ctx.answers.shape(result)
         entry: dict[str, Any] = {
             "model": result.model,
             "request_id": result.request_id,
             "finish_reason": result.finish_reason,
-            "usage": {"input_tokens": result.input_tokens, "output_tokens": result.output_tokens},
+            "vendor_finish_reason": result.vendor_finish_reason,
+            "shape": shape,
+            "label": LABELS.get(shape),
+            "usage": _usage(result),
             "latency_ms": result.latency_ms,
             "attempts": result.attempts,
             "created_at": result.created_at,
-            "flags": flags.get(answer_id, []),
+            "flags": [*flags.get(answer_id, []), *result.flags],
         }
+        if result.tool_calls:
+            entry["tool_calls"] = result.tool_calls
+        if result.reasoning:
+            entry["reasoning_blocks"] = {
+                "thinking": sum(1 for b in result.reasoning if not b.get("redacted")),
+                "redacted": sum(1 for b in result.reasoning if b.get("redacted")),
+            }
         if sampled:
             entry["provider"] = slot.provider.source_id
             entry["sample"] = slot.sample + 1
@@ -232,6 +253,7 @@ def _metadata(
         for answer_id, result in sorted(results.items())
         if not result.ok
     }
+    left_out = left_out_answers(ctx.answers, results)
     meta: dict[str, Any] = {
         "prompt_id": record.id,
         "prompt_metadata": record.metadata,
@@ -247,6 +269,8 @@ def _metadata(
         "responses": responses,
         "errors": errors,
     }
+    if left_out:
+        meta["left_out"] = left_out
     if planned.variant:
         meta["variant"] = planned.variant
     system_prompts = {
@@ -258,3 +282,27 @@ def _metadata(
     if predictions:
         meta["predictions"] = predictions
     return meta
+
+
+def _usage(result: AnswerResult) -> dict[str, int | None]:
+    """An answer's token counts: input and output, and the parts of them that are priced apart."""
+    usage: dict[str, int | None] = {"input_tokens": result.input_tokens, "output_tokens": result.output_tokens}
+    for key in ("reasoning_tokens", "cached_input_tokens", "cache_write_tokens"):
+        value = getattr(result, key)
+        if value is not None:
+            usage[key] = value
+    return usage
+
+
+def left_out_answers(policy: AnswerPolicy, results: Mapping[str, AnswerResult]) -> dict[str, dict[str, Any]]:
+    """The answers of a prompt that annotators are not shown, by answer id: shape, finish reason and why."""
+    left_out: dict[str, dict[str, Any]] = {}
+    for answer_id, result in sorted(results.items()):
+        reason = policy.left_out(result) if result.ok else None
+        if reason is not None:
+            left_out[answer_id] = {
+                "shape": policy.shape(result),
+                "finish_reason": result.finish_reason,
+                "reason": reason,
+            }
+    return left_out

@@ -81,7 +81,8 @@ def test_the_wire_body_carries_the_model_the_system_prompt_and_the_default_max_t
     provider = _provider([ANSWER])
     result = asyncio.run(provider.call([{"role": "user", "content": "Hi"}], "Be brief."))
     assert result.ok and result.text == "Hello." and result.request_id == "req_mem"
-    assert (result.input_tokens, result.output_tokens, result.finish_reason) == (3, 2, "end_turn")
+    assert (result.input_tokens, result.output_tokens, result.finish_reason) == (3, 2, "stop")
+    assert result.vendor_finish_reason == "end_turn"
     (body,) = _exchange(provider).sent
     assert body == {
         "model": "claude-x",
@@ -105,7 +106,7 @@ def test_a_401_is_final_at_once_and_its_text_never_holds_the_key() -> None:
 
 
 def test_a_malformed_answer_is_retried_and_reported_when_it_persists() -> None:
-    provider = _provider([{"content": []}] * 4)
+    provider = _provider([{"content": "not a list of blocks"}] * 4)
     result = asyncio.run(provider.call([{"role": "user", "content": "Hi"}], None))
     assert not result.ok and result.error_type == "malformed" and result.attempts == 4  # 1 + max_retries
 

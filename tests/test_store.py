@@ -158,7 +158,7 @@ def test_keeper_rescues_after_the_first_failed_commit_and_the_next_run_reads_it_
     other = rescue_dir / "rlhf-rescue-other.jsonl"  # another store's rescue file is left alone
     other.write_text(json.dumps({"rescue_of": "/elsewhere/responses.sqlite"}) + "\n")
     with ResponseStore(path) as reopened:
-        assert recover_rescued(reopened, rescue_dir) == 2
+        assert recover_rescued(reopened, rescue_dir).results == 2
         found = reopened.get_many(["f1", "f2", "f3"])
         assert found["f2"].text == "an answer" and found["f3"].status_code == 500
     assert sorted(p.name for p in rescue_dir.iterdir()) == ["rlhf-rescue-other.jsonl"]
@@ -170,7 +170,7 @@ def test_a_rescue_file_cut_short_gives_up_its_complete_lines(tmp_path: Path) -> 
     line = json.dumps({"fingerprint": "f1", "source_id": "a", "prompt_id": "p1", "result": ANSWER.to_dict()})
     rescue.write_text(json.dumps({"rescue_of": str(path.resolve())}) + "\n" + line + "\n" + line[:20])
     with ResponseStore(path) as store:
-        assert recover_rescued(store, tmp_path) == 1
+        assert recover_rescued(store, tmp_path).results == 1
         assert store.get_many(["f1"])["f1"].ok
 
 

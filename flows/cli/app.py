@@ -119,6 +119,15 @@ def run(
             help="Batch-mode providers: submit, collect what has ended, and return without waiting for the rest.",
         ),
     ] = False,
+    stop_grace_s: Annotated[
+        float | None,
+        typer.Option(
+            "--stop-grace-s",
+            min=0,
+            help="After SIGINT/SIGTERM, how long calls in flight may finish (and be stored) before the run "
+            "writes and exits (default: $RLHF_STOP_GRACE_S, else 30).",
+        ),
+    ] = None,
 ) -> None:
     """Generate: send every prompt to every provider and write task shells and a summary.
 
@@ -130,6 +139,7 @@ def run(
     run again later to collect them); 128+N stopped by signal N (SIGINT: 130, SIGTERM: 143) after writing
     what was complete.
     """
+    from flows.generation import stopping
     from flows.generation.prepare import prepare_run
     from flows.generation.run_date import RUN_DATE_ENV
     from flows.generation.stores import hold_run_store, open_run_store
@@ -139,6 +149,12 @@ def run(
 
     if run_date:
         os.environ[RUN_DATE_ENV] = run_date
+    stopping.set_grace(stop_grace_s)
+    try:
+        stopping.grace_s()
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(2) from None
     try:
         prepared = prepare_run(config, skip_invalid=skip_invalid)
     except InputError as exc:
@@ -279,6 +295,12 @@ def _run_held(
         f"{files['incomplete']}; summary in {files['summary']} ({summary['wall_s']} s)",
         highlight=False,
     )
+    if summary.get("quarantined_rescue_lines"):
+        console.print(
+            f"[yellow]{summary['quarantined_rescue_lines']} rescued result(s) could not be stored[/yellow] and were "
+            f"moved, each with its reason, to: {', '.join(summary['quarantine_files'])}",
+            highlight=False,
+        )
     if summary["interrupted"]:
         signum = stopping.signal_number() or 2
         console.print(
@@ -288,9 +310,10 @@ def _run_held(
         raise typer.Exit(128 + signum)
     failed = sum(p["failed"] for p in summary["providers"].values())
     skipped = sum(p["skipped"] for p in summary["providers"].values())
-    if failed or skipped or summary["incomplete"]:
+    not_made = sum(p["interrupted"] for p in summary["providers"].values())  # never without a stop signal
+    if failed or skipped or not_made or summary["incomplete"]:
         console.print(
-            f"[yellow]{failed} call(s) failed, {skipped} skipped.[/yellow] Run the same command again to resume "
+            f"[yellow]{failed} call(s) failed, {skipped + not_made} not made.[/yellow] Run the same command again to resume "
             f"(stored answers are reused, skipped calls are made): {resume}; add --retry-failed to retry the failed calls.",
             highlight=False,
         )

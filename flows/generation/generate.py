@@ -62,7 +62,6 @@ from task_builder.assemble import BatchContext
 from task_builder.ids import stable_id
 
 GENERATOR_NAME = "rlhf-orchestrator"
-STOP_GRACE_S = 10.0
 
 
 def generator_info() -> dict[str, str]:
@@ -105,7 +104,7 @@ async def call_provider_chunk(provider: ProviderConfig, calls: list[PlannedCall]
         counts["answered" if result.ok else "failed"] += 1
         sink.finished(provider.source_id, result)
 
-    await stopping.gather_until_stopped((one(call) for call in calls), STOP_GRACE_S)
+    await stopping.gather_until_stopped(one(call) for call in calls)
     return {
         **counts,
         "breaker": client.breaker.reason,
@@ -221,7 +220,7 @@ async def _run_held(
         run_id=stable_id("run", config.project, config.batch, config_hash, length=16),
         config_hash=config_hash,
         providers={
-            p.source_id: ProviderTally(p.source_id, p.model, p.effective_price, p.mode, p.price)
+            p.source_id: ProviderTally(p.source_id, p.model, p.effective_price, p.mode, p.full_price)
             for p in config.providers
         },
         started_at=utc_now(),
@@ -234,7 +233,10 @@ async def _run_held(
     progress.sink().planned(prepared.prompt_count * config.answers_per_prompt)
 
     with open_run_store(config) as store:
-        summary.recovered_from_rescue = recover_rescued(store, rescue_dir)
+        recovered = recover_rescued(store, rescue_dir)
+        summary.recovered_from_rescue = recovered.results
+        summary.quarantined_rescue_lines = recovered.quarantined
+        summary.quarantine_files = [str(path) for path in recovered.quarantine_files]
         keeper = AnswerKeeper(store, rescue_dir)
         with ProviderPool(uuid.uuid4().hex, _stop_when(keeper)) as pool:
             _keepers[pool.run_key] = keeper
@@ -310,6 +312,7 @@ def writer_setup(prepared: PreparedRun, run_id: str, config_hash: str, created_a
         layout=annotation.layout,
         template=prepared.template,
         generator=generator_info(),
+        answers=annotation.answers,
     )
     return WriterSetup(
         run_dir=str(config.run_dir),
@@ -350,7 +353,15 @@ async def _generate(
 
     judges = (
         RunJudges(
-            config.judges, prepared.template, config.annotation.layout, store, pool, keeper, summary, retry_failed
+            config.judges,
+            prepared.template,
+            config.annotation.layout,
+            store,
+            pool,
+            keeper,
+            summary,
+            retry_failed,
+            config.annotation.answers,
         )
         if config.judges
         else None

@@ -53,12 +53,12 @@ from task_builder.judging import (
     swap_combination,
 )
 from task_builder.predictions import Judgement, PairJudgement
+from task_builder.shapes import AnswerPolicy, shown_text
 from task_builder.template import AnnotationTemplate
 
 JUDGE_ATTEMPTS = 3
 """How many times a judge is asked for a judgement that fits the schema and the scale before it counts as failed."""
 INVALID_JUDGEMENT = "invalid_judgement"
-STOP_GRACE_S = 10.0
 
 _keepers: dict[str, AnswerKeeper] = {}
 
@@ -106,8 +106,10 @@ class RunJudges:
         keeper: AnswerKeeper,
         summary: RunSummary,
         retry_failed: bool,
+        answers: AnswerPolicy | None = None,
     ) -> None:
         self.template = template
+        self._answers = answers or AnswerPolicy()
         self._layout = layout
         self._store = store
         self._pool = pool
@@ -128,7 +130,7 @@ class RunJudges:
                     self._configs[(judge.source_id, purpose)] = config
                     self._identities[(judge.source_id, purpose)] = provider_identity(config)
             summary.judges[judge.source_id] = ProviderTally(
-                judge.source_id, judge.model, judge.effective_price, "judge", judge.price
+                judge.source_id, judge.model, judge.effective_price, "judge", judge.full_price
             )
         _keepers[pool.run_key] = keeper
 
@@ -151,8 +153,8 @@ class RunJudges:
         return JudgeCall(fingerprint, judge, target, prompt_id, request, system)
 
     def plan(self, record: PromptRecord, results: dict[str, CallResult]) -> list[JudgeCall]:
-        """Every judge call of one prompt: a rating per answer, and each pair in both orders."""
-        texts = {aid: r.text or "" for aid, r in results.items() if r.ok}
+        """Every judge call of one prompt: a rating per answer annotators are shown, and each pair in both orders."""
+        texts = {aid: shown_text(r) for aid, r in results.items() if r.ok and self._answers.left_out(r) is None}
         prompt = str(record.messages[-1]["content"])
         calls = []
         for judge in self._judges:
@@ -241,7 +243,7 @@ def _values(call: JudgeCall, result: CallResult | None) -> dict[str, Any] | str:
         return "not judged (the run was stopped)"
     if not result.ok:
         return f"{result.error_type}: {result.error}"
-    parsed = parse_judgement(call.request, result.text or "")
+    parsed = parse_judgement(call.request, judgement_text(result))
     return parsed if isinstance(parsed, dict) else f"{INVALID_JUDGEMENT}: {parsed.field}: {parsed.reason}"
 
 
@@ -260,7 +262,7 @@ async def judge_provider_chunk(provider: ProviderConfig, calls: list[JudgeCall],
             keeper.keep(call.fingerprint, provider.source_id, call.prompt_id, result)
         made[call.fingerprint] = result
 
-    await stopping.gather_until_stopped((one(call) for call in calls), STOP_GRACE_S)
+    await stopping.gather_until_stopped(one(call) for call in calls)
     return made
 
 
@@ -273,7 +275,7 @@ async def _valid_judgement(client: Any, call: JudgeCall) -> CallResult:
         attempts += result.attempts
         if not result.ok:
             return result
-        parsed = parse_judgement(call.request, result.text or "")
+        parsed = parse_judgement(call.request, judgement_text(result))
         if isinstance(parsed, dict):
             result.attempts = attempts
             return result
@@ -286,3 +288,11 @@ async def _valid_judgement(client: Any, call: JudgeCall) -> CallResult:
         error=f"{problem.field or 'answer'}: {problem.reason} (asked {JUDGE_ATTEMPTS} times)",
         created_at=utc_now("milliseconds"),
     )
+
+
+def judgement_text(result: CallResult) -> str:
+    """What a judge answered: its text, or for a forced tool call (Anthropic's structured output) the tool's
+    input as JSON."""
+    if result.text and result.text.strip():
+        return result.text
+    return next((call["arguments"] for call in result.tool_calls or () if call.get("arguments")), "")

@@ -18,6 +18,36 @@ _POLL_S = 0.25
 _enabled = False
 _signal: int | None = None
 
+DEFAULT_GRACE_S = 30.0
+"""How long calls in flight may go on after a stop signal: Kubernetes' default termination grace period."""
+GRACE_ENV = "RLHF_STOP_GRACE_S"
+_grace_s: float | None = None
+
+
+def set_grace(seconds: float | None) -> None:
+    """Set the stop grace for runs in this process (``rlhf run --stop-grace-s``); None: the environment's."""
+    global _grace_s
+    _grace_s = seconds
+
+
+def grace_s() -> float:
+    """The stop grace in force: :func:`set_grace`'s, else ``RLHF_STOP_GRACE_S``, else :data:`DEFAULT_GRACE_S`.
+
+    A value in the environment that is not a non-negative number raises ``ValueError`` naming it.
+    """
+    if _grace_s is not None:
+        return _grace_s
+    raw = os.environ.get(GRACE_ENV)
+    if raw is None or not raw.strip():
+        return DEFAULT_GRACE_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"{GRACE_ENV}={raw!r}: give the stop grace in seconds, a number >= 0")
+    return value
+
 
 def enable() -> None:
     """Let the next flow run in this process take over SIGINT and SIGTERM."""
@@ -121,13 +151,16 @@ def isolate_temporary_server() -> bool:
     return type(_OwnSessionServer()) is _OwnSessionServer  # registered as the server Prefect's clients start
 
 
-async def gather_until_stopped(coroutines: Iterable[Coroutine[Any, Any, None]], grace_s: float) -> None:
-    """Run the coroutines; after a stop request give them ``grace_s`` seconds, then cancel the rest."""
+async def gather_until_stopped(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run the coroutines; after a stop request give them :func:`grace_s` seconds, then cancel the rest.
+
+    Calls that finish within the grace are stored as usual; those cancelled were not answered.
+    """
     pending = {asyncio.ensure_future(c) for c in coroutines}
     while pending:
         _, pending = await asyncio.wait(pending, timeout=_POLL_S)
         if pending and requested():
-            _, pending = await asyncio.wait(pending, timeout=grace_s)
+            _, pending = await asyncio.wait(pending, timeout=grace_s())
             for leftover in pending:
                 leftover.cancel()
             await asyncio.gather(*pending, return_exceptions=True)

@@ -9,11 +9,12 @@ from flows.reporting.summary import WriteCounts
 from prompts.reader import PromptRecord
 from providers.result import CallResult
 from providers.slots import AnswerSlot
-from task_builder.assemble import BatchContext, build_task
+from task_builder.assemble import BatchContext, build_task, left_out_answers
 from task_builder.ids import task_id_for
 from task_builder.layout import TaskLayout
 from task_builder.predictions import Judgement
 from task_builder.quality import all_identical, task_flags
+from task_builder.shapes import shown_text
 from task_builder.template import TaskFilters
 
 
@@ -56,26 +57,29 @@ class TaskWriter:
         """Write the prompt's tasks (with the judges' values, if any), or its incomplete record, and count."""
         counts = self.counts
         counts.prompts += 1
-        answered = [self.slots[aid] for aid, result in results.items() if result.ok]
+        left_out = left_out_answers(self.ctx.answers, results)
+        answered = [self.slots[aid] for aid, result in results.items() if result.ok and aid not in left_out]
         plans = self.layout.plan(record.id, answered) if len(answered) >= self.required else []
         if not plans:
             counts.incomplete += 1
-            self._write_line(
-                self._incomplete_out,
-                {
-                    "prompt_id": record.id,
-                    "task_id": task_id_for(self.ctx.batch, record.id),
-                    "reason": f"{len(answered)} answer(s), {self.required} required",
-                    "answered": sorted(slot.answer_id for slot in answered),
-                    "errors": {
-                        aid: {"error_type": r.error_type, "error": r.error} for aid, r in results.items() if not r.ok
-                    },
+            entry = {
+                "prompt_id": record.id,
+                "task_id": task_id_for(self.ctx.batch, record.id),
+                "reason": f"{len(answered)} answer(s)"
+                + (f" to show ({len(left_out)} left out)" if left_out else "")
+                + f", {self.required} required",
+                "answered": sorted(slot.answer_id for slot in answered),
+                "errors": {
+                    aid: {"error_type": r.error_type, "error": r.error} for aid, r in results.items() if not r.ok
                 },
-            )
+            }
+            if left_out:
+                entry["left_out"] = left_out
+            self._write_line(self._incomplete_out, entry)
             return
         written = 0
         for planned in plans:
-            texts = {aid: (results[aid].text or "", results[aid].finish_reason) for aid in planned.order}
+            texts = {aid: (shown_text(results[aid]), results[aid].finish_reason) for aid in planned.order}
             flags = task_flags(texts)
             reason = filter_reason(self.ctx.template.filters, texts, flags)
             if reason is not None:
@@ -102,4 +106,4 @@ class TaskWriter:
 
     @staticmethod
     def _write_line(handle: IO[str], data: dict[str, Any]) -> None:
-        handle.write(json.dumps(data, ensure_ascii=False) + "\n")
+        handle.write(json.dumps(data, ensure_ascii=False, allow_nan=False) + "\n")

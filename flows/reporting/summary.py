@@ -41,6 +41,11 @@ class ProviderTally:
     reused_from_store: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    reasoning_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    usage_unknown: int = 0  # answers whose token counts were missing or not believable: cost is a lower bound
+    finish_reasons: Counter = field(default_factory=Counter)
     retries: int = 0
     failure_reasons: Counter = field(default_factory=Counter)
     latencies_ms: array = field(default_factory=lambda: array("d"))
@@ -55,6 +60,12 @@ class ProviderTally:
             self.answered += 1
             self.input_tokens += result.input_tokens or 0
             self.output_tokens += result.output_tokens or 0
+            self.reasoning_tokens += result.reasoning_tokens or 0
+            self.cached_input_tokens += result.cached_input_tokens or 0
+            self.cache_write_tokens += result.cache_write_tokens or 0
+            if result.input_tokens is None or result.output_tokens is None:
+                self.usage_unknown += 1
+            self.finish_reasons[result.finish_reason or "unknown"] += 1
             self.latencies_ms.append(result.latency_ms)
         elif result.error_type == SKIPPED:
             self.skipped += 1
@@ -82,8 +93,15 @@ class ProviderTally:
         """What batch mode saved against the online price for the same tokens (None online or without a price)."""
         if self.mode != "batch" or self.price is None or self.online_price is None:
             return None
-        tokens = (self.input_tokens, self.output_tokens)
+        tokens = (self.input_tokens, self.output_tokens, self.cached_input_tokens, self.cache_write_tokens)
         return round(self.online_price.cost(*tokens) - self.price.cost(*tokens), 6)
+
+    @property
+    def cost_usd(self) -> float | None:
+        """What this provider's answers cost at its price (None without one), cached input priced as such."""
+        if self.price is None:
+            return None
+        return self.price.cost(self.input_tokens, self.output_tokens, self.cached_input_tokens, self.cache_write_tokens)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready counts, with latency p50/p95 over the answered calls."""
@@ -102,8 +120,13 @@ class ProviderTally:
             "retries": self.retries,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "cached_input_tokens": self.cached_input_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "usage_unknown": self.usage_unknown,
+            "finish_reasons": dict(sorted(self.finish_reasons.items())),
             "mode": self.mode,
-            "cost_usd": round(self.price.cost(self.input_tokens, self.output_tokens), 6) if self.price else None,
+            "cost_usd": round(cost, 6) if (cost := self.cost_usd) is not None else None,
             "batch_saving_usd": self.batch_saving_usd,
             "latency_ms_p50": percentile(self.latencies_ms, 50),
             "latency_ms_p95": percentile(self.latencies_ms, 95),
@@ -136,6 +159,9 @@ class RunSummary:
     rejected: int = 0
     interrupted: bool = False
     recovered_from_rescue: int = 0
+    # Rescue-file lines the store would not take, moved to quarantine files beside the rescue files.
+    quarantined_rescue_lines: int = 0
+    quarantine_files: list[str] = field(default_factory=list)
     started_at: str = ""
     finished_at: str = ""
     wall_s: float = 0.0
@@ -154,7 +180,7 @@ class RunSummary:
         priced = [t for t in (*self.providers.values(), *self.judges.values()) if t.price is not None]
         if not priced:
             return None
-        return round(sum(t.price.cost(t.input_tokens, t.output_tokens) for t in priced if t.price), 6)
+        return round(sum(t.cost_usd or 0.0 for t in priced), 6)
 
     @property
     def batch_saving_usd(self) -> float | None:
@@ -183,6 +209,8 @@ class RunSummary:
             "rejected": self.rejected,
             "interrupted": self.interrupted,
             "recovered_from_rescue": self.recovered_from_rescue,
+            "quarantined_rescue_lines": self.quarantined_rescue_lines,
+            "quarantine_files": self.quarantine_files,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "wall_s": round(self.wall_s, 2),

@@ -20,7 +20,7 @@ from common.clock import utc_now
 from common.secrets import scrub
 from providers.config import ProviderConfig
 from providers.errors import MalformedAnswer, ProviderError, http_error
-from providers.result import Answer, CallResult, answered
+from providers.result import Answer, CallResult, answered, internal_failure
 
 RECOVERY_WINDOW_S = 600.0
 """How far before a job was prepared a provider batch may have been created and still be that job's
@@ -67,13 +67,16 @@ def per_request_error(status: int, message: str, secrets: tuple[str, ...]) -> Ca
 
 
 def batch_result(parse: Callable[[], Answer]) -> CallResult:
-    """The result of a batch request the provider answered: ``parse()``'s answer, or the malformed-answer error."""
+    """The result of a batch request the provider answered: ``parse()``'s answer, the malformed-answer error,
+    or for any other exception a failure with reason ``internal`` (stored and counted, never lost)."""
     try:
         answer = parse()
     except MalformedAnswer as exc:
         return CallResult(
             ok=False, attempts=1, error_type=exc.label, error=exc.message, created_at=utc_now("milliseconds")
         )
+    except Exception as exc:  # noqa: BLE001 - the request's boundary
+        return internal_failure(exc, 1)
     return answered(answer, 1, 0.0, utc_now("milliseconds"))
 
 
