@@ -7,6 +7,23 @@ import re
 from typing import Any
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def is_variable_name(value: str) -> bool:
+    """Whether ``value`` looks like an environment variable's name (letters, digits and ``_``; not a digit first)."""
+    return _NAME.fullmatch(value) is not None
+
+
+def variables_used(data: Any, loc: tuple[int | str, ...] = ()) -> list[tuple[tuple[int | str, ...], str]]:
+    """``(location, variable)`` of every ``${NAME}`` (or ``${NAME:-default}``) in ``data``, before expansion."""
+    if isinstance(data, str):
+        return [(loc, match.group(1)) for match in _VAR.finditer(data)]
+    found: list[tuple[tuple[int | str, ...], str]] = []
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for key, value in items:
+        found += variables_used(value, (*loc, key))
+    return found
 
 
 def expand_env(data: Any, loc: tuple[int | str, ...] = ()) -> tuple[Any, list[tuple[tuple[int | str, ...], str]]]:

@@ -98,23 +98,92 @@ def duplicate_keys(root: yaml.Node | None) -> list[tuple[int, str]]:
     return sorted(found)
 
 
+# Bounds on what a YAML input may expand to (a "billion laughs" file: aliases of aliases of lists of
+# aliases): every value counted as often as aliases repeat it, aliases within aliased values, and nesting.
+MAX_YAML_VALUES = 100_000
+MAX_ALIAS_NESTING = 10
+MAX_YAML_DEPTH = 100
+
+
+class YamlTooLarge(yaml.composer.ComposerError):
+    """A YAML file over one of the bounds above (refused, not invalid: PyYAML would follow it)."""
+
+    def __init__(self, message: str, mark: Any) -> None:
+        super().__init__(None, None, message, mark)
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses, at the line it happens, a document whose aliases expand to more than
+    ``MAX_YAML_VALUES`` values or nest more than ``MAX_ALIAS_NESTING`` deep, an alias inside the value it
+    names (a cycle), and nesting deeper than ``MAX_YAML_DEPTH`` (PyYAML composes recursively)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._values = 0  # values so far, each alias counted as the values it stands for
+        self._anchored: dict[int, tuple[int, int]] = {}  # id(anchored node) -> (values, alias nesting)
+        self._nesting: list[int] = []  # alias nesting of each node being composed
+
+    def _count(self, values: int, mark: Any) -> None:
+        self._values += values
+        if self._values > MAX_YAML_VALUES:
+            raise YamlTooLarge(f"aliases expand this document to over {MAX_YAML_VALUES:,} values: refused", mark)
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event: Any = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent):
+            target = self.anchors.get(event.anchor)
+            if target is not None and id(target) not in self._anchored:
+                raise YamlTooLarge(f"alias *{event.anchor} is inside the value it names", event.start_mark)
+            node = super().compose_node(parent, index)  # an undefined alias is PyYAML's error
+            values, nesting = self._anchored[id(node)]
+            if nesting + 1 > MAX_ALIAS_NESTING:
+                raise YamlTooLarge(
+                    f"aliases nest more than {MAX_ALIAS_NESTING} deep (alias *{event.anchor}): refused",
+                    event.start_mark,
+                )
+            self._count(values, event.start_mark)
+            if self._nesting:
+                self._nesting[-1] = max(self._nesting[-1], nesting + 1)
+            return node
+        if len(self._nesting) >= MAX_YAML_DEPTH:
+            raise YamlTooLarge(f"nested more than {MAX_YAML_DEPTH} levels deep: refused", event.start_mark)
+        before = self._values
+        self._count(1, event.start_mark)
+        self._nesting.append(0)
+        node = super().compose_node(parent, index)
+        nesting = self._nesting.pop()
+        if self._nesting:
+            self._nesting[-1] = max(self._nesting[-1], nesting)
+        if event.anchor is not None:
+            self._anchored[id(node)] = (self._values - before, nesting)
+        return node
+
+
 def read_yaml(path: Path) -> tuple[yaml.Node | None, Any]:
-    """The composed tree (for :func:`line_of`) and the data of a YAML file; :class:`InputError` if unreadable."""
+    """The composed tree (for :func:`line_of`) and the data of a YAML file; :class:`InputError` if unreadable,
+    or if its aliases expand it beyond the bounds above (``MAX_YAML_VALUES``, ``MAX_ALIAS_NESTING``)."""
     name = str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError([InputProblem(name, None, "file not found")]) from None
+    except IsADirectoryError:
+        raise InputError([InputProblem(name, None, "is a directory, not a file")]) from None
     except UnicodeDecodeError as exc:
         line = path.read_bytes()[: exc.start].count(b"\n") + 1
         raise InputError([InputProblem(name, line, f"not valid UTF-8 ({exc.reason})")]) from None
+    loader = _BoundedLoader(text)
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text)
+        root = loader.get_single_node()
+        return root, (loader.construct_document(root) if root is not None else None)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         mark_line: int | None = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
-        raise InputError([InputProblem(name, mark_line, f"invalid YAML: {problem}")]) from None
+        prefix = "" if isinstance(exc, YamlTooLarge) else "invalid YAML: "
+        raise InputError([InputProblem(name, mark_line, f"{prefix}{problem}")]) from None
+    finally:
+        loader.dispose()
 
 
 def problem_at(file: str, root: yaml.Node | None, loc: Sequence[int | str], message: str) -> InputProblem:

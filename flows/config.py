@@ -7,7 +7,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -21,11 +21,12 @@ from pydantic import (
 )
 
 from common.config_types import ConfigFloat, ConfigInt
-from common.env_expand import expand_env
+from common.env_expand import expand_env, is_variable_name, variables_used
 from common.errors import InputError, InputProblem, location
 from common.storage import StorageError, is_url, join, local_copy
 from common.yaml_locations import (
     duplicate_keys,
+    format_loc,
     line_of,
     problem_at,
     read_yaml,
@@ -36,7 +37,9 @@ from common.yaml_locations import (
 from flows.generation.run_date import RUN_DATE_ENV, apply_run_date
 from prompts.config import PromptsConfig
 from providers.config import ProviderConfig
+from providers.kinds import KINDS
 from providers.store_factory import is_database_url
+from task_builder.shapes import AnswerPolicy
 from task_builder.template import AnnotationTemplate
 
 
@@ -62,6 +65,8 @@ class AnnotationConfig(BaseModel):
     layout: Literal["n_way", "pairwise", "single"] = "n_way"
     pairs_per_prompt: ConfigInt | None = Field(default=None, ge=1)
     seed: ConfigInt = 0
+    # Which answer shapes annotators are shown (refusals, cut-offs, ...): task_builder/shapes.py.
+    answers: AnswerPolicy = Field(default_factory=AnswerPolicy)
 
 
 class OutputConfig(BaseModel):
@@ -216,9 +221,12 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> RunConfig:
     duplicates = [InputProblem(name, line, f"key '{key}' appears more than once") for line, key in duplicate_keys(root)]
     if duplicates:
         raise InputError(duplicates)
-    data, unset = expand_env(data)
-    if unset:
-        raise InputError([problem_at(name, root, loc, f"environment variable {var} is not set") for loc, var in unset])
+    raw, (data, unset) = data, expand_env(data)
+    secrets = _secret_problems(name, root, raw, data)
+    if secrets or unset:
+        raise InputError(
+            secrets + [problem_at(name, root, loc, f"environment variable {var} is not set") for loc, var in unset]
+        )
     try:
         data = apply_run_date(data, base_dir)
     except ValueError as exc:
@@ -234,6 +242,7 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> RunConfig:
     config._references = {field: location(name, line_of(root, field.split(".")), field) for field in REFERENCES}
     config._base_dir = config.prompts._base_dir = base_dir
     problems = _duplicate_source_ids(config, name, root) + _store_left_behind(config, name, root)
+    problems += _output_kind_problems(config, name, root)
     problems += _object_storage_problems(config, name, root, from_url)
     if config.min_responses is not None and config.min_responses > config.answers_per_prompt:
         problems.append(
@@ -278,6 +287,131 @@ def _object_storage_problems(
                         f"'{value}' is relative, but this config was read from a URL: give a URL or an absolute path",
                     )
                 )
+    return problems
+
+
+def _secret_problems(
+    name: str, root: yaml.Node | None, raw: dict[str, Any], data: dict[str, Any]
+) -> list[InputProblem]:
+    """Secrets stay in their environment variables, and are never printed.
+
+    A field that names a secret's variable (``api_key_env``, ``output.store_password_env``) must hold a
+    variable's name: anything else (a key pasted there, or ``${OPENAI_API_KEY}``, which puts the key there)
+    is refused without being printed. And no secret's variable (any provider's or judge's ``api_key_env``,
+    each kind's default key variable, ``store_password_env``) may be expanded into another value: a system
+    prompt, say, is stored and delivered with the tasks. ``raw`` is the config before ``${…}`` expansion.
+    """
+    secrets = {kind.default_key_env: f"the API key variable of kind '{key}'" for key, kind in KINDS.items()}
+    name_fields: list[tuple[tuple[int | str, ...], str, str, str]] = []  # (loc, value, what it holds, example)
+    for field in ("providers", "judges"):
+        entries = data.get(field)
+        for index, entry in enumerate(entries if isinstance(entries, list) else []):
+            if not isinstance(entry, dict):
+                continue
+            kind = entry.get("kind")
+            default = KINDS[kind].default_key_env if isinstance(kind, str) and kind in KINDS else "OPENAI_API_KEY"
+            given = entry.get("api_key_env")
+            if isinstance(given, str):
+                name_fields.append(((field, index, "api_key_env"), given, f"the API key of {field}[{index}]", default))
+    output = data.get("output")
+    if isinstance(output, dict) and isinstance(output.get("store_password_env"), str):
+        name_fields.append(
+            (
+                ("output", "store_password_env"),
+                output["store_password_env"],
+                "the response store's password",
+                "PGPASSWORD",
+            )
+        )
+
+    used = variables_used(raw)
+    problems = []
+    for loc, value, holds, example in name_fields:
+        expanded = [variable for where, variable in used if where == loc]
+        field = format_loc(loc).rsplit(".", 1)[-1]
+        if expanded and not (is_variable_name(value) and value in os.environ):
+            problems.append(
+                problem_at(
+                    name,
+                    root,
+                    loc,
+                    f"takes the NAME of the environment variable that holds {holds}: write '{field}: "
+                    f"{expanded[0]}', not '${{{expanded[0]}}}', which puts the variable's value here (not shown)",
+                )
+            )
+        elif not is_variable_name(value):
+            problems.append(
+                problem_at(
+                    name,
+                    root,
+                    loc,
+                    f"takes the NAME of the environment variable that holds {holds} (such as {example}), not the "
+                    "secret itself: what is given is not a variable name (letters, digits and _), and is not shown",
+                )
+            )
+        else:
+            secrets[value] = f"the variable of {holds}"
+    names = {where for where, *_ in name_fields}
+    for where, variable in used:
+        if variable in secrets and where not in names:
+            problems.append(
+                problem_at(
+                    name,
+                    root,
+                    where,
+                    f"expands ${{{variable}}}, {secrets[variable]}: a secret is read from its variable where it is "
+                    "used, never put into the config (this value would be printed, stored and delivered with the "
+                    "tasks)",
+                )
+            )
+    return problems
+
+
+def _output_kind_problems(config: RunConfig, name: str, root: yaml.Node | None) -> list[InputProblem]:
+    """``output.dir`` (and the batch's directory in it) must be directories, ``output.store`` a file: else the
+    run could write nothing, after every prompt was read and checked."""
+    problems = []
+    if not config.output_is_url:
+        batch_dir = config.batch_dir
+        for path in (batch_dir, *batch_dir.parents):
+            if path.exists():
+                if not path.is_dir():
+                    what = f"{path} (the directory of batch '{config.batch}')" if path == batch_dir else str(path)
+                    problems.append(
+                        problem_at(
+                            name,
+                            root,
+                            ("output", "dir"),
+                            f"{what} is a file, not a directory: output.dir names the directory each batch's "
+                            "directory is made in",
+                        )
+                    )
+                break
+    if config.output.store and not config.store_is_database:
+        store = config.store_path
+        if store.is_dir():
+            problems.append(
+                problem_at(
+                    name,
+                    root,
+                    ("output", "store"),
+                    f"{store} is a directory: output.store names the response store's SQLite file (such as "
+                    f"{store / 'responses.sqlite'})",
+                )
+            )
+        else:
+            for path in store.parents:
+                if path.exists():
+                    if not path.is_dir():
+                        problems.append(
+                            problem_at(
+                                name,
+                                root,
+                                ("output", "store"),
+                                f"{path} is a file, not a directory: the response store {store} cannot be made in it",
+                            )
+                        )
+                    break
     return problems
 
 

@@ -3,7 +3,12 @@
 Each record becomes a :class:`PromptRecord`: a stable id, the chat messages to send (ending in a user
 message), an optional shared system prompt and the record's metadata. Problems are reported as
 :class:`~common.errors.InputProblem` with file and line; nothing is held in memory beyond one record
-(and the set of ids seen, to catch duplicates).
+(and the set of ids seen, to catch duplicates). A line longer than any record within ``max_prompt_chars``
+(:func:`max_line_bytes`) is refused without being read whole, and so is JSON nested deeper than
+``common.bounded_json.MAX_JSON_DEPTH``.
+
+Templates run in Jinja2's sandbox (``ImmutableSandboxedEnvironment``): a template reaches the record's
+fields, never Python's internals (``{{ cycler.__init__.__globals__ }}`` is refused, and runs nothing).
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.sandbox
 
+from common import bounded_json
 from common.errors import InputError, InputProblem, lone_surrogates
 from common.storage import StorageError
 from common.yaml_locations import format_loc, resolve_path, where_searched
@@ -27,6 +34,15 @@ PACKAGED_TEMPLATES = Path(__file__).resolve().parent.parent / "prompts" / "templ
 KNOWN_FIELDS = {"id", "prompt", "messages", "system", "metadata"}
 JSON_COLUMNS = ("messages", "metadata")
 ROLES = {"user", "assistant"}
+# Bytes a line may take beyond 16 per character of max_prompt_chars (JSON's "\ud83d\ude00" escapes take 12 per
+# character): room for the record's metadata. A longer line is refused, and never held in memory whole.
+LINE_SLACK_BYTES = 1 << 20
+_SKIP_CHUNK = 1 << 20
+
+
+def max_line_bytes(max_prompt_chars: int) -> int:
+    """The longest line (in bytes) of a prompt file whose prompts hold at most ``max_prompt_chars`` characters."""
+    return 16 * max_prompt_chars + LINE_SLACK_BYTES
 
 
 @dataclass(slots=True)
@@ -64,13 +80,19 @@ def load_template(name: str | None, base_dir: Path | None = None) -> jinja2.Temp
     candidates = [resolve_path(base_dir, name), PACKAGED_TEMPLATES / (name if name.endswith(".j2") else f"{name}.j2")]
     for candidate in candidates:
         if candidate.is_file():
-            env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
+            # The sandbox: templates come from prompt authors, who are not always the operator.
+            env = jinja2.sandbox.ImmutableSandboxedEnvironment(
+                undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False
+            )
             try:
-                return env.from_string(candidate.read_text(encoding="utf-8"))
+                code = env.compile(candidate.read_text(encoding="utf-8"), filename=str(candidate))
             except jinja2.TemplateSyntaxError as exc:
                 raise InputError(
                     [InputProblem(str(candidate), exc.lineno, f"template syntax error: {exc.message}")]
                 ) from None
+            return env.template_class.from_code(env, code, env.make_globals(None))
+    if candidates[0].is_dir():
+        raise InputError([InputProblem(str(candidates[0]), None, "prompt template is a directory, not a file")])
     raise InputError(
         [
             InputProblem(
@@ -97,6 +119,11 @@ def iter_records(config: PromptsConfig) -> Iterator[PromptRecord | InputProblem]
 
 def _records(config: PromptsConfig) -> Iterator[PromptRecord | InputProblem]:
     path = config.file
+    if path.is_dir():
+        yield InputProblem(
+            str(path), None, "prompt file is a directory, not a file (give the path of a .jsonl or .csv)"
+        )
+        return
     if not path.is_file():
         yield InputProblem(str(path), None, f"prompt file not found ({where_searched(config.base_dir, config.path)})")
         return
@@ -106,7 +133,8 @@ def _records(config: PromptsConfig) -> Iterator[PromptRecord | InputProblem]:
         yield from exc.problems
         return
     fmt = config.format if config.format != "auto" else ("csv" if path.suffix.lower() == ".csv" else "jsonl")
-    raw = _iter_csv(path, template is not None) if fmt == "csv" else _iter_jsonl(path)
+    max_bytes = max_line_bytes(config.max_prompt_chars)
+    raw = _iter_csv(path, template is not None, max_bytes) if fmt == "csv" else _iter_jsonl(path, max_bytes)
     seen: set[str] = set()
     for line, item in raw:
         if isinstance(item, InputProblem):
@@ -141,9 +169,26 @@ def scan_prompts(config: PromptsConfig) -> ScanReport:
     return report
 
 
-def _decoded_lines(path: Path) -> Iterator[tuple[int, str | InputProblem]]:
+def _decoded_lines(path: Path, max_bytes: int) -> Iterator[tuple[int, str | InputProblem]]:
+    """Each line decoded, or its problem; a line over ``max_bytes`` is skipped in chunks, never read whole."""
     with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
+        number = 0
+        while raw := handle.readline(max_bytes + 1):
+            number += 1
+            if len(raw) > max_bytes and not raw.endswith(b"\n"):
+                del raw
+                while (rest := handle.readline(_SKIP_CHUNK)) and not rest.endswith(b"\n"):
+                    pass
+                yield (
+                    number,
+                    InputProblem(
+                        str(path),
+                        number,
+                        f"line longer than {max_bytes:,} bytes, more than a record within prompts.max_prompt_chars can "
+                        "take: refused unread",
+                    ),
+                )
+                continue
             try:
                 # A byte-order mark (Excel's "CSV UTF-8") is not part of the first line's content.
                 yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
@@ -151,17 +196,20 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str | InputProblem]]:
                 yield number, InputProblem(str(path), number, f"not valid UTF-8 (byte {exc.start} of the line)")
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | InputProblem]]:
-    for number, text in _decoded_lines(path):
+def _iter_jsonl(path: Path, max_bytes: int) -> Iterator[tuple[int, dict[str, Any] | InputProblem]]:
+    for number, text in _decoded_lines(path, max_bytes):
         if isinstance(text, InputProblem):
             yield number, text
             continue
         if not text.strip():
             continue
         try:
-            obj = json.loads(text.rstrip("\r\n"))  # else an error at the end of the line reports column 1
+            obj = bounded_json.loads(text.rstrip("\r\n"))  # else an error at the end of the line reports column 1
         except json.JSONDecodeError as exc:
             yield number, InputProblem(str(path), number, f"invalid JSON: {exc.msg} (column {exc.colno})")
+            continue
+        except ValueError as exc:
+            yield number, InputProblem(str(path), number, f"invalid JSON: {exc}")
             continue
         if not isinstance(obj, dict):
             yield number, InputProblem(str(path), number, "each line must be a JSON object")
@@ -169,25 +217,55 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | InputProblem
         yield number, obj
 
 
-def _iter_csv(path: Path, has_template: bool) -> Iterator[tuple[int, dict[str, Any] | InputProblem]]:
+def _iter_csv(path: Path, has_template: bool, max_bytes: int) -> Iterator[tuple[int, dict[str, Any] | InputProblem]]:
     problems: list[InputProblem] = []
     record_start: list[int | None] = [None]  # first line of the record being parsed (a row may span lines)
+    record_chars = [0]  # characters of that record so far: a record (a quoted cell over many lines) is bounded
+    # like a line; the csv module's own cell limit (131,072 characters by default, process-wide) is raised
+    # to that bound, never lowered.
+    csv.field_size_limit(max(csv.field_size_limit(), max_bytes))
 
     def text_lines() -> Iterator[str]:
-        for number, text in _decoded_lines(path):
+        for number, text in _decoded_lines(path, max_bytes):
             if isinstance(text, InputProblem):
                 problems.append(text)
                 text = "\n"
-            if record_start[0] is None and text.strip("\r\n"):
-                record_start[0] = number
+            if record_start[0] is None:
+                record_chars[0] = 0
+                if text.strip("\r\n"):
+                    record_start[0] = number
+            record_chars[0] += len(text)
+            if record_chars[0] > max_bytes:
+                raise _RecordTooLong(record_start[0] or number)
             yield text
 
+    def refused(line: int, message: str) -> Iterator[tuple[int, InputProblem]]:
+        """The problems found so far, then ``message``: the rest of the file cannot be split into rows."""
+        for problem in problems:
+            yield problem.line or line, problem
+        yield line, InputProblem(str(path), line, f"{message}: the rest of the file is not read")
+
     reader = csv.DictReader(text_lines())
-    _ = reader.fieldnames  # read the header now so its line is not taken as the first record's start
-    record_start[0] = None
-    header_checked = False
     line = 1
-    for row in reader:
+    header_checked = False
+    rows = iter(reader)
+    while True:
+        try:
+            if not header_checked and reader.fieldnames is not None:
+                record_start[0] = None  # the header's line is not the first record's start
+            row = next(rows)
+        except StopIteration:
+            break
+        except _RecordTooLong as exc:
+            yield from refused(
+                exc.line,
+                f"a record longer than {max_bytes:,} characters (a quote left open?), more than one within "
+                "prompts.max_prompt_chars can take",
+            )
+            return
+        except csv.Error as exc:
+            yield from refused(record_start[0] or reader.line_num, f"CSV: {exc}")
+            return
         if not header_checked:
             header_checked = True
             columns = set(reader.fieldnames or [])
@@ -210,13 +288,24 @@ def _iter_csv(path: Path, has_template: bool) -> Iterator[tuple[int, dict[str, A
         for column in JSON_COLUMNS:  # columns that hold JSON, not text
             if column in record:
                 try:
-                    record[column] = json.loads(record[column])
+                    record[column] = bounded_json.loads(record[column])
                 except json.JSONDecodeError as exc:
                     bad_column = InputProblem(str(path), line, f"invalid JSON in column: {exc.msg}", column)
+                    break
+                except ValueError as exc:
+                    bad_column = InputProblem(str(path), line, f"invalid JSON in column: {exc}", column)
                     break
         yield line, bad_column or record
     for problem in problems:
         yield problem.line or line, problem
+
+
+class _RecordTooLong(Exception):
+    """A CSV record over the bound of a line (``line``: where it starts)."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
 
 
 def _to_record(
@@ -255,6 +344,12 @@ def _to_record(
     if template is not None:
         try:
             rendered = template.render(obj)  # not **obj: a field named 'self' would clash with render()
+        except jinja2.exceptions.SecurityError as exc:
+            return problem(
+                f"{_template_line(exc, template)}refused by Jinja2's sandbox (a template reaches the record's "
+                f"fields, not Python's internals): {exc.message}",
+                "template",
+            )
         except jinja2.UndefinedError as exc:
             return problem(f"template uses a field this record does not have ({exc.message})", "template")
         except jinja2.TemplateError as exc:
@@ -287,6 +382,17 @@ def _to_record(
     return PromptRecord(
         id=prompt_id, messages=messages, system=system, metadata=metadata, line=line, context_sources=context_sources
     )
+
+
+def _template_line(exc: BaseException, template: jinja2.Template) -> str:
+    """``t.j2:3: `` where in ``template``'s file ``exc`` was raised (from its traceback), or nothing."""
+    found = ""
+    traceback = exc.__traceback__
+    while traceback is not None:
+        if template.filename and traceback.tb_frame.f_code.co_filename == template.filename:
+            found = f"{template.filename}:{traceback.tb_lineno}: "
+        traceback = traceback.tb_next
+    return found
 
 
 def _check_messages(value: Any) -> tuple[list[dict[str, Any]], dict[int, str]] | str:

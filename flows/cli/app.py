@@ -132,8 +132,9 @@ def run(
     """Generate: send every prompt to every provider and write task shells and a summary.
 
     Exit codes: 0 every call answered; 2 bad input, or a store that is not readable (nothing called);
-    3 finished, but some calls failed, were skipped or some prompts have too few answers (rerun,
-    optionally with --retry-failed); 4 the output files or the response store could not be written
+    3 finished, but some calls failed (an unforeseen exception included: reason ``internal``) or were not
+    made, so some prompts may lack answers (rerun, optionally with --retry-failed; a prompt short of answers
+    only because annotation.answers leaves some out is reported, and exits 0: a rerun changes nothing); 4 the output files or the response store could not be written
     (the message says how many answers were kept, rescued or lost); 5 another run holds this batch
     (nothing called); 6 batches of batch-mode providers are still running (--no-wait; tasks not written yet:
     run again later to collect them); 128+N stopped by signal N (SIGINT: 130, SIGTERM: 143) after writing
@@ -311,7 +312,15 @@ def _run_held(
     failed = sum(p["failed"] for p in summary["providers"].values())
     skipped = sum(p["skipped"] for p in summary["providers"].values())
     not_made = sum(p["interrupted"] for p in summary["providers"].values())  # never without a stop signal
-    if failed or skipped or not_made or summary["incomplete"]:
+    if summary["incomplete"] and not (failed or skipped or not_made):
+        # Every call was answered: what is missing was left out by annotation.answers, and a rerun changes nothing.
+        console.print(
+            f"[yellow]{summary['incomplete']} prompt(s) have too few answers to show annotators[/yellow]: every call "
+            f"was answered, but answers annotation.answers leaves out (filtered, empty, tool calls only, too long) "
+            f"do not count; see left_out in {files['incomplete']}.",
+            highlight=False,
+        )
+    if failed or skipped or not_made:
         console.print(
             f"[yellow]{failed} call(s) failed, {skipped + not_made} not made.[/yellow] Run the same command again to resume "
             f"(stored answers are reused, skipped calls are made): {resume}; add --retry-failed to retry the failed calls.",
