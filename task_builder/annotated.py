@@ -6,6 +6,9 @@ with problems of several kinds is counted under the first):
 - ``invalid_json`` / ``not_an_object``: the line is not a JSON object (found by the reader);
 - ``invalid_shell``: not the task shell shape (``task_builder/shell.py``);
 - ``unknown_task``: harvested against a run (``--run-dir``), a task that run did not make;
+- ``answer_changed``: the answers annotated are not the run's (``task_builder.answer_hash``): the text
+  that came back, or the hashes delivered with it, differ from the run's shell (and from every version
+  of it kept when delivered), or a position holds another source;
 - ``unknown_slot_key``: a slot the task was not built with. A slot's id derives from the task id, the
   turn, where the slot sits (the message's index, or ``turn``) and its key (``assemble._slot``), so a
   renamed key, an added slot or a slot moved to another answer no longer matches its id;
@@ -29,6 +32,7 @@ REJECT_KINDS = (
     "not_an_object",
     "invalid_shell",
     "unknown_task",
+    "answer_changed",
     "unknown_slot_key",
     "invalid_value",
     "no_annotation",

@@ -3,8 +3,10 @@
 A blind shell is the shell an annotation vendor receives: the answers of the final turn carry their
 position (``response_a``, ``response_b`` …) as ``source_id`` instead of the provider's, no
 ``model_parameters``, the turn's ``selected_model_id`` choices are those positions, and ``metadata``
-keeps only the prompt id. Slot ids are unchanged (they derive from the task id, the position and the
-key, never from the source), so :func:`unblind` writes the values a vendor returns into the run's own
+keeps only the prompt id and the hash of each answer's text by position (``text_sha256``,
+``task_builder.answer_hash``: it names nothing the annotator does not read, and harvest checks with it
+that the annotation was made on the run's text). Slot ids are unchanged (they derive from the task id,
+the position and the key, never from the source), so :func:`unblind` writes the values a vendor returns into the run's own
 shell slot by slot and maps positions back to source ids. The mapping never leaves the run directory.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from task_builder.answer_hash import HASH_FIELD, answer_hashes
 from task_builder.ids import position_field
 from task_builder.shell import final_answers
 
@@ -30,6 +33,7 @@ def blind(shell: dict[str, Any]) -> dict[str, Any]:
             slot["possible_values"] = [to_position.get(v, v) for v in slot["possible_values"]]
     prompt_id = (shell.get("metadata") or {}).get("prompt_id")
     blinded["metadata"] = {"prompt_id": prompt_id} if prompt_id is not None else {}
+    blinded["metadata"][HASH_FIELD] = answer_hashes(shell)
     return blinded
 
 
@@ -52,7 +56,11 @@ def _slots(shell: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def unblind(annotated: dict[str, Any], original: dict[str, Any]) -> dict[str, Any]:
-    """The run's shell with the values of an annotated blind shell written in, positions mapped back.
+    """The run's shell with the values of an annotated shell written in, positions mapped back.
+
+    Used for blind and non-blind shells alike: the text, sources and provenance always come from the
+    run's ``original`` (the caller has checked the annotated answers are its answers), never from what
+    came back.
 
     A slot the original does not have is carried over as it is, so the annotated-shell checks reject it
     (``unknown_slot_key``) as they would for any shell; ``status``, ``completed_at`` and the vendor's

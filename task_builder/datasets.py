@@ -69,7 +69,7 @@ from task_builder.preference import likert_winner
 
 PARQUET_HINT = "pip install 'rlhf-orchestrator[parquet]'"
 FORMATS = ("jsonl", "parquet")
-RATING_FIXED_COLUMNS = ("task_id", "prompt_id", "annotator", "source_id", "position", "model")
+RATING_FIXED_COLUMNS = ("task_id", "prompt_id", "annotator", "source_id", "position", "model", "finish_reason")
 _PARQUET_CHUNK_ROWS = 2000
 
 
@@ -125,6 +125,7 @@ class _Answer:
     text: str
     model: str | None
     slots: dict[str, dict[str, Any]]
+    finish_reason: str | None = None  # normalised (stop, length, refusal, ...): a cut-off can be left out
 
 
 @dataclass
@@ -218,12 +219,24 @@ def _parse(task: Any) -> _Task:
         if any(a.source_id == source_id for a in answers):
             raise _Invalid(f"duplicate answer source_id {source_id!r}")
         params = message.get("model_parameters") or {}
-        model = (reported.get(source_id) or {}).get("model") or params.get("model")
+        response = _mapping(reported.get(source_id))
+        model = response.get("model") or params.get("model")
+        finish_reason = response.get("finish_reason")
         slots = _slots(message.get("annotations", []), "answer")
         for key, slot in slots.items():
             _check_value(slot, key)
         index = len(answers)
-        answers.append(_Answer(index, position_label(index), source_id, _text(message), model, slots))
+        answers.append(
+            _Answer(
+                index,
+                position_label(index),
+                source_id,
+                _text(message),
+                model,
+                slots,
+                finish_reason if isinstance(finish_reason, str) else None,
+            )
+        )
     if any(m["role"] not in ("system", "user", "assistant") for m in prompt):
         raise _Invalid("prompt message with an unknown role")
     if not prompt or prompt[-1]["role"] != "user":
@@ -293,6 +306,8 @@ def _pair(task: _Task, chosen: _Answer, rejected: _Answer, margin: float | None,
         "rejected": [{"role": "assistant", "content": rejected.text}],
         "chosen_source_id": chosen.source_id,
         "rejected_source_id": rejected.source_id,
+        "chosen_finish_reason": chosen.finish_reason,
+        "rejected_finish_reason": rejected.finish_reason,
         "margin": margin,
         "preference": preference,
         "task_id": task.task_id,
@@ -384,6 +399,8 @@ def _sft(tasks: Iterator[_Task], stats: ExportStats) -> Iterator[dict[str, Any]]
             "annotator": task.annotator,
             "source_id": answer.source_id,
             "origin": origin,
+            # of the answer the target came from (a rewrite of a cut-off answer is complete)
+            "finish_reason": answer.finish_reason,
         }
 
 
@@ -407,6 +424,7 @@ def _ratings(tasks: Iterator[_Task], stats: ExportStats) -> Iterator[dict[str, A
                 "source_id": answer.source_id,
                 "position": answer.label,
                 "model": answer.model,
+                "finish_reason": answer.finish_reason,
             }
             for key, slot in answer.slots.items():
                 row[f"dim_{key}" if key in RATING_FIXED_COLUMNS else key] = slot.get("value")

@@ -245,3 +245,60 @@ def test_cached_input_is_priced_as_each_vendor_prices_it(sim: RunningSimulator, 
     ) / 1e6
     assert math.isclose(oa["cost_usd"], expected_oa, rel_tol=1e-6, abs_tol=1e-9)
     assert math.isclose(an["cost_usd"], expected_an, rel_tol=1e-6, abs_tol=1e-9)
+
+
+def test_batch_mode_stores_every_shape_once_as_online_calls_do(sim: RunningSimulator, tmp_path: Path) -> None:
+    """The batch APIs carry the same shapes: read by the same parsers, stored once, never resubmitted."""
+    config = shape_config(sim, tmp_path)
+    import yaml
+
+    raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+    raw["providers"] = [
+        {**entry, "mode": "batch", "batch_poll_s": 0.1}
+        for entry in raw["providers"]
+        if entry["source_id"] in ("oa-sdk", "an-httpx")
+    ]
+    config.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    summary = asyncio.run(generate_tasks(str(config)))
+    run_dir = Path(summary["files"]["tasks"]).parent
+    rows = stored(run_dir / "responses.sqlite")
+    assert len(rows) == 2 * len(SHAPES) and all(row["ok"] == 1 for row in rows.values())
+    assert rows[("refusal", "an-httpx")]["finish_reason"] == "refusal"
+    assert rows[("usage_overflow", "oa-sdk")]["input_tokens"] is None
+    assert json.loads(rows[("tool_calls", "an-httpx")]["tool_calls"])[0]["name"] == "get_weather"
+    tasks = {task["metadata"]["prompt_id"]: task for task in read_jsonl(run_dir / "tasks.jsonl")}
+    assert {m["label"] for m in tasks["length"]["metadata"]["responses"].values()} == {"Cut off at the length limit"}
+    before = sim.stats()["requests_total"]
+    asyncio.run(generate_tasks(str(config)))
+    assert sim.stats()["requests_total"] == before  # nothing submitted again
+
+
+def test_rlhf_run_reports_prompts_left_without_answers_to_show_and_exits_0(
+    sim: RunningSimulator, tmp_path: Path, prefect_api: str
+) -> None:
+    """Every call answered, one prompt's answers all empty: nothing to resume, so not exit 3, but said."""
+    import os
+    import subprocess
+    import sys
+
+    sim.configure(faults=[FaultRule(kind="whitespace", prompt_contains="SHAPE-whitespace:")])
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(
+        json.dumps({"id": "blank", "prompt": "SHAPE-whitespace: say nothing."})
+        + "\n"
+        + json.dumps({"id": "fine", "prompt": "Say something."})
+        + "\n"
+    )
+    providers = [
+        provider_entry(sim, "oa", "openai", "m-oa"),
+        provider_entry(sim, "an", "anthropic", "m-an"),
+    ]
+    config = write_config(tmp_path, providers, prompts)
+    rlhf = str(Path(sys.executable).with_name("rlhf"))
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    done = subprocess.run([rlhf, "run", str(config), "-q"], capture_output=True, text=True, env=env, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 prompt(s) have too few answers to show annotators" in done.stdout + done.stderr
+    incomplete = read_jsonl(tmp_path / "out" / "b1" / "incomplete.jsonl")
+    assert [entry["prompt_id"] for entry in incomplete] == ["blank"]
+    assert "2 left out" in incomplete[0]["reason"]

@@ -327,7 +327,16 @@ def test_ratings_table_has_a_row_per_answer_and_a_column_per_dimension() -> None
         "overall",
         "rewrite",
     ]
-    assert list(rows[0]) == ["task_id", "prompt_id", "annotator", "source_id", "position", "model", *keys]
+    assert list(rows[0]) == [
+        "task_id",
+        "prompt_id",
+        "annotator",
+        "source_id",
+        "position",
+        "model",
+        "finish_reason",
+        *keys,
+    ]
     assert rows[0] | {} == {
         "task_id": shell["task_id"],
         "prompt_id": "p1",
@@ -335,6 +344,7 @@ def test_ratings_table_has_a_row_per_answer_and_a_column_per_dimension() -> None
         "source_id": "claude",
         "position": "Response A",
         "model": "claude-2024",
+        "finish_reason": "stop",
         "instruction_following": None,
         "truthfulness": 6,
         "factuality": None,

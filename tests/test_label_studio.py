@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import provider_entry, write_config, write_prompts
 from pydantic import SecretStr
 
@@ -27,6 +29,7 @@ from flows.generation.generate import generate_tasks
 from platforms.label_studio.client import LabelStudioClient
 from platforms.label_studio.local_server import LabelStudioServer
 from simulator import FaultRule, RunningSimulator
+from task_builder.answer_hash import answer_hashes
 from task_builder.datasets import dpo_records
 
 pytestmark = pytest.mark.slow
@@ -91,8 +94,10 @@ def test_deliver_annotate_harvest_export(
         for task in client.request("GET", "/api/tasks", params={"project": first["project_id"], "fields": "all"})[
             "tasks"
         ]:
-            # Every data field is a Data Manager column: only the id, the prompt and the answers by position.
-            assert set(task["data"]) == {"task_id", "prompt", "response_a", "response_b"}
+            # Every data field is a Data Manager column: only the id, the prompt and the answers by position
+            # (and their hashes, which name nothing: harvest checks the text annotated with them).
+            assert set(task["data"]) == {"task_id", "prompt", "response_a", "response_b", "text_sha256"}
+            assert task["data"]["text_sha256"] == answer_hashes(shells[task["data"]["task_id"]])
             assert not any(
                 word in json.dumps(task) for word in ("gpt-4o", "claude-x", '"claude"', "source_id", "positions")
             )
@@ -198,3 +203,52 @@ def test_tasks_that_lost_an_answer_get_a_project_whose_form_fits_them(
         order = [m["source_id"] for m in turn["messages"] if m["role"] == "assistant"]
         selected = next(s["value"] for s in turn["annotations"] if s["key"] == "selected_model_id")
         assert selected == (order[0] if len(order) == 2 else order[2])  # Likert 2 favours A; "C" names the third
+
+
+@pytest.mark.usefixtures("prefect_api", "fake_keys")
+def test_annotations_stay_on_the_text_shown_when_a_rerun_changes_it(
+    label_studio: LabelStudioServer, sim: RunningSimulator, tmp_path: Path
+) -> None:
+    """Deliver, annotate, rerun with another model (same task ids, new text): harvest joins each annotation
+    to the version delivered (kept in the run directory), never to the rerun's text."""
+    sim.configure(mode="auto")
+    providers = [
+        provider_entry(sim, "gpt-4o", "openai", "gpt-4o"),
+        provider_entry(sim, "claude", "anthropic", "claude-x"),
+    ]
+    config = write_config(
+        tmp_path, providers, write_prompts(tmp_path / "p.jsonl", 2), annotation={"template": "pref_ranking_rewrites"}
+    )
+    run_dir = Path(asyncio.run(generate_tasks(str(config)))["files"]["tasks"]).parent
+    shown = {
+        json.loads(line)["task_id"]: json.loads(line) for line in (run_dir / "tasks.jsonl").read_text().splitlines()
+    }
+    token = SecretStr(label_studio.token)
+    delivered = deliver_label_studio(run_dir, label_studio.url, token, "rerun after delivery")
+    rng = random.Random(3)
+    made: dict[str, int] = {}
+    with LabelStudioClient(label_studio.url, token) as client:
+        for task_id, ls_id in client.task_ids(delivered["project_id"]).items():
+            result, meaning = _person(rng)
+            client.create_annotation(ls_id, result)
+            made[task_id] = meaning["likert"]
+    data = yaml.safe_load(config.read_text())
+    data["providers"][1]["model"] = "claude-y"
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    rerun = asyncio.run(generate_tasks(str(config)))
+    assert rerun["delivered_changed"]["tasks"] == 2
+
+    out = tmp_path / "annotated.jsonl"
+    harvested = harvest_label_studio(label_studio.url, token, run_dir, out)
+    assert (harvested["annotated"], harvested["rejected"]) == (2, 0)
+    pairs, _ = dpo_records([json.loads(line) for line in out.read_text().splitlines()])
+    for pair in pairs:
+        answers = [m for m in shown[pair["task_id"]]["threads"][0]["turns"][-1]["messages"] if m["role"] == "assistant"]
+        winner = answers[0 if made[pair["task_id"]] < 4 else 1]
+        assert pair["chosen"] == [{"role": "assistant", "content": winner["content"]["text"]}]  # the text shown
+
+    shutil.rmtree(run_dir / "delivered")  # as if delivered before versions were kept: rejected, never misjoined
+    harvested = harvest_label_studio(label_studio.url, token, run_dir, out)
+    assert (harvested["annotated"], harvested["rejected"]) == (0, 2)
+    rejects = [json.loads(line) for line in Path(harvested["rejects"]).read_text().splitlines()]
+    assert {reject["reason"] for reject in rejects} == {"answer_changed"}

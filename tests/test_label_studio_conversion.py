@@ -14,6 +14,7 @@ from prompts.reader import PromptRecord
 from providers.config import ProviderConfig
 from providers.result import CallResult
 from providers.slots import answer_slots
+from task_builder.answer_hash import text_sha256
 from task_builder.assemble import BatchContext, build_task
 from task_builder.layout import PlannedTask
 from task_builder.template import Dimension, resolve_template
@@ -68,6 +69,10 @@ def test_task_data_shows_positions_in_order_and_nothing_that_names_a_model() -> 
         "response_a": "answer of claude",
         "response_b": "answer of gpt-4o",
         "response_c": "answer of llama",
+        "text_sha256": {  # what harvest checks the annotated text by: hashes name nothing
+            field: text_sha256(f"answer of {source}")
+            for field, source in zip(("response_a", "response_b", "response_c"), ("claude", "gpt-4o", "llama"))
+        },
     }
     # Every data field is a Data Manager column: no source id, model or provider name anywhere in it.
     shown = json.dumps(data)

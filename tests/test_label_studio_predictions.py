@@ -199,7 +199,7 @@ def test_the_payload_names_the_judge_once_and_no_answer_source_or_model() -> Non
     )
     task = to_label_studio_with_predictions(shell, template)
     assert set(task) == {"data", "predictions"}
-    assert set(task["data"]) == {"task_id", "prompt", "response_a", "response_b"}
+    assert set(task["data"]) == {"task_id", "prompt", "response_a", "response_b", "text_sha256"}
     assert [set(p) for p in task["predictions"]] == [{"model_version", "result"}]
     assert task["predictions"][0]["model_version"] == JUDGE
     shown = json.dumps(task).replace("answer of claude", "").replace("answer of gpt-4o", "")

@@ -217,6 +217,7 @@ def _run_held(
         console.print("[dim]No PREFECT_API_URL: starting Prefect's temporary local server (takes ~20 s).[/dim]")
     from common.storage import StorageError
     from flows.cli.console_logs import drop_console_stopped_line, drop_console_tracebacks
+    from flows.delivery.delivered import changes_warning
     from flows.generation import stopping
     from flows.generation.generate import generate_tasks
     from flows.reporting import progress as progress_mod
@@ -296,6 +297,8 @@ def _run_held(
         f"{files['incomplete']}; summary in {files['summary']} ({summary['wall_s']} s)",
         highlight=False,
     )
+    if (delivered_warning := changes_warning(summary)) is not None:
+        console.print(f"Warning: {delivered_warning}", style="yellow", highlight=False, markup=False)
     if summary.get("quarantined_rescue_lines"):
         console.print(
             f"[yellow]{summary['quarantined_rescue_lines']} rescued result(s) could not be stored[/yellow] and were "
@@ -540,7 +543,7 @@ def harvest(
     run_dir: Annotated[
         Path | None,
         typer.Option(
-            help="The run whose tasks were delivered (required with label-studio; with file: join on it, unblinding a Scale delivery)."
+            help="The run whose tasks were delivered (required with label-studio; with file: join on it, unblinding a Scale delivery). Annotations of other text than the run's are rejected (answer_changed)."
         ),
     ] = None,
     project: Annotated[

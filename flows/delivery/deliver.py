@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,10 @@ from typing import Any
 from prefect import flow
 from pydantic import SecretStr
 
+from common import bounded_json
 from common.atomic import atomic_open
 from flows.config import RunConfig, load_config
+from flows.delivery.delivered import keeping_delivered, run_versions
 from flows.generation.manifest import read_manifest, working_dir
 from platforms.label_studio.client import LabelStudioClient
 from platforms.label_studio.labeling_config import LabelingConfig, build_labeling_config
@@ -36,7 +38,8 @@ from platforms.label_studio.tasks import (
     harvest_task,
     to_label_studio,
 )
-from task_builder.annotated import REJECT_KINDS, annotation_problems, reject_kind
+from task_builder.annotated import REJECT_KINDS, Problem, annotation_problems, reject_kind
+from task_builder.answer_hash import HASH_FIELD, answer_hashes, pick_version, returned_claims, returned_text_problems
 from task_builder.blinding import blind, is_blind, unblind
 from task_builder.shell import final_answers
 from task_builder.template import AnnotationTemplate, resolve_template
@@ -141,6 +144,7 @@ def deliver_label_studio(
             new = [task for task in by_count[count] if task["data"]["task_id"] not in existing]
             _check_same_as_before(title, project["id"], new, predictions, recorded.get(int(project["id"])))
             planned.append((count, title, project, created, new))
+        _keep_delivered(run_dir, tasks_path, [task for *_, new in planned for task in new])
         for count, title, project, created, new in planned:  # every project checked before any import
             imported = client.import_tasks(project["id"], new) if new else 0
             with_predictions = sum(1 for task in new if task.get("predictions"))
@@ -180,6 +184,21 @@ def deliver_label_studio(
         "not_delivered_no_answers": len(by_count.get(0, [])),
         "projects": projects,
     }
+
+
+def _keep_delivered(run_dir: Path, tasks_path: Path, tasks: list[dict[str, Any]]) -> None:
+    """Keep the run's version of each Label Studio task about to be imported (``flows.delivery.delivered``).
+
+    The shells are read again from ``tasks_path`` (not held while the tasks are built); one whose text is
+    no longer what the task shows (a rerun in between) is not kept, and harvest will say so.
+    """
+    shown = {task["data"]["task_id"]: task["data"][HASH_FIELD] for task in tasks}
+    if not shown:
+        return
+    with keeping_delivered(run_dir) as keep:
+        for shell in read_jsonl(tasks_path):
+            if shell["task_id"] in shown and answer_hashes(shell) == shown[shell["task_id"]]:
+                keep(shell)
 
 
 def _check_same_as_before(
@@ -271,7 +290,9 @@ def deliver_files(run_dir: str | Path, target: str, out: str | Path) -> dict[str
     """File deliveries: ``scale`` (blind task shells, ``task_builder.blinding``) or ``argilla``.
 
     Neither names a model or a source: positions stand in for source ids, and the mapping back stays in
-    the run directory (``rlhf harvest --from file --run-dir`` joins on the task id).
+    the run directory (``rlhf harvest --from file --run-dir`` joins on the task id). Every shell delivered
+    is kept in the run directory as it was (``flows.delivery.delivered``), so a rerun that changes its
+    text cannot change what its annotations are joined to.
     """
     _, template, tasks_path = load_run(run_dir)
     out = Path(out)
@@ -279,15 +300,24 @@ def deliver_files(run_dir: str | Path, target: str, out: str | Path) -> dict[str
         destination = out if out.suffix == ".jsonl" else out / "tasks.jsonl"
         destination.parent.mkdir(parents=True, exist_ok=True)
         count = 0
-        with atomic_open(destination) as handle:
+        with atomic_open(destination) as handle, keeping_delivered(run_dir) as keep:
             for shell in read_jsonl(tasks_path):
+                keep(shell)
                 handle.write(json.dumps(blind(shell), ensure_ascii=False, separators=(",", ":")) + "\n")
                 count += 1
         return {"platform": "scale", "tasks": count, "file": str(destination), "blind": True}
     from task_builder.argilla_export import write_argilla
 
-    written = write_argilla(out, template, read_jsonl(tasks_path))
+    with keeping_delivered(run_dir) as keep:
+        written = write_argilla(out, template, _kept(read_jsonl(tasks_path), keep))
     return {"platform": "argilla", **{name: str(path) for name, path in written.items()}}
+
+
+def _kept(shells: Iterator[dict[str, Any]], keep: Callable[[dict[str, Any]], None]) -> Iterator[dict[str, Any]]:
+    """``shells``, each kept (``keep``) as it passes."""
+    for shell in shells:
+        keep(shell)
+        yield shell
 
 
 def _write_outcome(outcome: HarvestOutcome, out: Path, rejects: Path) -> dict[str, Any]:
@@ -322,7 +352,9 @@ def harvest_label_studio(
 
     ``project_ids`` default to the projects the run was delivered to on this server (its
     ``deliveries.jsonl``). Required questions (per the run's annotation template) left blank, values
-    outside a slot and tasks that are not the run's are rejected with the reason.
+    outside a slot and tasks that are not the run's are rejected with the reason. Each task is joined to
+    the run's version of it whose text the task showed (``tasks.jsonl``, else a version kept when
+    delivered); a task that showed other text is rejected as ``answer_changed``.
 
     A harvested task with judges' values gets ``metadata.predictions_shown`` (``_mark_predictions_shown``);
     the report counts the annotated tasks per group (``predictions_shown``: ``shown``, ``blind``).
@@ -342,7 +374,7 @@ def harvest_label_studio(
         for task in tasks
         if task.get("annotations")
     }
-    shells = {shell["task_id"]: shell for shell in read_jsonl(tasks_path) if shell["task_id"] in wanted}
+    shells = run_versions(tasks_path, wanted)
     records = delivery_records(run_dir, url)
     for project_id, tasks in exported.items():
         meta = {"platform": "label-studio", "project_id": project_id}
@@ -388,30 +420,40 @@ def _mark_predictions_shown(
         annotated["metadata"]["annotation"]["prefilled_from"] = record["prefill_judge"]
 
 
-def _run_shells(run_dir: str | Path, source: str | Path) -> dict[str, dict[str, Any]]:
-    """The run's shells of the tasks ``source`` mentions (read in two passes: memory for those only)."""
+def _run_shells(run_dir: str | Path, source: str | Path) -> dict[str, list[dict[str, Any]]]:
+    """The run's versions of the tasks ``source`` mentions (``run_versions``: its ``tasks.jsonl`` first,
+    then the versions kept when delivered; read in two passes: memory for those only)."""
     wanted: set[str] = set()
     for _, line in numbered_lines(source):
         try:
-            task = json.loads(line)
+            task = bounded_json.loads(line)
         except ValueError:
             continue
         if isinstance(task, dict) and isinstance(task.get("task_id"), str):
             wanted.add(task["task_id"])
     _, _, tasks_path = load_run(run_dir)
-    return {shell["task_id"]: shell for shell in read_jsonl(tasks_path) if shell["task_id"] in wanted}
+    return run_versions(tasks_path, wanted)
 
 
 def _joined(
-    shell: dict[str, Any], originals: dict[str, dict[str, Any]], run_dir: str | Path, problems: list[Any]
-) -> tuple[Any, list[Any]]:
-    """An annotated shell joined to the run's own (blind ones mapped back), or the reason it cannot be."""
-    original = originals.get(shell["task_id"])
-    if original is None:
+    shell: dict[str, Any], originals: dict[str, list[dict[str, Any]]], run_dir: str | Path, problems: list[Problem]
+) -> tuple[Any, list[Problem]]:
+    """An annotated shell's values written into the run's own shell (blind positions mapped back), or the
+    reasons it cannot be.
+
+    The run's shell is the version of the task whose answers are the ones that came back (their text, the
+    hashes delivered with a blind shell, and a non-blind shell's sources by position: ``pick_version``);
+    when none is, ``answer_changed``. Text, sources and provenance come from the run, never from the line.
+    """
+    versions = originals.get(shell["task_id"])
+    if not versions:
         return shell, [("unknown_task", f"task {shell['task_id']} is not one of the tasks of {run_dir}")]
+    sources = None if is_blind(shell) else [answer["source_id"] for answer in final_answers(shell)]
+    original, changed = pick_version(shell["task_id"], versions, returned_claims(shell), sources)
+    problems = [("answer_changed", message) for message in changed] + problems
     if problems:
         return shell, problems
-    joined = unblind(shell, original) if is_blind(shell) else shell
+    joined = unblind(shell, original)
     return joined, annotation_problems(joined)
 
 
@@ -427,9 +469,11 @@ def harvest_file(
     counted as read: editors and concatenated exports leave them, and they hold no annotation to lose.
     The report counts the lines read, annotated (accepted) and rejected, and the rejects by reason.
 
-    With ``run_dir`` every line is joined to that run's shell by task id: a blind shell (a Scale
-    delivery) gets its positions mapped back to source ids, and a task the run did not make is rejected
-    (``unknown_task``).
+    With ``run_dir`` every line is joined to that run's shell by task id: the values are written into
+    the run's shell (a blind shell's positions mapped back to source ids), a task the run did not make is
+    rejected (``unknown_task``), and so is a line whose answers are not the run's (``answer_changed``:
+    see :func:`_joined`; a version of the task kept when delivered counts as the run's). Without
+    ``run_dir``, a blind shell's text is still checked against the hashes it was delivered with.
     """
     out = Path(out)
     outcome = HarvestOutcome()
@@ -438,13 +482,16 @@ def harvest_file(
     for number, line in numbered_lines(source):
         read += 1
         try:
-            shell: Any = json.loads(line)
-        except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+            shell: Any = bounded_json.loads(line)
+        except ValueError as exc:  # JSONDecodeError, bytes that are not UTF-8, or nested too deep
             shell, problems = None, [("invalid_json", str(exc))]
         else:
             problems = annotation_problems(shell)
-            if originals is not None and not {kind for kind, _ in problems} & {"not_an_object", "invalid_shell"}:
-                shell, problems = _joined(shell, originals, run_dir, problems)  # type: ignore[arg-type]
+            if not {kind for kind, _ in problems} & {"not_an_object", "invalid_shell"}:
+                if originals is not None:
+                    shell, problems = _joined(shell, originals, run_dir, problems)  # type: ignore[arg-type]
+                else:  # without the run: the text must still be what the shell was delivered with
+                    problems = [("answer_changed", m) for m in returned_text_problems(shell)] + problems
         if not problems:
             outcome.annotated.append(shell)
             continue

@@ -29,6 +29,7 @@ from common.atomic import atomic_open, write_json
 from common.clock import utc_now
 from common.errors import InputError, InputProblem
 from flows.config import RunConfig, load_config
+from flows.delivery.delivered import note_changes
 from flows.generation import stopping
 from flows.generation.batches import follow_batches, not_stored, open_runners, pending_batches, submit_missing
 from flows.generation.judging import RunJudges
@@ -269,6 +270,7 @@ async def _run_held(
     if prepared.rejected:
         summary.files["rejected"] = file_location(config, "rejected.jsonl")
     report = summary.to_dict()
+    note_changes(run_dir, report)  # a rerun that changed the text of delivered answers says so
     write_json(run_dir / "summary.json", report)
     publish(config)  # outputs in object storage: each file uploaded whole
     await publish_report(report, part=None if shard_index is None else f"shard-{shard_index}")

@@ -40,6 +40,7 @@ from common.atomic import atomic_open, write_json
 from common.clock import utc_now
 from common.storage import is_url
 from flows.config import RunConfig
+from flows.delivery.delivered import note_changes
 from flows.generation.manifest import write_manifest
 from flows.generation.outputs import fetch_shards, file_location, publish
 from flows.generation.prepare import PreparedRun, prepare_run
@@ -332,6 +333,7 @@ def merge_batch(
         summary["files"]["rejected"] = file_location(config, "rejected.jsonl")
     summary["shards"] = shard_info
     write_manifest(config.batch_dir, config_path, summary["config_hash"], config.store_location, started_at)
+    note_changes(config.batch_dir, summary)  # a rerun that changed the text of delivered answers says so
     write_json(config.batch_dir / "summary.json", summary)
     return summary
 

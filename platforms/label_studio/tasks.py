@@ -1,11 +1,14 @@
 """Task shells to Label Studio tasks, and Label Studio annotations back to annotated shells.
 
 Blinding: a delivered task's data holds only what the labeling form shows — our ``task_id`` (an opaque
-hash), the prompt and the answers by position (``response_a`` …). No source id, model name or the
-position → source mapping reaches Label Studio, where every data field is a Data Manager column any
-annotator can read. Harvest joins each Label Studio task to its shell in the run directory by
-``task_id`` (``shells``); tasks delivered by older versions, whose data still carries the whole shell
-(``data.shell``), are read from that.
+hash), the prompt and the answers by position (``response_a`` …) — and the hash of each answer's text
+by position (``text_sha256``, ``task_builder.answer_hash``), which names nothing the annotator does not
+read. No source id, model name or the position → source mapping reaches Label Studio, where every data
+field is a Data Manager column any annotator can read. Harvest joins each Label Studio task to its shell
+in the run directory by ``task_id`` (``shells``), and only there: the run's shells are the only source of
+text. What the task says was shown (``text_sha256``; for tasks delivered before it, the answers in
+``data.shell`` or the ``response_*`` fields) must be the text of that shell, or of a version of it kept
+when delivered; otherwise every annotation of the task is rejected (``answer_changed``).
 
 Every result is checked against the slot it fills (Label Studio itself does not validate results
 against the config): an unknown control, a value outside the slot's ``possible_values``, a ranking that
@@ -17,12 +20,13 @@ reaching a dataset. The preference the form asks once fills the slots that follo
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from platforms.label_studio.labeling_config import build_labeling_config
 from task_builder.annotated import value_problem
+from task_builder.answer_hash import HASH_FIELD, Hashes, answer_hashes, declared_hashes, hashes_of, pick_version
 from task_builder.ids import position_field, position_letter
 from task_builder.preference import likert_winner
 from task_builder.shell import Task, final_answers
@@ -47,10 +51,18 @@ def prompt_text(shell: dict[str, Any]) -> str:
 
 
 def to_label_studio(shell: dict[str, Any]) -> dict[str, Any]:
-    """The Label Studio task for a shell: its id, the prompt and the answers by position, nothing else."""
+    """The Label Studio task for a shell: its id, the prompt and the answers by position, nothing else.
+
+    An answer of a labelled shape (a refusal, a cut-off: ``metadata.responses[<id>].label``) is shown with
+    its label on a line of its own above the text, so annotators judge it knowing what it is.
+    """
     data: dict[str, Any] = {"task_id": shell["task_id"], "prompt": prompt_text(shell)}
+    responses = (shell.get("metadata") or {}).get("responses") or {}
     for position, answer in enumerate(final_answers(shell)):
-        data[position_field(position)] = answer["content"]["text"]
+        label = (responses.get(answer.get("source_id")) or {}).get("label")
+        text = answer["content"]["text"]
+        data[position_field(position)] = f"[{label}]\n\n{text}" if label else text
+    data[HASH_FIELD] = answer_hashes(shell)  # the text annotated, checked at harvest (task_builder.answer_hash)
     return {"data": data}
 
 
@@ -95,24 +107,58 @@ def _single(item: dict[str, Any]) -> tuple[str | None, str | None]:
     return None, f"unsupported result type '{kind}'"
 
 
+def shown_hashes(data: Mapping[str, Any]) -> dict[str, Hashes]:
+    """What a Label Studio task's data says about the text its annotators read, as hashes by position
+    named by where they come from (the claims of :func:`task_builder.answer_hash.pick_version`).
+
+    ``text_sha256`` when the delivery put it there; for tasks delivered before it, the answers of the
+    whole shell they carried (``data.shell``), else the ``response_a`` … fields (shown then as they were).
+    """
+    declared = declared_hashes(data.get(HASH_FIELD))
+    if declared is not None:
+        return {f"the delivered {HASH_FIELD}": declared}
+    if isinstance(data.get("shell"), dict):
+        try:
+            return {"the task's delivered shell": answer_hashes(data["shell"])}
+        except (KeyError, IndexError, TypeError):
+            return {"the task's delivered shell": {}}
+    texts: list[str] = []
+    while isinstance(data.get(position_field(len(texts))), str):
+        texts.append(data[position_field(len(texts))])
+    return {"the task's data": hashes_of(texts)} if texts else {}
+
+
+def _run_shell(
+    task_id: str, found: dict[str, Any] | Sequence[dict[str, Any]] | None, data: Mapping[str, Any]
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """The run's version of a task that its annotators read, or None (not the run's task), and why none
+    of the run's versions is the text they read (``answer_changed``)."""
+    versions = [found] if isinstance(found, dict) else list(found or [])
+    if not versions:
+        return None, []
+    return pick_version(task_id, versions, shown_hashes(data))
+
+
 def harvest_task(
     ls_task: dict[str, Any],
     platform_meta: dict[str, Any],
     users: dict[int, str] | None = None,
-    shells: Mapping[str, dict[str, Any]] | None = None,
+    shells: Mapping[str, dict[str, Any] | Sequence[dict[str, Any]]] | None = None,
     template: AnnotationTemplate | None = None,
 ) -> HarvestOutcome:
     """Every finished annotation of a Label Studio task, validated and written into a copy of its shell.
 
-    ``shells`` maps our task ids to the delivered shells (from the run directory); ``template`` says
-    which questions are required (without it, none is checked). ``users`` maps Label Studio user ids to
-    names (e-mails) for ``metadata.annotation.annotator``.
+    ``shells`` maps our task ids to the run's shells (from the run directory): one, or its versions, the
+    current one first and then those kept when delivered (``flows.delivery.delivered``); the version whose
+    answers are the text the task showed is used (:func:`shown_hashes`), and when none is, every
+    annotation of the task is rejected as ``answer_changed``. Text is never taken from the Label Studio
+    task. ``template`` says which questions are required (without it, none is checked). ``users`` maps
+    Label Studio user ids to names (e-mails) for ``metadata.annotation.annotator``.
     """
     outcome = HarvestOutcome()
     data = ls_task.get("data") or {}
-    shell = data.get("shell")
-    if not isinstance(shell, dict):
-        shell = (shells or {}).get(str(data.get("task_id")))
+    task_id = str(data.get("task_id"))
+    shell, changed = _run_shell(task_id, (shells or {}).get(task_id), data)
     # The form's required questions for this task's answer count: built once per task, not per annotation.
     required = (
         build_labeling_config(template, len(final_answers(shell))).required
@@ -127,6 +173,9 @@ def harvest_task(
         if not isinstance(shell, dict):
             reason = f"task {data.get('task_id')!r} is not in the run's tasks (delivered from another run?)"
             outcome.rejected.append({**base, "task_id": data.get("task_id"), "reasons": [reason]})
+            continue
+        if changed:
+            outcome.rejected.append({**base, "task_id": task_id, "reason": "answer_changed", "reasons": changed})
             continue
         annotated, reasons = _apply(copy.deepcopy(shell), annotation.get("result") or [], required)
         if reasons:
