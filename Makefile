@@ -9,7 +9,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install browser postgres demo lint test test-fast label-studio screenshots bench clean
+.PHONY: install browser postgres demo demo-clean prefect-server lint test test-fast label-studio screenshots bench clean
 
 install: $(STAMP)
 
@@ -19,8 +19,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	touch $(STAMP)
 
+# The demo keeps out/demo/ (answers, tasks, deliveries): run it again and every answer comes from the
+# response store, nothing is called. demo-clean deletes out/demo/ and runs the demo afresh.
 demo: install
 	$(BIN)/python examples/run_demo.py
+
+demo-clean: install
+	$(BIN)/python examples/run_demo.py --fresh
+
+# Prefect's server for regular use (UI and API on http://127.0.0.1:4200; PREFECT_SERVER_API_PORT=N for
+# another port), offline: no telemetry heartbeat from the server (PREFECT_SERVER_ANALYTICS_ENABLED), no
+# analytics in its UI (which follows that setting), no client telemetry (DO_NOT_TRACK), no promotional
+# content in the UI. Its database is in PREFECT_HOME (./.prefect).
+# Then, where rlhf runs: export PREFECT_API_URL=http://127.0.0.1:4200/api
+prefect-server: install
+	PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT=false \
+	  $(BIN)/prefect server start --host 127.0.0.1
 
 # Lint (ruff), format check (ruff format) and types (mypy: strict for common, prompts, providers,
 # task_builder, platforms; checked but Any-tolerant for flows and the simulator). The layer contract is

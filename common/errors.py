@@ -39,8 +39,9 @@ class InputError(Exception):
 
     MAX_LISTED = 20
 
-    def __init__(self, problems: list[InputProblem]) -> None:
+    def __init__(self, problems: list[InputProblem], hint: str | None = None) -> None:
         self.problems = problems
+        self.hint = hint  # what to do about them, printed after the list (e.g. ``--skip-invalid``)
         super().__init__(self.render())
 
     def render(self, limit: int | None = None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import typing
 from collections.abc import Sequence
 from pathlib import Path
@@ -203,12 +204,37 @@ def validation_problems(
     allowed key it most likely misspells when ``model``, the validated model, is given)."""
     problems = []
     for err in exc.errors():
+        if err["type"] == "missing" and _real(err["loc"]) and isinstance(_real(err["loc"])[-1], str):
+            problems.append(_missing(file, root, err["loc"]))
+            continue
         if err["type"] == "extra_forbidden":
             message = "unknown key" + _suggestion(model, err["loc"])
         else:
             message = err["msg"].removeprefix("Value error, ")
+            if err["type"] in ("literal_error", "enum") and isinstance(err.get("input"), str):
+                message += _value_suggestion(err["input"], str((err.get("ctx") or {}).get("expected", "")))
         problems.append(problem_at(file, root, err["loc"], message))
     return problems
+
+
+def _missing(file: str, root: yaml.Node | None, loc: Sequence[int | str]) -> InputProblem:
+    """A required key that is not there, named, at the line of the mapping it belongs in: none for a key of
+    the file's top level (the file's first line holds some other key, and pointing there misleads)."""
+    real = _real(loc)
+    parent = real[:-1]
+    where = f"{format_loc(parent)} has" if parent else "the file has"
+    line = line_of(root, parent) if parent else None
+    return InputProblem(file, line, f"required, but {where} no '{real[-1]}:' key", format_loc(loc))
+
+
+_QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'")
+
+
+def _value_suggestion(value: str, expected: str) -> str:
+    """`` (did you mean 'anthropic'?)`` for a value that misspells one of the ``expected`` ones (pydantic's
+    ``'openai' or 'anthropic'``), or nothing."""
+    match = did_you_mean(value, _QUOTED.findall(expected), cutoff=0.7)
+    return f" (did you mean '{match}'?)" if match is not None and match != value else ""
 
 
 def did_you_mean(key: str, known: list[str] | tuple[str, ...] | frozenset[str], cutoff: float = 0.8) -> str | None:

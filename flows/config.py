@@ -37,6 +37,7 @@ from common.yaml_locations import (
 from flows.generation.run_date import RUN_DATE_ENV, apply_run_date
 from prompts.config import PromptsConfig
 from providers.config import ProviderConfig
+from providers.fingerprint import same_requests
 from providers.kinds import KINDS
 from providers.store_factory import is_database_url
 from task_builder.shapes import AnswerPolicy
@@ -141,6 +142,22 @@ class RunConfig(BaseModel):
     # to it. Set by load_config; the working directory for a config built in code.
     _base_dir: Path = PrivateAttr(default=Path("."))
 
+    def recorded(self) -> dict[str, Any]:
+        """What a run directory's ``run.json`` keeps of this config (:func:`config_from_record` reads it back).
+
+        Every value as the run resolved it (``${VAR}`` expanded, ``{date}`` and prompt globs applied), so the
+        commands that call no provider (``rlhf status RUN_DIR``, ``deliver``, ``harvest``) read the run as it
+        was and need none of its variables. No secret is in it: keys are only named (``api_key_env``), a
+        secret's variable is never expanded into a value, and ``notify`` (a webhook URL may hold a token) is
+        left out, as it is of :meth:`config_hash`.
+        """
+        return {
+            "values": self.model_dump(mode="json", exclude={"notify"}),
+            "base_dir": str(self._base_dir.absolute()),
+            "references": dict(self._references),
+            "shard": list(self._shard) if self._shard is not None else None,
+        }
+
     @property
     def base_dir(self) -> Path:
         """The directory relative paths in this config are relative to: the config file's."""
@@ -199,12 +216,36 @@ def staging_dir(url: str) -> Path:
     return Path(tempfile.gettempdir()) / "rlhf-staging" / digest
 
 
-def load_config(path: str | Path, *, require_keys: bool = True) -> RunConfig:
+def config_from_record(record: Any) -> RunConfig | None:
+    """The config a run recorded in its ``run.json`` (:meth:`RunConfig.recorded`); None when there is no
+    record (a run directory of an earlier version) or this version cannot read it."""
+    if not isinstance(record, dict) or not isinstance(record.get("values"), dict):
+        return None
+    try:
+        config = RunConfig.model_validate(record["values"])
+    except ValidationError:
+        return None
+    config._base_dir = config.prompts._base_dir = Path(str(record.get("base_dir") or "."))
+    references = record.get("references")
+    if isinstance(references, dict):
+        config._references = {str(field): str(where) for field, where in references.items()}
+    shard = record.get("shard")
+    if isinstance(shard, list) and len(shard) == 2 and all(isinstance(n, int) for n in shard):
+        config._shard = (shard[0], shard[1])
+    return config
+
+
+def load_config(path: str | Path, *, require_keys: bool = True, resolve_providers: bool = True) -> RunConfig:
     """Read and validate a run config; raise :class:`InputError` naming file, line and field.
 
     With ``require_keys`` every provider's API key variable must be set (its value is never read here).
     ``path`` may be an object-storage URL (``s3://…``): the config is read from there, and the files it
     names must then be URLs or absolute paths (there is no directory to be relative to).
+
+    With ``resolve_providers`` False (and ``require_keys`` False), an unset variable in a provider's or a
+    judge's entry is no error: the field holding it is left out (its default applies; a required field keeps
+    the text as written). Such a config serves what a run wrote (its project, batch and annotation
+    template), never calls or request fingerprints.
     """
     from_url = is_url(path)
     name = str(path)
@@ -222,6 +263,8 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> RunConfig:
     if duplicates:
         raise InputError(duplicates)
     raw, (data, unset) = data, expand_env(data)
+    if not resolve_providers:
+        unset = _leave_out_unresolved_providers(data, unset)
     secrets = _secret_problems(name, root, raw, data)
     if secrets or unset:
         raise InputError(
@@ -242,6 +285,7 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> RunConfig:
     config._references = {field: location(name, line_of(root, field.split(".")), field) for field in REFERENCES}
     config._base_dir = config.prompts._base_dir = base_dir
     problems = _duplicate_source_ids(config, name, root) + _store_left_behind(config, name, root)
+    problems += _same_requests(config, name, root)
     problems += _output_kind_problems(config, name, root)
     problems += _object_storage_problems(config, name, root, from_url)
     if config.min_responses is not None and config.min_responses > config.answers_per_prompt:
@@ -258,6 +302,23 @@ def load_config(path: str | Path, *, require_keys: bool = True) -> RunConfig:
     if problems:
         raise InputError(problems)
     return config
+
+
+def _leave_out_unresolved_providers(
+    data: dict[str, Any], unset: list[tuple[tuple[int | str, ...], str]]
+) -> list[tuple[tuple[int | str, ...], str]]:
+    """Leave out of ``data`` the provider and judge fields that use an unset variable (a required field keeps
+    its text); return the unset variables elsewhere, which are still errors."""
+    required = {name for name, field in ProviderConfig.model_fields.items() if field.is_required()}
+    left = []
+    for loc, variable in unset:
+        entries = data.get(str(loc[0])) if len(loc) >= 3 and loc[0] in ("providers", "judges") else None
+        entry = entries[loc[1]] if isinstance(entries, list) and isinstance(loc[1], int) else None
+        if not isinstance(entry, dict):
+            left.append((loc, variable))
+        elif loc[2] not in required:
+            entry.pop(loc[2], None)
+    return left
 
 
 def _object_storage_problems(
@@ -460,6 +521,22 @@ def _duplicate_source_ids(config: RunConfig, name: str, root: yaml.Node | None) 
                         "for the providers' answers)",
                     )
                 )
+    return problems
+
+
+def _same_requests(config: RunConfig, name: str, root: yaml.Node | None) -> list[InputProblem]:
+    """Providers (or judges) that differ only in their base URL: their requests have one fingerprint."""
+    problems = []
+    for field, entries in (("providers", config.providers), ("judges", config.judges)):
+        for earlier, later in same_requests(entries):
+            message = (
+                f"'{entries[later].source_id}' sends the same requests as '{entries[earlier].source_id}' (kind, "
+                "model, params, system_prompt) to another base_url, and where a request goes is not part of what "
+                "makes it the same: their answers would be stored as one. If the servers hold different weights "
+                "under one model name, give each provider its own endpoint_id; if they serve the same model, keep "
+                "one provider (samples_per_provider asks it for more answers)"
+            )
+            problems.append(problem_at(name, root, (field, later, "base_url"), message))
     return problems
 
 

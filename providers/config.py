@@ -177,6 +177,9 @@ class ProviderConfig(BaseModel):
     kind: ProviderKind
     model: str = Field(min_length=1)
     base_url: str | None = None
+    # Part of the request fingerprint when set (the base URL never is): names the weights behind a server whose
+    # model name alone does not (two vLLM servers each serving a fine-tune as "llama-3"). Changing it asks again.
+    endpoint_id: str | None = Field(default=None, min_length=1, max_length=200)
     api_key_env: str | None = None
     params: SamplingParams = Field(default_factory=lambda: SamplingParams())
     system_prompt: str | None = None

@@ -108,6 +108,7 @@ def _deliver(run_dir: Path, label_studio: LabelStudioServer, title: str) -> dict
         label_studio.url,
         "--project-title",
         title,
+        "--json",
         env={"LABEL_STUDIO_TOKEN": label_studio.token},
     )
     assert done.returncode == 0, done.stderr
@@ -222,6 +223,7 @@ def test_an_annotator_rates_compares_and_submits_and_the_dataset_holds_that_choi
         str(run_dir),
         "--out",
         str(out),
+        "--json",
         env={"LABEL_STUDIO_TOKEN": label_studio.token},
     )
     assert harvested.returncode == 0, harvested.stdout + harvested.stderr

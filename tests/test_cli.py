@@ -67,6 +67,7 @@ def test_bad_prompt_file_refuses_to_start(sim: RunningSimulator, tmp_path: Path,
     assert f"{prompts}:2: invalid JSON" in result.stderr
     assert f"{prompts}:3: id: duplicate id 'a'" in result.stderr
     assert "nothing was called or written" in result.stderr
+    assert f"or run the valid ones with `rlhf run {config} --skip-invalid`" in result.stderr
     assert sim.stats()["requests_total"] == 0 and not (tmp_path / "out").exists()
 
 

@@ -170,9 +170,29 @@ def test_max_concurrency_zero(cfg) -> None:
     )
 
 
+def test_wrong_kind_close_to_a_real_one_says_which(cfg) -> None:
+    text = TWO_PROVIDERS.replace("kind: anthropic", "kind: antropic")
+    assert error_text(cfg(text)) == (
+        "cfg.yaml:11: providers[1].kind: Input should be 'openai' or 'anthropic' (did you mean 'anthropic'?)"
+    )
+    text = TWO_PROVIDERS + "annotation: {layout: nway}\n"
+    assert error_text(cfg(text)).endswith(
+        "annotation.layout: Input should be 'n_way', 'pairwise' or 'single' (did you mean 'n_way'?)"
+    )
+
+
 def test_missing_project(cfg) -> None:
+    # A missing top-level key has no line of its own: line 1 holds another key, and naming it would mislead.
     text = TWO_PROVIDERS.replace("project: demo\n", "")
-    assert error_text(cfg(text)) == "cfg.yaml:1: project: Field required"
+    assert error_text(cfg(text)) == "cfg.yaml: project: required, but the file has no 'project:' key"
+
+
+def test_missing_prompts_and_a_missing_provider_key(cfg) -> None:
+    text = TWO_PROVIDERS.replace("prompts:\n  path: prompts.jsonl\n", "").replace("    model: gpt-4o\n", "")
+    assert error_text(cfg(text)) == (
+        "cfg.yaml: prompts: required, but the file has no 'prompts:' key\n"
+        "cfg.yaml:4: providers[0].model: required, but providers[0] has no 'model:' key"
+    )
 
 
 def test_batch_with_slash(cfg) -> None:

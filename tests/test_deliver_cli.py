@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import provider_entry, write_config, write_prompts
+from conftest import closed_port_url, provider_entry, write_config, write_prompts
 
 from flows.generation.generate import generate_tasks
 from simulator import RunningSimulator
@@ -61,7 +61,7 @@ def _slot_ids(shell: dict[str, Any]) -> list[str]:
 
 
 def test_file_deliveries(run_dir: Path, tmp_path: Path) -> None:
-    scale = rlhf("deliver", str(run_dir), "--to", "scale", "--out", str(tmp_path / "scale"))
+    scale = rlhf("deliver", str(run_dir), "--to", "scale", "--out", str(tmp_path / "scale"), "--json")
     assert scale.returncode == 0, scale.stderr
     assert json.loads(scale.stdout)["tasks"] == 4
     delivered = (tmp_path / "scale" / "tasks.jsonl").read_text()
@@ -77,6 +77,10 @@ def test_file_deliveries(run_dir: Path, tmp_path: Path) -> None:
 
     argilla = rlhf("deliver", str(run_dir), "--to", "argilla", "--out", str(tmp_path / "argilla"))
     assert argilla.returncode == 0, argilla.stderr
+    assert (
+        argilla.stdout
+        == f"Wrote an Argilla dataset: {tmp_path / 'argilla' / 'settings.json'}, {tmp_path / 'argilla' / 'records.jsonl'}\n"
+    )
     settings = json.loads((tmp_path / "argilla" / "settings.json").read_text())
     assert {q["name"] for q in settings["questions"]} >= {"selected_model_id", "likert_value"}
     records = (tmp_path / "argilla" / "records.jsonl").read_text()
@@ -87,8 +91,34 @@ def test_file_deliveries(run_dir: Path, tmp_path: Path) -> None:
 def test_deliver_to_label_studio_needs_its_token(run_dir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "NO_SUCH_TOKEN_VAR"}
     result = rlhf("deliver", str(run_dir), "--url", "http://127.0.0.1:9", "--token-env", "NO_SUCH_TOKEN_VAR", env=env)
-    assert result.returncode == 1
+    assert result.returncode == 2  # bad input: nothing sent
     assert "environment variable NO_SUCH_TOKEN_VAR is not set" in result.stderr
+
+
+def test_an_unreachable_label_studio_exits_7_in_one_line(run_dir: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "LABEL_STUDIO_TOKEN": "a-test-token"}
+    for command in (
+        ["deliver", str(run_dir), "--url", closed_port_url()],
+        [
+            "harvest",
+            "--url",
+            closed_port_url(),
+            "--run-dir",
+            str(run_dir),
+            "--project",
+            "1",
+            "--out",
+            str(tmp_path / "x.jsonl"),
+        ],
+    ):
+        result = rlhf(*command, env=env)
+        assert result.returncode == 7, result.stderr
+        (line,) = result.stderr.splitlines()
+        assert line.startswith("error: Label Studio: ") and "cannot reach Label Studio" in line, line
+        assert result.stdout == ""
+    assert not (run_dir / "deliveries.jsonl").exists() and not (tmp_path / "x.jsonl").exists()
+    scale = rlhf("deliver", str(run_dir), "--to", "scale", "--out", str(tmp_path / "scale"))
+    assert scale.stdout == f"Wrote 4 blind task shells for Scale: {tmp_path / 'scale' / 'tasks.jsonl'}\n"
 
 
 def test_harvest_from_file_then_export_dpo(run_dir: Path, tmp_path: Path) -> None:
@@ -103,7 +133,9 @@ def test_harvest_from_file_then_export_dpo(run_dir: Path, tmp_path: Path) -> Non
     source = tmp_path / "from-platform.jsonl"
     source.write_text("".join(json.dumps(t) + "\n" for t in [*annotated, broken]))
 
-    harvested = rlhf("harvest", "--from", "file", "--in", str(source), "--out", str(tmp_path / "annotated.jsonl"))
+    harvested = rlhf(
+        "harvest", "--from", "file", "--in", str(source), "--out", str(tmp_path / "annotated.jsonl"), "--json"
+    )
     assert harvested.returncode == 3
     report = json.loads(harvested.stdout)
     assert (report["annotated"], report["rejected"]) == (4, 1)
@@ -145,6 +177,7 @@ def test_a_scale_delivery_annotated_blind_is_mapped_back_to_the_sources(run_dir:
         str(run_dir),
         "--out",
         str(tmp_path / "annotated.jsonl"),
+        "--json",
     )
     assert harvested.returncode == 3, harvested.stderr
     report = json.loads(harvested.stdout)

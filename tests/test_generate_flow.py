@@ -21,13 +21,19 @@ from conftest import (
 from scale_check import assert_scale_compatible
 
 from flows.generation.generate import generate_tasks
+from flows.reporting.report import RunIncomplete
 from simulator import FaultRule, RunningSimulator, answer_marker
 
 pytestmark = [pytest.mark.usefixtures("prefect_api", "fake_keys"), pytest.mark.slow]
 
 
 def run(config: Path, **kwargs: Any) -> dict[str, Any]:
-    return asyncio.run(generate_tasks(str(config), **kwargs))
+    """The run's summary; a run with calls missing ends Incomplete and raises it with its summary."""
+    try:
+        return asyncio.run(generate_tasks(str(config), **kwargs))
+    except RunIncomplete as incomplete:
+        assert incomplete.summary is not None
+        return incomplete.summary
 
 
 def read_tasks(summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -316,7 +322,7 @@ def test_no_api_key_reaches_any_output(
     )
     prompts = write_prompts(tmp_path / "prompts.jsonl", 5)
     state = asyncio.run(generate_tasks(str(write_config(tmp_path, three_providers(sim), prompts)), return_state=True))
-    summary = state.result()
+    summary = state.result(raise_on_failure=False).summary  # the run ends Incomplete
     assert summary["providers"]["gpt-4o"]["failed"] == 5
 
     captured = capfd.readouterr()
@@ -389,13 +395,23 @@ def test_run_report_artifacts_and_cost(sim: RunningSimulator, tmp_path: Path) ->
                 artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
             )
 
-    found = {a.type: a for a in asyncio.run(artifacts())}
-    assert set(found) == {"markdown", "table"}
-    assert "test-project / b1" in found["markdown"].data and "tasks written: 5" in found["markdown"].data
-    rows = json.loads(found["table"].data) if isinstance(found["table"].data, str) else found["table"].data
-    by_provider = {row["provider"]: row for row in rows}
-    assert by_provider["llama-3"]["retries"] == 2 and by_provider["gpt-4o"]["answered"] == 5
-    assert by_provider["gpt-4o"]["cost_usd"] == gpt["cost_usd"]
+    found = {a.key.removeprefix("rlhf-test-project-b1-"): a for a in asyncio.run(artifacts())}
+    assert {key: a.type for key, a in found.items()} == {
+        "report": "markdown",
+        "providers": "table",
+        "usage": "table",
+        "failures": "table",
+    }
+    assert "test-project / b1" in found["report"].data and "tasks written: 5" in found["report"].data
+
+    def rows_of(key: str) -> dict[str, dict[str, Any]]:
+        data = found[key].data
+        return {row["provider"]: row for row in (json.loads(data) if isinstance(data, str) else data)}
+
+    assert rows_of("providers")["gpt-4o"]["answered"] == 5
+    usage = rows_of("usage")
+    assert usage["llama-3"]["retries"] == 2 and usage["gpt-4o"]["cost_usd"] == gpt["cost_usd"]
+    assert rows_of("failures") == {}  # every call answered (after retries): an empty table, not last run's
 
 
 class _Webhook:
@@ -436,12 +452,26 @@ def test_webhook_gets_the_summary_on_completion_and_the_reason_on_failure(
         summary = run(config)
         (event,) = hook.received
         assert event["event"] == "completed" and event["summary"]["tasks_written"] == 3 == summary["tasks_written"]
+        assert (event["state"], event["message"]) == ("Completed", "Complete: 9/9 call(s) answered; 3 task(s) written.")
+
+        # A run with calls missing ends Failed, named Incomplete: its failure hook sends the summary, once.
+        hook.received.clear()
+        sim.configure(faults=[FaultRule(kind="401", model="claude-sonnet-4-5")])
+        config = write_config(tmp_path, three_providers(sim), prompts, notify={"webhook_url": hook.url}, batch="b2")
+        with pytest.raises(RunIncomplete):
+            asyncio.run(generate_tasks(str(config)))
+        sim.configure(faults=[])
+        (event,) = hook.received
+        assert (event["event"], event["state"]) == ("completed", "Incomplete")
+        assert event["message"].startswith("Incomplete: 6/9 call(s) answered (claude: 3 failed (http_401 ×3))")
+        assert event["summary"]["providers"]["claude"]["failed"] == 3
+        hook.received.clear()
 
         prompts.unlink()  # the next run fails at its start: the prompt file is gone
         with pytest.raises(Exception, match="prompt file not found"):
             run(config)
-        assert [e["event"] for e in hook.received] == ["completed", "failed"]
-        assert "prompt file not found" in hook.received[1]["message"]
+        assert [e["event"] for e in hook.received] == ["failed"]
+        assert "prompt file not found" in hook.received[0]["message"]
     finally:
         hook.close()
     assert "SECRET-PART" not in capfd.readouterr().err
@@ -475,4 +505,5 @@ def test_fingerprint_follows_what_changes_the_answer_and_not_the_key(
         "claude": 0,
     }  # same endpoint
     localhost = sim.openai_base_url.replace("127.0.0.1", "localhost")  # another base URL, same server
-    assert calls_after(lambda p: p[0].update(base_url=localhost)) == {"gpt-4o": 3, "claude": 0}
+    assert calls_after(lambda p: p[0].update(base_url=localhost)) == {"gpt-4o": 0, "claude": 0}  # where, not what
+    assert calls_after(lambda p: p[0].update(endpoint_id="fine-tune-2")) == {"gpt-4o": 3, "claude": 0}

@@ -19,7 +19,7 @@ from flows.cli.app import app
 
 def harvest(source: Path, out: Path) -> tuple[int, dict[str, Any], list[dict[str, Any]]]:
     """Exit code, printed report and rejects of ``rlhf harvest --from file --in SOURCE --out OUT``."""
-    result = CliRunner().invoke(app, ["harvest", "--from", "file", "--in", str(source), "--out", str(out)])
+    result = CliRunner().invoke(app, ["harvest", "--from", "file", "--in", str(source), "--out", str(out), "--json"])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     report = json.loads(result.stdout)
     rejects = [json.loads(line) for line in Path(report["rejects"]).read_text(encoding="utf-8").splitlines()]

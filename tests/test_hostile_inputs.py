@@ -82,7 +82,7 @@ def _refused() -> list[str]:
     with pytest.raises(InputError) as caught:
         prepare_run("cfg.yaml")
     listed = caught.value.render().splitlines()
-    assert result.stderr.splitlines()[1:] == listed
+    assert result.stderr.splitlines()[1:] == listed + ([caught.value.hint] if caught.value.hint else [])
     assert set(Path(".").rglob("*")) == before and not Path("out").exists()
     return listed
 
@@ -246,7 +246,7 @@ def test_harvest_rejects_a_deeply_nested_line_and_goes_on(workdir: Path) -> None
     source.write_text("\n".join([json.dumps(good), DEEP, json.dumps(other)]) + "\n", encoding="utf-8")
 
     result = CliRunner().invoke(
-        app, ["harvest", "--from", "file", "--in", str(source), "--out", str(workdir / "annotated.jsonl")]
+        app, ["harvest", "--from", "file", "--in", str(source), "--out", str(workdir / "annotated.jsonl"), "--json"]
     )
 
     assert result.exit_code == 3, result.output

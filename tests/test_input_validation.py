@@ -210,5 +210,6 @@ def test_validate_and_run_refuse_alike(workdir: Path, case: Case) -> None:
 
     listed = [str(p) for p in caught.value.problems]
     assert case.expected.replace("{workdir}", str(workdir)) in listed
-    assert result.stderr.splitlines()[1:] == listed  # the same problems, word for word
+    hint = [caught.value.hint] if caught.value.hint else []  # how to run the valid records (--skip-invalid)
+    assert result.stderr.splitlines()[1:] == listed + hint  # the same problems, word for word
     assert _files(workdir) == before and not (workdir / "out").exists()

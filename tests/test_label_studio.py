@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from conftest import provider_entry, write_config, write_prompts
@@ -25,7 +26,9 @@ from flows.delivery.deliver import (
     harvest_annotations,
     harvest_label_studio,
 )
+from flows.delivery.reports import delivery_summary
 from flows.generation.generate import generate_tasks
+from flows.reporting.report import RunIncomplete
 from platforms.label_studio.client import LabelStudioClient
 from platforms.label_studio.local_server import LabelStudioServer
 from simulator import FaultRule, RunningSimulator
@@ -80,6 +83,10 @@ def test_deliver_annotate_harvest_export(
 
     first = deliver_label_studio(run_dir, label_studio.url, legacy, "rlhf test project")
     assert (first["project_created"], first["imported"], first["already_delivered"]) == (True, 6, 0)
+    # The project's page, as rlhf deliver prints it: Label Studio serves it (a login page first), no 404.
+    assert first["project_url"] == f"{label_studio.url}/projects/{first['project_id']}/"
+    assert httpx.get(first["project_url"], follow_redirects=True, timeout=30).status_code == 200
+    assert first["project_url"] in delivery_summary(first)
     monkeypatch.setenv("LS_TEST_TOKEN", label_studio.token)
     again = deliver_tasks(str(run_dir), label_studio.url, token_env="LS_TEST_TOKEN", project_title="rlhf test project")
     assert (again["project_created"], again["imported"], again["already_delivered"]) == (False, 0, 6)
@@ -116,6 +123,7 @@ def test_deliver_annotate_harvest_export(
     monkeypatch.setenv("LS_TEST_TOKEN", personal.get_secret_value())  # the other token kind
     harvested = harvest_annotations(label_studio.url, str(run_dir), str(out), token_env="LS_TEST_TOKEN")
     assert harvested["project_ids"] == [first["project_id"]]  # found through the run's deliveries.jsonl
+    assert "predictions_shown" not in harvested  # no judges, no task with their values: nothing to count
     assert (harvested["annotated"], harvested["rejected"]) == (6, 2)
     rejects = [json.loads(line) for line in Path(harvested["rejects"]).read_text().splitlines()]
     reasons = sorted(reject["reasons"][0] for reject in rejects)
@@ -171,7 +179,10 @@ def test_tasks_that_lost_an_answer_get_a_project_whose_form_fits_them(
         provider_entry(sim, "claude", "anthropic", "claude-x"),
     ]
     config = write_config(tmp_path, providers, write_prompts(tmp_path / "p.jsonl", 3))
-    summary = asyncio.run(generate_tasks(str(config)))
+    with pytest.raises(RunIncomplete) as incomplete:  # a call failed: the run ends Incomplete, tasks written
+        asyncio.run(generate_tasks(str(config)))
+    summary = incomplete.value.summary
+    assert summary is not None
     run_dir = Path(summary["files"]["tasks"]).parent
     delivered = deliver_label_studio(run_dir, label_studio.url, SecretStr(label_studio.token), "lost answers")
     assert [(p["project_title"], p["answers"], p["tasks"]) for p in delivered["projects"]] == [

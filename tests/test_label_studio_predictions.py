@@ -338,7 +338,7 @@ def test_half_the_tasks_arrive_pre_annotated_and_harvest_knows_which(
     token = SecretStr(label_studio.token)
     done = subprocess.run(
         [RLHF, "deliver", str(run_dir), "--to", "label-studio", "--url", label_studio.url]
-        + ["--project-title", "judges half", "--predictions", "half"],
+        + ["--project-title", "judges half", "--predictions", "half", "--json"],
         capture_output=True,
         text=True,
         timeout=300,

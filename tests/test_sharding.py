@@ -21,7 +21,7 @@ import pytest
 from conftest import ROOT, provider_entry, write_config, write_prompts
 from prefect_stack import running_stack
 
-from simulator import RunningSimulator, start_simulator_process
+from simulator import FaultRule, RunningSimulator, start_simulator_process
 from task_builder.ids import task_id_for
 
 
@@ -135,6 +135,47 @@ def test_a_failed_shard_fails_the_merge_and_keeps_every_paid_answer(
     merged = merge_batch(config, str(config_path), 3, info, "2026-01-01T00:00:00Z")
     assert merged["prompts"] == merged["tasks_written"] == 23
     assert _task_ids(config.batch_dir / "tasks.jsonl") == [task_id_for("b1", f"p-{i:03d}") for i in range(23)]
+
+
+@pytest.mark.slow
+def test_an_incomplete_shard_is_merged_not_retried_and_the_batch_ends_incomplete(
+    sim: RunningSimulator, tmp_path: Path, fake_keys: dict[str, str], prefect_api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shard that finished with a call failed ends Failed, named Incomplete: the parent does not take it for
+    a crash and start it again (the failure would only come back), merges it, and ends Incomplete itself."""
+    from types import SimpleNamespace
+
+    from flows.generation.generate import generate_tasks
+    from flows.reporting.report import RunIncomplete
+    from flows.sharding import shard
+
+    sim.configure(faults=[FaultRule(kind="500", model="claude-sonnet-4-5", prompt_contains="number 1:")])
+    config_path = write_config(
+        tmp_path, _providers(sim, max_retries=0), write_prompts(tmp_path / "p.jsonl", 6), chunk_size=2
+    )
+    started: list[str] = []
+
+    async def run_in_process(name: str, parameters: dict[str, Any], flow_run_name: str, **_: Any) -> Any:
+        """What run_deployment returns (the shard's flow run), the shard run here as a subflow."""
+        started.append(flow_run_name)
+        state = await generate_tasks(return_state=True, **parameters)
+        return SimpleNamespace(id=state.state_details.flow_run_id, name=flow_run_name, state=state, labels={})
+
+    monkeypatch.setattr(shard, "run_deployment", run_in_process)
+    state = asyncio.run(shard.generate_sharded(str(config_path), shards=2, poll_interval_s=0.1, return_state=True))
+
+    assert sorted(started) == ["b1-shard-0-of-2", "b1-shard-1-of-2"]  # no second attempt of shard 1
+    assert (state.type.value, state.name) == ("FAILED", "Incomplete")
+    assert state.message.startswith("Incomplete: 11/12 call(s) answered (claude: 1 failed (http_500 ×1))")
+    incomplete = state.result(raise_on_failure=False)
+    assert isinstance(incomplete, RunIncomplete) and incomplete.summary is not None
+    summary = incomplete.summary
+    assert [(s["state"], s["state_name"]) for s in summary["shards"]] == [
+        ("COMPLETED", "Completed"),
+        ("FAILED", "Incomplete"),
+    ]
+    assert (summary["prompts"], summary["tasks_written"], summary["incomplete"]) == (6, 5, 1)
+    assert json.loads((tmp_path / "out" / "b1" / "summary.json").read_text())["incomplete"] == 1
 
 
 def test_rate_shares_scale_the_provider_quota(tmp_path: Path, fake_keys: dict[str, str]) -> None:

@@ -13,11 +13,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from common.errors import InputError
+from flows.cli.help import HelpTyper
 
 if TYPE_CHECKING:
     from flows.generation.prepare import PreparedRun
 
-app = typer.Typer(
+app = HelpTyper(
     add_completion=False, no_args_is_help=True, help="Fan prompts out to LLM providers and build RLHF task shells."
 )
 
@@ -49,6 +50,7 @@ EXIT_FAILURES = 3
 EXIT_OUTPUT = 4
 EXIT_BUSY = 5
 EXIT_PENDING = 6
+EXIT_PLATFORM = 7
 
 
 def _error(message: object) -> None:
@@ -59,6 +61,8 @@ def _error(message: object) -> None:
 def _input_failure(exc: InputError) -> typer.Exit:
     _error(f"{len(exc.problems)} problem(s) found; nothing was called or written")
     console.print(exc.render(), highlight=False, markup=False)
+    if exc.hint:
+        console.print(exc.hint, highlight=False, markup=False)
     return typer.Exit(EXIT_INPUT)
 
 
@@ -131,14 +135,20 @@ def run(
 ) -> None:
     """Generate: send every prompt to every provider and write task shells and a summary.
 
-    Exit codes: 0 every call answered; 2 bad input, or a store that is not readable (nothing called);
-    3 finished, but some calls failed (an unforeseen exception included: reason ``internal``) or were not
-    made, so some prompts may lack answers (rerun, optionally with --retry-failed; a prompt short of answers
-    only because annotation.answers leaves some out is reported, and exits 0: a rerun changes nothing); 4 the output files or the response store could not be written
-    (the message says how many answers were kept, rescued or lost); 5 another run holds this batch
-    (nothing called); 6 batches of batch-mode providers are still running (--no-wait; tasks not written yet:
-    run again later to collect them); 128+N stopped by signal N (SIGINT: 130, SIGTERM: 143) after writing
-    what was complete.
+    Exit codes:
+
+    - 0: every call answered.
+    - 2: bad input, or a store that is not readable (nothing called).
+    - 3: finished, but some calls failed (an unforeseen exception included: reason `internal`) or were
+      not made, so some prompts may lack answers: rerun, optionally with --retry-failed. In Prefect the
+      flow run ends Incomplete (a Failed-type state). A prompt short of answers only because
+      annotation.answers leaves some out is reported, and exits 0 (a rerun changes nothing).
+    - 4: the output files or the response store could not be written (the message says how many answers
+      were kept, rescued or lost).
+    - 5: another run holds this batch (nothing called).
+    - 6: batches of batch-mode providers are still running (--no-wait; tasks not written yet: run again
+      later to collect them).
+    - 128+N: stopped by signal N (SIGINT: 130, SIGTERM: 143) after writing what was complete.
     """
     from flows.generation import stopping
     from flows.generation.prepare import prepare_run
@@ -170,18 +180,20 @@ def run(
 
 
 async def _generate(generate_tasks: Any, config: str, **parameters: Any) -> dict[str, Any]:
-    """Run the flow; its summary, also when a signal stopped it (the run then ends Cancelled).
+    """Run the flow; its summary, also when calls are missing (the run then ends Failed, named Incomplete)
+    or a signal stopped it (Cancelled).
 
     With a Prefect server of the operator's own (``PREFECT_API_URL``), the flow run's UI address is
     printed as the run starts.
     """
     from flows.generation.generate import RunInterrupted
+    from flows.reporting.report import RunIncomplete
 
     if os.environ.get("PREFECT_API_URL"):
         generate_tasks = generate_tasks.with_options(on_running=[_print_flow_run_url])
     state = await generate_tasks(config, return_state=True, **parameters)
     result = await state.aresult(raise_on_failure=False)
-    if isinstance(result, RunInterrupted) and result.summary is not None:
+    if isinstance(result, (RunInterrupted, RunIncomplete)) and result.summary is not None:
         return result.summary
     if isinstance(result, BaseException):
         raise result
@@ -212,11 +224,13 @@ def _run_held(
     from providers.rescue import StoreFailed
     from providers.store import StoreError
 
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+    # The console shows Prefect's WARNING lines and up (all with -v); its loggers stay at INFO, so the flow
+    # run's logs in Prefect (the run's story: start, chunks, cut-offs, failures, the table) are complete.
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "INFO" if verbose else "WARNING")
     if not os.environ.get("PREFECT_API_URL"):
         console.print("[dim]No PREFECT_API_URL: starting Prefect's temporary local server (takes ~20 s).[/dim]")
     from common.storage import StorageError
-    from flows.cli.console_logs import drop_console_stopped_line, drop_console_tracebacks
+    from flows.cli.console_logs import drop_console_run_story, drop_console_stopped_line, drop_console_tracebacks
     from flows.delivery.delivered import changes_warning
     from flows.generation import stopping
     from flows.generation.generate import generate_tasks
@@ -226,7 +240,9 @@ def _run_held(
 
     # reported in plain words
     drop_console_tracebacks(InputError, TaskWriterFailed, OSError, StoreError, StoreFailed, BatchApiError, StorageError)
-    drop_console_stopped_line()  # a stopped run is reported below, with the command that resumes it
+    drop_console_stopped_line()  # a stopped or incomplete run is reported below, with the command that resumes it
+    if not verbose:
+        drop_console_run_story()  # the live display and the table below tell it
     stopping.enable()
     if not os.environ.get("PREFECT_API_URL"):
         stopping.isolate_temporary_server()  # a Ctrl-C must not kill the server the stopping run reports to
@@ -475,9 +491,16 @@ def cancel_batches(
         out.print(f"cancelled {batch_id} ({source_id})", highlight=False)
 
 
-def _platform_failure(exc: object) -> typer.Exit:
-    _error(exc)
-    return typer.Exit(1)
+def _platform_failure(exc: Exception, again: str) -> typer.Exit:
+    """The exit for ``deliver``/``harvest``: 2 for what the operator gave (a missing option, the token's
+    variable not set, not a run), 7 when the platform could not be reached or answered with an error."""
+    from platforms.label_studio.client import LabelStudioError
+
+    if isinstance(exc, LabelStudioError):
+        _error(f"Label Studio: {exc} ({again})")
+        return typer.Exit(EXIT_PLATFORM)
+    _error(exc.args[0] if isinstance(exc, KeyError) else exc)
+    return typer.Exit(EXIT_INPUT)
 
 
 @app.command()
@@ -507,11 +530,19 @@ def deliver(
             "with values for the most tasks). One judge per project; the others' stay in the run."
         ),
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the delivery report as JSON instead.")] = False,
 ) -> None:
-    """Deliver a run's tasks: into a Label Studio project (idempotent), or as Argilla / Scale files."""
+    """Deliver a run's tasks: into a Label Studio project (idempotent), or as Argilla / Scale files.
+
+    Prints what was delivered and where (each Label Studio project's URL); `--json` prints the report.
+    Exit codes: 0 delivered; 2 bad input (an option missing, the token's variable not set, not a
+    finished run: nothing sent); 7 Label Studio could not be reached or answered with an error (run the
+    same command again: what is already in a project is not imported twice).
+    """
     import json
 
     from flows.delivery.deliver import deliver_files, deliver_label_studio, token_from_env
+    from flows.delivery.reports import delivery_summary
     from platforms.label_studio.client import LabelStudioError
 
     try:
@@ -528,8 +559,8 @@ def deliver(
     except InputError as exc:
         raise _input_failure(exc) from None
     except (ValueError, KeyError, FileNotFoundError, LabelStudioError) as exc:
-        raise _platform_failure(exc.args[0] if isinstance(exc, KeyError) else exc) from None
-    print(json.dumps(report, indent=2))
+        raise _platform_failure(exc, "check --url and the token, then run again: nothing is imported twice") from None
+    print(json.dumps(report, indent=2) if as_json else delivery_summary(report))
 
 
 @app.command()
@@ -554,14 +585,19 @@ def harvest(
     rejects: Annotated[
         Path | None, typer.Option(help="Where rejected annotations go (default: <out>.rejects.jsonl).")
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the harvest report as JSON instead.")] = False,
 ) -> None:
     """Read annotations back, validate them against each task's slots, write annotated task shells.
 
-    Exit code 0 when every annotation was usable, 3 when some were rejected (see the rejects file).
+    Prints what was read, kept and rejected and the files written; `--json` prints the report. Exit
+    codes: 0 every annotation was usable; 2 bad input (an option missing, the token's variable not set,
+    not a run: nothing written); 3 some were rejected (see the rejects file); 7 Label Studio could not be
+    reached or answered with an error (nothing written).
     """
     import json
 
     from flows.delivery.deliver import harvest_file, harvest_label_studio, token_from_env
+    from flows.delivery.reports import harvest_summary
     from platforms.label_studio.client import LabelStudioError
 
     try:
@@ -578,9 +614,11 @@ def harvest(
             report = harvest_file(input_file, out, rejects, run_dir)
         else:
             raise ValueError(f"unknown source '{source}': choose label-studio or file")
+    except InputError as exc:  # the run's annotation template (or, for an old run.json, its config)
+        raise _input_failure(exc) from None
     except (ValueError, KeyError, FileNotFoundError, LabelStudioError) as exc:
-        raise _platform_failure(exc.args[0] if isinstance(exc, KeyError) else exc) from None
-    print(json.dumps(report, indent=2))
+        raise _platform_failure(exc, "nothing was written; check --url and the token, then run it again") from None
+    print(json.dumps(report, indent=2) if as_json else harvest_summary(report))
     if report["rejected"]:
         raise typer.Exit(EXIT_FAILURES)
 

@@ -20,9 +20,9 @@ from pydantic import SecretStr
 
 from common import bounded_json
 from common.atomic import atomic_open
-from flows.config import RunConfig, load_config
+from flows.config import RunConfig
 from flows.delivery.delivered import keeping_delivered, run_versions
-from flows.generation.manifest import read_manifest, working_dir
+from flows.generation.manifest import MANIFEST, read_manifest, run_config, working_dir
 from platforms.label_studio.client import LabelStudioClient
 from platforms.label_studio.labeling_config import LabelingConfig, build_labeling_config
 from platforms.label_studio.predictions import (
@@ -54,11 +54,12 @@ def token_from_env(variable: str) -> SecretStr:
 
 
 def load_run(run_dir: str | Path) -> tuple[RunConfig, AnnotationTemplate, Path]:
-    """The config, annotation template and tasks file of a run directory (via its ``run.json``)."""
+    """The config, annotation template and tasks file of a run directory, as its ``run.json`` recorded them:
+    no provider is resolved again, so none of the providers' variables need be set."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
     with working_dir(Path(manifest["cwd"])):
-        config = load_config(manifest["config"], require_keys=False)
+        config = run_config(manifest, providers=False, where=str(run_dir / MANIFEST))
         template = resolve_template(config.annotation.template, base_dir=config.base_dir)
     tasks = run_dir / "tasks.jsonl"
     if not tasks.is_file():
@@ -158,6 +159,7 @@ def deliver_label_studio(
                 {
                     "project_id": project["id"],
                     "project_title": title,
+                    "project_url": project_url(url, project["id"]),
                     "project_created": created,
                     "answers": count,
                     "tasks": len(by_count[count]),
@@ -172,8 +174,11 @@ def deliver_label_studio(
     main = projects[0] if projects else {"project_id": None, "project_title": base, "project_created": False}
     return {
         "platform": "label-studio",
+        "url": url,
+        "run_dir": str(run_dir),
         "project_id": main["project_id"],
         "project_title": main["project_title"],
+        "project_url": projects[0]["project_url"] if projects else None,
         "project_created": main["project_created"],
         "tasks_in_run": sum(len(tasks) for tasks in by_count.values()),
         "already_delivered": sum(p["already_delivered"] for p in projects),
@@ -184,6 +189,11 @@ def deliver_label_studio(
         "not_delivered_no_answers": len(by_count.get(0, [])),
         "projects": projects,
     }
+
+
+def project_url(url: str, project_id: int) -> str:
+    """Where annotators open a Label Studio project (its Data Manager)."""
+    return f"{url.rstrip('/')}/projects/{project_id}/"
 
 
 def _keep_delivered(run_dir: Path, tasks_path: Path, tasks: list[dict[str, Any]]) -> None:
@@ -357,7 +367,8 @@ def harvest_label_studio(
     delivered); a task that showed other text is rejected as ``answer_changed``.
 
     A harvested task with judges' values gets ``metadata.predictions_shown`` (``_mark_predictions_shown``);
-    the report counts the annotated tasks per group (``predictions_shown``: ``shown``, ``blind``).
+    the report counts the annotated tasks per group (``predictions_shown``: ``shown``, ``blind``), and
+    leaves the count out when no annotated task had judges' values.
     """
     out = Path(out)
     _, template, tasks_path = load_run(run_dir)
@@ -385,12 +396,16 @@ def harvest_label_studio(
             outcome.annotated += one.annotated
             outcome.rejected += one.rejected
     groups = Counter(task["metadata"].get("predictions_shown") for task in outcome.annotated)
-    return {
+    report = {
         "platform": "label-studio",
+        "url": url,
         "project_ids": projects,
+        "project_urls": [project_url(url, project_id) for project_id in projects],
         **_write_outcome(outcome, out, Path(rejects) if rejects else default_rejects_path(out)),
-        "predictions_shown": {"shown": groups[True], "blind": groups[False]},
     }
+    if groups[True] or groups[False]:  # only when some task had judges' values (none: no judges, nothing to say)
+        report["predictions_shown"] = {"shown": groups[True], "blind": groups[False]}
+    return report
 
 
 def _mark_predictions_shown(

@@ -24,7 +24,7 @@ from providers.batch.ledger import BatchLedger
 from providers.batch.runner import BatchRunner, Keep
 from providers.config import ProviderConfig
 from providers.result import CallResult
-from providers.slots import AnswerSlot, PlannedCall, SlotFingerprints, reusable, stored_results
+from providers.slots import AnswerSlot, PlannedCall, SlotFingerprints, StoredChunk, reusable, stored_results
 from providers.store_factory import StoreLike
 
 
@@ -54,7 +54,8 @@ async def submit_missing(
         await runner.resume()
     sink = progress.sink()
     fingerprints = SlotFingerprints(slots)
-    for lookup in stored_results(store, fingerprints, prompts_of(config), config.chunk_size):
+    had_batches = {source_id for source_id, runner in runners.items() if fingerprints.has_legacy and runner.open_jobs()}
+    for lookup in stored_results(store, fingerprints, prompts_of(config), config.chunk_size, migrate=True):
         wanted: dict[str, list[PlannedCall]] = {source_id: [] for source_id in runners}
         for record, fps in zip(lookup.prompts, lookup.fingerprints):
             for slot in slots:
@@ -66,15 +67,45 @@ async def submit_missing(
                     continue
                 system = system_text(record.system, slot.provider.system_prompt)
                 wanted[source_id].append(PlannedCall(fp, slot.answer_id, record.id, record.messages, system))
+        waiting = _waiting(runners, wanted, fingerprints, lookup, had_batches)
         for source_id, calls in wanted.items():
-            runner = runners[source_id]
-            waiting = runner.pending([call.fingerprint for call in calls])
             for call in calls:
                 if call.fingerprint not in waiting:
-                    await runner.add(call)
+                    await runners[source_id].add(call)
     for source_id, runner in runners.items():
         await runner.flush()
         summary.providers[source_id].called_this_run += runner.submitted_requests
+
+
+def _waiting(
+    runners: dict[str, BatchRunner],
+    wanted: dict[str, list[PlannedCall]],
+    fingerprints: SlotFingerprints,
+    lookup: StoredChunk[Any],
+    had_batches: set[str],
+) -> set[str]:
+    """The fingerprints of ``wanted`` that already wait in an unfinished batch: recorded under the fingerprint,
+    or (for the providers in ``had_batches``, those with batches open before this run submitted any) under
+    its legacy one: a batch submitted before the base URL left the identity. The runner stores the results
+    of those under the current fingerprint (``BatchRunner.aliases``)."""
+    waiting: set[str] = set()
+    for source_id, calls in wanted.items():
+        runner = runners[source_id]
+        found = runner.pending([call.fingerprint for call in calls])
+        waiting |= found
+        unsure = {call.fingerprint for call in calls if call.fingerprint not in found}
+        if not unsure or source_id not in had_batches:
+            continue
+        legacy: dict[str, str] = {}  # legacy fingerprint -> fingerprint
+        for record, by_slot in zip(lookup.prompts, lookup.fingerprints):
+            answer_ids = {answer_id for answer_id, fp in by_slot.items() if fp in unsure}
+            if answer_ids:
+                for answer_id, old in fingerprints.legacy_of(record.messages, record.system, answer_ids).items():
+                    legacy[old] = by_slot[answer_id]
+        for old in runner.pending(list(legacy)):
+            runner.aliases[old] = legacy[old]
+            waiting.add(legacy[old])
+    return waiting
 
 
 async def follow_batches(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -18,11 +19,11 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
-from prefect.exceptions import CancelledRun
-from prefect.states import Cancelled, Completed
+from prefect.exceptions import CancelledRun, MissingContextError
+from prefect.states import Cancelled, Completed, Failed
 from prefect.utilities.annotations import quote
 
 from common.atomic import atomic_open, write_json
@@ -40,7 +41,15 @@ from flows.generation.stores import hold_run_store, open_run_store
 from flows.generation.writer_process import ChunkResults, WriterSetup, task_writer_process
 from flows.reporting import progress
 from flows.reporting.notify import on_run_completed, on_run_failed
-from flows.reporting.report import outcome_message, publish_report
+from flows.reporting.report import (
+    INCOMPLETE,
+    RUN_STORY,
+    RunIncomplete,
+    calls_missing,
+    outcome_message,
+    publish_report,
+    summary_text,
+)
 from flows.reporting.summary import ProviderTally, RunSummary
 from flows.sharding.shard import for_shard, prompts_of
 from prompts.reader import PromptRecord
@@ -55,6 +64,7 @@ from providers.slots import (
     SlotFingerprints,
     StoredChunk,
     answer_slots,
+    chunk_results,
     reusable,
     stored_results,
 )
@@ -179,9 +189,12 @@ async def generate_tasks(
     with ``wait_for_batches`` False it reads them once and, if some are still pending, returns without
     writing tasks (``summary["batches_pending"]`` lists them; a later run collects them and writes).
 
-    The flow run ends Completed with a state message saying what is missing, if anything (the summary
-    is its result); a run stopped by a signal ends Cancelled and raises :class:`RunInterrupted`, which
-    carries the summary.
+    The flow run ends Completed with a state message (the summary is its result). A run that left calls
+    failed, skipped or not made ends Failed, named ``Incomplete``, its message saying what is missing, and
+    raises :class:`RunIncomplete`; a run stopped by a signal ends Cancelled and raises
+    :class:`RunInterrupted`. Both carry the summary (``.summary``); with ``return_state=True`` the
+    exception is ``state.result(raise_on_failure=False)``. The flow run's logs tell the run's story: its
+    start, a line per chunk, cut-offs and failures (WARNING) and the final table.
     """
     stopping.install_handlers()
     prepared = prepare_run(config_path, skip_invalid=skip_invalid)
@@ -228,10 +241,11 @@ async def _run_held(
         rejected=len(prepared.rejected),
         layout=config.annotation.layout,
     )
-    write_manifest(run_dir, config_path, config_hash, config.store_location, summary.started_at)
+    write_manifest(run_dir, config_path, config_hash, config.store_location, summary.started_at, config)
     if prepared.rejected:
         _write_rejected(run_dir / "rejected.jsonl", prepared)
     progress.sink().planned(prepared.prompt_count * config.answers_per_prompt)
+    _log_start(prepared, shard_index)
 
     with open_run_store(config) as store:
         recovered = recover_rescued(store, rescue_dir)
@@ -274,18 +288,23 @@ async def _run_held(
     write_json(run_dir / "summary.json", report)
     publish(config)  # outputs in object storage: each file uploaded whole
     await publish_report(report, part=None if shard_index is None else f"shard-{shard_index}")
+    _log_outcome(report)
     # Prefect makes a returned State the run's final state; the caller gets its data (the summary).
     return _final_state(report)  # type: ignore[return-value]
 
 
 def _final_state(report: dict[str, Any]) -> State:
-    """Completed, with a message saying what is missing if anything is; Cancelled if a signal stopped the run.
+    """Completed, with a message; Failed named ``Incomplete`` if calls failed, were skipped or not made
+    (automations on failed runs fire, the UI shows it red); Cancelled if a signal stopped the run.
 
-    A Cancelled state runs no completion hook, so the webhook gets the summary from here, as it did
-    when an interrupted run ended Completed.
+    An Incomplete state runs the failure hooks, which send the webhook's "completed" event with the
+    summary (``flows/reporting/notify.py``). A Cancelled state runs no hook, so the webhook gets the
+    summary from here.
     """
     message = outcome_message(report, stopping.signal_number())
     if not report["interrupted"]:
+        if calls_missing(report):
+            return Failed(name=INCOMPLETE, message=message, data=RunIncomplete(message, report))
         return Completed(message=message, data=report)
     state: State = Cancelled(message=message, data=RunInterrupted(message, report))
     from prefect.context import FlowRunContext
@@ -294,6 +313,72 @@ def _final_state(report: dict[str, Any]) -> State:
     if context is not None and context.flow_run is not None:
         on_run_completed(context.flow, context.flow_run, state)
     return state
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter[Any]:
+    """The flow run's logger (its lines are the run's Logs tab in Prefect); a module logger outside a run.
+
+    Only chunk-level code logs: a call never does (it would cost more than the call's own bookkeeping).
+    """
+    try:
+        return get_run_logger(None, **{RUN_STORY: True})
+    except MissingContextError:
+        return logging.getLogger(__name__)
+
+
+def _log_start(prepared: PreparedRun, shard_index: int | None) -> None:
+    config = prepared.config
+    where = "" if shard_index is None or config.shard is None else f" (shard {shard_index} of {config.shard[1]})"
+    providers = ", ".join(
+        f"{p.source_id} ({p.kind} {p.model}{', batch' if p.is_batch else ''})" for p in config.providers
+    )
+    judges = f"; judges: {', '.join(j.source_id for j in config.judges)}" if config.judges else ""
+    rejected = f" ({len(prepared.rejected)} invalid record(s) skipped)" if prepared.rejected else ""
+    _logger().info(
+        "run %s/%s%s: %d prompt(s)%s in chunks of %d, %d answer(s) each; providers: %s%s",
+        config.project,
+        config.batch,
+        where,
+        prepared.prompt_count,
+        rejected,
+        config.chunk_size,
+        config.answers_per_prompt,
+        providers,
+        judges,
+    )
+
+
+def _log_chunk(chunk_index: int, prompts_done: int, summary: RunSummary) -> None:
+    """One line per chunk: the prompts done so far and, per provider, its answers and what is missing."""
+    tallies = []
+    for source_id, t in summary.providers.items():
+        missing = [f"{n} {what}" for n, what in ((t.failed, "failed"), (t.skipped + t.interrupted, "skipped")) if n]
+        tallies.append(f"{source_id} {t.answered}/{t.requested}" + (f" ({', '.join(missing)})" if missing else ""))
+    _logger().info("chunk %d: %d prompt(s) done; answered: %s", chunk_index, prompts_done, ", ".join(tallies))
+
+
+def _log_outcome(report: dict[str, Any]) -> None:
+    """The end of the run's story: each provider's calls without an answer, by reason (WARNING), and the table."""
+    logger = _logger()
+    judges = {f"{sid} (judge)": p for sid, p in (report.get("judges") or {}).items()}
+    for source_id, p in {**report["providers"], **judges}.items():
+        if not (p["failed"] or p["skipped"] or p["interrupted"]):
+            continue
+        missing = []
+        if p["failed"]:
+            missing.append(f"{p['failed']} failed ({', '.join(f'{k} ×{v}' for k, v in p['failure_reasons'].items())})")
+        if p["skipped"]:
+            missing.append(f"{p['skipped']} skipped" + (f" ({p['breaker']})" if p.get("breaker") else ""))
+        if p["interrupted"]:
+            missing.append(f"{p['interrupted']} not made (the run was stopped)")
+        logger.warning(
+            "%s: %d of %d call(s) without an answer: %s",
+            source_id,
+            p["failed"] + p["skipped"] + p["interrupted"],
+            p["requested"],
+            ", ".join(missing),
+        )
+    logger.info("summary:\n%s", summary_text(report))
 
 
 def _stop_when(keeper: AnswerKeeper) -> Callable[[], bool]:
@@ -402,9 +487,10 @@ async def _answer_and_write(
         # The online providers' calls, chunk by chunk, while the batches run; their refusals are kept for writing.
         unstored: dict[str, CallResult] = {}
         for chunk_index, lookup in enumerate(
-            stored_results(store, SlotFingerprints(slots), prompts_of(config), config.chunk_size)
+            stored_results(store, SlotFingerprints(slots), prompts_of(config), config.chunk_size, migrate=True)
         ):
             unstored.update(await call_online(chunk_index, lookup))
+            _logger().info("chunk %d: online providers called (%d prompt(s))", chunk_index, len(lookup.prompts))
         pending = await follow_batches(runners, stopping.requested, lambda: keeper.failed, wait_for_batches)
         if keeper.failed:
             raise keeper.failure()
@@ -435,13 +521,15 @@ async def _write_tasks(
     # costs the event loop milliseconds, the writing happens on the other core, and the next chunk's calls
     # start at once.
     async with task_writer_process(setup) as writer:
-        lookups = stored_results(store, SlotFingerprints(slots), prompts_of(config), config.chunk_size)
+        slot_fingerprints = SlotFingerprints(slots)
+        lookups = stored_results(store, slot_fingerprints, prompts_of(config), config.chunk_size, migrate=True)
+        prompts_done = 0
         for chunk_index, lookup in enumerate(lookups):
             chunk, fingerprints = lookup.prompts, lookup.fingerprints
             stored = lookup.stored
             if call is not None:
                 chunk_unstored = await call(chunk_index, lookup)
-                stored = store.get_many(fp for fps in fingerprints for fp in fps.values())  # with this chunk's calls
+                stored = chunk_results(store, slot_fingerprints, chunk, fingerprints)  # with this chunk's calls
                 stored.update(chunk_unstored)
             results = _chunk_results(slots, fingerprints, stored, unstored, breakers, summary)
             judgements = await judges.judge(chunk_index, chunk, results) if judges is not None else None
@@ -449,6 +537,8 @@ async def _write_tasks(
                 raise judges.keeper.failure()
             await writer.write(chunk, results, judgements)
             progress.sink().settled(summary.providers)  # the display counts as the summary does
+            prompts_done += len(chunk)
+            _log_chunk(chunk_index, prompts_done, summary)
         report = await writer.finish()
     summary.written = report.counts
     summary.positions = report.positions
@@ -459,7 +549,7 @@ def _count_without_writing(
 ) -> None:
     """The providers' tallies of a run that writes no tasks (batches pending): requests still in a batch are
     counted as pending, everything else as the written run would count it."""
-    for lookup in stored_results(store, SlotFingerprints(slots), prompts_of(config), config.chunk_size):
+    for lookup in stored_results(store, SlotFingerprints(slots), prompts_of(config), config.chunk_size, migrate=True):
         for fps in lookup.fingerprints:
             for slot in slots:
                 fp, tally = fps[slot.answer_id], summary.providers[slot.provider.source_id]
@@ -564,12 +654,24 @@ async def _call_missing(
         unstored.update(outcome["unstored"])
         summary.providers[provider.source_id].called_this_run += outcome["called"]
         if outcome["breaker"]:
+            if provider.source_id not in breakers:
+                _logger().warning(
+                    "%s cut off in chunk %d: %s; its remaining calls are skipped (a rerun makes them)",
+                    provider.source_id,
+                    chunk_index,
+                    outcome["breaker"],
+                )
             breakers[provider.source_id] = outcome["breaker"]
         if outcome["discard_status"] is not None and not _keepers[run_key].failed:
             # The provider answered every call with the same client error: the provider's fault, not the
             # prompts'. Those errors are not final answers; the next run makes the calls again.
             answer_ids = [slot.answer_id for slot in slots if slot.provider.source_id == provider.source_id]
             store.discard_errors(answer_ids, outcome["discard_status"])
+            _logger().warning(
+                "%s answered every call with HTTP %s: its errors are not stored, the next run makes the calls again",
+                provider.source_id,
+                outcome["discard_status"],
+            )
     return unstored
 
 

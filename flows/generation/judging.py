@@ -34,11 +34,11 @@ from flows.reporting.summary import ProviderTally, RunSummary
 from prompts.reader import PromptRecord
 from providers.base import system_text
 from providers.config import ProviderConfig
-from providers.fingerprint import provider_identity, request_fingerprint
+from providers.fingerprint import legacy_provider_identity, provider_identity, request_fingerprint
 from providers.pool import ProviderPool, pool_for
 from providers.rescue import AnswerKeeper
 from providers.result import CallResult
-from providers.slots import reusable
+from providers.slots import read_results, reusable
 from providers.store_factory import StoreLike
 from task_builder.judging import (
     JudgeProblem,
@@ -120,6 +120,7 @@ class RunJudges:
         self._compares = has_preference(template) and layout != "single"
         self._configs: dict[tuple[str, str], ProviderConfig] = {}
         self._identities: dict[tuple[str, str], str] = {}
+        self._legacy_identities: dict[tuple[str, str], str | None] = {}
         self._judges = {judge.source_id: judge for judge in judges}
         sample_rating = rating_request(template, "", "") if self._rates else None
         sample_preference = preference_request(template, "", "", "") if self._compares else None
@@ -129,6 +130,7 @@ class RunJudges:
                     config = _derived(judge, purpose, sample)
                     self._configs[(judge.source_id, purpose)] = config
                     self._identities[(judge.source_id, purpose)] = provider_identity(config)
+                    self._legacy_identities[(judge.source_id, purpose)] = legacy_provider_identity(config)
             summary.judges[judge.source_id] = ProviderTally(
                 judge.source_id, judge.model, judge.effective_price, "judge", judge.full_price
             )
@@ -175,7 +177,7 @@ class RunJudges:
     ) -> list[dict[str, Judgement]]:
         """Every judge's judgement of each prompt of a chunk (calls made only where the store has no result)."""
         planned = [self.plan(record, prompt_results) for record, prompt_results in zip(records, results)]
-        stored = self._store.get_many(call.fingerprint for calls in planned for call in calls)
+        stored = self._stored([call for calls in planned for call in calls])
         missing: dict[tuple[str, str], list[JudgeCall]] = {}
         for calls in planned:
             for call in calls:
@@ -188,6 +190,22 @@ class RunJudges:
         if missing and not stopping.requested():
             stored.update(await self._make(chunk_index, missing))
         return [self._judgements(calls, stored) for calls in planned]
+
+    def _stored(self, calls: list[JudgeCall]) -> dict[str, CallResult]:
+        """What the store holds for these calls, by fingerprint: under it or its legacy fingerprint
+        (``providers.slots.read_results``; what is found under the latter is moved to the former)."""
+
+        def legacy_of(unsure: list[str]) -> dict[str, str]:
+            wanted, legacy = set(unsure), {}
+            for call in calls:
+                if call.fingerprint in wanted:
+                    purpose = "preference" if "|" in call.target else "rating"
+                    identity = self._legacy_identities[(call.judge, purpose)]
+                    if identity is not None:
+                        legacy[call.fingerprint] = request_fingerprint(identity, call.request.messages, call.system)
+            return legacy
+
+        return read_results(self._store, (call.fingerprint for call in calls), legacy_of, migrate=True)
 
     async def _make(self, chunk_index: int, missing: dict[tuple[str, str], list[JudgeCall]]) -> dict[str, CallResult]:
         runs = []

@@ -58,13 +58,25 @@ def prepare_run(config_path: str | Path, *, require_keys: bool = True, skip_inva
     report = scan_prompts(config.prompts)
     problems = referred_from(report.problems, config.where("prompts.path"))
     if problems and (not skip_invalid or report.valid == 0 or any(p.line is None for p in problems)):
-        raise InputError(problems)
+        raise InputError(problems, _skip_invalid_hint(config_path, report.valid, problems))
     return PreparedRun(
         config_path=str(config_path),
         config=config,
         template=template,
         prompt_count=report.valid,
         rejected=problems,
+    )
+
+
+def _skip_invalid_hint(config_path: str | Path, valid: int, problems: list[InputProblem]) -> str | None:
+    """How to run the valid prompts anyway, when only prompt records are bad and some are valid (what
+    ``--skip-invalid`` can skip; it is never given here: with it, such problems are not raised)."""
+    if valid == 0 or any(p.line is None for p in problems):
+        return None
+    bad = len({(p.file, p.line) for p in problems})
+    return (
+        f"{bad} prompt record(s) are invalid and {valid} valid: fix them, or run the valid ones with "
+        f"`rlhf run {config_path} --skip-invalid` (the invalid records go to rejected.jsonl)"
     )
 
 

@@ -1,7 +1,9 @@
 """Notifications: when a generation run completes or fails, POST its summary to a webhook.
 
 Wired as Prefect flow-state hooks (``on_completion``, ``on_failure``, ``on_crashed``) of
-``generate_tasks``, so they fire however the flow was started (CLI, deployment, schedule). A
+``generate_tasks``, so they fire however the flow was started (CLI, deployment, schedule). A run that
+finished with calls missing ends Failed, named ``Incomplete``: its failure hook sends the "completed"
+event with the summary (the run wrote its outputs), whose ``state`` says ``Incomplete``. A
 notification that cannot be delivered is reported on stderr and never fails the run. Webhook URLs often
 carry a secret (Slack, Teams): the URL is never logged, only its host.
 """
@@ -17,6 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from flows.config import NotifyConfig, load_config
+from flows.reporting.report import ended_incomplete
 
 
 def post_event(config: NotifyConfig, event: str, payload: dict[str, Any]) -> bool:
@@ -48,7 +51,8 @@ def _run_notify(flow_run: Any) -> tuple[NotifyConfig, Path] | None:
 
 
 def on_run_completed(flow: Any, flow_run: Any, state: Any) -> None:
-    """Prefect hook: the run finished; send its summary."""
+    """Prefect hook: the run finished (Completed, Incomplete or, called by the flow, Cancelled); send its
+    summary with the state's name and message."""
     found = _run_notify(flow_run)
     if found is None:
         return
@@ -56,12 +60,24 @@ def on_run_completed(flow: Any, flow_run: Any, state: Any) -> None:
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else None
     post_event(
-        notify, "completed", {"flow_run_id": str(flow_run.id), "flow_run_name": flow_run.name, "summary": summary}
+        notify,
+        "completed",
+        {
+            "flow_run_id": str(flow_run.id),
+            "flow_run_name": flow_run.name,
+            "state": state.name,
+            "message": (state.message or "")[:2000],
+            "summary": summary,
+        },
     )
 
 
 def on_run_failed(flow: Any, flow_run: Any, state: Any) -> None:
-    """Prefect hook: the run failed or crashed; send the reason."""
+    """Prefect hook: the run failed or crashed; send the reason. A run that ended Incomplete finished: its
+    summary goes out as the "completed" event."""
+    if ended_incomplete(state):
+        on_run_completed(flow, flow_run, state)
+        return
     found = _run_notify(flow_run)
     if found is None:
         return

@@ -98,10 +98,13 @@ def plan_cost_text(report: dict[str, Any]) -> str:
 
 
 def plan_table(report: dict[str, Any], title: str) -> Any:
-    """``rlhf plan``'s table: per provider calls, answered, tokens, the cost range (or "no price"), minutes."""
+    """``rlhf plan``'s table: per provider calls, answered, tokens, the cost range (or "no price"), minutes.
+
+    The total cost is not in it: ``rlhf plan`` prints :func:`plan_cost_text` once, under the table, on a
+    line of its own (a caption would wrap to the table's width, and say it a second time)."""
     from rich.table import Table
 
-    table = Table(title=title, caption=plan_cost_text(report))
+    table = Table(title=title)
     for column in (
         "provider",
         "model",

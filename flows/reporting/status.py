@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from common.storage import is_url, join, read_bytes
-from flows.config import load_config
-from flows.generation.manifest import MANIFEST, read_manifest, working_dir
+from flows.config import RunConfig, load_config
+from flows.generation.manifest import MANIFEST, read_manifest, run_config, working_dir
 from flows.generation.stores import open_run_store, store_exists
 from prompts.reader import iter_prompts
 from providers.batch.ledger import BatchLedger
@@ -38,15 +38,31 @@ def target_location(target: str | Path) -> tuple[str | Path, Path | None]:
     return target, None
 
 
+def _target_config(target: str | Path) -> tuple[RunConfig, str | Path, Path | None]:
+    """The config of ``target``, where it came from and the directory to read its files in: for a run
+    directory, the config as the run recorded it (``run_config``: no provider variable needed); for a config
+    file, the file as a run would read it."""
+    if is_url(target) and not str(target).endswith((".yaml", ".yml")):  # a run directory in object storage
+        where = join(str(target), MANIFEST)
+        manifest = json.loads(read_bytes(where))
+        return run_config(manifest, where=where), str(manifest["config"]), None
+    if not is_url(target) and Path(target).is_dir():
+        manifest = read_manifest(Path(target))
+        cwd = Path(manifest["cwd"])
+        with working_dir(cwd):
+            config = run_config(manifest, where=str(Path(target) / MANIFEST))
+        return config, Path(manifest["config"]), cwd
+    return load_config(target, require_keys=False), target, None
+
+
 def run_status(target: str | Path) -> dict[str, Any]:
     """Per provider: calls planned by the config, answered, failed (by reason) and missing.
 
-    ``target`` is a run directory (its ``run.json`` names the config and the directory it ran from)
+    ``target`` is a run directory (its ``run.json`` records the run's config and the directory it ran from)
     or a config file. Nothing is called; the store is only read.
     """
-    config_path, cwd = target_location(target)
+    config, config_path, cwd = _target_config(target)
     with working_dir(cwd):
-        config = load_config(config_path, require_keys=False)
         slots = answer_slots(config.providers, config.samples_per_provider)
         fingerprints = SlotFingerprints(slots)
         provider_of = {slot.answer_id: slot.provider.source_id for slot in slots}

@@ -246,10 +246,11 @@ def summary_cost_text(summary: dict[str, Any]) -> str:
     return cost_text(summary.get("cost_usd"), no_price)
 
 
-def summary_table(summary: dict[str, Any]) -> Any:
+def summary_table(summary: dict[str, Any], failures: bool = True) -> Any:
     """The table ``rlhf run`` prints at the end: per provider what was answered, failed and skipped
     (not made: the run was stopped or the provider cut off), calls, tokens, latency, cost and failures;
-    the cost of the whole run is in the caption, as a lower bound when some provider has no price."""
+    the cost of the whole run is in the caption, as a lower bound when some provider has no price.
+    ``failures=False`` leaves the free-text failures column out (the run's logs give them their own lines)."""
     from rich.table import Table
 
     caption = f"cost: {summary_cost_text(summary)}"
@@ -269,7 +270,7 @@ def summary_table(summary: dict[str, Any]) -> Any:
         "p50 ms",
         "p95 ms",
         "failures",
-    )
+    )[: None if failures else -1]
     for column in columns:
         table.add_column(column, justify="left" if column in ("provider", "model", "failures") else "right")
     judges = {f"{sid} (judge)": p for sid, p in (summary.get("judges") or {}).items()}
@@ -292,6 +293,6 @@ def summary_table(summary: dict[str, Any]) -> Any:
             "no price" if p.get("cost_usd") is None else f"{p['cost_usd']:.4f}",
             str(p["latency_ms_p50"] if p["latency_ms_p50"] is not None else "-"),
             str(p["latency_ms_p95"] if p["latency_ms_p95"] is not None else "-"),
-            reasons or "-",
+            *([reasons or "-"] if failures else []),
         )
     return table

@@ -35,6 +35,7 @@ from prefect.client.orchestration import get_client
 from prefect.concurrency.asyncio import concurrency
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.states import Failed
 
 from common.atomic import atomic_open, write_json
 from common.clock import utc_now
@@ -45,7 +46,14 @@ from flows.generation.manifest import write_manifest
 from flows.generation.outputs import fetch_shards, file_location, publish
 from flows.generation.prepare import PreparedRun, prepare_run
 from flows.generation.stores import hold_run_store, open_run_store
-from flows.reporting.report import publish_report
+from flows.reporting.report import (
+    INCOMPLETE,
+    RunIncomplete,
+    calls_missing,
+    ended_incomplete,
+    outcome_message,
+    publish_report,
+)
 from flows.reporting.summary import percentile
 from prompts.reader import PromptRecord, iter_prompts
 from providers.config import ProviderConfig
@@ -312,7 +320,8 @@ def merge_batch(
             shard_store = config.batch_dir / "shards" / str(index) / "responses.sqlite"
             if shard_store.is_file():
                 batch_store.copy_results_from(shard_store)
-    failed = [s for s in shard_info if s.get("state") != "COMPLETED"]
+    # A shard that ended Incomplete (Failed, named so) finished: its calls missing are in its summary.
+    failed = [s for s in shard_info if s.get("state") != "COMPLETED" and s.get("state_name") != INCOMPLETE]
     if failed:
         raise RuntimeError(
             "shard(s) did not complete: "
@@ -332,7 +341,7 @@ def merge_batch(
     if (config.batch_dir / "rejected.jsonl").is_file():
         summary["files"]["rejected"] = file_location(config, "rejected.jsonl")
     summary["shards"] = shard_info
-    write_manifest(config.batch_dir, config_path, summary["config_hash"], config.store_location, started_at)
+    write_manifest(config.batch_dir, config_path, summary["config_hash"], config.store_location, started_at, config)
     note_changes(config.batch_dir, summary)  # a rerun that changed the text of delivered answers says so
     write_json(config.batch_dir / "summary.json", summary)
     return summary
@@ -387,6 +396,9 @@ async def generate_sharded(
 
     A shard run that crashes or fails (its worker or its process killed, say) is started again, up to
     ``shard_retries`` times, on whichever worker takes it; it pays for nothing the first attempt stored.
+    A shard that ends Incomplete (it finished, with calls failed or skipped) is not started again: it is
+    merged, and the merged batch ends Incomplete too (Failed, named ``Incomplete``, raising
+    :class:`~flows.reporting.report.RunIncomplete` with the merged summary from a plain call).
     """
     logger = get_run_logger()
     started = time.perf_counter()
@@ -407,8 +419,8 @@ async def generate_sharded(
         async def run_shard(index: int) -> Any:
             for attempt in range(shard_retries + 1):
                 run = await run_shard_once(index, attempt)
-                if run.state is not None and run.state.is_completed():
-                    break
+                if run.state is not None and (run.state.is_completed() or ended_incomplete(run.state)):
+                    break  # finished; an Incomplete shard's missing calls are for a rerun of the batch, not a retry
                 logger.warning("shard %d/%d ended %s", index, shards, run.state.type.value if run.state else None)
             return run
 
@@ -438,6 +450,7 @@ async def generate_sharded(
                 "flow_run_id": str(run.id),
                 "flow_run_name": run.name,
                 "state": run.state.type.value if run.state else None,
+                "state_name": run.state.name if run.state else None,
                 "worker": (run.labels or {}).get("prefect.worker.name"),
                 "prompts": shard_size(prepared.prompt_count, index, shards),
             }
@@ -450,4 +463,7 @@ async def generate_sharded(
         write_json(config.batch_dir / "summary.json", summary)
         publish(config)
     await publish_report(summary)  # the merged report: the batch's own artifact keys
+    if calls_missing(summary):  # as an unsharded run of the batch would end
+        message = outcome_message(summary)
+        return Failed(name=INCOMPLETE, message=message, data=RunIncomplete(message, summary))  # type: ignore[return-value]
     return summary

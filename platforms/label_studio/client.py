@@ -25,6 +25,13 @@ class LabelStudioError(Exception):
     """A failed Label Studio request: method, path, status and the server's message (no token)."""
 
 
+def _one_line(text: str, limit: int = 300) -> str:
+    """``text`` with whitespace folded to single spaces, cut to ``limit`` characters (an HTML error page
+    would otherwise fill the terminal)."""
+    folded = " ".join(text.split())
+    return folded if len(folded) <= limit else folded[: limit - 1] + "…"
+
+
 def is_personal_access_token(token: str) -> bool:
     """Personal access tokens are JWTs (three dot-separated parts); legacy tokens are 40 hex digits."""
     return token.count(".") == 2
@@ -56,13 +63,20 @@ class LabelStudioClient:
             raise LabelStudioError(
                 f"POST /api/token/refresh: HTTP {response.status_code}: personal access token refused"
             )
-        self._auth = f"Bearer {response.json()['access']}"
+        try:
+            self._auth = f"Bearer {response.json()['access']}"
+        except (ValueError, KeyError, TypeError):
+            raise LabelStudioError("POST /api/token/refresh: the answer holds no access token") from None
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """One API call; returns the decoded JSON (or None for an empty body)."""
-        if self._pat and not self._auth:
-            self._refresh()
+        """One API call; returns the decoded JSON (or None for an empty body).
+
+        Every failure is a :class:`LabelStudioError` with a one-line message: the server not reached, an
+        HTTP error (with the start of its body, whitespace folded) or an answer that is not JSON.
+        """
         try:
+            if self._pat and not self._auth:
+                self._refresh()
             response = self._http.request(method, path, headers={"Authorization": self._auth}, **kwargs)
             if response.status_code == 401 and self._pat:
                 self._refresh()
@@ -73,8 +87,14 @@ class LabelStudioClient:
             ) from None
         if response.status_code >= 400:
             detail = scrub(response.text, (self._token.get_secret_value(),))
-            raise LabelStudioError(f"{method} {path}: HTTP {response.status_code}: {detail}")
-        return response.json() if response.content else None
+            raise LabelStudioError(f"{method} {path}: HTTP {response.status_code}: {_one_line(detail)}")
+        try:
+            return response.json() if response.content else None
+        except ValueError:
+            raise LabelStudioError(
+                f"{method} {self.url}{path}: HTTP {response.status_code}, but the answer is not JSON "
+                f"(is {self.url} a Label Studio?): {_one_line(response.text, 120)}"
+            ) from None
 
     def _pages(self, path: str, params: dict[str, Any], key: str) -> Iterator[dict[str, Any]]:
         page = 1

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -34,19 +35,70 @@ DATABASE = "label_studio.sqlite3"
 LEGACY_TOKEN = "5f1e0c7d9a2b4c6e8f0a1b3c5d7e9f1a3b5c7d9e"
 
 
-def ensure_installed() -> Path:
-    """The ``label-studio`` executable, installing it into its own venv the first time."""
+def ensure_installed(say: Callable[[str], None] | None = None) -> Path:
+    """The ``label-studio`` executable, installing it into its own venv the first time.
+
+    The install is about 1 GB and takes minutes: with ``say``, each line pip prints is passed on as it
+    comes (``Collecting …``, ``Downloading …``, ``Installing collected packages …``), and a line saying
+    how long it has been whenever pip is quiet for a while (it is, while it unpacks and installs).
+    """
     executable = VENV / "bin" / "label-studio"
     if executable.exists():
         return executable
     VENV.parent.mkdir(parents=True, exist_ok=True)
+    if say is not None:
+        say(f"installing {REQUIREMENT} into {VENV} (about 1 GB, a few minutes, once) ...")
     subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    subprocess.run(
-        [str(VENV / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", REQUIREMENT],
-        check=True,
-        timeout=1800,
-    )
+    pip = [str(VENV / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check"]
+    if say is None:
+        subprocess.run([*pip, "--quiet", REQUIREMENT], check=True, timeout=1800)
+    else:
+        run_with_progress([*pip, "--progress-bar", "off", REQUIREMENT], say, timeout_s=1800)
+        say(f"installed {REQUIREMENT}")
     return executable
+
+
+def run_with_progress(command: list[str], say: Callable[[str], None], timeout_s: float, quiet_s: float = 15.0) -> None:
+    """Run ``command``, passing each line it prints to ``say`` (indented) as it comes, and a line with the
+    time so far whenever it has printed nothing for ``quiet_s``; :class:`subprocess.CalledProcessError` if
+    it fails, :class:`subprocess.TimeoutExpired` (after stopping it) if it runs past ``timeout_s``."""
+    started = time.monotonic()
+    last = [started]
+    done = threading.Event()
+
+    def heartbeat() -> None:
+        while not done.wait(min(1.0, quiet_s / 4)):
+            now = time.monotonic()
+            if now - last[0] >= quiet_s:
+                last[0] = now
+                say(f"  ... still working ({now - started:.0f} s so far)")
+
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    expired = threading.Event()
+
+    def stop() -> None:
+        expired.set()
+        process.kill()
+
+    timer = threading.Timer(timeout_s, stop)
+    beat = threading.Thread(target=heartbeat, daemon=True)
+    timer.start()
+    beat.start()
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            last[0] = time.monotonic()
+            if line.strip():
+                say(f"  {line.rstrip()}")
+        process.wait()
+    finally:
+        done.set()
+        timer.cancel()
+        beat.join()
+    if expired.is_set():
+        raise subprocess.TimeoutExpired(command, timeout_s)
+    if process.returncode != 0:
+        raise subprocess.CalledProcessError(process.returncode, command)
 
 
 def _free_port() -> int:
@@ -58,7 +110,10 @@ def _free_port() -> int:
 class LabelStudioServer:
     """A running Label Studio with one user and a legacy API token."""
 
-    def __init__(self, data_dir: Path, log_path: Path, port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, log_path: Path, port: int | None = None, say: Callable[[str], None] | None = None
+    ) -> None:
+        self._say = say  # where "still starting" lines go while the server comes up (none: quiet)
         self.port = port or _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = LEGACY_TOKEN
@@ -116,8 +171,13 @@ class LabelStudioServer:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + timeout_s
+        started = time.monotonic()
+        deadline = started + timeout_s
+        next_word = started + 15
         while time.monotonic() < deadline:
+            if self._say is not None and time.monotonic() >= next_word:
+                self._say(f"  ... still starting ({time.monotonic() - started:.0f} s so far)")
+                next_word += 15
             if self._process.poll() is not None:
                 raise RuntimeError(f"Label Studio exited with {self._process.returncode}; see {self._log_path}")
             try:
@@ -151,6 +211,10 @@ class LabelStudioServer:
         self._process = None
 
 
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
 def main() -> int:
     """``make label-studio``: start a local Label Studio for a trial and wait for Ctrl-C."""
     import argparse
@@ -166,8 +230,11 @@ def main() -> int:
     )
     args = parser.parse_args()
     args.data_dir.mkdir(parents=True, exist_ok=True)
-    print(f"starting Label Studio ({REQUIREMENT}, installed once into {VENV}) ...", flush=True)
-    server = LabelStudioServer(args.data_dir, args.data_dir / "label-studio.log", args.port)
+    ensure_installed(say=_say)
+    if not DATA_TEMPLATE.exists():
+        _say("first start: Label Studio sets up its database (a minute or two, once) ...")
+    _say(f"starting Label Studio on http://127.0.0.1:{args.port} (log: {args.data_dir / 'label-studio.log'}) ...")
+    server = LabelStudioServer(args.data_dir, args.data_dir / "label-studio.log", args.port, say=_say)
     server.start()
     print(
         f"""

@@ -54,6 +54,9 @@ class BatchRunner:
         self._bytes = _ENVELOPE_BYTES
         self.not_stored: dict[str, CallResult] = {}
         """Results of this run's collected requests that were not stored (never run, refusals), by fingerprint."""
+        self.aliases: dict[str, str] = {}
+        """Custom id recorded in the ledger -> the fingerprint this run asks under (a request recorded under its
+        legacy fingerprint, ``providers.fingerprint``): its result is kept under the latter."""
         self.submitted_requests = 0
         self.submitted_jobs = 0
         self.collected: Counter[str] = Counter()
@@ -150,10 +153,11 @@ class BatchRunner:
 
     def _take(self, request: LedgerRequest, result: CallResult) -> None:
         self.collected["answered" if result.ok else (result.error_type or "failed")] += 1
+        fingerprint = self.aliases.get(request.custom_id, request.custom_id)
         if final(result):
-            self._keep(request.custom_id, request.answer_id, request.prompt_id, result)
+            self._keep(fingerprint, request.answer_id, request.prompt_id, result)
         else:
-            self.not_stored[request.custom_id] = result
+            self.not_stored[fingerprint] = result
 
     async def wait(self, should_stop: Callable[[], bool], store_failed: Callable[[], bool], wait: bool) -> int:
         """Poll until every batch has ended and is collected (or the run stops; or once, ``wait`` False).
