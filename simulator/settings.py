@@ -6,20 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-FaultKind = Literal[
-    "429",
-    "500",
-    "503",
-    "529",
-    "401",
-    "400",
-    "drop",
-    "hang",
-    "malformed",
-    "empty",
-    "no_choices",
-    "echo_key",
-    # Answer shapes (200s in each API's real shape; see simulator.shapes and docs/simulator.md).
+# Answer shapes: 200s in each API's real shape (simulator.shapes, docs/simulator.md).
+ShapeKind = Literal[
     "refusal",
     "content_filter",
     "length",
@@ -37,6 +25,21 @@ FaultKind = Literal[
     "usage_list",
     "model_object",
     "cached_input",
+]
+FaultKind = Literal[
+    "429",
+    "500",
+    "503",
+    "529",
+    "401",
+    "400",
+    "drop",
+    "hang",
+    "malformed",
+    "empty",
+    "no_choices",
+    "echo_key",
+    ShapeKind,
 ]
 ApiName = Literal["openai", "anthropic"]
 AnswerMode = Literal["auto", "replay", "derived"]

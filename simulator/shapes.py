@@ -39,10 +39,10 @@ import base64
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from simulator.answers import Answer, approx_tokens
-from simulator.settings import ApiName, FaultRule
+from simulator.settings import ApiName, FaultRule, ShapeKind
 from simulator.wire import (
     SYSTEM_FINGERPRINT,
     ParsedRequest,
@@ -52,27 +52,7 @@ from simulator.wire import (
     tool_use_block,
 )
 
-SHAPE_FAULTS: frozenset[str] = frozenset(
-    {
-        "refusal",
-        "content_filter",
-        "length",
-        "reasoning_length",
-        "thinking",
-        "redacted_thinking",
-        "tool_calls",
-        "content_parts",
-        "whitespace",
-        "huge_text",
-        "lone_surrogate",
-        "usage_negative",
-        "usage_huge",
-        "usage_overflow",
-        "usage_list",
-        "model_object",
-        "cached_input",
-    }
-)
+SHAPE_FAULTS: frozenset[str] = frozenset(get_args(ShapeKind))
 REFUSAL_TEXT = "I'm sorry, but I can't help with that request."
 TOOL_NAME = "get_weather"
 TOOL_INPUT: dict[str, Any] = {"city": "Paris"}

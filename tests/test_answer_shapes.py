@@ -13,35 +13,18 @@ import json
 import math
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from conftest import provider_entry, write_config
 
 from flows.generation.generate import generate_tasks
 from simulator import FaultRule, RunningSimulator
+from simulator.settings import ShapeKind
 
 pytestmark = [pytest.mark.usefixtures("prefect_api", "fake_keys"), pytest.mark.slow]
 
-SHAPES = [
-    "refusal",
-    "content_filter",
-    "length",
-    "reasoning_length",
-    "thinking",
-    "redacted_thinking",
-    "tool_calls",
-    "content_parts",
-    "whitespace",
-    "huge_text",
-    "lone_surrogate",
-    "usage_negative",
-    "usage_huge",
-    "usage_overflow",
-    "usage_list",
-    "model_object",
-    "cached_input",
-]
+SHAPES = list(get_args(ShapeKind))  # every answer shape the simulator knows
 # source id -> (kind, http client)
 PROVIDERS = {
     "oa-sdk": ("openai", "default"),

@@ -46,6 +46,7 @@ from flows.reporting.report import (
     RUN_STORY,
     RunIncomplete,
     calls_missing,
+    missing_calls,
     outcome_message,
     publish_report,
     summary_text,
@@ -362,15 +363,9 @@ def _log_outcome(report: dict[str, Any]) -> None:
     logger = _logger()
     judges = {f"{sid} (judge)": p for sid, p in (report.get("judges") or {}).items()}
     for source_id, p in {**report["providers"], **judges}.items():
-        if not (p["failed"] or p["skipped"] or p["interrupted"]):
+        missing = missing_calls(p, "not made (the run was stopped)")
+        if not missing:
             continue
-        missing = []
-        if p["failed"]:
-            missing.append(f"{p['failed']} failed ({', '.join(f'{k} ×{v}' for k, v in p['failure_reasons'].items())})")
-        if p["skipped"]:
-            missing.append(f"{p['skipped']} skipped" + (f" ({p['breaker']})" if p.get("breaker") else ""))
-        if p["interrupted"]:
-            missing.append(f"{p['interrupted']} not made (the run was stopped)")
         logger.warning(
             "%s: %d of %d call(s) without an answer: %s",
             source_id,

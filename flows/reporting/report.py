@@ -222,6 +222,20 @@ def _escaped(match: re.Match[str]) -> str:
     return indent + (start + "\\" if start.isdigit() else "\\" + start)
 
 
+def missing_calls(tally: dict[str, Any], not_made: str = "not made") -> list[str]:
+    """What a provider's tally (``summary.json``'s) lacks: failed calls by reason, skipped ones (and why),
+    calls not made; empty when every call was answered."""
+    missing = []
+    if tally["failed"]:
+        reasons = ", ".join(f"{k} ×{v}" for k, v in tally["failure_reasons"].items())
+        missing.append(f"{tally['failed']} failed ({reasons})")
+    if tally["skipped"]:
+        missing.append(f"{tally['skipped']} skipped" + (f" ({tally['breaker']})" if tally.get("breaker") else ""))
+    if tally["interrupted"]:
+        missing.append(f"{tally['interrupted']} {not_made}")
+    return missing
+
+
 def outcome_message(summary: dict[str, Any], signum: int | None = None) -> str:
     """One line saying how the run ended and, when it is not complete, what is missing.
 
@@ -232,13 +246,7 @@ def outcome_message(summary: dict[str, Any], signum: int | None = None) -> str:
     requested = sum(p["requested"] for p in providers.values())
     parts = []
     for sid, p in providers.items():
-        missing = []
-        if p["failed"]:
-            missing.append(f"{p['failed']} failed ({', '.join(f'{k} ×{v}' for k, v in p['failure_reasons'].items())})")
-        if p["skipped"]:
-            missing.append(f"{p['skipped']} skipped" + (f" ({p['breaker']})" if p.get("breaker") else ""))
-        if p["interrupted"]:
-            missing.append(f"{p['interrupted']} not made")
+        missing = missing_calls(p)
         if missing:
             parts.append(f"{sid}: {', '.join(missing)}")
     detail = f"{answered}/{requested} call(s) answered" + (f" ({'; '.join(parts)})" if parts else "")
