@@ -86,6 +86,8 @@ class Scenario:
     min_share: float
     max_refused: float
     versus_curator: bool
+    header_mode: str = "bucket"  # what the headers say (simulator's rate_limit_header_mode)
+    full_rows: bool = True  # also the configured rlhf run and curator (the issue-27 settings: no-limit run only)
 
     @property
     def rpm(self) -> int:
@@ -106,6 +108,7 @@ class Scenario:
             "rate_limit_burst": self.burst,
             "rate_limit_headers": self.headers,
             "rate_limit_retry_after": self.retry_after,
+            "rate_limit_header_mode": self.header_mode,
             # Short answers that are not cut by max_tokens (curator retries a "length" finish as an error).
             "scripted": [{"text": f"A short simulated answer from {m['model']}.", "model": m["model"]} for m in MODELS]
             if self.short_answers
@@ -167,6 +170,34 @@ SCENARIOS = (
         min_share=0.8,
         max_refused=0.10,
         versus_curator=False,
+    ),
+    # (d)-(g): the server of (a), whose headers disagree with what it enforces (issue 27). Targets for the
+    # run with nothing configured: >= 0.95 of the allowance, < 2% refused.
+    *(
+        Scenario(
+            key,
+            title,
+            requests=20,
+            tokens=1_000_000,
+            window_s=1.0,
+            burst=20,
+            headers=True,
+            retry_after="ms" if mode == "azure" else "seconds",
+            max_tokens=64,
+            short_answers=True,
+            configure_tokens=False,
+            min_share=0.95,
+            max_refused=0.02,
+            versus_curator=False,
+            header_mode=mode,
+            full_rows=False,
+        )
+        for key, title, mode in (
+            ("d", "quantized: headers announce 1,200/min", "per_minute"),
+            ("e", "RFC 3339 resets cut to the second", "truncated"),
+            ("f", '"next request" resets', "next_request"),
+            ("g", "Azure headers (remaining only), retry-after-ms", "azure"),
+        )
     ),
 )
 
@@ -344,8 +375,9 @@ class RateLimitBench:
             rows: list[RunResult] = []
             with start_simulator_process(**scenario.simulator_settings()) as sim:
                 rows.append(self._rlhf(scenario, sim, prompts, allowed, configured=False))
-                rows.append(self._rlhf(scenario, sim, prompts, allowed, configured=True))
-                if not self.skip_peers:
+                if scenario.full_rows:
+                    rows.append(self._rlhf(scenario, sim, prompts, allowed, configured=True))
+                if not self.skip_peers and scenario.full_rows:
                     rows.append(self._curator(scenario, sim, prompts, allowed))
             judge(scenario, rows)
             self.results.extend(rows)
@@ -527,7 +559,7 @@ def settings_table(scenarios: tuple[Scenario, ...], costs: dict[str, dict[str, f
                 "short (~10 tokens)" if s.short_answers else "long (30-400 words)",
                 str(s.max_tokens),
                 fmt(mean_cost, 0),
-                "yes" if s.headers else "no",
+                ("yes" if s.headers else "no") + ("" if s.header_mode == "bucket" else f" ({s.header_mode})"),
                 s.retry_after,
                 f"{fmt(per_s, 2)} ({next(iter(allowed.values())).bound_by if allowed else '–'})",
                 fmt(bucket, 0),
@@ -695,7 +727,13 @@ def section_markdown(
         "(summary.json for `rlhf run`, curator's dataset). Targets for the `rlhf run` rows: (a) and (b) ≥ 0.9 of the "
         "allowance, < 5% refused, no failed call, exit 0, and at or above curator on both figures (to within one "
         "answer, or one request, per model: the measurement's resolution); (c) ≥ 0.8, < 10% refused, no failed call, "
-        "exit 0.",
+        "exit 0. (d)-(g) are the server of (a) with headers that disagree with what it enforces (issue 27): (d) "
+        "quantized enforcement, headers announcing the minute's allowance (limit 1,200, remaining and reset of a "
+        "1,200 bucket) while 20/s with a bucket of 20 is enforced; (e) Anthropic's RFC 3339 resets cut to the whole "
+        "second instead of rounded up; (f) resets giving the time until the next request fits, not until the bucket "
+        "is full; (g) Azure OpenAI's headers (`x-ratelimit-remaining-requests` / `-tokens` only, for every provider) "
+        "and `retry-after-ms` on 429s. Only `rlhf run` with nothing configured is run there (no configured run, no "
+        "curator: left out for time); targets ≥ 0.95 of the allowance, < 2% refused, no failed call, exit 0.",
         results_table(bench.results),
         "### Per provider\n\n*bucket spent at*: when (after the model's first arrival) and after how many admitted "
         "requests the replayed initial bucket was empty; *answers/s*, *share* and *refused* are measured at the simulator; *429s seen*, *rate-limit "

@@ -44,6 +44,13 @@ _MIN_RATE = 0.05  # requests per second: one every 20 s at the slowest
 _MAX_GROWTH_S = 5.0  # one answer after a long wait grows the rate by at most this many seconds' worth
 _WINDOW_S = 2.0  # the recent past that "accepted" and "tried" rates are measured over
 _DECAY = 0.8  # weight of earlier header samples in the refill-rate estimate
+# While 429s arrive in spite of the headers, the rate learned from them is cut less and grows back
+# more slowly than without headers: the headers' remaining still paces most requests.
+_HEADER_CUT_FACTOR = 0.9
+_HEADER_GROWTH_PER_S = 0.02
+_PACE_S = 1.0  # a header-learned allowance is spent evenly: at most this many seconds' refill at once
+_PER_MINUTE_S = 10.0  # an allowance holding at least this many seconds of its refill is read as per minute
+_PACE_RATE = 0.97  # of the learned rate: the server's own bucket keeps some slack against arrival jitter
 
 
 class Ticket(NamedTuple):
@@ -86,26 +93,47 @@ class _Learned:
         self.limit: float | None = None
         self._used = 0.0
         self._seconds = 0.0
+        self._sized = True  # False while the size is only inferred (Azure: remaining without a limit)
 
     def add(self, allowance: Allowance) -> None:
-        self.limit = allowance.limit
+        if allowance.limit_known:
+            self.limit, self._sized = allowance.limit, True
+        elif not self._sized or self.limit is None:
+            self.limit, self._sized = max(self.limit or 0.0, allowance.limit), False
         used = allowance.limit - allowance.remaining
-        if allowance.reset_s and allowance.reset_s > 0 and used >= 1:
+        reset_s = allowance.reset_s
+        if reset_s is not None and used >= 1 and allowance.limit_known:
+            # Read defensively. A whole-second RFC 3339 reset is up to a second late (rounded up) or
+            # early (cut): half a second off it is the middle (exact on average for rounding up), and
+            # never under half a second (429s correct a rate that comes out too high). A bucket
+            # refills at most its size per second: a shorter reset is a "next request" reset (the time
+            # until one more request fits) or a cut whole second, not a refill rate, and counts as the
+            # fastest plausible.
+            if allowance.coarse:
+                reset_s = max(0.5, reset_s - 0.5)
             self._used = _DECAY * self._used + used
-            self._seconds = _DECAY * self._seconds + allowance.reset_s
+            self._seconds = _DECAY * self._seconds + max(reset_s, used / allowance.limit)
 
     @property
     def per_second(self) -> float | None:
-        """The refill rate: measured from ``(limit - remaining) / reset``, and never below ``limit`` per minute.
+        """The refill rate: measured from ``(limit - remaining) / reset``, between ``limit`` per minute and
+        ``limit`` per second.
 
         Both vendors document their limits per minute and refill continuously (a bucket's reset is
         the time until it is full again). A server counting in fixed windows announces the window's
         end instead, which would make the measured rate far too low: the per-minute floor guards it.
+        A size without resets (Azure) is taken as refilling each second; 429s correct it.
         """
         if self.limit is None:
             return None
+        if not self._sized and self._seconds <= 0:
+            return self.limit
         measured = self._used / self._seconds if self._seconds > 0 else 0.0
-        return max(self.limit / 60.0, measured)
+        if measured * _PER_MINUTE_S <= self.limit:
+            # A bucket holding this many seconds of its refill or more is a per-minute limit: it refills
+            # at limit/60 per second, no slower (a fixed window's reset) and no faster (coarse resets).
+            return self.limit / 60.0
+        return min(self.limit, measured)
 
 
 class RateGovernor:
@@ -135,6 +163,10 @@ class RateGovernor:
         self._first_sent: float | None = None
         self.requests: TokenBucket | None = None
         self.tokens: TokenBucket | None = None
+        # Spends a header-learned request allowance evenly: one second's refill at most at once, never
+        # corrected upward by the headers' remaining (a server may announce a minute's allowance while
+        # enforcing it per second). None when the request bucket is no larger than that anyway.
+        self._pacer: TokenBucket | None = None
         self.paused_until = 0.0
         self.pauses = 0
         self.throttled = 0
@@ -180,6 +212,23 @@ class RateGovernor:
         return None if not found else (min(k[0] for k in found), min(k[1] for k in found))
 
     def _reshape(self, now: float) -> None:
+        self._reshape_buckets(now)
+        requests = self.requests
+        pace = None
+        limit = self._learned["requests"].limit
+        if requests is not None and self._configured["requests"] is None and limit:
+            # Only a per-minute allowance: a smaller bucket is spent as announced.
+            size = max(1.0, requests.rate * _PACE_S)
+            pace = size if size * _PER_MINUTE_S <= limit * self.share and limit > 60.0 else None
+        if pace is None or requests is None:
+            self._pacer = None
+        elif self._pacer is None:
+            self._pacer = TokenBucket(requests.rate * _PACE_RATE * 60.0, pace, now)
+            self._pacer.level = pace - self.started  # what was sent before the allowance was known counts
+        else:
+            self._pacer.reshape(requests.rate * _PACE_RATE, pace, now)
+
+    def _reshape_buckets(self, now: float) -> None:
         for name in ("requests", "tokens"):
             shape = self._limits(name)
             bucket: TokenBucket | None = getattr(self, name)
@@ -207,10 +256,9 @@ class RateGovernor:
         ticket = Ticket(self.started, self.tokens_started + estimated_tokens)
         self.started += 1
         self.tokens_started = ticket.tokens_through
-        if not self.headers_seen:
-            _remember(self._sent, self._clock())
-            if self._first_sent is None:
-                self._first_sent = self._sent[-1]
+        _remember(self._sent, self._clock())
+        if self._first_sent is None:
+            self._first_sent = self._sent[-1]
         return ticket
 
     def _wait(self, now: float, estimated_tokens: int) -> float:
@@ -220,14 +268,20 @@ class RateGovernor:
         requests, tokens = self.requests, self.tokens
         if requests is None and tokens is None:
             return 0.0
+        pacer = self._pacer
         if requests is not None:
             requests.refill(now)
             wait = requests.wait_for(1)
+            if pacer is not None:
+                pacer.refill(now)
+                wait = max(wait, pacer.wait_for(1))
         if tokens is not None:
             tokens.refill(now)
             wait = max(wait, tokens.wait_for(estimated_tokens))
         if wait > 0:
             return wait
+        if pacer is not None:
+            pacer.level -= 1
         if requests is not None:
             requests.level -= 1
         if tokens is not None:
@@ -254,17 +308,22 @@ class RateGovernor:
         """An answer: progress, headers to learn from, and (without headers) room to grow the learned rate."""
         now = self._clock()
         self.last_progress = now
-        if not self.headers_seen:
-            _remember(self._accepted, now)
-            if self.adaptive_rate is not None:
-                self.adaptive_rate += self.adaptive_rate * _GROWTH_PER_S * min(_MAX_GROWTH_S, now - self._last_growth)
-                self._last_growth = now
-                self._reshape(now)
+        _remember(self._accepted, now)
+        if self.adaptive_rate is not None:
+            growth = _HEADER_GROWTH_PER_S if self.headers_seen else _GROWTH_PER_S
+            self.adaptive_rate += self.adaptive_rate * growth * min(_MAX_GROWTH_S, now - self._last_growth)
+            self._last_growth = now
+            self._reshape(now)
         if info is not None:
             self._learn(info, ticket, now)
 
     def refused(self, retry_after_s: float | None, info: RateInfo | None) -> None:
-        """A 429: pause for the server's Retry-After, learn from its headers, or cut the learned rate."""
+        """A 429: pause for the server's Retry-After, learn from its headers, and cut the rate learned from 429s.
+
+        429s are the truth and headers are hints: a 429 means more was sent than the server accepts,
+        whatever its headers said, so the rate is cut from what it actually accepted (see :meth:`_cut`),
+        with or without headers; the headers then only shape the rate within that.
+        """
         now = self._clock()
         self.throttled += 1
         if retry_after_s:
@@ -272,16 +331,17 @@ class RateGovernor:
         if info is not None:
             self._learn(info, None, now)
         # A configured request limit is the operator's word on the server's rate: no guessing from 429s.
-        guessing = not self.headers_seen and self._configured["requests"] is None
-        if guessing and now - self._last_cut >= _CUT_INTERVAL_S:
+        if self._configured["requests"] is None and now - self._last_cut >= _CUT_INTERVAL_S:
             self._last_cut = now
             self._cut(now, guided=bool(retry_after_s))
-        if self.requests is not None:
-            self.requests.refill(now)
-            self.requests.level = min(self.requests.level, 0.0)
+        for bucket in (self.requests, self._pacer):
+            if bucket is not None:
+                bucket.refill(now)
+                bucket.level = min(bucket.level, 0.0)
 
     def _cut(self, now: float, guided: bool) -> None:
-        """Without headers: pace to 85% of the rate the server accepted lately.
+        """Pace to 85% of the rate the server accepted lately (90% when it sends headers, whose remaining
+        still paces most requests).
 
         If it accepted nothing lately, a server that said when to come back (``guided``) is taken at its
         word; one that said nothing gets half the rate tried (an exponential backoff of the rate).
@@ -291,7 +351,7 @@ class RateGovernor:
         accepted = _recent_rate(self._accepted, now, span)
         tried = self.adaptive_rate if self.adaptive_rate is not None else _recent_rate(self._sent, now, span)
         if accepted > 0:
-            rate = _CUT_FACTOR * accepted
+            rate = (_HEADER_CUT_FACTOR if self.headers_seen else _CUT_FACTOR) * accepted
         elif tried > 0 and not guided:
             rate = tried / 2
         else:
@@ -301,8 +361,10 @@ class RateGovernor:
         self._reshape(now)
 
     def _learn(self, info: RateInfo, ticket: Ticket | None, now: float) -> None:
-        self.headers_seen = True
-        self.adaptive_rate = None  # the server says what it allows: no need to guess from 429s
+        if not self.headers_seen:
+            # The first headers replace a rate guessed from 429s before them; later 429s cut again.
+            self.headers_seen = True
+            self.adaptive_rate = None
         for name, allowance in (("requests", info.requests), ("tokens", info.tokens)):
             if allowance is not None:
                 self._learned[name].add(allowance)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,7 +32,11 @@ def openai_duration_s(value: str | None) -> float | None:
 
 
 def rfc3339_in_s(value: str | None, now: datetime) -> float | None:
-    """Seconds from ``now`` until an RFC 3339 time (Anthropic's reset headers)."""
+    """Seconds from ``now`` until an RFC 3339 time (Anthropic's reset headers).
+
+    A time in whole seconds may have been rounded up or cut by the server: up to a second either way
+    (:attr:`Allowance.coarse`, see :func:`rate_info`).
+    """
     if not value:
         return None
     try:
@@ -57,6 +61,8 @@ class Allowance:
     limit: float
     remaining: float
     reset_s: float | None
+    coarse: bool = field(default=False, compare=False)  # the reset came in whole seconds (RFC 3339): ±1 s
+    limit_known: bool = True  # False: Azure's remaining without a limit (``limit`` is then remaining + 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +73,22 @@ class RateInfo:
     tokens: Allowance | None
 
 
-def _allowance(headers: Mapping[str, str], limit: str, remaining: str, reset_s: float | None) -> Allowance | None:
+def _allowance(
+    headers: Mapping[str, str], limit: str, remaining: str, reset_s: float | None, coarse: bool = False
+) -> Allowance | None:
     size, left = _number(headers.get(limit)), _number(headers.get(remaining))
     if size is None or left is None or size <= 0:
         return None
-    return Allowance(size, max(0.0, left), reset_s)
+    return Allowance(size, max(0.0, left), reset_s, coarse)
+
+
+def _remaining_only(headers: Mapping[str, str], remaining: str) -> Allowance | None:
+    """Azure OpenAI's ``x-ratelimit-remaining-*`` without a limit or a reset: the size is at least
+    what remains after this request, plus this request."""
+    left = _number(headers.get(remaining))
+    if left is None or left < 0:
+        return None
+    return Allowance(left + 1.0, left, None, limit_known=False)
 
 
 def rate_info(headers: Mapping[str, str], now: datetime | None = None) -> RateInfo | None:
@@ -81,7 +98,8 @@ def rate_info(headers: Mapping[str, str], now: datetime | None = None) -> RateIn
     ``anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}``, resets as RFC 3339 times; its
     ``tokens`` headers are the most restrictive of its token limits at that moment, and are used here
     (``input-tokens``/``output-tokens`` stand in when a server sends only those). None when the
-    response announces nothing (many OpenAI-compatible servers).
+    response announces nothing (many OpenAI-compatible servers). Azure OpenAI sends only
+    ``x-ratelimit-remaining-{requests,tokens}`` (no limits, no resets): read as allowances of unknown size.
     """
     if "x-ratelimit-limit-requests" in headers or "x-ratelimit-limit-tokens" in headers:
         requests = _allowance(
@@ -97,6 +115,11 @@ def rate_info(headers: Mapping[str, str], now: datetime | None = None) -> RateIn
             openai_duration_s(headers.get("x-ratelimit-reset-tokens")),
         )
         return RateInfo(requests, tokens)
+    if "x-ratelimit-remaining-requests" in headers or "x-ratelimit-remaining-tokens" in headers:
+        return RateInfo(
+            _remaining_only(headers, "x-ratelimit-remaining-requests"),
+            _remaining_only(headers, "x-ratelimit-remaining-tokens"),
+        )
     prefix = "anthropic-ratelimit-"
     if not any(prefix + kind + "-limit" in headers for kind in ("requests", "tokens", "input-tokens")):
         return None
@@ -104,8 +127,13 @@ def rate_info(headers: Mapping[str, str], now: datetime | None = None) -> RateIn
     found: dict[str, Allowance | None] = {}
     for name in ("requests", "tokens", "input-tokens"):
         base = prefix + name
+        reset = headers.get(base + "-reset")
         found[name] = _allowance(
-            headers, base + "-limit", base + "-remaining", rfc3339_in_s(headers.get(base + "-reset"), now)
+            headers,
+            base + "-limit",
+            base + "-remaining",
+            rfc3339_in_s(reset, now),
+            coarse=reset is not None and "." not in reset,
         )
     return RateInfo(found["requests"], found["tokens"] or found["input-tokens"])
 

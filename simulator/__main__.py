@@ -34,6 +34,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[str, int, SimulatorSe
     )
     parser.add_argument("--no-rate-limit-headers", action="store_false", default=None, dest="rate_limit_headers")
     parser.add_argument("--retry-after", choices=["seconds", "ms", "none"], default=None)
+    parser.add_argument(
+        "--rate-limit-header-mode",
+        choices=["bucket", "per_minute", "truncated", "next_request", "azure"],
+        default=None,
+        help="what the rate-limit headers say (bucket: what is enforced)",
+    )
     parser.add_argument("--settings-json", default=None, help="full SimulatorSettings JSON")
     args = parser.parse_args(argv)
 
@@ -54,6 +60,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[str, int, SimulatorSe
         ("enforce_rate_limits", "rate_limit_enforce"),
         ("rate_limit_headers", "rate_limit_headers"),
         ("retry_after", "rate_limit_retry_after"),
+        ("rate_limit_header_mode", "rate_limit_header_mode"),
     ):
         value = getattr(args, flag)
         if value is not None:

@@ -5,7 +5,8 @@
 * Enforced (``rate_limit_enforce=True``): :class:`TokenBuckets` keeps a request bucket and a token
   bucket per (API key, model), each refilled continuously (a token bucket, as OpenAI and Anthropic
   describe theirs); a request the buckets cannot pay for gets a 429 in the API's own shape, and every
-  response reports the buckets' real state in the API's rate-limit headers.
+  response reports the buckets' state in the API's rate-limit headers, the way ``header_mode`` says
+  (exactly; as a minute's allowance; with truncated or "next request" resets; Azure's remaining only).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from simulator.settings import ApiName, RetryAfterMode
+from simulator.settings import ApiName, RateLimitHeaderMode, RetryAfterMode
 
 WINDOW_S = 60.0  # default window length
 
@@ -148,6 +149,7 @@ class TokenBuckets:
     def __init__(self, requests: int, tokens: int, window_s: float, burst: int | None = None) -> None:
         self._buckets: dict[tuple[int, str], list[float]] = {}  # (hash(key), model) -> [requests, tokens, t]
         self._stamps: dict[int, str] = {}  # whole epoch second -> RFC 3339 text
+        self.header_mode: RateLimitHeaderMode = "bucket"
         self.configure(requests, tokens, window_s, burst)
 
     def configure(self, requests: int, tokens: int, window_s: float, burst: int | None = None) -> None:
@@ -160,6 +162,15 @@ class TokenBuckets:
         self.token_rate = tokens / window_s
         self._request_limit_text = str(burst if burst is not None else requests)
         self._token_limit_text = str(tokens)
+        # Quantized enforcement ("per_minute" headers): a minute's allowance is announced. A bucket of a
+        # minute's size refilled at the same rate and charged the same admissions is short of full by
+        # exactly as much as the enforced one, so its remaining is the enforced level plus the difference.
+        minute_requests = round(self.request_rate * 60.0)
+        minute_tokens = round(self.token_rate * 60.0)
+        self._minute_request_extra = max(0.0, minute_requests - self.request_capacity)
+        self._minute_token_extra = max(0.0, minute_tokens - self.token_capacity)
+        self._minute_request_text = str(max(minute_requests, int(self.request_capacity)))
+        self._minute_token_text = str(max(minute_tokens, int(self.token_capacity)))
         self._buckets.clear()
 
     def clear(self) -> None:
@@ -197,27 +208,59 @@ class TokenBuckets:
 
     # --------------------------------------------------------------------------- headers
     def _resets(self, admission: Admission) -> tuple[float, float]:
-        """Seconds until the request bucket and the token bucket are full again."""
+        """Seconds until the request bucket and the token bucket are full again (in "next_request"
+        mode: until they could admit the next request, one request or this request's cost)."""
+        if self.header_mode == "next_request":
+            return (
+                max(0.0, 1.0 - admission.requests_level) / self.request_rate,
+                max(0.0, admission.cost - admission.tokens_level) / self.token_rate,
+            )
         return (
             (self.request_capacity - admission.requests_level) / self.request_rate,
             (self.token_capacity - admission.tokens_level) / self.token_rate,
         )
 
+    def _announced(self, admission: Admission) -> tuple[str, str, str, str]:
+        """(request limit, requests remaining, token limit, tokens remaining) as the headers state them."""
+        if self.header_mode == "per_minute":
+            return (
+                self._minute_request_text,
+                str(int(admission.requests_level + self._minute_request_extra)),
+                self._minute_token_text,
+                str(int(admission.tokens_level + self._minute_token_extra)),
+            )
+        return (
+            self._request_limit_text,
+            str(int(admission.requests_level)),
+            self._token_limit_text,
+            str(int(admission.tokens_level)),
+        )
+
     def openai_headers(self, admission: Admission) -> dict[str, str]:
         """``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` from the buckets' state."""
         request_reset, token_reset = self._resets(admission)
+        request_limit, requests_left, token_limit, tokens_left = self._announced(admission)
         return {
-            "x-ratelimit-limit-requests": self._request_limit_text,
-            "x-ratelimit-remaining-requests": str(int(admission.requests_level)),
+            "x-ratelimit-limit-requests": request_limit,
+            "x-ratelimit-remaining-requests": requests_left,
             "x-ratelimit-reset-requests": go_duration(request_reset),
-            "x-ratelimit-limit-tokens": self._token_limit_text,
-            "x-ratelimit-remaining-tokens": str(int(admission.tokens_level)),
+            "x-ratelimit-limit-tokens": token_limit,
+            "x-ratelimit-remaining-tokens": tokens_left,
             "x-ratelimit-reset-tokens": go_duration(token_reset),
         }
 
+    def azure_headers(self, admission: Admission) -> dict[str, str]:
+        """Azure OpenAI's ``x-ratelimit-remaining-{requests,tokens}``: no limits, no resets."""
+        return {
+            "x-ratelimit-remaining-requests": str(int(admission.requests_level)),
+            "x-ratelimit-remaining-tokens": str(int(admission.tokens_level)),
+        }
+
     def _rfc3339_in(self, seconds: float) -> str:
-        """RFC 3339 UTC time ``seconds`` from now, rounded up to the whole second (cached per second)."""
-        epoch = math.ceil(time.time() + seconds)
+        """RFC 3339 UTC time ``seconds`` from now, rounded up to the whole second (cached per second);
+        in "truncated" mode cut to the whole second instead, as some servers and gateways do."""
+        moment = time.time() + seconds
+        epoch = math.floor(moment) if self.header_mode == "truncated" else math.ceil(moment)
         text = self._stamps.get(epoch)
         if text is None:
             if len(self._stamps) > 256:
@@ -232,12 +275,11 @@ class TokenBuckets:
         Anthropic defines it), ``input-tokens`` and ``output-tokens`` all report it.
         """
         request_reset, token_reset = self._resets(admission)
-        tokens_left = str(int(admission.tokens_level))
+        request_limit, requests_left, limit, tokens_left = self._announced(admission)
         tokens_reset = self._rfc3339_in(token_reset)
-        limit = self._token_limit_text
         return {
-            "anthropic-ratelimit-requests-limit": self._request_limit_text,
-            "anthropic-ratelimit-requests-remaining": str(int(admission.requests_level)),
+            "anthropic-ratelimit-requests-limit": request_limit,
+            "anthropic-ratelimit-requests-remaining": requests_left,
             "anthropic-ratelimit-requests-reset": self._rfc3339_in(request_reset),
             "anthropic-ratelimit-tokens-limit": limit,
             "anthropic-ratelimit-tokens-remaining": tokens_left,
@@ -251,7 +293,9 @@ class TokenBuckets:
         }
 
     def headers(self, api: ApiName, admission: Admission) -> dict[str, str]:
-        """The rate-limit headers of ``api`` for this admission."""
+        """The rate-limit headers of ``api`` for this admission (Azure's for either API in "azure" mode)."""
+        if self.header_mode == "azure":
+            return self.azure_headers(admission)
         return self.openai_headers(admission) if api == "openai" else self.anthropic_headers(admission)
 
     # --------------------------------------------------------------------------- refusals

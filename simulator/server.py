@@ -60,6 +60,7 @@ class Simulator:
             settings.rate_limit_window_s,
             settings.rate_limit_burst,
         )
+        self.buckets.header_mode = settings.rate_limit_header_mode
         self._jitter_rng = random.Random(settings.seed)
         self.invalid_draws = InvalidDraws(settings.seed)
         self._ids = itertools.count(1)
@@ -80,6 +81,7 @@ class Simulator:
             self.buckets.configure(
                 new.rate_limit_requests, new.rate_limit_tokens, new.rate_limit_window_s, new.rate_limit_burst
             )
+        self.buckets.header_mode = new.rate_limit_header_mode
         if "faults" in patch or "seed" in patch:
             self.faults = FaultEngine(new.faults, new.seed)
         if "seed" in patch:

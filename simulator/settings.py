@@ -52,6 +52,14 @@ RequestIdHeader = Literal["provider", "gateway", "none"]
 # What a rate-limit 429 says about when to retry: ``retry-after`` in whole seconds (rounded up),
 # that plus OpenAI's ``retry-after-ms``, or nothing (a bare 429, as some gateways send).
 RetryAfterMode = Literal["seconds", "ms", "none"]
+# What an enforcing server's rate-limit headers say (the buckets enforced are the same in every mode):
+# "bucket": the enforced buckets, exactly; "per_minute": quantized enforcement, a minute's allowance
+# (limit ``rate_limit_requests`` × 60 / ``rate_limit_window_s``, remaining and reset of a bucket that
+# size) while requests are enforced per window; "truncated": like "bucket", but Anthropic's RFC 3339
+# resets are cut to the whole second (not rounded up); "next_request": resets give the time until the
+# next request can be admitted, not until the bucket is full; "azure": Azure OpenAI's
+# ``x-ratelimit-remaining-requests`` / ``-tokens`` only (no limits, no resets), for both APIs.
+RateLimitHeaderMode = Literal["bucket", "per_minute", "truncated", "next_request", "azure"]
 
 # Fault kinds that produce an HTTP error status (the rest are 200s or transport-level faults).
 STATUS_FAULTS: frozenset[str] = frozenset({"429", "500", "503", "529", "401", "400"})
@@ -126,6 +134,8 @@ class SimulatorSettings(BaseModel):
     rate_limit_burst: int | None = Field(default=None, ge=1)
     # Send the API's rate-limit headers (x-ratelimit-* / anthropic-ratelimit-*) at all.
     rate_limit_headers: bool = True
+    # What those headers say (see RateLimitHeaderMode).
+    rate_limit_header_mode: RateLimitHeaderMode = "bucket"
     # Retry headers on a rate limiter's 429 (see RetryAfterMode); fault 429s use their rule's.
     rate_limit_retry_after: RetryAfterMode = "seconds"
     # Batch APIs (OpenAI /v1/batches, Anthropic /v1/messages/batches; see simulator.batches).

@@ -545,3 +545,83 @@ def test_go_duration_format() -> None:
     for seconds, text in cases.items():
         assert go_duration(seconds) == text
         assert openai_duration_s(text) == pytest.approx(seconds, abs=0.001)
+
+
+# ----------------------------------------------------------------------------- header modes
+# The buckets enforced are the same in every mode; only what the headers say differs (issue 27).
+
+
+def _spent(buckets: Any, calls: int, cost: int = 10, now: float = 100.0) -> Any:
+    """Admit ``calls`` requests at one instant; the last admission."""
+    admission = None
+    for _ in range(calls):
+        admission = buckets.admit("k", "m", cost, now=now)
+    return admission
+
+
+def test_per_minute_headers_announce_a_minutes_allowance_while_enforcing_per_second() -> None:
+    from simulator.ratelimit import TokenBuckets
+
+    buckets = TokenBuckets(20, 10_000, 1.0, burst=20)
+    buckets.header_mode = "per_minute"
+    admission = _spent(buckets, 5)
+    headers = buckets.openai_headers(admission)
+    assert headers["x-ratelimit-limit-requests"] == "1200"
+    assert headers["x-ratelimit-remaining-requests"] == "1195"  # the minute bucket is short by the same 5
+    assert openai_duration_s(headers["x-ratelimit-reset-requests"]) == pytest.approx(5 / 20, abs=0.002)
+    assert headers["x-ratelimit-limit-tokens"] == "600000"
+    assert headers["x-ratelimit-remaining-tokens"] == str(600_000 - 50)
+    refused = _spent(buckets, 16)  # the per-second bucket of 20 is what is enforced
+    assert refused.refused == "requests"
+    assert int(buckets.openai_headers(refused)["x-ratelimit-remaining-requests"]) == 1180  # "plenty left"
+    assert buckets.anthropic_headers(refused)["anthropic-ratelimit-requests-limit"] == "1200"
+
+
+def test_truncated_rfc3339_resets_are_cut_to_the_whole_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    from simulator import ratelimit
+    from simulator.ratelimit import TokenBuckets
+
+    monkeypatch.setattr(ratelimit.time, "time", lambda: 1_000_000.0)
+    buckets = TokenBuckets(20, 10_000, 1.0, burst=20)
+    admission = _spent(buckets, 10)  # 0.5 s until full
+    rounded_up = buckets.anthropic_headers(admission)["anthropic-ratelimit-requests-reset"]
+    buckets.header_mode = "truncated"
+    truncated = buckets.anthropic_headers(admission)["anthropic-ratelimit-requests-reset"]
+    parse = datetime.fromisoformat
+    assert (parse(rounded_up.replace("Z", "+00:00")) - parse(truncated.replace("Z", "+00:00"))).total_seconds() == 1
+    assert truncated == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(1_000_000))  # now, not 0.5 s later
+
+
+def test_next_request_resets_give_the_time_until_one_more_request_fits() -> None:
+    from simulator.ratelimit import TokenBuckets
+
+    buckets = TokenBuckets(20, 10_000, 1.0, burst=20)
+    buckets.header_mode = "next_request"
+    assert buckets.openai_headers(_spent(buckets, 10))["x-ratelimit-reset-requests"] == "0s"  # 10 left
+    empty = _spent(buckets, 10)
+    headers = buckets.openai_headers(empty)
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+    assert openai_duration_s(headers["x-ratelimit-reset-requests"]) == pytest.approx(1 / 20, abs=0.002)
+    buckets.header_mode = "bucket"
+    assert openai_duration_s(buckets.openai_headers(empty)["x-ratelimit-reset-requests"]) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+def test_azure_headers_carry_remaining_only_and_refusals_retry_after_ms(api: str) -> None:
+    with RunningSimulator(
+        mode="derived",
+        rate_limit_enforce=True,
+        rate_limit_requests=2,
+        rate_limit_window_s=HOUR,
+        rate_limit_header_mode="azure",
+        rate_limit_retry_after="ms",
+    ) as sim:
+        responses = sequential(sim, api, [body_for(api, "m")] * 3)
+    assert statuses(responses) == [200, 200, 429]
+    for response, left in zip(responses, ["1", "0", "0"], strict=True):
+        names = sorted(n.lower() for n in response.headers if n.lower().startswith(("x-ratelimit", "anthropic-rate")))
+        assert names == ["x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens"]
+        assert response.headers["x-ratelimit-remaining-requests"] == left
+    assert int(responses[2].headers["retry-after-ms"]) > 1000
+    info = rate_info(dict(responses[0].headers))
+    assert info is not None and info.requests is not None and info.requests.remaining == 1

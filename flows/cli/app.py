@@ -749,6 +749,13 @@ def simulate(
         ),
     ] = True,
     retry_after: Annotated[str, typer.Option(help="On a rate-limit 429: seconds | ms | none.")] = "seconds",
+    rate_limit_header_mode: Annotated[
+        str,
+        typer.Option(
+            help="What the rate-limit headers say: bucket (what is enforced) | per_minute | truncated | "
+            "next_request | azure (README: The provider simulator)."
+        ),
+    ] = "bucket",
     batch_completion_s: Annotated[
         float, typer.Option(help="Batch APIs: seconds from a batch's creation until all its requests are done.")
     ] = 0.0,
@@ -779,6 +786,7 @@ def simulate(
             rate_limit_enforce=enforce_rate_limits,
             rate_limit_headers=rate_limit_headers,
             rate_limit_retry_after=retry_after,  # type: ignore[arg-type]
+            rate_limit_header_mode=rate_limit_header_mode,  # type: ignore[arg-type]
             batch_completion_s=batch_completion_s,
             structured_invalid_probability=structured_invalid_probability,
         )
