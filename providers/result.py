@@ -172,25 +172,11 @@ def internal_failure(
     )
 
 
+# What a call's result takes over from the answer as it is (everything but the rate-limit headers).
+_ANSWER_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Answer) if f.name != "rate")
+
+
 def answered(answer: Answer, attempts: int, latency_ms: float, created_at: str) -> CallResult:
     """The result of a call that got ``answer`` (online after ``attempts`` attempts, or from a batch)."""
-    return CallResult(
-        ok=True,
-        text=answer.text,
-        model=answer.model,
-        finish_reason=answer.finish_reason,
-        input_tokens=answer.input_tokens,
-        output_tokens=answer.output_tokens,
-        request_id=answer.request_id,
-        latency_ms=latency_ms,
-        attempts=attempts,
-        created_at=created_at,
-        vendor_finish_reason=answer.vendor_finish_reason,
-        refusal=answer.refusal,
-        tool_calls=answer.tool_calls,
-        reasoning=answer.reasoning,
-        reasoning_tokens=answer.reasoning_tokens,
-        cached_input_tokens=answer.cached_input_tokens,
-        cache_write_tokens=answer.cache_write_tokens,
-        flags=answer.flags,
-    )
+    parts = {name: getattr(answer, name) for name in _ANSWER_FIELDS}
+    return CallResult(ok=True, latency_ms=latency_ms, attempts=attempts, created_at=created_at, **parts)
