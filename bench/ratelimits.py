@@ -1,7 +1,7 @@
 """Rate limits: how much of an enforced allowance `rlhf run` and curator use, and how often they are refused.
 
-    .venv/bin/python bench/ratelimits.py                 # all three settings (~6-10 min), updates bench/RESULTS.md
-    .venv/bin/python bench/ratelimits.py --only a        # one setting (a | b | c); writes bench/out/ratelimits.md only
+    .venv/bin/python bench/ratelimits.py                 # all seven settings (~15 min), updates bench/RESULTS.md
+    .venv/bin/python bench/ratelimits.py --only a        # one setting (a-g); writes bench/out/ratelimits.md only
     .venv/bin/python bench/ratelimits.py --skip-peers    # without curator
     .venv/bin/python bench/run.py --only ratelimits      # the same section through the benchmark driver
 
@@ -10,7 +10,10 @@ and three clients send the same prompts to three models (two OpenAI-kind, one An
 the throughput section) with 64 in flight per provider: ``rlhf run`` with no configured limit,
 ``rlhf run`` with ``requests_per_minute`` (and, where tokens decide, ``tokens_per_minute``) set to
 exactly the server's limit, and bespokelabs-curator with ``max_requests_per_minute`` /
-``max_tokens_per_minute`` set to the limit.
+``max_tokens_per_minute`` set to the limit. Settings (d)-(g), whose headers disagree with what is
+enforced (issue 27), run ``rlhf run`` with no configured limit, curator with the limit and curator
+with its defaults (the limits its start-up probe's headers announce; stopped after
+``CURATOR_DEFAULTS_TIME_LIMIT_S``).
 
 *Share of the allowance*: answers per second divided by the allowed rate, after the initial bucket is
 spent. Per model, the server's buckets are replayed over the request arrivals the simulator recorded
@@ -31,6 +34,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -63,9 +67,16 @@ LATENCY_MS = 200
 CONCURRENCY = 64
 PROMPTS = 300
 CURATOR_RETRIES = 10  # curator's own default max_retries (a 429 uses one); the throughput section uses 0
+# Curator's log lines saying which budgets it took (rich wraps them: matched with the spaces taken out).
+CURATOR_BUDGET = re.compile(r"(Automatically|Manually)setmax_(requests|tokens)_per_minuteto(\d+)")
+CURATOR_FALLBACK = re.compile(r"No(?:manual)?max_(requests|tokens)_per_minuteset.*?usingdefaultvalueof(\d+)")
 TIKTOKEN_BUNDLED = "lib/python3.11/site-packages/litellm/litellm_core_utils/tokenizers"
 BEGIN, END = "<!-- ratelimits -->", "<!-- /ratelimits -->"
-RLHF_NO_LIMIT, RLHF_LIMIT, CURATOR = "rlhf run, no configured limit", "rlhf run, limit configured", "curator"
+RLHF_NO_LIMIT, RLHF_LIMIT = "rlhf run, no configured limit", "rlhf run, limit configured"
+CURATOR, CURATOR_DEFAULTS = "curator, limit configured", "curator, defaults"
+# Curator with its defaults takes the limit its start-up probe's headers announce as a per-minute one (a
+# bucket of 20 read as 20/min crawls at a sixtieth of the allowance): stopped after this long, measured so far.
+CURATOR_DEFAULTS_TIME_LIMIT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -87,7 +98,8 @@ class Scenario:
     max_refused: float
     versus_curator: bool
     header_mode: str = "bucket"  # what the headers say (simulator's rate_limit_header_mode)
-    full_rows: bool = True  # also the configured rlhf run and curator (the issue-27 settings: no-limit run only)
+    full_rows: bool = True  # also the configured rlhf run (the issue-27 settings: the no-limit run only)
+    curator_defaults: bool = False  # also curator with nothing configured (its defaults: limits from the headers)
 
     @property
     def rpm(self) -> int:
@@ -191,6 +203,7 @@ SCENARIOS = (
             versus_curator=False,
             header_mode=mode,
             full_rows=False,
+            curator_defaults=True,
         )
         for key, title, mode in (
             ("d", "quantized: headers announce 1,200/min", "per_minute"),
@@ -377,8 +390,10 @@ class RateLimitBench:
                 rows.append(self._rlhf(scenario, sim, prompts, allowed, configured=False))
                 if scenario.full_rows:
                     rows.append(self._rlhf(scenario, sim, prompts, allowed, configured=True))
-                if not self.skip_peers and scenario.full_rows:
-                    rows.append(self._curator(scenario, sim, prompts, allowed))
+                if not self.skip_peers:
+                    rows.append(self._curator(scenario, sim, prompts, allowed, configured=True))
+                    if scenario.curator_defaults and not rows[-1].skipped:
+                        rows.append(self._curator(scenario, sim, prompts, allowed, configured=False))
             judge(scenario, rows)
             self.results.extend(rows)
         return self.results
@@ -421,10 +436,14 @@ class RateLimitBench:
         self._log(result)
         return result
 
-    def _curator(self, scenario: Scenario, sim: Any, prompts: Path, allowed: dict[str, Allowance]) -> RunResult:
+    def _curator(
+        self, scenario: Scenario, sim: Any, prompts: Path, allowed: dict[str, Allowance], configured: bool
+    ) -> RunResult:
+        """Curator on the scenario's server: budgets = the server's limit per model (``configured``), or
+        none given (curator's defaults: the limits its start-up probe's headers announce, else its own)."""
         from peers.setup import ensure
 
-        result = RunResult(scenario.key, CURATOR)
+        result = RunResult(scenario.key, CURATOR if configured else CURATOR_DEFAULTS)
         python, reason = ensure("curator")
         if python is None:
             self.curator_reason = reason
@@ -457,31 +476,44 @@ class RateLimitBench:
             "--max-tokens",
             str(scenario.max_tokens),
             "--max-requests-per-minute",
-            str(scenario.rpm),
+            str(scenario.rpm if configured else 0),
             "--max-tokens-per-minute",
-            str(scenario.tpm),
+            str(scenario.tpm if configured else 0),
             "--max-retries",
             str(CURATOR_RETRIES),
         ]
+        if not configured:
+            command += ["--time-limit", str(CURATOR_DEFAULTS_TIME_LIMIT_S)]
         sim.reset()
         result.load1 = os.getloadavg()[0]
         log(
-            f"rate limits ({scenario.key}) {scenario.title}: curator, {self.prompts} prompts × 3 (load {result.load1:.1f})"
+            f"rate limits ({scenario.key}) {scenario.title}: {result.client}, {self.prompts} prompts × 3 (load {result.load1:.1f})"
         )
-        measured = run_measured(
-            command, env=env, log_path=OUT / "logs" / f"curator-ratelimits-{scenario.key}.log", timeout_s=900
-        )
+        log_path = OUT / "logs" / f"curator-ratelimits-{scenario.key}{'' if configured else '-defaults'}.log"
+        measured = run_measured(command, env=env, log_path=log_path, timeout_s=900)
         stats = sim.stats()
         # Curator's start-up probe (an empty request to read rate-limit headers) is refused with a 400
         # before any limit applies: one per model, left out.
         self._finish(result, measured, stats, scenario, allowed, probes=1)
+        notes = []
+        budgets = curator_budgets(log_path.read_text(errors="replace"))
+        if budgets:
+            notes.append(budgets)
         for line in reversed(measured.output.splitlines()):
             if line.startswith('{"answered"'):
                 counts = json.loads(line)
                 result.answered, result.failed = counts["answered"], counts["failed"]
+                if counts.get("stopped_workers"):
+                    ok = sum(m.get("ok", 0) for m in result.per_model.values())
+                    result.answered, result.failed = ok, None
+                    notes.append(
+                        f"stopped after {CURATOR_DEFAULTS_TIME_LIMIT_S:.0f} s: {ok} of {self.prompts * len(MODELS)} "
+                        "answered, the rest not yet sent"
+                    )
                 break
         else:
-            result.note = "no counts from curator"
+            notes.append("no counts from curator")
+        result.note = "; ".join(notes)
         self._log(result)
         return result
 
@@ -505,6 +537,27 @@ class RateLimitBench:
         )
 
 
+def curator_budgets(log_text: str) -> str:
+    """What curator's log says it paces to: "20 rpm / 1,000,000 tpm (from the probe's headers)", or
+    "(configured)", or "(its built-in defaults)"; "" when the log does not say."""
+    lines = []
+    for line in log_text.splitlines():
+        line = re.sub(r"\s*\S+\.py:\d+\s*$", "", line).strip()  # rich's source column
+        lines.append(re.sub(r"^(?:\[?[\d:.]+\]?\s+)?(?:DEBUG|INFO|WARNING|ERROR)\s+", "", line))
+    text = "".join(line.replace(" ", "") for line in lines)
+    found: dict[str, set[tuple[int, str]]] = {"requests": set(), "tokens": set()}
+    for how, what, value in CURATOR_BUDGET.findall(text):
+        found[what].add((int(value), "from the probe's headers" if how == "Automatically" else "configured"))
+    for what, value in CURATOR_FALLBACK.findall(text):
+        found[what].add((int(value), "its built-in defaults"))
+    if not found["requests"] and not found["tokens"]:
+        return ""
+    sources = sorted({source for pairs in found.values() for _, source in pairs})
+    rpm = "/".join(f"{v:,}" for v, _ in sorted(found["requests"])) or "?"
+    tpm = "/".join(f"{v:,}" for v, _ in sorted(found["tokens"])) or "?"
+    return f"paced to {rpm} rpm / {tpm} tpm ({', '.join(sources)})"
+
+
 def pct(value: float | None) -> str:
     return "–" if value is None else f"{value * 100:.1f}%"
 
@@ -515,7 +568,7 @@ def judge(scenario: Scenario, rows: list[RunResult]) -> None:
     measurement's resolution."""
     curator = next((r for r in rows if r.client == CURATOR and not r.skipped), None)
     for row in rows:
-        if row.client == CURATOR:
+        if row.client in (CURATOR, CURATOR_DEFAULTS):
             row.verdict = "–"
             continue
         misses = []
@@ -564,7 +617,7 @@ def settings_table(scenarios: tuple[Scenario, ...], costs: dict[str, dict[str, f
                 f"{fmt(per_s, 2)} ({next(iter(allowed.values())).bound_by if allowed else '–'})",
                 fmt(bucket, 0),
                 rlhf_limit,
-                f"{s.rpm:,} / {s.tpm:,}",
+                f"{s.rpm:,} / {s.tpm:,}" + ("; defaults: none given" if s.curator_defaults else ""),
             ]
         )
     return markdown_table(
@@ -689,6 +742,28 @@ def detail_table(results: list[RunResult]) -> str:
     )
 
 
+def comparison(results: list[RunResult]) -> str:
+    """One paragraph of figures: per issue-27 setting, each client's refused share and share of the allowance."""
+    by_scenario: dict[str, list[RunResult]] = {}
+    for r in results:
+        if r.scenario in "defg" and not r.skipped:
+            by_scenario.setdefault(r.scenario, []).append(r)
+    if not by_scenario:
+        return ""
+    short = {RLHF_NO_LIMIT: "rlhf run", CURATOR: "curator (limit)", CURATOR_DEFAULTS: "curator (defaults)"}
+    parts = [
+        f"({key}) " + ", ".join(f"{short.get(r.client, r.client)} {pct(r.refused)} / {fmt(r.share, 2)}" for r in rows)
+        for key, rows in by_scenario.items()
+    ]
+    return (
+        "**Where headers and 429s disagree, (d)-(g)** (refused / share of the allowance used): "
+        + "; ".join(parts)
+        + ". Curator with the limit configured does not use the headers' limits (configured budgets take "
+        "precedence); with its defaults it takes the limits its start-up probe's headers announce as per-minute "
+        "budgets, once (*note*)."
+    )
+
+
 def section_markdown(
     bench: RateLimitBench, scenarios: tuple[Scenario, ...], started: float, machine: list[str] | None = None
 ) -> str:
@@ -699,8 +774,14 @@ def section_markdown(
         "the OpenAI protocol: it sends all three models to the simulator's OpenAI endpoint (one worker "
         "process per model, as in the throughput section), each with `max_requests_per_minute` / "
         "`max_tokens_per_minute` = the server's limit per model, `max_concurrent_requests` 64 and "
-        f"`max_retries` {CURATOR_RETRIES} (curator's default; each 429 uses one). The simulator's buckets "
-        "are per API key and model, so every model has its own allowance for every client."
+        f"`max_retries` {CURATOR_RETRIES} (curator's default; each 429 uses one). In (d)-(g) curator also runs "
+        "with its defaults (*curator, defaults*: no `max_requests_per_minute` / `max_tokens_per_minute` given): "
+        "it then sends one empty-`messages` request per model at start-up and takes `x-ratelimit-limit-requests` / "
+        "`-tokens` of the 400 as its per-minute budgets (the simulator, like OpenAI, puts the key's rate-limit "
+        "headers on that 400), else its built-in 200 requests / 100,000 tokens per minute; such a run is stopped "
+        f"after {CURATOR_DEFAULTS_TIME_LIMIT_S:.0f} s and measured over what it sent (*note* says what curator "
+        "paced to, from its log). The simulator's buckets are per API key and model, so every model has its own "
+        "allowance for every client."
     )
     if bench.skip_peers:
         curator_note = "curator left out (`--skip-peers`)."
@@ -732,8 +813,10 @@ def section_markdown(
         "1,200 bucket) while 20/s with a bucket of 20 is enforced; (e) Anthropic's RFC 3339 resets cut to the whole "
         "second instead of rounded up; (f) resets giving the time until the next request fits, not until the bucket "
         "is full; (g) Azure OpenAI's headers (`x-ratelimit-remaining-requests` / `-tokens` only, for every provider) "
-        "and `retry-after-ms` on 429s. Only `rlhf run` with nothing configured is run there (no configured run, no "
-        "curator: left out for time); targets ≥ 0.95 of the allowance, < 2% refused, no failed call, exit 0.",
+        "and `retry-after-ms` on 429s. There `rlhf run` runs with nothing configured only (the configured run is "
+        "left out for time), curator with the limit configured and with its defaults; targets for `rlhf run`: ≥ "
+        "0.95 of the allowance, < 2% refused, no failed call, exit 0.",
+        comparison(bench.results),
         results_table(bench.results),
         "### Per provider\n\n*bucket spent at*: when (after the model's first arrival) and after how many admitted "
         "requests the replayed initial bucket was empty; *answers/s*, *share* and *refused* are measured at the simulator; *429s seen*, *rate-limit "
@@ -799,7 +882,7 @@ def main() -> int:
         write_section(markdown, BEGIN, END)
         log("wrote the rate-limit section of bench/RESULTS.md")
     else:
-        log(f"report: {OUT / 'ratelimits.md'} (bench/RESULTS.md is updated only by a full run of all three settings)")
+        log(f"report: {OUT / 'ratelimits.md'} (bench/RESULTS.md is updated only by a full run of every setting)")
     return 0
 
 

@@ -177,8 +177,8 @@ class TokenBuckets:
         """Refill every bucket (forget them)."""
         self._buckets.clear()
 
-    def admit(self, api_key: str, model: str, cost: int, now: float | None = None) -> Admission:
-        """Refill the (key, model) buckets to ``now`` (monotonic), then admit or refuse one request."""
+    def _refilled(self, api_key: str, model: str, now: float | None) -> list[float]:
+        """The (key, model) buckets, refilled to ``now`` (monotonic; default the current time)."""
         if now is None:
             now = time.monotonic()
         rcap, tcap = self.request_capacity, self.token_capacity
@@ -194,6 +194,18 @@ class TokenBuckets:
                 level = bucket[1] + elapsed * self.token_rate
                 bucket[1] = level if level < tcap else tcap
                 bucket[2] = now
+        return bucket
+
+    def peek(self, api_key: str, model: str, now: float | None = None) -> Admission:
+        """The (key, model) buckets' state now, charging nothing: what a response that was never
+        admitted (a 400 for an invalid request) reports in its rate-limit headers."""
+        bucket = self._refilled(api_key, model, now)
+        return Admission(None, bucket[0], bucket[1], 0, 0.0)
+
+    def admit(self, api_key: str, model: str, cost: int, now: float | None = None) -> Admission:
+        """Refill the (key, model) buckets to ``now`` (monotonic), then admit or refuse one request."""
+        bucket = self._refilled(api_key, model, now)
+        tcap = self.token_capacity
         requests_level, tokens_level = bucket[0], bucket[1]
         if requests_level >= 1.0 and tokens_level >= cost:
             bucket[0] = requests_level - 1.0

@@ -146,6 +146,17 @@ class Simulator:
             headers.update(extra_headers)
         return web.Response(status=int(kind), body=error_body(api, kind, message), headers=headers)
 
+    def _invalid_request_headers(self, api: ApiName, api_key: str, body: Any) -> dict[str, str] | None:
+        """Rate-limit headers of a 400 for an invalid OpenAI request naming a model: OpenAI sends the
+        key's current limits on it (curator reads them from an empty-``messages`` probe), charging nothing."""
+        settings = self.settings
+        model = body.get("model") if isinstance(body, dict) else None
+        if api != "openai" or not (settings.rate_limit_enforce and settings.rate_limit_headers):
+            return None
+        if not isinstance(model, str) or not model:
+            return None
+        return self.buckets.headers(api, self.buckets.peek(api_key, model))
+
     def _compose(self, parsed: ParsedRequest) -> Answer:
         """The answer to a request: a scripted answer (text, also for a structured-output request),
         else the structured answer when the request asks for one (made invalid with
@@ -277,7 +288,7 @@ class Simulator:
             try:
                 parsed = parse_openai(body) if api == "openai" else parse_anthropic(body)
             except RequestError as exc:
-                return self._error(api, "400", uid, ms, str(exc))
+                return self._error(api, "400", uid, ms, str(exc), self._invalid_request_headers(api, api_key, body))
             self._models_seen.setdefault(parsed.model, int(time.time()))
             settings = self.settings
             answer: Answer | None = None

@@ -625,3 +625,29 @@ def test_azure_headers_carry_remaining_only_and_refusals_retry_after_ms(api: str
     assert int(responses[2].headers["retry-after-ms"]) > 1000
     info = rate_info(dict(responses[0].headers))
     assert info is not None and info.requests is not None and info.requests.remaining == 1
+
+
+def test_an_invalid_openai_request_gets_the_keys_limits_on_its_400_and_is_not_charged(
+    enforced: RunningSimulator,
+) -> None:
+    """OpenAI answers an empty-``messages`` request (curator's start-up probe) with a 400 that carries
+    the key's rate-limit headers; it costs nothing. Anthropic's 400s and turned-off headers carry none."""
+    empty = {"model": "m", "messages": []}
+    first, *answers, probe = sequential(enforced, "openai", [empty, openai_body("m"), openai_body("m"), empty])
+    assert statuses([first, *answers, probe]) == [400, 200, 200, 400]
+    assert first.headers["x-ratelimit-limit-requests"] == "5"
+    assert first.headers["x-ratelimit-remaining-requests"] == "5"  # not charged
+    assert probe.headers["x-ratelimit-remaining-requests"] == "3"  # the two answers' charge, nothing more
+    # Tokens refill by ~560/s here: the probe sees at least what the last answer left, and no 400 was charged.
+    after_answers, at_probe = (int(r.headers["x-ratelimit-remaining-tokens"]) for r in (answers[1], probe))
+    assert after_answers <= at_probe < int(first.headers["x-ratelimit-remaining-tokens"])
+    assert [r.status_code for r in sequential(enforced, "openai", [openai_body("m")] * 4)] == [200, 200, 200, 429]
+    no_model = sequential(enforced, "openai", [{"messages": []}])[0]
+    assert no_model.status_code == 400 and "x-ratelimit-limit-requests" not in no_model.headers
+    anthropic = sequential(enforced, "anthropic", [{"model": "m", "max_tokens": 16, "messages": []}])[0]
+    assert anthropic.status_code == 400 and "anthropic-ratelimit-requests-limit" not in anthropic.headers
+    with RunningSimulator(
+        rate_limit_enforce=True, rate_limit_requests=5, rate_limit_window_s=HOUR, rate_limit_headers=False
+    ) as quiet:
+        response = sequential(quiet, "openai", [empty])[0]
+    assert response.status_code == 400 and "x-ratelimit-limit-requests" not in response.headers

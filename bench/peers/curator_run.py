@@ -10,7 +10,8 @@ concurrency and request/token budgets far above what the run needs (``--max-requ
 curator's cache is off and its working directory is fresh. Curator sends one probe request per
 model at start-up (to read rate-limit headers); the benchmark leaves those out of the request rate.
 
-Prints one JSON line: ``{"answered": N, "failed": M}``.
+Prints one JSON line: ``{"answered": N, "failed": M, "stopped_workers": K}`` (``--time-limit`` stops
+workers still running after that long: their counts are not in N and M, and the driver exits 124).
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+TIMED_OUT = 124  # the driver's exit code when --time-limit stopped a worker
 
 
 def worker(args: argparse.Namespace) -> int:
@@ -37,8 +41,9 @@ def worker(args: argparse.Namespace) -> int:
             "base_url": f"{args.url}/v1",
             "api_key": "sk-bench-not-a-real-key",
             "max_concurrent_requests": args.concurrency,
-            "max_requests_per_minute": args.max_requests_per_minute,
-            "max_tokens_per_minute": args.max_tokens_per_minute,
+            # 0: not given, so curator's own default applies (the limits in the probe's headers, else its built-in ones).
+            "max_requests_per_minute": args.max_requests_per_minute or None,
+            "max_tokens_per_minute": args.max_tokens_per_minute or None,
             "max_retries": args.max_retries,
             "request_timeout": 120,
             "require_all_responses": False,
@@ -82,17 +87,25 @@ def driver(args: argparse.Namespace) -> int:
             str(args.max_tokens_per_minute),
         ]
         processes.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=os.environ.copy()))
-    answered = failed = 0
+    answered = failed = stopped = 0
     code = 0
+    deadline = time.monotonic() + args.time_limit if args.time_limit > 0 else None
     for process in processes:
-        out, _ = process.communicate()
+        try:
+            out, _ = process.communicate(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:  # --time-limit: this worker is stopped, its counts are unknown
+            process.kill()
+            out, _ = process.communicate()
+            stopped += 1
+            code = code or TIMED_OUT
+            continue
         code = code or process.returncode
         for line in out.splitlines():
             if line.startswith("{"):
                 counts = json.loads(line)
                 answered += counts["answered"]
                 failed += counts["failed"]
-    print(json.dumps({"answered": answered, "failed": failed}))
+    print(json.dumps({"answered": answered, "failed": failed, "stopped_workers": stopped}))
     return code
 
 
@@ -108,12 +121,21 @@ def main() -> int:
     # Defaults: the throughput benchmark's (budgets far above what a run needs, no retries).
     parser.add_argument("--max-tokens", type=int, default=1024, help="max_tokens of every request")
     parser.add_argument(
-        "--max-requests-per-minute", type=int, default=10_000_000, help="curator's request budget, per model"
+        "--max-requests-per-minute",
+        type=int,
+        default=10_000_000,
+        help="curator's request budget, per model (0: not given, curator's default)",
     )
     parser.add_argument(
-        "--max-tokens-per-minute", type=int, default=10_000_000_000, help="curator's token budget, per model"
+        "--max-tokens-per-minute",
+        type=int,
+        default=10_000_000_000,
+        help="curator's token budget, per model (0: not given, curator's default)",
     )
     parser.add_argument("--max-retries", type=int, default=0, help="curator's max_retries (a 429 uses one)")
+    parser.add_argument(
+        "--time-limit", type=float, default=0, help="driver: stop workers still running after S seconds (0: none)"
+    )
     args = parser.parse_args()
     return worker(args) if args.worker else driver(args)
 
