@@ -51,6 +51,7 @@ EXIT_OUTPUT = 4
 EXIT_BUSY = 5
 EXIT_PENDING = 6
 EXIT_PLATFORM = 7
+EXIT_BUDGET = 8  # README "Budgets": a budget limit was reached; what was answered is stored and written
 
 
 def _error(message: object) -> None:
@@ -328,6 +329,7 @@ def _run_held(
             highlight=False,
         )
         raise typer.Exit(128 + signum)
+    _exit_if_budget_reached(summary, resume)
     failed = sum(p["failed"] for p in summary["providers"].values())
     skipped = sum(p["skipped"] for p in summary["providers"].values())
     not_made = sum(p["interrupted"] for p in summary["providers"].values())  # never without a stop signal
@@ -346,6 +348,20 @@ def _run_held(
             highlight=False,
         )
         raise typer.Exit(EXIT_FAILURES)
+
+
+def _exit_if_budget_reached(summary: dict[str, Any], resume: str) -> None:
+    """README "Budgets": say what was spent of which limit, and exit 8."""
+    budget = summary.get("budget") or {}
+    if not budget.get("reached"):
+        return
+    console.print(
+        f"[yellow]Budget reached[/yellow]: {budget['message']}. No more requests were sent; those in flight were "
+        f"finished and stored. Rerunning with the same budget sends nothing; raise the limit (budget: in the "
+        f"config) and run again to go on, nothing is paid twice: {resume}",
+        highlight=False,
+    )
+    raise typer.Exit(EXIT_BUDGET)
 
 
 @app.command()

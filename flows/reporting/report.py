@@ -32,6 +32,7 @@ MAX_LINE = 100
 MAX_CELL = 48
 # The name of the final state of a run that left calls failed, skipped or not made (its type is FAILED).
 INCOMPLETE = "Incomplete"
+BUDGET_REACHED = "BudgetReached"
 # Set on the run's own log records (its start, chunks, cut-offs, failures, table): they go to the flow run's
 # logs in Prefect, and ``rlhf run`` keeps them off its console unless -v (``flows/cli/console_logs.py``).
 RUN_STORY = "rlhf_story"
@@ -49,6 +50,18 @@ class RunIncomplete(Exception):
         self.summary = summary
 
 
+class BudgetReached(RunIncomplete):
+    """A run that stopped sending at a budget limit: it ends Failed, named ``BudgetReached`` (``rlhf run`` exits 8).
+
+    Calls in flight were finished and stored, and the outputs written; rerunning with the same budget sends
+    nothing, raising the limit continues where the run stopped."""
+
+
+def budget_reached(summary: dict[str, Any]) -> bool:
+    """True if the run stopped sending at a budget limit (README "Budgets")."""
+    return bool((summary.get("budget") or {}).get("reached"))
+
+
 def calls_missing(summary: dict[str, Any]) -> bool:
     """True if the run left calls failed, skipped or not made: it ends :data:`INCOMPLETE` (``rlhf run`` exits 3).
 
@@ -57,7 +70,11 @@ def calls_missing(summary: dict[str, Any]) -> bool:
     """
     if summary.get("batches_pending") and not summary["interrupted"]:
         return False
-    return any(p["failed"] or p["skipped"] or p["interrupted"] for p in summary["providers"].values())
+    if budget_reached(summary):
+        return True
+    return any(
+        p["failed"] or p["skipped"] or p["interrupted"] or p.get("over_budget") for p in summary["providers"].values()
+    )
 
 
 def ended_incomplete(state: Any) -> bool:
@@ -233,6 +250,8 @@ def missing_calls(tally: dict[str, Any], not_made: str = "not made") -> list[str
         missing.append(f"{tally['skipped']} skipped" + (f" ({tally['breaker']})" if tally.get("breaker") else ""))
     if tally["interrupted"]:
         missing.append(f"{tally['interrupted']} {not_made}")
+    if tally.get("over_budget"):
+        missing.append(f"{tally['over_budget']} not sent (budget reached)")
     return missing
 
 
@@ -262,6 +281,11 @@ def outcome_message(summary: dict[str, Any], signum: int | None = None) -> str:
     if summary["interrupted"]:
         by = f" by signal {signum}" if signum else ""
         return f"Interrupted{by}: {detail}; {prompts}. Every finished call is stored: rerun the same config to resume."
+    if budget_reached(summary):
+        return (
+            f"Budget reached: {summary['budget']['message']}; {detail}; {prompts}. Calls in flight were finished "
+            "and stored; rerunning with the same budget sends nothing, raise the limit to go on (nothing is paid twice)."
+        )
     if parts:  # the run ends Incomplete (calls_missing)
         return (
             f"Incomplete: {detail}; {prompts}. Rerun the same config to make the missing calls "

@@ -1,0 +1,97 @@
+"""``budget:`` in the run config and its checks at validate (README "Budgets"); the run's ledger is built
+from it by ``flows.budget``.
+
+``budget: {usd: 25.0}`` limits what the batch spends, answers and judges together, over all its runs (what
+earlier runs spent is read from the response store). ``providers`` limits single providers or judges (by
+``source_id``, USD), ``judges_usd`` all judges together, ``tokens`` the input and output tokens of the whole
+batch (a limit for providers without a price).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from common.config_types import ConfigFloat, ConfigInt
+from common.errors import InputProblem
+from common.yaml_locations import problem_at
+from providers.config import ProviderConfig
+from providers.prices import price_table
+
+
+class BudgetConfig(BaseModel):
+    """``budget:``: spend limits checked before every request (README "Budgets")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    usd: ConfigFloat | None = Field(default=None, gt=0)
+    providers: dict[str, ConfigFloat] = Field(default_factory=dict)
+    judges_usd: ConfigFloat | None = Field(default=None, gt=0)
+    tokens: ConfigInt | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _something(self) -> BudgetConfig:
+        if self.usd is None and not self.providers and self.judges_usd is None and self.tokens is None:
+            raise ValueError("give at least one limit: usd, providers, judges_usd or tokens")
+        for source_id, usd in self.providers.items():
+            if usd <= 0:
+                raise ValueError(f"providers.{source_id}: must be greater than 0")
+        return self
+
+
+def entries(
+    providers: Sequence[ProviderConfig], judges: Sequence[ProviderConfig]
+) -> list[tuple[str, int, ProviderConfig]]:
+    """``(field, index, config)`` of every provider and judge."""
+    return [("providers", i, p) for i, p in enumerate(providers)] + [("judges", i, j) for i, j in enumerate(judges)]
+
+
+def _priced_by_usd(budget: BudgetConfig, field: str, provider: ProviderConfig) -> bool:
+    """Whether a USD limit counts this provider's (or judge's) requests."""
+    return (
+        budget.usd is not None
+        or provider.source_id in budget.providers
+        or (field == "judges" and budget.judges_usd is not None)
+    )
+
+
+def budget_problems(
+    budget: BudgetConfig | None,
+    providers: Sequence[ProviderConfig],
+    judges: Sequence[ProviderConfig],
+    name: str,
+    root: yaml.Node | None,
+) -> list[InputProblem]:
+    """A budget that cannot be checked is no budget: a provider counted under a USD limit needs a known price
+    (in its config, or the price table's), and ``budget.providers`` names providers or judges of the run."""
+    if budget is None:
+        return []
+    problems = []
+    everyone = entries(providers, judges)
+    known = {p.source_id for _, _, p in everyone}
+    for source_id in budget.providers:
+        if source_id not in known:
+            problems.append(
+                problem_at(
+                    name,
+                    root,
+                    ("budget", "providers", source_id),
+                    f"'{source_id}' is no provider or judge of this run (known: {', '.join(sorted(known))})",
+                )
+            )
+    table = price_table()
+    for field, index, provider in everyone:
+        if _priced_by_usd(budget, field, provider) and provider.known_price is None:
+            problems.append(
+                problem_at(
+                    name,
+                    root,
+                    (field, index, "price"),
+                    f"no price known for {provider.kind} model '{provider.model}' (not in the price table of "
+                    f"{table.as_of.isoformat()}), and a USD budget cannot be checked without one: give "
+                    "price: {input_per_million: …, output_per_million: …}",
+                )
+            )
+    return problems

@@ -1,0 +1,327 @@
+"""Budgets (README "Budgets"): limits enforced before each request is sent, the shipped price table, the cost
+recorded with every answer, and the spend of earlier runs counted from the store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import provider_entry, write_config, write_prompts
+
+from common.errors import InputError
+from flows.config import load_config
+from flows.generation.generate import generate_tasks
+from providers import store as store_module
+from providers.budget import Budget, Hold, Limit
+from providers.config import Price, ProviderConfig
+from providers.prices import price_table
+from providers.result import CallResult
+from providers.store import ResponseStore
+from simulator import RunningSimulator
+
+RLHF = str(Path(sys.executable).with_name("rlhf"))
+JUDGE_PRICE = {"input_per_million": 2.5, "output_per_million": 10.0}
+
+
+# ------------------------------------------------------------------------------------------- price table
+
+
+def test_the_price_table_records_its_date_and_sources_and_prices_dated_snapshots() -> None:
+    table = price_table()
+    assert table.as_of <= date.today() and set(table.sources) == {"openai", "anthropic"}
+    assert all(url.startswith("https://") for url in table.sources.values())
+    gpt = ProviderConfig(source_id="a", kind="openai", model="gpt-4o-2024-08-06")
+    assert gpt.price_source == f"table {table.as_of.isoformat()}"
+    assert gpt.full_price == Price(
+        input_per_million=2.5, output_per_million=10.0, cached_input_per_million=1.25, cache_write_per_million=2.5
+    )
+    claude = ProviderConfig(source_id="c", kind="anthropic", model="claude-sonnet-4-5-20250929", mode="batch")
+    assert claude.effective_price is not None and claude.effective_price.output_per_million == 7.5
+    assert claude.worst_price == Price(input_per_million=3.75 / 2, output_per_million=7.5)  # a cache write, halved
+    own = ProviderConfig(
+        source_id="o", kind="openai", model="gpt-4o", price={"input_per_million": 1.0, "output_per_million": 2.0}
+    )
+    assert own.price_source == "config" and own.known_price == Price(input_per_million=1.0, output_per_million=2.0)
+    assert ProviderConfig(source_id="x", kind="openai", model="llama-3-8b").known_price is None
+
+
+def test_a_table_older_than_90_days_is_reported() -> None:
+    table = price_table()
+    assert table.stale_warning(table.as_of + timedelta(days=90)) is None
+    warning = table.stale_warning(table.as_of + timedelta(days=91))
+    assert warning is not None and "91 days old" in warning and table.sources["openai"] in warning
+
+
+# ------------------------------------------------------------------------------------------- validate
+
+
+def _config_text(tmp_path: Path, budget: str, judge_model: str = "judge-model") -> Path:
+    write_prompts(tmp_path / "p.jsonl", 2)
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        f"""project: x
+batch: b
+prompts: {{path: p.jsonl}}
+providers:
+  - source_id: gpt
+    kind: openai
+    model: gpt-4o
+  - source_id: local
+    kind: openai
+    model: llama-3-8b
+    base_url: http://127.0.0.1:9/v1
+judges:
+  - source_id: judge
+    kind: openai
+    model: {judge_model}
+    base_url: http://127.0.0.1:9/v1
+{budget}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_a_usd_budget_refuses_a_model_without_a_price_at_validate(tmp_path: Path) -> None:
+    with pytest.raises(InputError) as caught:
+        load_config(_config_text(tmp_path, "budget: {usd: 25.0}"), require_keys=False)
+    text = caught.value.render()
+    assert f"{tmp_path / 'run.yaml'}:8: providers[1].price: no price known for openai model 'llama-3-8b'" in text
+    assert "judges[0].price: no price known for openai model 'judge-model'" in text
+    assert "gpt" not in text.split("providers[1]")[0]  # gpt-4o is in the price table
+
+
+def test_limits_that_need_no_price_and_unknown_names(tmp_path: Path) -> None:
+    # a token limit and a per-provider limit on a priced provider need no other price
+    config = load_config(_config_text(tmp_path, "budget: {tokens: 100000, providers: {gpt: 1.0}}"), require_keys=False)
+    assert config.budget is not None and config.budget.tokens == 100000
+    with pytest.raises(InputError) as caught:
+        load_config(_config_text(tmp_path, "budget: {providers: {gtp: 1.0}}"), require_keys=False)
+    assert "budget.providers.gtp: 'gtp' is no provider or judge of this run" in caught.value.render()
+    with pytest.raises(InputError) as caught:
+        load_config(_config_text(tmp_path, "budget: {}"), require_keys=False)
+    assert "give at least one limit" in caught.value.render()
+    # the budget is no part of the config hash: raising it continues the same batch
+    a = load_config(_config_text(tmp_path, "budget: {tokens: 100}"), require_keys=False)
+    b = load_config(_config_text(tmp_path, "budget: {tokens: 200}"), require_keys=False)
+    assert a.config_hash() == b.config_hash()
+
+
+# ------------------------------------------------------------------------------------------- the ledger
+
+
+def test_a_request_that_does_not_fit_waits_for_those_in_flight_and_the_limit_closes_only_when_none_is() -> None:
+    async def scenario() -> None:
+        limit = Limit("budget.usd", 1.0)
+        budget = Budget([limit])
+        account = budget.add_account("a", [limit], [], Price(input_per_million=0.0, output_per_million=1_000_000.0))
+        first = await account.reserve(0, 0.4)  # $0.40 worst case each
+        second = await account.reserve(0, 0.4)
+        assert isinstance(first, Hold) and isinstance(second, Hold) and limit.reserved == pytest.approx(0.8)
+        third = asyncio.create_task(account.reserve(0, 0.4))
+        await asyncio.sleep(0)
+        assert not third.done()  # waits: the two in flight may cost less than their worst case
+        account.settle(first, CallResult(ok=True, input_tokens=0, output_tokens=0, cost_usd=0.1))
+        held = await third
+        assert isinstance(held, Hold) and limit.spent == pytest.approx(0.1)
+        account.settle(second, CallResult(ok=True, cost_usd=0.4))
+        account.settle(held, CallResult(ok=True, cost_usd=0.4))
+        assert await account.reserve(0, 0.4) is None  # $0.90 spent, nothing in flight: closed
+        assert limit.closed and account.stopped and limit.refused_worst == pytest.approx(0.4)
+        assert limit.total_spent == pytest.approx(0.9) and limit.reserved == 0.0
+        assert await account.reserve(0, 0.01) is None  # closed: even a small one is not sent
+
+    asyncio.run(scenario())
+
+
+# ------------------------------------------------------------------------------------------- the store
+
+
+def _v3_store(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store as the code before costs were recorded left it (schema 3), with an answer in it."""
+    with monkeypatch.context() as patch:
+        patch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:3])
+        patch.setattr(store_module, "SCHEMA_VERSION", 3)
+        with ResponseStore(path) as store:
+            store.execute(
+                "INSERT INTO responses (fingerprint, source_id, prompt_id, ok, text, input_tokens, output_tokens)"
+                " VALUES ('old', 'gpt', 'p1', 1, 'old answer', 1000, 2000)"
+            )
+
+
+def test_the_store_records_each_answers_cost_and_price_and_reads_older_stores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "s.sqlite"
+    _v3_store(path, monkeypatch)
+    assert store_module.SCHEMA_VERSION == 4
+    with ResponseStore(path, read_only=True) as reader:  # read as it is
+        old = reader.get_many(["old"])["old"]
+        assert old.text == "old answer" and old.cost_usd is None and old.price is None
+    with ResponseStore(path) as store:  # migrated
+        assert store.schema_version == 4
+        store.put("new", "gpt", "p2", CallResult(ok=True, text="t", cost_usd=0.0125, price='{"source":"config"}'))
+        found = store.get_many(["old", "new"])
+        assert found["old"].cost_usd is None and found["new"].cost_usd == 0.0125
+        assert found["new"].price == '{"source":"config"}'
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+    db.close()
+
+
+def test_spend_in_the_store_counts_recorded_costs_and_prices_older_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.budget import spent_in_store
+
+    path = tmp_path / "s.sqlite"
+    _v3_store(path, monkeypatch)
+    config = load_config(_config_text(tmp_path, "budget: {tokens: 1000000}"), require_keys=False)
+    with ResponseStore(path) as store:
+        store.put("new", "gpt", "p2", CallResult(ok=True, input_tokens=10, output_tokens=10, cost_usd=0.5))
+        store.put("j", "judge:rating", "p2", CallResult(ok=True, input_tokens=1, output_tokens=1, cost_usd=0.25))
+        store.put("e", "gpt", "p3", CallResult(ok=False, error_type="http_500"))
+        spent = spent_in_store(config, store)
+    # the old answer at gpt-4o's table price: 1000 × $2.5 + 2000 × $10 per million
+    assert spent["gpt"] == (pytest.approx(0.5 + 0.0225), 3020)
+    assert spent["judge"] == (pytest.approx(0.25), 2)
+
+
+@pytest.mark.slow
+def test_the_postgresql_store_records_costs_and_reads_a_schema_3_store(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from providers import pg_store
+    from providers.store_factory import open_store
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pg_store, "MIGRATIONS", pg_store.MIGRATIONS[:3])
+        patch.setattr(pg_store, "SCHEMA_VERSION", 3)
+        with open_store(postgres_url) as store:
+            store.execute(
+                "INSERT INTO responses (fingerprint, source_id, prompt_id, ok, text, input_tokens, output_tokens)"
+                " VALUES ('old', 'gpt', 'p1', 1, 'old answer', 1000, 2000)"
+            )
+    with open_store(postgres_url, read_only=True) as reader:
+        assert reader.schema_version == 3
+        old = reader.get_many(["old"])["old"]
+        assert old.text == "old answer" and old.cost_usd is None
+    with open_store(postgres_url) as store:
+        assert store.schema_version == 4
+        store.put("new", "gpt", "p2", CallResult(ok=True, text="t", cost_usd=0.0125, price='{"source":"table"}'))
+        found = store.get_many(["old", "new"])
+        assert found["old"].cost_usd is None and found["new"].cost_usd == 0.0125
+        assert found["new"].price == '{"source":"table"}'
+
+
+# ------------------------------------------------------------------------------------------- runs
+
+
+def _store_spend(store_path: Path) -> tuple[float, int]:
+    db = sqlite3.connect(store_path)
+    try:
+        total, rows = db.execute("SELECT SUM(COALESCE(cost_usd, 0)), COUNT(*) FROM responses").fetchone()
+    finally:
+        db.close()
+    return float(total or 0.0), int(rows)
+
+
+def _run(config: Path) -> dict[str, Any]:
+    from flows.reporting.report import RunIncomplete
+
+    try:
+        return asyncio.run(generate_tasks(str(config)))
+    except RunIncomplete as incomplete:  # BudgetReached is one
+        assert incomplete.summary is not None
+        return incomplete.summary
+
+
+def _budget_config(sim: RunningSimulator, tmp_path: Path, usd: float, prompts: int = 240) -> Path:
+    answers = {"max_tokens": 200}
+    providers = [
+        provider_entry(sim, "gpt", "openai", "gpt-4o", params=answers, max_concurrency=64),  # table price
+        provider_entry(sim, "claude", "anthropic", "claude-sonnet-4-5", params=answers, max_concurrency=64),
+        provider_entry(
+            sim, "batch-mini", "openai", "gpt-4o-mini", params=answers, mode="batch", batch_poll_s=0.1
+        ),  # table price, half in batch mode
+    ]
+    judges = [
+        provider_entry(
+            sim,
+            "judge",
+            "openai",
+            "judge-gpt",
+            params={"temperature": 0.0, "max_tokens": 300},
+            price=JUDGE_PRICE,
+            max_concurrency=64,
+        )
+    ]
+    return write_config(
+        tmp_path,
+        providers,
+        write_prompts(tmp_path / "p.jsonl", prompts),
+        judges=judges,
+        chunk_size=120,
+        budget={"usd": usd},
+    )
+
+
+def _requests(sim: RunningSimulator) -> int:
+    stats = sim.stats()
+    return int(stats["requests_total"]) + sum(b["total"] for b in sim.batches())
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api", "fake_keys")
+def test_a_budget_stops_the_run_within_one_requests_worst_case_of_its_limit_and_never_above(
+    sim: RunningSimulator, tmp_path: Path, prefect_api: str
+) -> None:
+    sim.configure(latency_ms=60, batch_completion_s=0.3)
+    limit = 1.2
+    config = _budget_config(sim, tmp_path, limit)
+    summary = _run(config)
+
+    budget = summary["budget"]["limits"]["budget.usd"]
+    store_usd, _ = _store_spend(tmp_path / "out" / "b1" / "responses.sqlite")
+    assert summary["budget"]["reached"] and budget["reached"]
+    assert budget["spent"] == pytest.approx(store_usd, abs=1e-6)  # the ledger is what the store holds
+    assert store_usd <= limit  # never above
+    assert 0 < budget["largest_refused_worst_case"] < 0.01
+    assert limit - store_usd <= budget["largest_refused_worst_case"]  # within one request's worst case
+    # every kind of caller went through the budget: 64 in flight, judges, a batch
+    assert max(summary["providers"][p]["limits"]["peak_in_flight"] for p in ("gpt", "claude")) == 64
+    assert summary["judges"]["judge"]["answered"] > 0 and summary["judges"]["judge"]["over_budget"] > 0
+    assert summary["providers"]["batch-mini"]["answered"] == 240
+    # the reports add up to the store's figure
+    assert summary["cost_usd"] == pytest.approx(store_usd, abs=1e-6)
+    status = json.loads(
+        subprocess.run([RLHF, "status", str(config), "--json"], capture_output=True, text=True, timeout=120).stdout
+    )
+    assert status["cost_usd"] == pytest.approx(store_usd, abs=1e-6)
+
+    # the same budget again: nothing is sent, the run says so and exits 8
+    before = _requests(sim)
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    again = subprocess.run([RLHF, "run", str(config)], capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 8, again.stdout + again.stderr
+    assert "Budget reached" in again.stderr + again.stdout and f"of ${limit:.2f}" in again.stderr + again.stdout
+    assert _requests(sim) == before and _store_spend(tmp_path / "out" / "b1" / "responses.sqlite")[0] == store_usd
+
+    # a higher budget completes the batch, paying for nothing twice
+    config.write_text(config.read_text().replace(f"usd: {limit}", "usd: 100.0"), encoding="utf-8")
+    done = _run(config)
+    assert not done["budget"]["reached"] and done["tasks_written"] == 240
+    by_model = sim.stats()["by_model"]
+    assert by_model["gpt-4o"]["requests"] == 240 and by_model["claude-sonnet-4-5"]["requests"] == 240
+    assert sum(b["total"] for b in sim.batches()) == 240
+    total_usd, _ = _store_spend(tmp_path / "out" / "b1" / "responses.sqlite")
+    assert done["budget"]["limits"]["budget.usd"]["spent"] == pytest.approx(total_usd, abs=1e-6)
+    assert done["cost_usd"] == pytest.approx(total_usd, abs=1e-6)
