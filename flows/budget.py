@@ -53,7 +53,7 @@ def run_budget(config: RunConfig, store: StoreLike) -> Budget | None:
     """The run's budget (None without ``budget:``): its limits, each with what earlier runs spent (from the
     store), and an account per provider and judge naming the limits its requests count against."""
     settings = config.budget
-    if settings is None:
+    if settings is None or not settings.has_limits:
         return None
     spent = spent_in_store(config, store)
     all_usd = sum(usd for usd, _ in spent.values())

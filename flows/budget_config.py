@@ -30,15 +30,23 @@ class BudgetConfig(BaseModel):
     providers: dict[str, ConfigFloat] = Field(default_factory=dict)
     judges_usd: ConfigFloat | None = Field(default=None, gt=0)
     tokens: ConfigInt | None = Field(default=None, gt=0)
+    # For ``rlhf plan``'s expected cost: the mean answer length (tokens) expected of a provider or judge, by
+    # source_id, where the store has none of its answers yet to measure it from.
+    expected_output_tokens: dict[str, ConfigInt] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _something(self) -> BudgetConfig:
-        if self.usd is None and not self.providers and self.judges_usd is None and self.tokens is None:
+        if not self.has_limits and not self.expected_output_tokens:
             raise ValueError("give at least one limit: usd, providers, judges_usd or tokens")
         for source_id, usd in self.providers.items():
             if usd <= 0:
                 raise ValueError(f"providers.{source_id}: must be greater than 0")
         return self
+
+    @property
+    def has_limits(self) -> bool:
+        """Whether any limit is set (``expected_output_tokens`` alone only informs ``rlhf plan``)."""
+        return self.usd is not None or bool(self.providers) or self.judges_usd is not None or self.tokens is not None
 
 
 def entries(
@@ -71,16 +79,17 @@ def budget_problems(
     problems = []
     everyone = entries(providers, judges)
     known = {p.source_id for _, _, p in everyone}
-    for source_id in budget.providers:
-        if source_id not in known:
-            problems.append(
-                problem_at(
-                    name,
-                    root,
-                    ("budget", "providers", source_id),
-                    f"'{source_id}' is no provider or judge of this run (known: {', '.join(sorted(known))})",
+    for key, named in (("providers", budget.providers), ("expected_output_tokens", budget.expected_output_tokens)):
+        for source_id in named:
+            if source_id not in known:
+                problems.append(
+                    problem_at(
+                        name,
+                        root,
+                        ("budget", key, source_id),
+                        f"'{source_id}' is no provider or judge of this run (known: {', '.join(sorted(known))})",
+                    )
                 )
-            )
     table = price_table()
     for field, index, provider in everyone:
         if _priced_by_usd(budget, field, provider) and provider.known_price is None:

@@ -115,6 +115,43 @@ def test_limits_that_need_no_price_and_unknown_names(tmp_path: Path) -> None:
     assert a.config_hash() == b.config_hash()
 
 
+def test_plan_counts_the_judges_calls_tokens_and_cost_and_each_shares_of_the_budget(tmp_path: Path) -> None:
+    from flows.reporting.plan import plan_budget_text, plan_run
+
+    write_prompts(tmp_path / "p.jsonl", 10)
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        """project: x
+batch: b
+prompts: {path: p.jsonl}
+providers:
+  - {source_id: gpt, kind: openai, model: gpt-4o, params: {max_tokens: 100}}
+  - {source_id: claude, kind: anthropic, model: claude-sonnet-4-5, params: {max_tokens: 100}}
+judges:
+  - source_id: judge
+    kind: openai
+    model: gpt-4o-mini
+    params: {max_tokens: 200}
+budget: {usd: 2.0, expected_output_tokens: {gpt: 50, judge: 80}}
+""",
+        encoding="utf-8",
+    )
+    plan = plan_run(path)
+    judge = plan["judges"]["judge"]
+    assert judge["calls"] == 10 * (2 + 2)  # a rating per answer, the preference asked in both orders
+    assert judge["output_tokens_expected"] == 40 * 80 and judge["output_tokens_worst"] == 40 * 200
+    assert 0 < judge["input_tokens_expected"] < judge["input_tokens_worst"]  # the answers quoted at 50/25 vs 100
+    assert 0 < judge["cost_usd_expected"] < judge["cost_usd_worst"]
+    gpt, claude = plan["providers"]["gpt"], plan["providers"]["claude"]
+    assert gpt["expected_output_from"] == "budget.expected_output_tokens"
+    assert claude["expected_output_from"] == "a quarter of the output limit"
+    total = gpt["cost_usd_expected"] + claude["cost_usd_expected"] + judge["cost_usd_expected"]
+    assert plan["cost_usd_expected"] == pytest.approx(total, abs=1e-3)
+    assert judge["budget_share"]["worst"] == pytest.approx(judge["cost_usd_worst"] / 2.0, abs=1e-4)
+    text = plan_budget_text(plan)
+    assert "of the budget of $2.00" in text and f"judge {price_table().source}" in text
+
+
 # ------------------------------------------------------------------------------------------- the ledger
 
 
@@ -199,8 +236,13 @@ def test_spend_in_the_store_counts_recorded_costs_and_prices_older_answers(
 def test_the_postgresql_store_records_costs_and_reads_a_schema_3_store(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from pg_server import PASSWORD_ENV
+
     from providers import pg_store
-    from providers.store_factory import open_store
+    from providers.pg_store import PgResponseStore
+
+    def open_store(url: str, read_only: bool = False) -> PgResponseStore:
+        return PgResponseStore(url, read_only=read_only, password_env=PASSWORD_ENV)
 
     with monkeypatch.context() as patch:
         patch.setattr(pg_store, "MIGRATIONS", pg_store.MIGRATIONS[:3])
@@ -325,3 +367,47 @@ def test_a_budget_stops_the_run_within_one_requests_worst_case_of_its_limit_and_
     total_usd, _ = _store_spend(tmp_path / "out" / "b1" / "responses.sqlite")
     assert done["budget"]["limits"]["budget.usd"]["spent"] == pytest.approx(total_usd, abs=1e-6)
     assert done["cost_usd"] == pytest.approx(total_usd, abs=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api", "fake_keys")
+def test_plans_expected_cost_of_a_1000_prompt_run_is_within_10_percent_of_what_it_costs(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    from flows.reporting.plan import plan_run
+    from simulator.answers import approx_tokens, derived_text
+
+    sim.configure(mode="derived")  # answers of 30-400 words, by a hash of model and prompt
+    models = {"gpt": ("openai", "gpt-4o"), "haiku": ("anthropic", "claude-haiku-4-5")}
+    # the answer-length distribution, known from the simulator (sampled on other prompts than the run's)
+    expected = {
+        sid: round(sum(approx_tokens(derived_text(model, f"another prompt {i}")) for i in range(2000)) / 2000)
+        for sid, (_, model) in models.items()
+    }
+    providers = [
+        provider_entry(sim, sid, kind, model, params={"max_tokens": 1024}, max_concurrency=32)
+        for sid, (kind, model) in models.items()
+    ]
+    config = write_config(
+        tmp_path,
+        providers,
+        write_prompts(tmp_path / "p.jsonl", 1000),
+        chunk_size=500,
+        budget={"usd": 50.0, "expected_output_tokens": expected},
+    )
+    plan = plan_run(config)
+    assert plan["calls"] == 2000 and plan["price_sources"] == dict.fromkeys(models, price_table().source)
+    assert plan["budget"]["usd"] == 50.0 and plan["cost_usd_expected"] < plan["cost_usd_worst"]
+    summary = _run(config)
+    actual = summary["cost_usd"]
+    print(f"plan expected ${plan['cost_usd_expected']:.4f}, worst ${plan['cost_usd_worst']:.4f}; actual ${actual:.4f}")
+    assert summary["tasks_written"] == 1000 and not summary["budget"]["reached"]
+    assert abs(plan["cost_usd_expected"] - actual) <= 0.10 * actual, (plan["cost_usd_expected"], actual)
+    for sid in models:  # and per provider
+        assert abs(plan["providers"][sid]["cost_usd_expected"] - summary["providers"][sid]["cost_usd"]) <= (
+            0.10 * summary["providers"][sid]["cost_usd"]
+        )
+    assert plan["budget"]["expected_share"] == pytest.approx(plan["cost_usd_expected"] / 50.0, abs=1e-4)
+    # the next plan measures the answers' length from the store: nothing left to call
+    after = plan_run(config)
+    assert after["calls"] == 0 and after["providers"]["gpt"]["expected_output_from"] == "store (1000 answers)"

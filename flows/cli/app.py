@@ -372,7 +372,7 @@ def plan(
     """Estimate a run before making it: calls still to make, tokens, cost range, time at the rate limits."""
     import json
 
-    from flows.reporting.plan import plan_cost_text, plan_run, plan_table
+    from flows.reporting.plan import plan_budget_text, plan_cost_text, plan_run, plan_table
 
     try:
         report = plan_run(config)
@@ -383,6 +383,8 @@ def plan(
         return
     out.print(plan_table(report, f"{config}: {report['prompts']} prompt(s), {report['calls']} call(s) to make"))
     out.print(plan_cost_text(report), highlight=False)
+    if budget_text := plan_budget_text(report):
+        out.print(budget_text, highlight=False, markup=False)
 
 
 @app.command()

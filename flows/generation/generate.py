@@ -62,6 +62,7 @@ from providers.base import system_text
 from providers.budget import Budget
 from providers.config import ProviderConfig
 from providers.pool import ProviderPool, pool_for
+from providers.prices import price_table
 from providers.rescue import AnswerKeeper, default_rescue_dir, recover_rescued
 from providers.result import BUDGET, INTERRUPTED, SKIPPED, CallResult
 from providers.slots import (
@@ -242,13 +243,15 @@ async def _run_held(
         run_id=stable_id("run", config.project, config.batch, config_hash, length=16),
         config_hash=config_hash,
         providers={
-            p.source_id: ProviderTally(p.source_id, p.model, p.effective_price, p.mode, p.full_price)
+            p.source_id: ProviderTally(p.source_id, p.model, p.effective_price, p.mode, p.full_price, p.price_source)
             for p in config.providers
         },
         started_at=utc_now(),
         rejected=len(prepared.rejected),
         layout=config.annotation.layout,
     )
+    if any(str(p.price_source).startswith("table") for p in (*config.providers, *config.judges)):
+        summary.price_warning = price_table().stale_warning()
     write_manifest(run_dir, config_path, config_hash, config.store_location, summary.started_at, config)
     if prepared.rejected:
         _write_rejected(run_dir / "rejected.jsonl", prepared)

@@ -132,7 +132,7 @@ class RunJudges:
                     self._identities[(judge.source_id, purpose)] = provider_identity(config)
                     self._legacy_identities[(judge.source_id, purpose)] = legacy_provider_identity(config)
             summary.judges[judge.source_id] = ProviderTally(
-                judge.source_id, judge.model, judge.effective_price, "judge", judge.full_price
+                judge.source_id, judge.model, judge.effective_price, "judge", judge.full_price, judge.price_source
             )
         _keepers[pool.run_key] = keeper
 

@@ -182,6 +182,7 @@ def markdown_report(summary: dict[str, Any], key: str | None = None) -> str:
         + (f" (batch mode saved ${summary['batch_saving_usd']:.4f})" if summary.get("batch_saving_usd") else "")
         + f"; wall time: {summary['wall_s']} s"
         + ("; **interrupted**" if summary["interrupted"] else ""),
+        *_price_lines(summary),
         "",
     ]
     providers = summary["providers"]
@@ -237,6 +238,23 @@ def _escaped(match: re.Match[str]) -> str:
     """``- x`` -> ``\\- x``; ``1. x`` -> ``1\\. x`` (a backslash escapes punctuation, not digits)."""
     indent, start = match.group(1), match.group(2)
     return indent + (start + "\\" if start.isdigit() else "\\" + start)
+
+
+def _price_lines(summary: dict[str, Any]) -> list[str]:
+    """Where each price came from (config, or the shipped table and its date), the budget, and a warning when
+    the price table is out of date."""
+    tallies = {**summary["providers"], **(summary.get("judges") or {})}
+    sources = [f"{sid} {p['price_source']}" for sid, p in tallies.items() if p.get("price_source")]
+    lines = [_shorten(f"- prices: {', '.join(sources)}", MAX_LINE)] if sources else []
+    budget = summary.get("budget") or {}
+    for name, lim in (budget.get("limits") or {}).items():
+        unit = "$" if lim["unit"] == "usd" else ""
+        lines.append(
+            f"- {name}: {unit}{lim['spent']} spent of {unit}{lim['limit']}" + (" (reached)" if lim["reached"] else "")
+        )
+    if summary.get("price_warning"):
+        lines.append(_shorten(f"- **warning**: {summary['price_warning']}", MAX_LINE))
+    return lines
 
 
 def missing_calls(tally: dict[str, Any], not_made: str = "not made") -> list[str]:

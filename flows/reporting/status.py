@@ -106,10 +106,10 @@ def run_status(target: str | Path) -> dict[str, Any]:
                 "failed": counts[sid]["failed"],
                 "missing": counts[sid]["missing"],
                 "failure_reasons": dict(sorted(reasons[sid].items())),
-                "cost_usd": round(costs[sid], 6),
             }
             for sid in counts
         },
+        "providers_cost_usd": {sid: round(usd, 6) for sid, usd in costs.items()},
         # What the stored answers and judgements cost, as recorded with each (the figure of summary.json)
         "cost_usd": round(sum(costs.values()) + sum(judges_cost.values()), 6),
         "judges_cost_usd": {sid: round(usd, 6) for sid, usd in judges_cost.items()},

@@ -32,6 +32,7 @@ class ProviderTally:
     price: Price | None = None  # what this provider is paid at (batch mode: less the batch discount)
     mode: str = "online"
     online_price: Price | None = None  # the online price, for the batch saving
+    price_source: str | None = None  # "config", "table <date>" (providers/prices.json), or None: no price
     requested: int = 0
     answered: int = 0
     failed: int = 0
@@ -139,6 +140,7 @@ class ProviderTally:
             "usage_unknown": self.usage_unknown,
             "finish_reasons": dict(sorted(self.finish_reasons.items())),
             "mode": self.mode,
+            "price_source": self.price_source,
             "cost_usd": round(cost, 6) if (cost := self.cost_usd) is not None else None,
             "batch_saving_usd": self.batch_saving_usd,
             "latency_ms_p50": percentile(self.latencies_ms, 50),
@@ -184,6 +186,7 @@ class RunSummary:
     batches_pending: list[dict[str, Any]] = field(default_factory=list)
     judges: dict[str, ProviderTally] = field(default_factory=dict)  # judge calls (README "AI feedback")
     budget: dict[str, Any] | None = None  # the budget's limits, spent and reached (README "Budgets")
+    price_warning: str | None = None  # the shipped price table is out of date (providers.prices)
 
     @property
     def cost_usd(self) -> float | None:
@@ -236,6 +239,7 @@ class RunSummary:
             # Provider batches not ended yet (``--no-wait``): no tasks were written; a later run collects them.
             "batches_pending": self.batches_pending,
             "budget": self.budget,
+            "price_warning": self.price_warning,
             "providers": {sid: tally.to_dict() for sid, tally in self.providers.items()},
             "judges": {sid: tally.to_dict() for sid, tally in self.judges.items()},
             "positions": self.positions,
