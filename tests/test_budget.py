@@ -367,6 +367,13 @@ def test_a_budget_stops_the_run_within_one_requests_worst_case_of_its_limit_and_
     total_usd, _ = _store_spend(tmp_path / "out" / "b1" / "responses.sqlite")
     assert done["budget"]["limits"]["budget.usd"]["spent"] == pytest.approx(total_usd, abs=1e-6)
     assert done["cost_usd"] == pytest.approx(total_usd, abs=1e-6)
+    # the exported answers carry their costs: they add up to the answers' share of the same figure
+    with open(done["files"]["tasks"], encoding="utf-8") as handle:
+        tasks = [json.loads(line) for line in handle]
+    exported = sum(r["cost_usd"] for t in tasks for r in t["metadata"]["responses"].values())
+    answers_usd = sum(p["cost_usd"] for p in done["providers"].values())
+    assert exported == pytest.approx(answers_usd, abs=1e-6)
+    assert answers_usd + done["judges"]["judge"]["cost_usd"] == pytest.approx(total_usd, abs=1e-6)
 
 
 @pytest.mark.slow
