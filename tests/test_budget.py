@@ -418,3 +418,29 @@ def test_plans_expected_cost_of_a_1000_prompt_run_is_within_10_percent_of_what_i
     # the next plan measures the answers' length from the store: nothing left to call
     after = plan_run(config)
     assert after["calls"] == 0 and after["providers"]["gpt"]["expected_output_from"] == "store (1000 answers)"
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api", "fake_keys")
+def test_a_batch_reserves_its_worst_case_at_submission_and_submits_only_what_fits(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    sim.configure(batch_completion_s=0.2)
+    price = {"input_per_million": 1000.0, "output_per_million": 1000.0}  # $0.001 a token: easy sums
+    batch = provider_entry(
+        sim, "batch", "openai", "m-batch", params={"max_tokens": 100}, mode="batch", batch_poll_s=0.1, price=price
+    )
+    prompts = write_prompts(tmp_path / "p.jsonl", 20)
+    # a worst case of (12 prompt tokens + 100) × $0.001, halved in batch mode: ≈ $0.056 a request
+    config = write_config(tmp_path, [batch], prompts, budget={"usd": 0.5}, min_responses=1)
+    summary = _run(config)
+    submitted = sum(b["total"] for b in sim.batches())
+    tally = summary["providers"]["batch"]
+    assert 0 < submitted < 20 and tally["answered"] == submitted and tally["over_budget"] == 20 - submitted
+    store_usd, rows = _store_spend(tmp_path / "out" / "b1" / "responses.sqlite")
+    assert rows == submitted and store_usd <= 0.5 and summary["budget"]["reached"]
+    # every submitted request fitted with its whole worst case: no more than the budget divided by it
+    worst = summary["budget"]["limits"]["budget.usd"]["largest_refused_worst_case"]
+    assert submitted <= 0.5 / worst + 1e-9
+    again = _run(config)  # the same budget: nothing more is submitted
+    assert sum(b["total"] for b in sim.batches()) == submitted and again["budget"]["reached"]

@@ -78,8 +78,9 @@ def calls_missing(summary: dict[str, Any]) -> bool:
 
 
 def ended_incomplete(state: Any) -> bool:
-    """True for the final state of a run that finished incomplete (Failed, named :data:`INCOMPLETE`)."""
-    return state is not None and state.is_failed() and state.name == INCOMPLETE
+    """True for the final state of a run that finished incomplete (Failed, named :data:`INCOMPLETE`, or
+    :data:`BUDGET_REACHED`: it wrote its outputs too)."""
+    return state is not None and state.is_failed() and state.name in (INCOMPLETE, BUDGET_REACHED)
 
 
 def _shorten(text: str, width: int) -> str:
