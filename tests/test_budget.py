@@ -444,3 +444,33 @@ def test_a_batch_reserves_its_worst_case_at_submission_and_submits_only_what_fit
     assert submitted <= 0.5 / worst + 1e-9
     again = _run(config)  # the same budget: nothing more is submitted
     assert sum(b["total"] for b in sim.batches()) == submitted and again["budget"]["reached"]
+
+
+def test_an_answers_cost_prices_cached_input_and_cache_writes_and_records_the_price_used() -> None:
+    from providers.costs import charge, price_text
+
+    claude = ProviderConfig(source_id="c", kind="anthropic", model="claude-sonnet-4-5", mode="batch")
+    result = CallResult(ok=True, input_tokens=1000, output_tokens=200, cached_input_tokens=600, cache_write_tokens=300)
+    charge(result, claude.effective_price, price_text(claude))
+    # 100 plain input at $1.50, 600 read at $0.15, 300 written at $1.875, 200 out at $7.50 (per million, batch)
+    assert result.cost_usd == pytest.approx((100 * 1.5 + 600 * 0.15 + 300 * 1.875 + 200 * 7.5) / 1e6)
+    recorded = json.loads(result.price or "")
+    assert recorded["source"] == price_table().source and recorded["batch_discount"] == 0.5
+    assert recorded["output_per_million"] == 7.5
+    failed = charge(CallResult(ok=False, error_type="http_500"), claude.effective_price, price_text(claude))
+    assert failed.cost_usd == 0.0  # an error is not billed
+
+
+def test_a_prompt_longer_than_its_estimate_raises_every_later_reservation() -> None:
+    async def scenario() -> None:
+        limit = Limit("budget.tokens", 10_000, "tokens")
+        budget = Budget([limit])
+        account = budget.add_account("a", [], [limit], None)
+        first = await account.reserve(100, 50)
+        assert isinstance(first, Hold) and limit.reserved == 150
+        account.settle(first, CallResult(ok=True, input_tokens=300, output_tokens=50))  # 3× the estimate
+        assert budget.input_factor == 3.0 and limit.spent == 350
+        second = await account.reserve(100, 50)
+        assert isinstance(second, Hold) and second.tokens == 350
+
+    asyncio.run(scenario())
