@@ -474,3 +474,50 @@ def test_a_prompt_longer_than_its_estimate_raises_every_later_reservation() -> N
         assert isinstance(second, Hold) and second.tokens == 350
 
     asyncio.run(scenario())
+
+
+def test_the_run_report_names_where_prices_came_from_the_budget_and_a_stale_table() -> None:
+    from flows.reporting.report import markdown_report, outcome_message
+
+    def tally(source: str | None) -> dict[str, Any]:
+        return {
+            "model": "m",
+            "requested": 10,
+            "answered": 6,
+            "failed": 0,
+            "failure_reasons": {},
+            "skipped": 0,
+            "interrupted": 0,
+            "over_budget": 4,
+            "latency_ms_p95": 100.0,
+            "cost_usd": 1.0,
+            "price_source": source,
+            "breaker": None,
+        }
+
+    summary: dict[str, Any] = {
+        "project": "p",
+        "batch": "b",
+        "layout": "n_way",
+        "prompts": 10,
+        "prompts_tasked": 6,
+        "incomplete": 4,
+        "prompts_filtered": 0,
+        "tasks_written": 6,
+        "rejected": 0,
+        "interrupted": False,
+        "wall_s": 1.0,
+        "cost_usd": 2.0,
+        "cost_no_price": [],
+        "providers": {"a": tally("config"), "b": tally("table 2026-12-08")},
+        "budget": Budget([Limit("budget.usd", 2.0, spent=1.99, refusals=8)]).to_dict(),
+        "price_warning": "the price table is 120 days old",
+        "files": {"tasks": "/x/tasks.jsonl"},
+    }
+    text = markdown_report(summary)
+    assert "- prices: a config, b table 2026-12-08" in text
+    assert "- budget.usd: $1.99 spent of $2.00 (reached)" in text
+    assert "**warning**: the price table is 120 days old" in text
+    message = outcome_message(summary)
+    assert message.startswith("Budget reached: budget.usd reached: $1.99 spent of $2.00;")
+    assert "a: 4 not sent (budget reached)" in message
