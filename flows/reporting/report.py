@@ -249,10 +249,11 @@ def _price_lines(summary: dict[str, Any]) -> list[str]:
     lines = [_shorten(f"- prices: {', '.join(sources)}", MAX_LINE)] if sources else []
     budget = summary.get("budget") or {}
     for name, lim in (budget.get("limits") or {}).items():
-        unit = "$" if lim["unit"] == "usd" else ""
-        lines.append(
-            f"- {name}: {unit}{lim['spent']} spent of {unit}{lim['limit']}" + (" (reached)" if lim["reached"] else "")
-        )
+        if lim["unit"] == "usd":
+            spent = f"${lim['spent']:.2f} spent of ${lim['limit']:.2f}"
+        else:
+            spent = f"{lim['spent']:,.0f} of {lim['limit']:,.0f} tokens spent"
+        lines.append(f"- {name}: {spent}" + (" (reached)" if lim["reached"] else ""))
     if summary.get("price_warning"):
         lines.append(_shorten(f"- **warning**: {summary['price_warning']}", MAX_LINE))
     return lines
