@@ -51,10 +51,24 @@ def spent_in_store(config: RunConfig, store: StoreLike) -> dict[str, tuple[float
 
 def run_budget(config: RunConfig, store: StoreLike) -> Budget | None:
     """The run's budget (None without ``budget:``): its limits, each with what earlier runs spent (from the
-    store), and an account per provider and judge naming the limits its requests count against."""
+    store), and an account per provider and judge naming the limits its requests count against.
+
+    One shard of a sharded run (``flows/sharding``) gets its share of every limit (1 / shard count): shards
+    run side by side, each with its own ledger, so their spend together stays within the batch's limits.
+    """
     settings = config.budget
     if settings is None or not settings.has_limits:
         return None
+    share = 1.0 / config.shard[1] if config.shard is not None else 1.0
+    if share != 1.0:
+        settings = settings.model_copy(
+            update={
+                "usd": None if settings.usd is None else settings.usd * share,
+                "judges_usd": None if settings.judges_usd is None else settings.judges_usd * share,
+                "tokens": None if settings.tokens is None else int(settings.tokens * share),
+                "providers": {sid: usd * share for sid, usd in settings.providers.items()},
+            }
+        )
     spent = spent_in_store(config, store)
     all_usd = sum(usd for usd, _ in spent.values())
     all_tokens = sum(tokens for _, tokens in spent.values())

@@ -521,3 +521,27 @@ def test_the_run_report_names_where_prices_came_from_the_budget_and_a_stale_tabl
     message = outcome_message(summary)
     assert message.startswith("Budget reached: budget.usd reached: $1.99 spent of $2.00;")
     assert "a: 4 not sent (budget reached)" in message
+
+
+def test_each_shard_of_a_sharded_run_gets_its_share_of_every_limit(tmp_path: Path) -> None:
+    from flows.budget import run_budget
+
+    path = _config_text(tmp_path, "budget: {usd: 20.0, tokens: 1000, providers: {gpt: 8.0}}", "gpt-4o-mini")
+    priced = "model: llama-3-8b\n    price: {input_per_million: 1.0, output_per_million: 1.0}"
+    path.write_text(path.read_text(encoding="utf-8").replace("model: llama-3-8b", priced), encoding="utf-8")
+    config = load_config(path, require_keys=False)
+    with ResponseStore(tmp_path / "s.sqlite") as store:
+        whole = run_budget(config, store)
+        config._shard = (1, 4)
+        shard = run_budget(config, store)
+    assert whole is not None and shard is not None
+    assert {lim.name: lim.limit for lim in whole.limits} == {
+        "budget.usd": 20.0,
+        "budget.tokens": 1000,
+        "budget.providers.gpt": 8.0,
+    }
+    assert {lim.name: lim.limit for lim in shard.limits} == {
+        "budget.usd": 5.0,
+        "budget.tokens": 250,
+        "budget.providers.gpt": 2.0,
+    }
