@@ -545,3 +545,26 @@ def test_each_shard_of_a_sharded_run_gets_its_share_of_every_limit(tmp_path: Pat
         "budget.tokens": 250,
         "budget.providers.gpt": 2.0,
     }
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api", "fake_keys")
+def test_a_judgement_asked_again_records_the_cost_of_every_answer_it_took(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    sim.configure(structured_invalid_probability=0.4, seed=5)
+    providers = [
+        provider_entry(sim, "gpt", "openai", "gpt-4o", params={"max_tokens": 100}),
+        provider_entry(sim, "claude", "anthropic", "claude-sonnet-4-5", params={"max_tokens": 100}),
+    ]
+    judges = [provider_entry(sim, "judge", "openai", "judge-gpt", params={"max_tokens": 200}, price=JUDGE_PRICE)]
+    config = write_config(
+        tmp_path, providers, write_prompts(tmp_path / "p.jsonl", 6), judges=judges, budget={"usd": 100.0}
+    )
+    summary = _run(config)
+    judge_requests = sim.stats()["by_model"]["judge-gpt"]["requests"]
+    assert judge_requests > summary["judges"]["judge"]["requested"]  # some judgements were asked again
+    store_usd, _ = _store_spend(tmp_path / "out" / "b1" / "responses.sqlite")
+    # the ledger counted every answer paid for; the store's judgements carry all of them
+    assert summary["budget"]["limits"]["budget.usd"]["spent"] == pytest.approx(store_usd, abs=1e-6)
+    assert summary["cost_usd"] == pytest.approx(store_usd, abs=1e-6)  # (both rounded to 6 decimals)
