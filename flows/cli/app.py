@@ -423,6 +423,8 @@ def status(
             reasons = ", ".join(f"{k}×{v}" for k, v in p["failure_reasons"].items()) or "-"
             table.add_row(sid, f"{p['answered']}/{p['planned']}", str(p["failed"]), str(p["missing"]), reasons)
         out.print(table)
+        budget = f" of a budget of ${report['budget_usd']:.2f}" if report.get("budget_usd") else ""
+        out.print(f"spent so far (recorded with the answers and judgements): ${report['cost_usd']:.4f}{budget}")
         if report["batches_pending"]:
             out.print(_batches_table(report["batches_pending"]))
     if any(p["failed"] or p["missing"] for p in report["providers"].values()):
