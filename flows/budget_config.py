@@ -92,6 +92,16 @@ def budget_problems(
                 )
     table = price_table()
     for field, index, provider in everyone:
+        if budget.has_limits and not _output_limit(provider):
+            problems.append(
+                problem_at(
+                    name,
+                    root,
+                    (field, index, "params"),
+                    "no output limit, so a budget cannot bound what a request may cost: set params.max_tokens "
+                    "(or max_completion_tokens)",
+                )
+            )
         if _priced_by_usd(budget, field, provider) and provider.known_price is None:
             problems.append(
                 problem_at(
@@ -104,3 +114,9 @@ def budget_problems(
                 )
             )
     return problems
+
+
+def _output_limit(provider: ProviderConfig) -> bool:
+    """Whether the provider's requests carry an output limit (an Anthropic request always does)."""
+    params = provider.wire_params()
+    return bool(params.get("max_completion_tokens") or params.get("max_tokens"))

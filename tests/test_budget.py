@@ -74,15 +74,18 @@ providers:
   - source_id: gpt
     kind: openai
     model: gpt-4o
+    params: {{max_tokens: 100}}
   - source_id: local
     kind: openai
     model: llama-3-8b
     base_url: http://127.0.0.1:9/v1
+    params: {{max_tokens: 100}}
 judges:
   - source_id: judge
     kind: openai
     model: {judge_model}
     base_url: http://127.0.0.1:9/v1
+    params: {{max_tokens: 100}}
 {budget}
 """,
         encoding="utf-8",
@@ -94,7 +97,7 @@ def test_a_usd_budget_refuses_a_model_without_a_price_at_validate(tmp_path: Path
     with pytest.raises(InputError) as caught:
         load_config(_config_text(tmp_path, "budget: {usd: 25.0}"), require_keys=False)
     text = caught.value.render()
-    assert f"{tmp_path / 'run.yaml'}:8: providers[1].price: no price known for openai model 'llama-3-8b'" in text
+    assert f"{tmp_path / 'run.yaml'}:9: providers[1].price: no price known for openai model 'llama-3-8b'" in text
     assert "judges[0].price: no price known for openai model 'judge-model'" in text
     assert "gpt" not in text.split("providers[1]")[0]  # gpt-4o is in the price table
 
@@ -109,6 +112,14 @@ def test_limits_that_need_no_price_and_unknown_names(tmp_path: Path) -> None:
     with pytest.raises(InputError) as caught:
         load_config(_config_text(tmp_path, "budget: {}"), require_keys=False)
     assert "give at least one limit" in caught.value.render()
+    # an OpenAI request without max_tokens has no worst case: a budget cannot bound it
+    path = _config_text(tmp_path, "budget: {usd: 5.0}", "gpt-4o-mini")
+    path.write_text(
+        path.read_text(encoding="utf-8").replace("    params: {max_tokens: 100}\n", "", 1), encoding="utf-8"
+    )
+    with pytest.raises(InputError) as caught:
+        load_config(path, require_keys=False)
+    assert "run.yaml:5: providers[0].params: no output limit, so a budget cannot bound" in caught.value.render()
     # the budget is no part of the config hash: raising it continues the same batch
     a = load_config(_config_text(tmp_path, "budget: {tokens: 100}"), require_keys=False)
     b = load_config(_config_text(tmp_path, "budget: {tokens: 200}"), require_keys=False)
