@@ -34,6 +34,7 @@ from common.yaml_locations import (
     surrogate_problems,
     validation_problems,
 )
+from flows.budget_config import BudgetConfig, budget_problems
 from flows.generation.run_date import RUN_DATE_ENV, apply_run_date
 from prompts.config import PromptsConfig
 from providers.config import ProviderConfig
@@ -104,6 +105,8 @@ class RunConfig(BaseModel):
     min_responses: ConfigInt | None = Field(default=None, ge=1)
     samples_per_provider: ConfigInt = Field(default=1, ge=1, le=16)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    # Spend limits checked before every request (flows/budget.py, README "Budgets").
+    budget: BudgetConfig | None = None
 
     @property
     def answers_per_prompt(self) -> int:
@@ -117,8 +120,11 @@ class RunConfig(BaseModel):
 
     def config_hash(self) -> str:
         """A stable hash of everything in the config (API keys are never in it: only variable names)."""
-        # Notifications do not change what a run produces (and webhook URLs may hold a secret).
-        canonical = json.dumps(self.model_dump(mode="json", exclude={"notify"}), sort_keys=True, separators=(",", ":"))
+        # Notifications do not change what a run produces (and webhook URLs may hold a secret); nor does a budget
+        # (raising it continues the same batch).
+        canonical = json.dumps(
+            self.model_dump(mode="json", exclude={"notify", "budget"}), sort_keys=True, separators=(",", ":")
+        )
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     # Set only on one shard of a sharded run (flows/sharding/shard.py): (index, count). Private, so not part of
@@ -288,6 +294,7 @@ def load_config(path: str | Path, *, require_keys: bool = True, resolve_provider
     problems += _same_requests(config, name, root)
     problems += _output_kind_problems(config, name, root)
     problems += _object_storage_problems(config, name, root, from_url)
+    problems += budget_problems(config.budget, config.providers, config.judges, name, root)
     if config.min_responses is not None and config.min_responses > config.answers_per_prompt:
         problems.append(
             problem_at(

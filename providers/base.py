@@ -12,12 +12,14 @@ from pydantic import SecretStr
 from common.clock import utc_now
 from common.secrets import scrub
 from providers.breaker import Breaker
+from providers.budget import Account, Hold
 from providers.config import ProviderConfig
+from providers.costs import charge, price_text
 from providers.errors import InternalError, ProviderError
 from providers.http import JsonExchange
 from providers.kinds import Kind
 from providers.limits import GENTLE_START, ProviderLimiter, RateGovernor
-from providers.result import INTERRUPTED, SKIPPED, Answer, CallResult, answered, internal_failure
+from providers.result import BUDGET, INTERRUPTED, SKIPPED, Answer, CallResult, answered, internal_failure
 from providers.retry import make_retrying
 
 CHARS_PER_TOKEN = 4
@@ -84,6 +86,10 @@ class Provider(abc.ABC):
             start_concurrency=GENTLE_START,
         )
         self.breaker = Breaker(config.breaker_threshold)
+        self._price = config.effective_price
+        self._price_text = price_text(config)
+        self.account: Account | None = None
+        """The budget this provider's requests count against (``providers.budget``; set by the run's pool)."""
         self._exchange = self._open_exchange(config, api_key)
 
     @abc.abstractmethod
@@ -103,7 +109,21 @@ class Provider(abc.ABC):
         return int(tokens_for_chars(prompt_chars(messages, system))) + 1 + self._output_tokens
 
     async def call(self, messages: list[dict[str, Any]], system: str | None) -> CallResult:
-        """Send one prompt within the provider's limits, with retries; return the answer or final error."""
+        """Send one prompt within the provider's limits, with retries; return the answer or final error.
+
+        Under a budget (:attr:`account`) the request's worst case is reserved just before it is first sent (not
+        while it waits for the rate limiter) and released to its actual cost when it ends; a request that does
+        not fit is not sent (error type ``budget``)."""
+        account = self.account
+        if account is None:
+            return await self._call(messages, system, None)
+        holds: list[Hold] = []
+        result = await self._call(messages, system, holds)
+        if holds:
+            account.settle(holds[0], result)
+        return result
+
+    async def _call(self, messages: list[dict[str, Any]], system: str | None, holds: list[Hold] | None) -> CallResult:
         attempts = 0
         started = time.perf_counter()
         estimate = self.estimate_tokens(messages, system)
@@ -125,6 +145,8 @@ class Provider(abc.ABC):
                     used: int | None = None
                     try:
                         self._check_stop()
+                        if holds is not None and not holds:
+                            await self._reserve(holds, estimate)
                         started = time.perf_counter()
                         answer = await self._send(messages, system)
                         ok = True
@@ -167,10 +189,20 @@ class Provider(abc.ABC):
             return internal_failure(exc, attempts, secrets=self._secrets)
         self.breaker.record(True, None, None, None)
         self.limiter.answered(answer.rate, ticket)
-        return answered(answer, attempts, round((time.perf_counter() - started) * 1000, 1), utc_now("milliseconds"))
+        result = answered(answer, attempts, round((time.perf_counter() - started) * 1000, 1), utc_now("milliseconds"))
+        return charge(result, self._price, self._price_text)
+
+    async def _reserve(self, holds: list[Hold], estimate: int) -> None:
+        assert self.account is not None
+        hold = await self.account.reserve(estimate - self._output_tokens, self._output_tokens)
+        if hold is None:
+            raise _Stop(BUDGET, f"not sent: {self.account.reason()}")
+        holds.append(hold)
 
     def _check_stop(self) -> None:
         if self.breaker.reason is not None:
             raise _Stop(SKIPPED, f"provider {self.breaker.reason}")
+        if self.account is not None and self.account.stopped:
+            raise _Stop(BUDGET, f"not sent: {self.account.reason()}")
         if self._should_stop():
             raise _Stop(INTERRUPTED, "the run was stopped before this call was made")

@@ -19,6 +19,7 @@ from typing_extensions import TypedDict
 from common.config_types import ConfigFloat, ConfigInt, finite, not_bool
 from common.yaml_locations import did_you_mean
 from providers.kinds import KINDS, AnthropicKind, Kind, ProviderKind
+from providers.prices import CONFIG, price_table
 
 ANTHROPIC_DEFAULT_MAX_TOKENS = AnthropicKind.default_max_tokens
 
@@ -264,11 +265,34 @@ class ProviderConfig(BaseModel):
         return self.mode == "batch"
 
     @property
-    def full_price(self) -> Price | None:
-        """``price`` with the prompt-cache prices filled in by the kind's rule where the config leaves them out."""
-        if self.price is None:
+    def known_price(self) -> Price | None:
+        """The price this provider is charged at online: ``price`` from the config, else the shipped price table's
+        row for its model (``providers/prices.json``), else None."""
+        if self.price is not None:
+            return self.price
+        row = price_table().lookup(self.kind, self.model)
+        if row is None:
             return None
-        price, kind = self.price, self.kind_class
+        return Price(
+            input_per_million=row.input_per_million,
+            output_per_million=row.output_per_million,
+            cached_input_per_million=row.cached_input_per_million,
+            cache_write_per_million=row.cache_write_per_million,
+        )
+
+    @property
+    def price_source(self) -> str | None:
+        """Where :attr:`known_price` comes from: ``config``, ``table <date>``, or None (no price known)."""
+        if self.price is not None:
+            return CONFIG
+        return price_table().source if price_table().lookup(self.kind, self.model) is not None else None
+
+    @property
+    def full_price(self) -> Price | None:
+        """:attr:`known_price` with the prompt-cache prices filled in by the kind's rule where it leaves them out."""
+        price, kind = self.known_price, self.kind_class
+        if price is None:
+            return None
         return price.model_copy(
             update={
                 "cached_input_per_million": price.input_per_million * kind.cache_read_factor
@@ -288,6 +312,16 @@ class ProviderConfig(BaseModel):
         if price is None or not self.is_batch:
             return price
         return price.scaled(1 - self.batch_discount)
+
+    @property
+    def worst_price(self) -> Price | None:
+        """:attr:`effective_price` as a bound: every input token at the dearest input price (a cache write costs
+        more than a plain input token, a cache read less), for reserving a request's worst case."""
+        price = self.effective_price
+        if price is None:
+            return None
+        dearest = max(price.input_per_million, price.cache_write_per_million or 0.0)
+        return Price(input_per_million=dearest, output_per_million=price.output_per_million)
 
     @property
     def batch_limits(self) -> tuple[int, int]:

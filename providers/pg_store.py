@@ -36,6 +36,7 @@ from providers.result import CallResult
 from providers.store import (
     ANSWER_PART_COLUMNS,
     COLUMNS,
+    COST_COLUMNS,
     READABLE_FROM,
     ResponseStore,
     StoreError,
@@ -111,6 +112,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     tuple(
         f"ALTER TABLE responses ADD COLUMN {name} {'BIGINT' if kind == 'INTEGER' else kind}"
         for name, kind in ANSWER_PART_COLUMNS
+    ),
+    tuple(
+        f"ALTER TABLE responses ADD COLUMN {name} {'DOUBLE PRECISION' if kind == 'REAL' else kind}"
+        for name, kind in COST_COLUMNS
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from providers.base import Provider, governor_for
+from providers.budget import Budget
 from providers.config import ProviderConfig
 from providers.factory import open_provider
 from providers.limits import RateGovernor
@@ -20,9 +21,10 @@ _pools: dict[str, ProviderPool] = {}
 class ProviderPool:
     """The open providers of one run, by ``source_id``."""
 
-    def __init__(self, run_key: str, should_stop: Callable[[], bool]) -> None:
+    def __init__(self, run_key: str, should_stop: Callable[[], bool], budget: Budget | None = None) -> None:
         self.run_key = run_key
         self._should_stop = should_stop
+        self.budget = budget
         self._providers: dict[str, Provider] = {}
         self._groups: dict[str, RateGovernor] = {}
 
@@ -32,6 +34,8 @@ class ProviderPool:
         if provider is None:
             governor = self._group_governor(config) if config.rate_limit_group else None
             provider = await open_provider(config, self._should_stop, governor)
+            if self.budget is not None:
+                provider.account = self.budget.account(config.source_id)
             self._providers[config.source_id] = provider
         return provider
 

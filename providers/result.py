@@ -8,6 +8,7 @@ once, never asked again. Only a final error (after retries) is ``ok=False``.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -23,7 +24,9 @@ INTERRUPTED = "interrupted"  # the run was stopped before the call was made
 BATCH_EXPIRED = "batch_expired"
 BATCH_CANCELLED = "batch_cancelled"
 BATCH_FAILED = "batch_failed"
-UNSTORED = frozenset({SKIPPED, INTERRUPTED, BATCH_EXPIRED, BATCH_CANCELLED, BATCH_FAILED})
+# Not sent: the run's budget (or a limit this provider counts against) would have been crossed (``providers.budget``).
+BUDGET = "budget"
+UNSTORED = frozenset({SKIPPED, INTERRUPTED, BATCH_EXPIRED, BATCH_CANCELLED, BATCH_FAILED, BUDGET})
 # An exception nobody foresaw while making, parsing or storing a call (``providers.base``): a stored,
 # counted failure with the exception's type and (scrubbed) message, never a silent "not made".
 INTERNAL = "internal"
@@ -36,7 +39,7 @@ PROVIDER_REFUSALS = frozenset({401, 403, 404, 429})
 JSON_FIELDS = frozenset({"tool_calls", "reasoning", "flags"})
 TEXT_FIELDS = frozenset(
     {"text", "model", "finish_reason", "request_id", "error_type", "error", "created_at", "vendor_finish_reason"}
-    | {"refusal"}
+    | {"refusal", "price"}
 )
 INT_FIELDS = frozenset(
     {"input_tokens", "output_tokens", "attempts", "status_code", "reasoning_tokens", "cached_input_tokens"}
@@ -79,6 +82,10 @@ class CallResult:
     cached_input_tokens: int | None = None
     cache_write_tokens: int | None = None
     flags: tuple[str, ...] = ()
+    # What the call cost in USD at the price it was paid at, and that price (JSON: USD per million tokens and
+    # where it came from, ``providers.costs``); None for a call with no price known, or stored before costs were.
+    cost_usd: float | None = None
+    price: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for JSON and the store)."""
@@ -111,6 +118,8 @@ class CallResult:
                 value = value if isinstance(value, int) and not isinstance(value, bool) else None
             elif name == "ok":
                 value = int(bool(value))
+            elif name == "cost_usd":
+                value = float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
             row.append(value)
         return tuple(row)
 

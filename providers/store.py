@@ -104,8 +104,19 @@ def _add_answer_parts(db: sqlite3.Connection) -> None:
         db.execute(f"ALTER TABLE responses ADD COLUMN {name} {kind}")
 
 
+# Migration 4's columns: what a call cost and the price it was paid at (``providers.costs``).
+COST_COLUMNS: tuple[tuple[str, str], ...] = (("cost_usd", "REAL"), ("price", "TEXT"))
+
+
+def _add_cost(db: sqlite3.Connection) -> None:
+    """Migration 4: each result's cost in USD and the price used; older rows have them NULL (their cost is then
+    worked out from their tokens at the provider's current price, ``providers.costs``)."""
+    for name, kind in COST_COLUMNS:
+        db.execute(f"ALTER TABLE responses ADD COLUMN {name} {kind}")
+
+
 Migration = Callable[[sqlite3.Connection], None]
-MIGRATIONS: tuple[Migration, ...] = (_create_responses_and_meta, _create_batch_ledger, _add_answer_parts)
+MIGRATIONS: tuple[Migration, ...] = (_create_responses_and_meta, _create_batch_ledger, _add_answer_parts, _add_cost)
 SCHEMA_VERSION = len(MIGRATIONS)
 READABLE_FROM = 1
 """The oldest schema a read-only open accepts: later migrations only add tables, which readers treat as
@@ -117,11 +128,14 @@ COLUMNS = ("fingerprint", "source_id", "prompt_id", *RESULT_COLUMNS)
 _COLUMN_LIST = ", ".join(COLUMNS)
 _INSERT = f"INSERT OR REPLACE INTO responses ({_COLUMN_LIST}) VALUES ({', '.join('?' * len(COLUMNS))})"
 _ANSWER_PARTS_FROM = 3  # the schema version that has ANSWER_PART_COLUMNS
+_COST_FROM = 4  # the schema version that has COST_COLUMNS
 
 
 def readable_columns(schema_version: int, columns: Iterable[str] = COLUMNS) -> str:
     """``columns`` as a select list for a store of this schema version: those it does not have yet are NULL."""
     missing = {name for name, _ in ANSWER_PART_COLUMNS} if schema_version < _ANSWER_PARTS_FROM else set()
+    if schema_version < _COST_FROM:
+        missing |= {name for name, _ in COST_COLUMNS}
     return ", ".join("NULL" if column in missing else column for column in columns)
 
 

@@ -231,6 +231,8 @@ def _metadata(
             "created_at": result.created_at,
             "flags": [*flags.get(answer_id, []), *result.flags],
         }
+        if result.cost_usd is not None:  # what the answer cost, as recorded in the store (README "Budgets")
+            entry["cost_usd"] = result.cost_usd
         if result.tool_calls:
             entry["tool_calls"] = result.tool_calls
         if result.reasoning:

@@ -385,7 +385,10 @@ def test_run_report_artifacts_and_cost(sim: RunningSimulator, tmp_path: Path) ->
     summary = state.result()
     gpt = summary["providers"]["gpt-4o"]
     assert gpt["cost_usd"] == pytest.approx((gpt["input_tokens"] * 2.5 + gpt["output_tokens"] * 10.0) / 1e6, abs=1e-6)
-    assert summary["cost_usd"] == gpt["cost_usd"] and summary["providers"]["claude"]["cost_usd"] is None
+    claude = summary["providers"]["claude"]  # no price in its config: the price table's (claude-sonnet-4-5)
+    assert claude["price_source"].startswith("table ") and gpt["price_source"] == "config"
+    assert summary["cost_usd"] == pytest.approx(gpt["cost_usd"] + claude["cost_usd"], abs=1e-6)
+    assert summary["providers"]["llama-3"]["cost_usd"] is None and summary["cost_no_price"] == ["llama-3"]
     assert summary["providers"]["llama-3"]["retries"] == 2
 
     async def artifacts() -> list[Any]:

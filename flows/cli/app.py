@@ -51,6 +51,7 @@ EXIT_OUTPUT = 4
 EXIT_BUSY = 5
 EXIT_PENDING = 6
 EXIT_PLATFORM = 7
+EXIT_BUDGET = 8  # README "Budgets": a budget limit was reached; what was answered is stored and written
 
 
 def _error(message: object) -> None:
@@ -328,6 +329,7 @@ def _run_held(
             highlight=False,
         )
         raise typer.Exit(128 + signum)
+    _exit_if_budget_reached(summary, resume)
     failed = sum(p["failed"] for p in summary["providers"].values())
     skipped = sum(p["skipped"] for p in summary["providers"].values())
     not_made = sum(p["interrupted"] for p in summary["providers"].values())  # never without a stop signal
@@ -348,6 +350,20 @@ def _run_held(
         raise typer.Exit(EXIT_FAILURES)
 
 
+def _exit_if_budget_reached(summary: dict[str, Any], resume: str) -> None:
+    """README "Budgets": say what was spent of which limit, and exit 8."""
+    budget = summary.get("budget") or {}
+    if not budget.get("reached"):
+        return
+    console.print(
+        f"[yellow]Budget reached[/yellow]: {budget['message']}. No more requests were sent; those in flight were "
+        f"finished and stored. Rerunning with the same budget sends nothing; raise the limit (budget: in the "
+        f"config) and run again to go on, nothing is paid twice: {resume}",
+        highlight=False,
+    )
+    raise typer.Exit(EXIT_BUDGET)
+
+
 @app.command()
 def plan(
     config: Annotated[str, typer.Argument(help="Run config (YAML): a path, or an object-storage URL (s3://…).")],
@@ -356,7 +372,7 @@ def plan(
     """Estimate a run before making it: calls still to make, tokens, cost range, time at the rate limits."""
     import json
 
-    from flows.reporting.plan import plan_cost_text, plan_run, plan_table
+    from flows.reporting.plan import plan_budget_text, plan_cost_text, plan_run, plan_table
 
     try:
         report = plan_run(config)
@@ -367,6 +383,8 @@ def plan(
         return
     out.print(plan_table(report, f"{config}: {report['prompts']} prompt(s), {report['calls']} call(s) to make"))
     out.print(plan_cost_text(report), highlight=False)
+    if budget_text := plan_budget_text(report):
+        out.print(budget_text, highlight=False, markup=False)
 
 
 @app.command()
@@ -405,6 +423,8 @@ def status(
             reasons = ", ".join(f"{k}×{v}" for k, v in p["failure_reasons"].items()) or "-"
             table.add_row(sid, f"{p['answered']}/{p['planned']}", str(p["failed"]), str(p["missing"]), reasons)
         out.print(table)
+        budget = f" of a budget of ${report['budget_usd']:.2f}" if report.get("budget_usd") else ""
+        out.print(f"spent so far (recorded with the answers and judgements): ${report['cost_usd']:.4f}{budget}")
         if report["batches_pending"]:
             out.print(_batches_table(report["batches_pending"]))
     if any(p["failed"] or p["missing"] for p in report["providers"].values()):

@@ -22,6 +22,7 @@ from providers.base import system_text
 from providers.batch import open_batch_api
 from providers.batch.ledger import BatchLedger
 from providers.batch.runner import BatchRunner, Keep
+from providers.budget import Budget
 from providers.config import ProviderConfig
 from providers.result import CallResult
 from providers.slots import AnswerSlot, PlannedCall, SlotFingerprints, StoredChunk, reusable, stored_results
@@ -29,15 +30,16 @@ from providers.store_factory import StoreLike
 
 
 async def open_runners(
-    stack: AsyncExitStack, providers: list[ProviderConfig], store: StoreLike, keep: Keep
+    stack: AsyncExitStack, providers: list[ProviderConfig], store: StoreLike, keep: Keep, budget: Budget | None = None
 ) -> dict[str, BatchRunner]:
-    """A runner per batch-mode provider, closed with ``stack``."""
+    """A runner per batch-mode provider, closed with ``stack``; under ``budget``, each with its account."""
     ledger = BatchLedger(store)
     runners = {}
     for provider in providers:
         api = await open_batch_api(provider)
         stack.push_async_callback(api.aclose)
-        runners[provider.source_id] = BatchRunner(provider, api, ledger, keep)
+        account = budget.account(provider.source_id) if budget is not None else None
+        runners[provider.source_id] = BatchRunner(provider, api, ledger, keep, account)
     return runners
 
 
@@ -72,6 +74,8 @@ async def submit_missing(
             for call in calls:
                 if call.fingerprint not in waiting:
                     await runners[source_id].add(call)
+                else:  # submitted by an earlier run, its batch not ended: it will be paid, so it holds its worst case
+                    runners[source_id].hold_pending(call)
     for source_id, runner in runners.items():
         await runner.flush()
         summary.providers[source_id].called_this_run += runner.submitted_requests

@@ -29,6 +29,7 @@ from prefect.utilities.annotations import quote
 from common.atomic import atomic_open, write_json
 from common.clock import utc_now
 from common.errors import InputError, InputProblem
+from flows.budget import budget_summary, run_budget
 from flows.config import RunConfig, load_config
 from flows.delivery.delivered import note_changes
 from flows.generation import stopping
@@ -42,9 +43,12 @@ from flows.generation.writer_process import ChunkResults, WriterSetup, task_writ
 from flows.reporting import progress
 from flows.reporting.notify import on_run_completed, on_run_failed
 from flows.reporting.report import (
+    BUDGET_REACHED,
     INCOMPLETE,
     RUN_STORY,
+    BudgetReached,
     RunIncomplete,
+    budget_reached,
     calls_missing,
     missing_calls,
     outcome_message,
@@ -55,10 +59,12 @@ from flows.reporting.summary import ProviderTally, RunSummary
 from flows.sharding.shard import for_shard, prompts_of
 from prompts.reader import PromptRecord
 from providers.base import system_text
+from providers.budget import Budget
 from providers.config import ProviderConfig
 from providers.pool import ProviderPool, pool_for
+from providers.prices import price_table
 from providers.rescue import AnswerKeeper, default_rescue_dir, recover_rescued
-from providers.result import INTERRUPTED, SKIPPED, CallResult
+from providers.result import BUDGET, INTERRUPTED, SKIPPED, CallResult
 from providers.slots import (
     AnswerSlot,
     PlannedCall,
@@ -107,6 +113,8 @@ async def call_provider_chunk(provider: ProviderConfig, calls: list[PlannedCall]
         if not result.made:
             counts["not_made"] += 1
             sink.finished(provider.source_id, result)  # counted as skipped, as the summary counts it
+            if result.error_type == BUDGET:  # reported as not sent for the budget, not as interrupted
+                unstored[call.fingerprint] = result
             return
         if result.storable:
             keeper.keep(call.fingerprint, call.answer_id, call.prompt_id, result)
@@ -235,13 +243,15 @@ async def _run_held(
         run_id=stable_id("run", config.project, config.batch, config_hash, length=16),
         config_hash=config_hash,
         providers={
-            p.source_id: ProviderTally(p.source_id, p.model, p.effective_price, p.mode, p.full_price)
+            p.source_id: ProviderTally(p.source_id, p.model, p.effective_price, p.mode, p.full_price, p.price_source)
             for p in config.providers
         },
         started_at=utc_now(),
         rejected=len(prepared.rejected),
         layout=config.annotation.layout,
     )
+    if any(str(p.price_source).startswith("table") for p in (*config.providers, *config.judges)):
+        summary.price_warning = price_table().stale_warning()
     write_manifest(run_dir, config_path, config_hash, config.store_location, summary.started_at, config)
     if prepared.rejected:
         _write_rejected(run_dir / "rejected.jsonl", prepared)
@@ -254,7 +264,8 @@ async def _run_held(
         summary.quarantined_rescue_lines = recovered.quarantined
         summary.quarantine_files = [str(path) for path in recovered.quarantine_files]
         keeper = AnswerKeeper(store, rescue_dir)
-        with ProviderPool(uuid.uuid4().hex, _stop_when(keeper)) as pool:
+        budget = run_budget(config, store)  # what earlier runs of the batch spent counts against it
+        with ProviderPool(uuid.uuid4().hex, _stop_when(keeper), budget) as pool:
             _keepers[pool.run_key] = keeper
             progress.sink().attach(pool)
             try:
@@ -268,6 +279,7 @@ async def _run_held(
                     if tally is not None:
                         tally.note_limits(provider.limiter, provider.breaker.reason)
                 await pool.aclose()
+                summary.budget = budget_summary(budget)
 
     summary.interrupted = stopping.requested()
     summary.finished_at = utc_now()
@@ -304,6 +316,8 @@ def _final_state(report: dict[str, Any]) -> State:
     """
     message = outcome_message(report, stopping.signal_number())
     if not report["interrupted"]:
+        if budget_reached(report):
+            return Failed(name=BUDGET_REACHED, message=message, data=BudgetReached(message, report))
         if calls_missing(report):
             return Failed(name=INCOMPLETE, message=message, data=RunIncomplete(message, report))
         return Completed(message=message, data=report)
@@ -369,7 +383,7 @@ def _log_outcome(report: dict[str, Any]) -> None:
         logger.warning(
             "%s: %d of %d call(s) without an answer: %s",
             source_id,
-            p["failed"] + p["skipped"] + p["interrupted"],
+            p["failed"] + p["skipped"] + p["interrupted"] + p.get("over_budget", 0),
             p["requested"],
             ", ".join(missing),
         )
@@ -450,7 +464,17 @@ async def _generate(
     )
     try:
         await _answer_and_write(
-            setup, store, config, summary, breakers, call_online, keeper, judges, retry_failed, wait_for_batches
+            setup,
+            store,
+            config,
+            summary,
+            breakers,
+            call_online,
+            keeper,
+            judges,
+            retry_failed,
+            wait_for_batches,
+            pool.budget,
         )
     finally:
         if judges is not None:
@@ -468,6 +492,7 @@ async def _answer_and_write(
     judges: RunJudges | None,
     retry_failed: bool,
     wait_for_batches: bool,
+    budget: Budget | None = None,
 ) -> None:
     """Get every answer (online chunk by chunk; batch providers through their batches) and write the tasks."""
     slots = setup.slots
@@ -476,7 +501,7 @@ async def _answer_and_write(
         await _write_tasks(setup, store, config, summary, breakers, call_online, {}, judges)
         return
     async with AsyncExitStack() as stack:
-        runners = await open_runners(stack, batch_providers, store, keeper.keep)
+        runners = await open_runners(stack, batch_providers, store, keeper.keep, budget)
         batch_slots = [slot for slot in slots if slot.provider.is_batch]
         await submit_missing(runners, batch_slots, config, store, retry_failed, summary)
         # The online providers' calls, chunk by chunk, while the batches run; their refusals are kept for writing.

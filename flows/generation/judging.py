@@ -37,7 +37,7 @@ from providers.config import ProviderConfig
 from providers.fingerprint import legacy_provider_identity, provider_identity, request_fingerprint
 from providers.pool import ProviderPool, pool_for
 from providers.rescue import AnswerKeeper
-from providers.result import CallResult
+from providers.result import BUDGET, CallResult
 from providers.slots import read_results, reusable
 from providers.store_factory import StoreLike
 from task_builder.judging import (
@@ -132,7 +132,7 @@ class RunJudges:
                     self._identities[(judge.source_id, purpose)] = provider_identity(config)
                     self._legacy_identities[(judge.source_id, purpose)] = legacy_provider_identity(config)
             summary.judges[judge.source_id] = ProviderTally(
-                judge.source_id, judge.model, judge.effective_price, "judge", judge.full_price
+                judge.source_id, judge.model, judge.effective_price, "judge", judge.full_price, judge.price_source
             )
         _keepers[pool.run_key] = keeper
 
@@ -275,6 +275,8 @@ async def judge_provider_chunk(provider: ProviderConfig, calls: list[JudgeCall],
     async def one(call: JudgeCall) -> None:
         result = await _valid_judgement(client, call)
         if not result.made:
+            if result.error_type == BUDGET:  # not sent: the judgement says so, the judge's tally counts it
+                made[call.fingerprint] = result
             return
         if result.storable:
             keeper.keep(call.fingerprint, provider.source_id, call.prompt_id, result)
@@ -288,14 +290,21 @@ async def _valid_judgement(client: Any, call: JudgeCall) -> CallResult:
     """Ask until the answer fits the schema and scale (at most :data:`JUDGE_ATTEMPTS` times)."""
     problem: JudgeProblem | None = None
     attempts = 0
+    cost: float | None = None  # every answer asked for was paid: the stored result carries what they all cost
+    price: str | None = None
     for _ in range(JUDGE_ATTEMPTS):
         result: CallResult = await client.call(call.request.messages, call.system)
         attempts += result.attempts
+        if result.cost_usd is not None:
+            cost, price = (cost or 0.0) + result.cost_usd, result.price
         if not result.ok:
+            if result.made:
+                result.cost_usd = cost
             return result
         parsed = parse_judgement(call.request, judgement_text(result))
         if isinstance(parsed, dict):
             result.attempts = attempts
+            result.cost_usd = cost
             return result
         problem = parsed
     assert problem is not None
@@ -305,6 +314,8 @@ async def _valid_judgement(client: Any, call: JudgeCall) -> CallResult:
         error_type=INVALID_JUDGEMENT,
         error=f"{problem.field or 'answer'}: {problem.reason} (asked {JUDGE_ATTEMPTS} times)",
         created_at=utc_now("milliseconds"),
+        cost_usd=cost,
+        price=price,
     )
 
 

@@ -32,6 +32,7 @@ MAX_LINE = 100
 MAX_CELL = 48
 # The name of the final state of a run that left calls failed, skipped or not made (its type is FAILED).
 INCOMPLETE = "Incomplete"
+BUDGET_REACHED = "BudgetReached"
 # Set on the run's own log records (its start, chunks, cut-offs, failures, table): they go to the flow run's
 # logs in Prefect, and ``rlhf run`` keeps them off its console unless -v (``flows/cli/console_logs.py``).
 RUN_STORY = "rlhf_story"
@@ -49,6 +50,18 @@ class RunIncomplete(Exception):
         self.summary = summary
 
 
+class BudgetReached(RunIncomplete):
+    """A run that stopped sending at a budget limit: it ends Failed, named ``BudgetReached`` (``rlhf run`` exits 8).
+
+    Calls in flight were finished and stored, and the outputs written; rerunning with the same budget sends
+    nothing, raising the limit continues where the run stopped."""
+
+
+def budget_reached(summary: dict[str, Any]) -> bool:
+    """True if the run stopped sending at a budget limit (README "Budgets")."""
+    return bool((summary.get("budget") or {}).get("reached"))
+
+
 def calls_missing(summary: dict[str, Any]) -> bool:
     """True if the run left calls failed, skipped or not made: it ends :data:`INCOMPLETE` (``rlhf run`` exits 3).
 
@@ -57,12 +70,17 @@ def calls_missing(summary: dict[str, Any]) -> bool:
     """
     if summary.get("batches_pending") and not summary["interrupted"]:
         return False
-    return any(p["failed"] or p["skipped"] or p["interrupted"] for p in summary["providers"].values())
+    if budget_reached(summary):
+        return True
+    return any(
+        p["failed"] or p["skipped"] or p["interrupted"] or p.get("over_budget") for p in summary["providers"].values()
+    )
 
 
 def ended_incomplete(state: Any) -> bool:
-    """True for the final state of a run that finished incomplete (Failed, named :data:`INCOMPLETE`)."""
-    return state is not None and state.is_failed() and state.name == INCOMPLETE
+    """True for the final state of a run that finished incomplete (Failed, named :data:`INCOMPLETE`, or
+    :data:`BUDGET_REACHED`: it wrote its outputs too)."""
+    return state is not None and state.is_failed() and state.name in (INCOMPLETE, BUDGET_REACHED)
 
 
 def _shorten(text: str, width: int) -> str:
@@ -165,6 +183,7 @@ def markdown_report(summary: dict[str, Any], key: str | None = None) -> str:
         + (f" (batch mode saved ${summary['batch_saving_usd']:.4f})" if summary.get("batch_saving_usd") else "")
         + f"; wall time: {summary['wall_s']} s"
         + ("; **interrupted**" if summary["interrupted"] else ""),
+        *_price_lines(summary),
         "",
     ]
     providers = summary["providers"]
@@ -222,6 +241,24 @@ def _escaped(match: re.Match[str]) -> str:
     return indent + (start + "\\" if start.isdigit() else "\\" + start)
 
 
+def _price_lines(summary: dict[str, Any]) -> list[str]:
+    """Where each price came from (config, or the shipped table and its date), the budget, and a warning when
+    the price table is out of date."""
+    tallies = {**summary["providers"], **(summary.get("judges") or {})}
+    sources = [f"{sid} {p['price_source']}" for sid, p in tallies.items() if p.get("price_source")]
+    lines = [_shorten(f"- prices: {', '.join(sources)}", MAX_LINE)] if sources else []
+    budget = summary.get("budget") or {}
+    for name, lim in (budget.get("limits") or {}).items():
+        if lim["unit"] == "usd":
+            spent = f"${lim['spent']:.2f} spent of ${lim['limit']:.2f}"
+        else:
+            spent = f"{lim['spent']:,.0f} of {lim['limit']:,.0f} tokens spent"
+        lines.append(f"- {name}: {spent}" + (" (reached)" if lim["reached"] else ""))
+    if summary.get("price_warning"):
+        lines.append(_shorten(f"- **warning**: {summary['price_warning']}", MAX_LINE))
+    return lines
+
+
 def missing_calls(tally: dict[str, Any], not_made: str = "not made") -> list[str]:
     """What a provider's tally (``summary.json``'s) lacks: failed calls by reason, skipped ones (and why),
     calls not made; empty when every call was answered."""
@@ -233,6 +270,8 @@ def missing_calls(tally: dict[str, Any], not_made: str = "not made") -> list[str
         missing.append(f"{tally['skipped']} skipped" + (f" ({tally['breaker']})" if tally.get("breaker") else ""))
     if tally["interrupted"]:
         missing.append(f"{tally['interrupted']} {not_made}")
+    if tally.get("over_budget"):
+        missing.append(f"{tally['over_budget']} not sent (budget reached)")
     return missing
 
 
@@ -262,6 +301,11 @@ def outcome_message(summary: dict[str, Any], signum: int | None = None) -> str:
     if summary["interrupted"]:
         by = f" by signal {signum}" if signum else ""
         return f"Interrupted{by}: {detail}; {prompts}. Every finished call is stored: rerun the same config to resume."
+    if budget_reached(summary):
+        return (
+            f"Budget reached: {summary['budget']['message']}; {detail}; {prompts}. Calls in flight were finished "
+            "and stored; rerunning with the same budget sends nothing, raise the limit to go on (nothing is paid twice)."
+        )
     if parts:  # the run ends Incomplete (calls_missing)
         return (
             f"Incomplete: {detail}; {prompts}. Rerun the same config to make the missing calls "

@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from common.storage import is_url, join, read_bytes
+from flows.budget import spent_in_store
 from flows.config import RunConfig, load_config
 from flows.generation.manifest import MANIFEST, read_manifest, run_config, working_dir
 from flows.generation.stores import open_run_store, store_exists
 from prompts.reader import iter_prompts
 from providers.batch.ledger import BatchLedger
+from providers.costs import cost_of
 from providers.slots import SlotFingerprints, answer_slots, stored_results
 from providers.store_factory import StoreLike
 
@@ -68,16 +70,24 @@ def run_status(target: str | Path) -> dict[str, Any]:
         provider_of = {slot.answer_id: slot.provider.source_id for slot in slots}
         counts: dict[str, Counter[str]] = {p.source_id: Counter() for p in config.providers}
         reasons: dict[str, Counter[str]] = {p.source_id: Counter() for p in config.providers}
+        prices = {p.source_id: p.effective_price for p in config.providers}
+        costs: dict[str, float] = dict.fromkeys(prices, 0.0)
+        judges_cost: dict[str, float] = {j.source_id: 0.0 for j in config.judges}
         prompts = 0
         batches: list[dict[str, Any]] = []
         with open_run_store(config, read_only=True) if store_exists(config) else _no_store() as store:
             if store is not None:
                 batches = open_batches(store)
+                if config.judges:
+                    spent = spent_in_store(config, store)
+                    judges_cost = {j.source_id: spent.get(j.source_id, (0.0, 0))[0] for j in config.judges}
             for chunk in stored_results(store, fingerprints, iter_prompts(config.prompts), _LOOKUP_BATCH):
                 prompts += len(chunk.prompts)
                 for by_slot in chunk.fingerprints:
                     for answer_id, fp in by_slot.items():
                         source_id, result = provider_of[answer_id], chunk.stored.get(fp)
+                        if result is not None:
+                            costs[source_id] += cost_of(result, prices[source_id]) or 0.0
                         if result is None:
                             counts[source_id]["missing"] += 1
                         elif result.ok:
@@ -99,6 +109,11 @@ def run_status(target: str | Path) -> dict[str, Any]:
             }
             for sid in counts
         },
+        "providers_cost_usd": {sid: round(usd, 6) for sid, usd in costs.items()},
+        # What the stored answers and judgements cost, as recorded with each (the figure of summary.json)
+        "cost_usd": round(sum(costs.values()) + sum(judges_cost.values()), 6),
+        "judges_cost_usd": {sid: round(usd, 6) for sid, usd in judges_cost.items()},
+        "budget_usd": None if config.budget is None else config.budget.usd,
         "batches_pending": batches,
     }
 

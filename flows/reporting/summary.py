@@ -9,8 +9,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from providers.config import Price
+from providers.costs import cost_of
 from providers.limits import ProviderLimiter
-from providers.result import INTERRUPTED, SKIPPED, CallResult
+from providers.result import BUDGET, INTERRUPTED, SKIPPED, CallResult
 
 
 def percentile(values: array, q: float) -> float | None:
@@ -31,11 +32,13 @@ class ProviderTally:
     price: Price | None = None  # what this provider is paid at (batch mode: less the batch discount)
     mode: str = "online"
     online_price: Price | None = None  # the online price, for the batch saving
+    price_source: str | None = None  # "config", "table <date>" (providers/prices.json), or None: no price
     requested: int = 0
     answered: int = 0
     failed: int = 0
     skipped: int = 0
     interrupted: int = 0
+    over_budget: int = 0  # not sent: a budget limit would have been crossed
     pending_in_batches: int = 0  # requests waiting in a provider batch (a run that returned without waiting)
     called_this_run: int = 0
     reused_from_store: int = 0
@@ -51,11 +54,18 @@ class ProviderTally:
     latencies_ms: array = field(default_factory=lambda: array("d"))
     breaker: str | None = None
     limits: dict[str, Any] = field(default_factory=dict)
+    costed: float = 0.0  # the recorded costs of the results counted (or their usage at ``price``)
+    costed_results: int = 0  # results with a known cost
 
     def add(self, result: CallResult) -> None:
-        """Count one stored result (the latest for its fingerprint)."""
+        """Count one stored result (the latest for its fingerprint), and what it cost as recorded."""
         self.requested += 1
         self.retries += max(0, result.attempts - 1)
+        if result.made:
+            cost = cost_of(result, self.price)
+            if cost is not None:
+                self.costed += cost
+                self.costed_results += 1
         if result.ok:
             self.answered += 1
             self.input_tokens += result.input_tokens or 0
@@ -71,6 +81,8 @@ class ProviderTally:
             self.skipped += 1
         elif result.error_type == INTERRUPTED:
             self.interrupted += 1
+        elif result.error_type == BUDGET:
+            self.over_budget += 1
         else:
             self.failed += 1
             self.failure_reasons[result.error_type or "unknown"] += 1
@@ -98,10 +110,11 @@ class ProviderTally:
 
     @property
     def cost_usd(self) -> float | None:
-        """What this provider's answers cost at its price (None without one), cached input priced as such."""
-        if self.price is None:
+        """What this provider's answers cost: the sum of the costs recorded with them (an answer stored before
+        costs were recorded: its usage at the price, cached input priced as such); None without a price."""
+        if self.price is None and not self.costed_results:
             return None
-        return self.price.cost(self.input_tokens, self.output_tokens, self.cached_input_tokens, self.cache_write_tokens)
+        return self.costed
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready counts, with latency p50/p95 over the answered calls."""
@@ -113,6 +126,7 @@ class ProviderTally:
             "failure_reasons": dict(sorted(self.failure_reasons.items())),
             "skipped": self.skipped,
             "interrupted": self.interrupted,
+            "over_budget": self.over_budget,
             "pending_in_batches": self.pending_in_batches,
             "breaker": self.breaker,
             "called_this_run": self.called_this_run,
@@ -126,6 +140,7 @@ class ProviderTally:
             "usage_unknown": self.usage_unknown,
             "finish_reasons": dict(sorted(self.finish_reasons.items())),
             "mode": self.mode,
+            "price_source": self.price_source,
             "cost_usd": round(cost, 6) if (cost := self.cost_usd) is not None else None,
             "batch_saving_usd": self.batch_saving_usd,
             "latency_ms_p50": percentile(self.latencies_ms, 50),
@@ -170,6 +185,8 @@ class RunSummary:
     positions: dict[str, Any] = field(default_factory=dict)
     batches_pending: list[dict[str, Any]] = field(default_factory=list)
     judges: dict[str, ProviderTally] = field(default_factory=dict)  # judge calls (README "AI feedback")
+    budget: dict[str, Any] | None = None  # the budget's limits, spent and reached (README "Budgets")
+    price_warning: str | None = None  # the shipped price table is out of date (providers.prices)
 
     @property
     def cost_usd(self) -> float | None:
@@ -221,6 +238,8 @@ class RunSummary:
             "batch_saving_usd": self.batch_saving_usd,
             # Provider batches not ended yet (``--no-wait``): no tasks were written; a later run collects them.
             "batches_pending": self.batches_pending,
+            "budget": self.budget,
+            "price_warning": self.price_warning,
             "providers": {sid: tally.to_dict() for sid, tally in self.providers.items()},
             "judges": {sid: tally.to_dict() for sid, tally in self.judges.items()},
             "positions": self.positions,

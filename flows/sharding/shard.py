@@ -47,6 +47,7 @@ from flows.generation.outputs import fetch_shards, file_location, publish
 from flows.generation.prepare import PreparedRun, prepare_run
 from flows.generation.stores import hold_run_store, open_run_store
 from flows.reporting.report import (
+    BUDGET_REACHED,
     INCOMPLETE,
     RunIncomplete,
     calls_missing,
@@ -321,7 +322,11 @@ def merge_batch(
             if shard_store.is_file():
                 batch_store.copy_results_from(shard_store)
     # A shard that ended Incomplete (Failed, named so) finished: its calls missing are in its summary.
-    failed = [s for s in shard_info if s.get("state") != "COMPLETED" and s.get("state_name") != INCOMPLETE]
+    failed = [
+        s
+        for s in shard_info
+        if s.get("state") != "COMPLETED" and s.get("state_name") not in (INCOMPLETE, BUDGET_REACHED)
+    ]
     if failed:
         raise RuntimeError(
             "shard(s) did not complete: "

@@ -17,11 +17,14 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 
+from providers.base import prompt_chars, tokens_for_chars
 from providers.batch.api import BatchApi, NotSubmitted, RemoteBatch, Undecided, not_run
 from providers.batch.ledger import BatchLedger, Job, LedgerRequest
+from providers.budget import Account, Hold
 from providers.config import ProviderConfig
+from providers.costs import charge, price_text
 from providers.errors import RETRYABLE_STATUS
-from providers.result import BATCH_FAILED, CallResult
+from providers.result import BATCH_FAILED, BUDGET, CallResult
 from providers.slots import PlannedCall
 
 Keep = Callable[[str, str, str, CallResult], None]
@@ -43,8 +46,17 @@ def final(result: CallResult) -> bool:
 class BatchRunner:
     """The batches of one provider in one run (see the module docstring)."""
 
-    def __init__(self, config: ProviderConfig, api: BatchApi, ledger: BatchLedger, keep: Keep) -> None:
+    def __init__(
+        self, config: ProviderConfig, api: BatchApi, ledger: BatchLedger, keep: Keep, account: Account | None = None
+    ) -> None:
         self.config = config
+        self.account = account
+        """The budget its requests count against: a request's worst case is reserved when it is queued for a
+        batch (the whole batch's worst case at submission), released to its cost when its result is collected."""
+        self._holds: dict[str, Hold] = {}
+        self._price = config.effective_price
+        self._price_text = price_text(config)
+        self._output_tokens = config.estimated_output_tokens()
         self.api = api
         self._ledger = ledger
         self._keep = keep
@@ -89,8 +101,33 @@ class BatchRunner:
                 self._ledger.submitted(job, found)
                 known.add(found)
 
+    def _reserve(self, call: PlannedCall) -> bool:
+        """Reserve ``call``'s worst case; False (its result: not submitted, budget) if it does not fit."""
+        if self.account is None:
+            return True
+        found = self.account.try_reserve(self._prompt_tokens(call), self._output_tokens, online=False)
+        if not isinstance(found, Hold):
+            self.account.refuse(found)
+            reason = f"not submitted: {self.account.reason()}"
+            self.not_stored[call.fingerprint] = CallResult(ok=False, error_type=BUDGET, error=reason)
+            return False
+        self._holds[call.fingerprint] = found
+        return True
+
+    @staticmethod
+    def _prompt_tokens(call: PlannedCall) -> int:
+        return int(tokens_for_chars(prompt_chars(call.messages, call.system))) + 1
+
+    def hold_pending(self, call: PlannedCall) -> None:
+        """Hold the worst case of a request an earlier run submitted and whose batch has not ended: it will be paid."""
+        if self.account is not None:
+            self._holds[call.fingerprint] = self.account.hold_anyway(self._prompt_tokens(call), self._output_tokens)
+
     async def add(self, call: PlannedCall) -> None:
-        """Queue a request; a full batch (requests or bytes) is submitted at once."""
+        """Queue a request (unless its worst case does not fit the budget); a full batch (requests or bytes) is
+        submitted at once."""
+        if not self._reserve(call):
+            return
         encoded = self.api.encode(call.fingerprint, call.messages, call.system)
         if self._calls and (len(self._calls) >= self._max_requests or self._bytes + len(encoded) + 1 > self._max_bytes):
             await self.flush()
@@ -154,6 +191,11 @@ class BatchRunner:
     def _take(self, request: LedgerRequest, result: CallResult) -> None:
         self.collected["answered" if result.ok else (result.error_type or "failed")] += 1
         fingerprint = self.aliases.get(request.custom_id, request.custom_id)
+        if result.made:
+            charge(result, self._price, self._price_text)
+        hold = self._holds.pop(fingerprint, None)
+        if hold is not None and self.account is not None:
+            self.account.settle(hold, result)
         if final(result):
             self._keep(fingerprint, request.answer_id, request.prompt_id, result)
         else:
