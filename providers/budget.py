@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from providers.config import Price
 from providers.result import CallResult
 
+TIMED_OUT = "timeout"  # providers.errors.TimedOut.error_type
+
 _NOTHING = 1e-9  # what is left reserved once every hold is released (float sums leave crumbs)
 
 
@@ -157,9 +159,13 @@ class Account:
             await self.budget.settled()
 
     def settle(self, hold: Hold, result: CallResult | None) -> None:
-        """Release ``hold`` and count what the request actually cost (nothing for a request that got no answer)."""
+        """Release ``hold`` and count what the request actually cost: nothing for a request that got no answer,
+        except one that timed out, counted at its worst case (the provider may have worked on it, and bill it,
+        after we stopped waiting: the run's limits must hold even then)."""
         cost = (result.cost_usd or 0.0) if result is not None else 0.0
         used = 0.0
+        if result is not None and result.error_type == TIMED_OUT:
+            cost, used = hold.usd, hold.tokens
         if result is not None and result.ok:
             used = float((result.input_tokens or 0) + (result.output_tokens or 0))
             if result.input_tokens and hold.prompt_tokens > 0:

@@ -190,6 +190,24 @@ def test_a_request_that_does_not_fit_waits_for_those_in_flight_and_the_limit_clo
     asyncio.run(scenario())
 
 
+def test_a_request_that_timed_out_counts_its_worst_case_an_error_before_sending_nothing() -> None:
+    async def scenario() -> None:
+        limit = Limit("budget.usd", 1.0)
+        account = Budget([limit]).add_account("a", [limit], [], Price(input_per_million=0.0, output_per_million=1e6))
+        timed_out = await account.reserve(0, 0.4)
+        refused = await account.reserve(0, 0.4)
+        assert isinstance(timed_out, Hold) and isinstance(refused, Hold)
+        account.settle(timed_out, CallResult(ok=False, error_type="timeout", error="timed out after 60 s"))
+        account.settle(refused, CallResult(ok=False, error_type="http_400", status_code=400))
+        assert limit.spent == pytest.approx(0.4) and limit.reserved == 0.0  # the timeout may be billed
+        third = await account.reserve(0, 0.4)
+        assert isinstance(third, Hold)
+        account.settle(third, CallResult(ok=False, error_type="timeout", error="timed out after 60 s"))
+        assert limit.spent == pytest.approx(0.8) and await account.reserve(0, 0.4) is None
+
+    asyncio.run(scenario())
+
+
 # ------------------------------------------------------------------------------------------- the store
 
 
