@@ -196,6 +196,8 @@ def test_tasks_reach_label_studio_while_the_run_goes_and_a_stopped_server_is_com
     assert (rerun["delivery"]["imported"], rerun["delivery"]["already_delivered"]) == (0, 6)
     assert rerun["delivery"]["undelivered"] == []
     assert Counter(_project_tasks(label_studio.url, label_studio.token, title)) == Counter(shells)
+    kept = (run_dir / "delivered" / "tasks.jsonl").read_text().splitlines()
+    assert Counter(json.loads(line)["task_id"] for line in kept) == Counter(shells)  # each version kept once
     forwarder.stop()
 
 

@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from common import bounded_json
 from common.atomic import atomic_open
 from flows.config import RunConfig
-from flows.delivery.delivered import keeping_delivered, run_versions
+from flows.delivery.delivered import KeptVersions, keeping_delivered, run_versions
 from flows.generation.manifest import MANIFEST, read_manifest, run_config, working_dir
 from platforms.label_studio.client import LabelStudioClient
 from platforms.label_studio.labeling_config import LabelingConfig, build_labeling_config
@@ -150,6 +150,7 @@ def deliver_shells(
     shells: Callable[[], Iterable[dict[str, Any]]],
     widest: int | None = None,
     known: dict[int, set[str]] | None = None,
+    kept: KeptVersions | None = None,
 ) -> dict[str, Any]:
     """Import the shells ``shells()`` yields that are not yet in the target's projects (the body of
     :func:`deliver_label_studio`, also called chunk by chunk by a run that delivers as it goes,
@@ -157,7 +158,8 @@ def deliver_shells(
 
     ``widest``: the answer count whose tasks go to the base title (default: the most any shell has).
     ``known``: task ids already listed per project (kept up to date here), so a caller delivering many
-    times lists each project once; None lists every project each time.
+    times lists each project once; None lists every project each time. ``kept``: the same for the kept
+    versions (:class:`~flows.delivery.delivered.KeptVersions`).
     """
     url, predictions, judge = target.url, target.predictions, target.judge
     chosen = choose_judge(shells(), judge) if predictions != "none" else None
@@ -192,7 +194,7 @@ def deliver_shells(
         new = [task for task in by_count[count] if task["data"]["task_id"] not in existing]
         _check_same_as_before(title, project["id"], new, predictions, recorded.get(int(project["id"])))
         planned.append((count, title, project, created, new))
-    _keep_delivered(run_dir, shells, [task for *_, new in planned for task in new])
+    _keep_delivered(run_dir, shells, [task for *_, new in planned for task in new], kept)
     for count, title, project, created, new in planned:  # every project checked before any import
         imported = client.import_tasks(project["id"], new) if new else 0
         known[int(project["id"])].update(task["data"]["task_id"] for task in new)
@@ -274,7 +276,12 @@ def project_url(url: str, project_id: int) -> str:
     return f"{url.rstrip('/')}/projects/{project_id}/"
 
 
-def _keep_delivered(run_dir: Path, shells: Callable[[], Iterable[dict[str, Any]]], tasks: list[dict[str, Any]]) -> None:
+def _keep_delivered(
+    run_dir: Path,
+    shells: Callable[[], Iterable[dict[str, Any]]],
+    tasks: list[dict[str, Any]],
+    kept: KeptVersions | None = None,
+) -> None:
     """Keep the run's version of each Label Studio task about to be imported (``flows.delivery.delivered``).
 
     The shells are read again from ``shells()`` (not held while the tasks are built); one whose text is
@@ -283,7 +290,7 @@ def _keep_delivered(run_dir: Path, shells: Callable[[], Iterable[dict[str, Any]]
     shown = {task["data"]["task_id"]: task["data"][HASH_FIELD] for task in tasks}
     if not shown:
         return
-    with keeping_delivered(run_dir) as keep:
+    with keeping_delivered(run_dir, kept) as keep:
         for shell in shells():
             if shell["task_id"] in shown and answer_hashes(shell) == shown[shell["task_id"]]:
                 keep(shell)

@@ -145,6 +145,7 @@ class StreamDelivery:
         self._batch = batch
         self._queue: queue.Queue[tuple[int, list[str]] | None] = queue.Queue()
         self._known: dict[int, set[str]] = {}
+        self._kept: Any = None  # KeptVersions, made when the first chunk is delivered
         self._records_size = -1  # deliveries.jsonl's size after our last delivery: changed = another delivered
         self._judge: str | None = None  # the judge the first chunk chose: every chunk pre-fills the same
         self._failing = False
@@ -242,6 +243,7 @@ class StreamDelivery:
         """One attempt, holding the run's delivery lock. The projects' task ids are listed again when another
         delivery of the run (``rlhf deliver``) recorded something since ours, or after a failed attempt."""
         from flows.delivery.deliver import DELIVERIES, LabelStudioTarget, deliver_shells, delivery_records
+        from flows.delivery.delivered import KeptVersions
         from platforms.label_studio.client import LabelStudioError
 
         settings = self._settings
@@ -252,6 +254,7 @@ class StreamDelivery:
                 earlier = [r["prefill_judge"] for r in delivery_records(self._run_dir, settings.url).values()]
                 self._judge = next((judge for judge in earlier if judge), None)
         judge = settings.judge or self._judge
+        self._kept = self._kept or KeptVersions()
         try:
             report = deliver_shells(
                 client,
@@ -262,6 +265,7 @@ class StreamDelivery:
                 lambda: shells,
                 widest=settings.widest,
                 known=self._known,
+                kept=self._kept,
             )
         except LabelStudioError:
             self._records_size = -1  # what a failed import left behind is listed again
