@@ -18,6 +18,7 @@ from pydantic import (
     PrivateAttr,
     Tag,
     ValidationError,
+    field_validator,
 )
 
 from common.config_types import ConfigFloat, ConfigInt
@@ -53,6 +54,45 @@ class NotifyConfig(BaseModel):
     webhook_url: str | None = None
     timeout_s: ConfigFloat = Field(default=10.0, gt=0)
     on: list[str] = Field(default_factory=lambda: ["completed", "failed"])
+
+
+class DeliveryConfig(BaseModel):
+    """``delivery:`` in the run config: each chunk's tasks go to Label Studio as the run writes them
+    (``flows/delivery/stream.py``; ``rlhf run --deliver label-studio`` gives the same from the command line).
+
+    The same projects and rules as ``rlhf deliver`` (``project_title``, ``predictions``, ``judge``); the token
+    is read from the variable ``token_env`` names, never written here. A delivery that fails is retried
+    ``retries`` times (exponential waits from ``retry_wait_s``), then reported; generation never stops for it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    to: Literal["label-studio"] = "label-studio"
+    url: str = Field(min_length=1)
+    token_env: str = "LABEL_STUDIO_TOKEN"
+    project_title: str | None = Field(default=None, min_length=1)
+    predictions: Literal["none", "all", "half"] = "all"
+    judge: str | None = None
+    retries: ConfigInt = Field(default=5, ge=1, le=100)
+    retry_wait_s: ConfigFloat = Field(default=1.0, ge=0, le=600)
+    timeout_s: ConfigFloat = Field(default=30.0, gt=0, le=600)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+            raise ValueError("must be the Label Studio server's http:// or https:// URL, without credentials")
+        return value.rstrip("/")
+
+    @field_validator("token_env")
+    @classmethod
+    def _variable_name(cls, value: str) -> str:
+        if not is_variable_name(value):
+            raise ValueError(f"{value!r} is not an environment variable name (the variable holding the token)")
+        return value
 
 
 class AnnotationConfig(BaseModel):
@@ -107,6 +147,7 @@ class RunConfig(BaseModel):
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     # Spend limits checked before every request (flows/budget.py, README "Budgets").
     budget: BudgetConfig | None = None
+    delivery: DeliveryConfig | None = None  # deliver tasks as the run writes them (flows/delivery/stream.py)
 
     @property
     def answers_per_prompt(self) -> int:
@@ -120,11 +161,10 @@ class RunConfig(BaseModel):
 
     def config_hash(self) -> str:
         """A stable hash of everything in the config (API keys are never in it: only variable names)."""
-        # Notifications do not change what a run produces (and webhook URLs may hold a secret); nor does a budget
-        # (raising it continues the same batch).
-        canonical = json.dumps(
-            self.model_dump(mode="json", exclude={"notify", "budget"}), sort_keys=True, separators=(",", ":")
-        )
+        # Notifications and delivery do not change what a run produces (and webhook URLs may hold a secret); nor
+        # does a budget (raising it continues the same batch).
+        values = self.model_dump(mode="json", exclude={"notify", "delivery", "budget"})
+        canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     # Set only on one shard of a sharded run (flows/sharding/shard.py): (index, count). Private, so not part of
@@ -304,6 +344,7 @@ def load_config(path: str | Path, *, require_keys: bool = True, resolve_provider
                 f"{config.min_responses} answers required but only {config.answers_per_prompt} are asked for per prompt",
             )
         )
+    problems += _delivery_problems(config, name, root, require_keys)
     if require_keys:
         problems += _missing_keys(config, name, root)
     if problems:
@@ -561,4 +602,33 @@ def _missing_keys(config: RunConfig, name: str, root: yaml.Node | None) -> list[
                     f"environment variable {provider.key_env} is not set (the API key of '{provider.source_id}')",
                 )
             )
+    return problems
+
+
+def _delivery_problems(config: RunConfig, name: str, root: yaml.Node | None, require_keys: bool) -> list[InputProblem]:
+    """A ``delivery:`` block's judge must be one of the run's judges; its token's variable must be set
+    (with ``require_keys``: the run is about to start)."""
+    delivery = config.delivery
+    if delivery is None:
+        return []
+    problems = []
+    judges = [judge.source_id for judge in config.judges]
+    if delivery.judge is not None and delivery.judge not in judges:
+        problems.append(
+            problem_at(
+                name,
+                root,
+                ("delivery", "judge"),
+                f"'{delivery.judge}' is not one of the run's judges ({', '.join(judges) or 'none configured'})",
+            )
+        )
+    if require_keys and not os.environ.get(delivery.token_env):
+        problems.append(
+            problem_at(
+                name,
+                root,
+                ("delivery", "token_env"),
+                f"environment variable {delivery.token_env} is not set (the Label Studio token)",
+            )
+        )
     return problems

@@ -133,6 +133,25 @@ def run(
             "writes and exits (default: $RLHF_STOP_GRACE_S, else 30).",
         ),
     ] = None,
+    deliver: Annotated[
+        str | None,
+        typer.Option(
+            "--deliver",
+            help="label-studio: deliver each chunk's tasks as they are written (as rlhf deliver would; "
+            "the options below, or the config's delivery: block).",
+        ),
+    ] = None,
+    url: Annotated[str | None, typer.Option(help="With --deliver: the Label Studio URL.")] = None,
+    token_env: Annotated[
+        str | None, typer.Option(help="With --deliver: the variable holding the token (default LABEL_STUDIO_TOKEN).")
+    ] = None,
+    project_title: Annotated[
+        str | None, typer.Option(help="With --deliver: the project title (default '<project> / <batch>').")
+    ] = None,
+    predictions: Annotated[
+        str | None, typer.Option(help="With --deliver: all | half | none, as rlhf deliver --predictions.")
+    ] = None,
+    judge: Annotated[str | None, typer.Option(help="With --deliver: the judge annotators start from.")] = None,
 ) -> None:
     """Generate: send every prompt to every provider and write task shells and a summary.
 
@@ -149,6 +168,8 @@ def run(
     - 5: another run holds this batch (nothing called).
     - 6: batches of batch-mode providers are still running (--no-wait; tasks not written yet: run again
       later to collect them).
+    - 7: every call answered and the tasks written, but some could not be delivered to Label Studio
+      (--deliver or delivery:); the message gives the rlhf deliver command that completes the delivery.
     - 128+N: stopped by signal N (SIGINT: 130, SIGTERM: 143) after writing what was complete.
     """
     from flows.generation import stopping
@@ -167,15 +188,20 @@ def run(
     except ValueError as exc:
         console.print(f"[red]{exc}[/red]", highlight=False)
         raise typer.Exit(2) from None
+    delivery = _delivery_options(deliver, url, token_env, project_title, predictions, judge)
     try:
         prepared = prepare_run(config, skip_invalid=skip_invalid)
+        if delivery is not None:  # checked before Prefect starts; the flow applies it
+            from flows.delivery.stream import delivery_override
+
+            delivery_override(prepared.config, delivery, "rlhf run --deliver")
     except InputError as exc:
         raise _input_failure(exc) from None
     try:
         # Before Prefect starts: a second run, or a store that cannot be used, stops here at once.
         with hold_run_store(prepared.config):
             open_run_store(prepared.config).close()
-            _run_held(config, prepared, retry_failed, skip_invalid, quiet, verbose, rescue_dir, not no_wait)
+            _run_held(config, prepared, retry_failed, skip_invalid, quiet, verbose, rescue_dir, not no_wait, delivery)
     except (BatchBusy, StoreError, StoreFailed) as exc:
         raise _store_failure(exc) from None
 
@@ -219,6 +245,7 @@ def _run_held(
     verbose: bool,
     rescue_dir: Path | None,
     wait_for_batches: bool = True,
+    delivery: dict[str, Any] | None = None,
 ) -> None:
     """``rlhf run`` once the batch's store is held by this process."""
     from flows.generation.writer_process import TaskWriterFailed
@@ -273,6 +300,7 @@ def _run_held(
                     skip_invalid=skip_invalid,
                     rescue_dir=str(rescue_dir) if rescue_dir else None,
                     wait_for_batches=wait_for_batches,
+                    delivery=delivery,
                 )
             )
         except InputError as exc:
@@ -341,6 +369,10 @@ def _run_held(
             f"do not count; see left_out in {files['incomplete']}.",
             highlight=False,
         )
+    from flows.delivery.stream import stream_warning
+
+    if (undelivered := stream_warning(summary)) is not None:
+        console.print(f"Warning: {undelivered}", style="yellow", highlight=False, markup=False)
     if failed or skipped or not_made:
         console.print(
             f"[yellow]{failed} call(s) failed, {skipped + not_made} not made.[/yellow] Run the same command again to resume "
@@ -348,6 +380,31 @@ def _run_held(
             highlight=False,
         )
         raise typer.Exit(EXIT_FAILURES)
+    if undelivered is not None:
+        raise typer.Exit(EXIT_PLATFORM)
+
+
+def _delivery_options(
+    deliver: str | None,
+    url: str | None,
+    token_env: str | None,
+    project_title: str | None,
+    predictions: str | None,
+    judge: str | None,
+) -> dict[str, Any] | None:
+    """``rlhf run --deliver``'s fields (None without ``--deliver``); its options without it are an error (exit 2)."""
+    given = {"url": url, "token_env": token_env, "project_title": project_title, "predictions": predictions}
+    given["judge"] = judge
+    if deliver is None:
+        named = [f"--{name.replace('_', '-')}" for name, value in given.items() if value is not None]
+        if named:
+            _error(f"{', '.join(named)} only with --deliver label-studio")
+            raise typer.Exit(EXIT_INPUT)
+        return None
+    if deliver != "label-studio":
+        _error(f"unknown --deliver target '{deliver}': choose label-studio (files: rlhf deliver after the run)")
+        raise typer.Exit(EXIT_INPUT)
+    return {"to": deliver, **{name: value for name, value in given.items() if value is not None}}
 
 
 def _exit_if_budget_reached(summary: dict[str, Any], resume: str) -> None:

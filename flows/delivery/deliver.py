@@ -7,10 +7,13 @@ are read from environment variables named by the caller; they are never flow par
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,7 @@ from pydantic import SecretStr
 from common import bounded_json
 from common.atomic import atomic_open
 from flows.config import RunConfig
-from flows.delivery.delivered import keeping_delivered, run_versions
+from flows.delivery.delivered import KeptVersions, keeping_delivered, run_versions
 from flows.generation.manifest import MANIFEST, read_manifest, run_config, working_dir
 from platforms.label_studio.client import LabelStudioClient
 from platforms.label_studio.labeling_config import LabelingConfig, build_labeling_config
@@ -102,7 +105,10 @@ def deliver_label_studio(
     the widest tasks to ``project_title`` (default ``<project> / <batch>``), tasks that lost answers
     (a provider failed for that prompt) to ``<title> (k answers)``. Tasks without answers are not
     delivered. Each delivery is recorded in the run directory's ``deliveries.jsonl``, which
-    ``rlhf harvest`` reads to find the projects and join annotations back to the shells.
+    ``rlhf harvest`` reads to find the projects and join annotations back to the shells. A task already
+    in one of the run's projects of that title (``<title>`` or ``<title> (k answers)``, as recorded in
+    ``deliveries.jsonl``) is not imported again, whichever of them it went to (a run that delivered as
+    it went chose the project by the layout's answer count, chunk by chunk).
 
     Judges' values (``metadata.predictions``) go with the tasks as Label Studio predictions that
     annotators start from and may change (``platforms.label_studio.predictions``): with
@@ -112,16 +118,54 @@ def deliver_label_studio(
     (:func:`choose_judge`); the project is set to pre-fill its values (``show_collab_predictions``,
     ``model_version``). The mode and the judge are recorded with the delivery. A project keeps the mode
     and the judge it was first delivered with: new tasks for it under others are refused.
+
+    Deliveries of one run directory take turns (:func:`delivering`): a run delivering as it goes and an
+    ``rlhf deliver`` of the same run never both import a task.
     """
     if predictions not in PREDICTION_MODES:
         raise ValueError(f"unknown --predictions mode {predictions!r}: choose {', '.join(PREDICTION_MODES)}")
     run_dir = Path(run_dir)
     config, template, tasks_path = load_run(run_dir)
-    shells = list(read_jsonl(tasks_path))
-    chosen = choose_judge(shells, judge) if predictions != "none" else None
+    target = LabelStudioTarget(url, project_title or f"{config.project} / {config.batch}", predictions, judge)
+    with delivering(run_dir), LabelStudioClient(url, token) as client:
+        return deliver_shells(client, run_dir, target, template, config.batch, lambda: read_jsonl(tasks_path))
+
+
+@dataclass(frozen=True, slots=True)
+class LabelStudioTarget:
+    """Where and how tasks go: the server, the projects' base title, the predictions mode and judge."""
+
+    url: str
+    title: str
+    predictions: str = DEFAULT_MODE
+    judge: str | None = None
+
+
+def deliver_shells(
+    client: LabelStudioClient,
+    run_dir: Path,
+    target: LabelStudioTarget,
+    template: AnnotationTemplate,
+    batch: str,
+    shells: Callable[[], Iterable[dict[str, Any]]],
+    widest: int | None = None,
+    known: dict[int, set[str]] | None = None,
+    kept: KeptVersions | None = None,
+) -> dict[str, Any]:
+    """Import the shells ``shells()`` yields that are not yet in the target's projects (the body of
+    :func:`deliver_label_studio`, also called chunk by chunk by a run that delivers as it goes,
+    ``flows.delivery.stream``). Call it holding :func:`delivering`.
+
+    ``widest``: the answer count whose tasks go to the base title (default: the most any shell has).
+    ``known``: task ids already listed per project (kept up to date here), so a caller delivering many
+    times lists each project once; None lists every project each time. ``kept``: the same for the kept
+    versions (:class:`~flows.delivery.delivered.KeptVersions`).
+    """
+    url, predictions, judge = target.url, target.predictions, target.judge
+    chosen = choose_judge(shells(), judge) if predictions != "none" else None
     by_count: dict[int, list[dict[str, Any]]] = {}
     forms: dict[int, LabelingConfig] = {}
-    for shell in shells:
+    for shell in shells():
         count = len(final_answers(shell))
         if count and chosen is not None and shows_predictions(shell["task_id"], predictions):
             form = forms.get(count) or forms.setdefault(count, build_labeling_config(template, count))
@@ -129,47 +173,53 @@ def deliver_label_studio(
         else:
             task = to_label_studio(shell)
         by_count.setdefault(count, []).append(task)
-    del shells
-    base = project_title or f"{config.project} / {config.batch}"
-    widest = max(by_count, default=0)
-    description = f"{template.display_title}. Delivered by rlhf-orchestrator from batch {config.batch}."
+    base = target.title
+    widest = max(by_count, default=0) if widest is None else widest
+    description = f"{template.display_title}. Delivered by rlhf-orchestrator from batch {batch}."
     recorded = delivery_records(run_dir, url)
+    known = {} if known is None else known
     projects: list[dict[str, Any]] = []
-    with LabelStudioClient(url, token) as client:
-        planned = []
-        for count in sorted((c for c in by_count if c > 0), reverse=True):
-            title = base if count == widest else f"{base} ({_answer_word(count)})"
-            labeling = forms.get(count) or build_labeling_config(template, count)
-            project, created = client.ensure_project(title, labeling.xml, description)
-            existing = client.task_ids(project["id"])
-            new = [task for task in by_count[count] if task["data"]["task_id"] not in existing]
-            _check_same_as_before(title, project["id"], new, predictions, recorded.get(int(project["id"])))
-            planned.append((count, title, project, created, new))
-        _keep_delivered(run_dir, tasks_path, [task for *_, new in planned for task in new])
-        for count, title, project, created, new in planned:  # every project checked before any import
-            imported = client.import_tasks(project["id"], new) if new else 0
-            with_predictions = sum(1 for task in new if task.get("predictions"))
-            if with_predictions:  # annotators start from the judge's values (Label Studio pre-fills one)
-                client.request(
-                    "PATCH",
-                    f"/api/projects/{project['id']}",
-                    json={"show_collab_predictions": True, "model_version": chosen},
-                )
-            projects.append(
-                {
-                    "project_id": project["id"],
-                    "project_title": title,
-                    "project_url": project_url(url, project["id"]),
-                    "project_created": created,
-                    "answers": count,
-                    "tasks": len(by_count[count]),
-                    "already_delivered": len(by_count[count]) - len(new),
-                    "imported": imported,
-                    "predictions": predictions,
-                    "imported_with_predictions": with_predictions,
-                    "prefill_judge": chosen if with_predictions else None,
-                }
+    planned = []
+    family = _title_family(run_dir, url, base)
+    for count in sorted((c for c in by_count if c > 0), reverse=True):
+        title = base if count == widest else f"{base} ({_answer_word(count)})"
+        labeling = forms.get(count) or build_labeling_config(template, count)
+        project, created = client.ensure_project(title, labeling.xml, description)
+        family.add(int(project["id"]))
+        existing: set[str] = set()
+        for project_id in sorted(family):
+            if project_id not in known:
+                known[project_id] = set(client.task_ids(project_id))
+            existing |= known[project_id]
+        new = [task for task in by_count[count] if task["data"]["task_id"] not in existing]
+        _check_same_as_before(title, project["id"], new, predictions, recorded.get(int(project["id"])))
+        planned.append((count, title, project, created, new))
+    _keep_delivered(run_dir, shells, [task for *_, new in planned for task in new], kept)
+    for count, title, project, created, new in planned:  # every project checked before any import
+        imported = client.import_tasks(project["id"], new) if new else 0
+        known[int(project["id"])].update(task["data"]["task_id"] for task in new)
+        with_predictions = sum(1 for task in new if task.get("predictions"))
+        if with_predictions:  # annotators start from the judge's values (Label Studio pre-fills one)
+            client.request(
+                "PATCH",
+                f"/api/projects/{project['id']}",
+                json={"show_collab_predictions": True, "model_version": chosen},
             )
+        projects.append(
+            {
+                "project_id": project["id"],
+                "project_title": title,
+                "project_url": project_url(url, project["id"]),
+                "project_created": created,
+                "answers": count,
+                "tasks": len(by_count[count]),
+                "already_delivered": len(by_count[count]) - len(new),
+                "imported": imported,
+                "predictions": predictions,
+                "imported_with_predictions": with_predictions,
+                "prefill_judge": chosen if with_predictions else None,
+            }
+        )
     _record_delivery(run_dir, url, projects)
     main = projects[0] if projects else {"project_id": None, "project_title": base, "project_created": False}
     return {
@@ -191,22 +241,57 @@ def deliver_label_studio(
     }
 
 
+def _title_family(run_dir: Path, url: str, base: str) -> set[int]:
+    """The run's Label Studio projects on ``url`` titled ``base`` or ``base (k answers)`` (its deliveries)."""
+    path = run_dir / DELIVERIES
+    if not path.is_file():
+        return set()
+    return {
+        int(record["project_id"])
+        for record in read_jsonl(path)
+        if record.get("platform") == "label-studio"
+        and record.get("url") == url.rstrip("/")
+        and (record.get("project_title") == base or str(record.get("project_title", "")).startswith(f"{base} ("))
+    }
+
+
+@contextmanager
+def delivering(run_dir: str | Path) -> Iterator[None]:
+    """Hold the run directory's delivery lock (``flock`` on ``<run_dir>/delivery.lock``) for the block,
+    waiting for another delivery of the run (``rlhf deliver``, or the run delivering as it goes) to finish
+    first: what one imports, the other then finds in the project and leaves alone. The kernel releases the
+    lock when its holder ends in any way."""
+    path = Path(run_dir) / "delivery.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def project_url(url: str, project_id: int) -> str:
     """Where annotators open a Label Studio project (its Data Manager)."""
     return f"{url.rstrip('/')}/projects/{project_id}/"
 
 
-def _keep_delivered(run_dir: Path, tasks_path: Path, tasks: list[dict[str, Any]]) -> None:
+def _keep_delivered(
+    run_dir: Path,
+    shells: Callable[[], Iterable[dict[str, Any]]],
+    tasks: list[dict[str, Any]],
+    kept: KeptVersions | None = None,
+) -> None:
     """Keep the run's version of each Label Studio task about to be imported (``flows.delivery.delivered``).
 
-    The shells are read again from ``tasks_path`` (not held while the tasks are built); one whose text is
+    The shells are read again from ``shells()`` (not held while the tasks are built); one whose text is
     no longer what the task shows (a rerun in between) is not kept, and harvest will say so.
     """
     shown = {task["data"]["task_id"]: task["data"][HASH_FIELD] for task in tasks}
     if not shown:
         return
-    with keeping_delivered(run_dir) as keep:
-        for shell in read_jsonl(tasks_path):
+    with keeping_delivered(run_dir, kept) as keep:
+        for shell in shells():
             if shell["task_id"] in shown and answer_hashes(shell) == shown[shell["task_id"]]:
                 keep(shell)
 

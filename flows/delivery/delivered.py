@@ -19,6 +19,7 @@ import json
 import os
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,15 +55,33 @@ def _shells(path: Path) -> Iterator[dict[str, Any]]:
                 yield shell
 
 
+@dataclass
+class KeptVersions:
+    """The versions the delivered file held when this process last read or wrote it, and its size then: a
+    caller that delivers many times (a run delivering chunk by chunk) reads the file only when another
+    process has appended to it since."""
+
+    size: int = -1
+    versions: set[Version] = field(default_factory=set)
+
+
 @contextmanager
-def keeping_delivered(run_dir: str | Path) -> Iterator[Callable[[dict[str, Any]], None]]:
+def keeping_delivered(
+    run_dir: str | Path, cache: KeptVersions | None = None
+) -> Iterator[Callable[[dict[str, Any]], None]]:
     """A function that keeps the version of a shell being delivered (once per version), synced on exit.
 
     Use it before the delivery goes out, so a version annotators may read is always kept.
     """
     path = delivered_path(run_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    kept = {_version(shell) for shell in _shells(path)}
+    size = path.stat().st_size if path.is_file() else 0
+    if cache is not None and cache.size == size:
+        kept = cache.versions
+    else:
+        kept = {_version(shell) for shell in _shells(path)}
+        if cache is not None:
+            cache.versions = kept
     with path.open("a", encoding="utf-8") as handle:
 
         def keep(shell: dict[str, Any]) -> None:
@@ -74,6 +93,8 @@ def keeping_delivered(run_dir: str | Path) -> Iterator[Callable[[dict[str, Any]]
         yield keep
         handle.flush()
         os.fsync(handle.fileno())
+        if cache is not None:
+            cache.size = handle.tell()
 
 
 def run_versions(tasks_path: Path, task_ids: Collection[str]) -> dict[str, list[dict[str, Any]]]:

@@ -32,6 +32,7 @@ from common.errors import InputError, InputProblem
 from flows.budget import budget_summary, run_budget
 from flows.config import RunConfig, load_config
 from flows.delivery.delivered import note_changes
+from flows.delivery.stream import delivery_override, stream_settings, stream_warning
 from flows.generation import stopping
 from flows.generation.batches import follow_batches, not_stored, open_runners, pending_batches, submit_missing
 from flows.generation.judging import RunJudges
@@ -175,6 +176,7 @@ async def generate_tasks(
     rate_shares: dict[str, float] | None = None,
     rescue_dir: str | None = None,
     wait_for_batches: bool = True,
+    delivery: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run a config end to end and return the summary (also written to ``<out>/<batch>/summary.json``).
 
@@ -204,9 +206,15 @@ async def generate_tasks(
     :class:`RunInterrupted`. Both carry the summary (``.summary``); with ``return_state=True`` the
     exception is ``state.result(raise_on_failure=False)``. The flow run's logs tell the run's story: its
     start, a line per chunk, cut-offs and failures (WARNING) and the final table.
+
+    With a ``delivery`` (the config's ``delivery:`` block, or ``delivery`` here: its fields, which replace
+    the block; ``rlhf run --deliver``) each chunk's tasks go to Label Studio as they are written
+    (``flows/delivery/stream.py``); the summary's ``delivery`` says what went and what did not.
     """
     stopping.install_handlers()
     prepared = prepare_run(config_path, skip_invalid=skip_invalid)
+    if delivery is not None:
+        prepared.config.delivery = delivery_override(prepared.config, delivery, config_path)
     config_hash = prepared.config.config_hash()  # of the config as written: a shard's overrides leave it alone
     if (
         shard_index is not None
@@ -258,6 +266,7 @@ async def _run_held(
     progress.sink().planned(prepared.prompt_count * config.answers_per_prompt)
     _log_start(prepared, shard_index)
 
+    summary_delivery: dict[str, Any] | None = None
     with open_run_store(config) as store:
         recovered = recover_rescued(store, rescue_dir)
         summary.recovered_from_rescue = recovered.results
@@ -269,7 +278,9 @@ async def _run_held(
             _keepers[pool.run_key] = keeper
             progress.sink().attach(pool)
             try:
-                await _generate(prepared, store, pool, keeper, summary, retry_failed, wait_for_batches)
+                summary_delivery = await _generate(
+                    prepared, store, pool, keeper, summary, retry_failed, wait_for_batches
+                )
             finally:
                 del _keepers[pool.run_key]
                 keeper.close()
@@ -297,6 +308,8 @@ async def _run_held(
     if prepared.rejected:
         summary.files["rejected"] = file_location(config, "rejected.jsonl")
     report = summary.to_dict()
+    if summary_delivery is not None:
+        report["delivery"] = summary_delivery
     note_changes(run_dir, report)  # a rerun that changed the text of delivered answers says so
     write_json(run_dir / "summary.json", report)
     publish(config)  # outputs in object storage: each file uploaded whole
@@ -390,6 +403,21 @@ def _log_outcome(report: dict[str, Any]) -> None:
     logger.info("summary:\n%s", summary_text(report))
 
 
+def _log_delivery(delivery: dict[str, Any]) -> None:
+    """The delivery as the run went, in the run's story: where the tasks went, or what is left to deliver."""
+    warning = stream_warning({"delivery": delivery})
+    if warning is not None:
+        _logger().warning("%s", warning)
+        return
+    _logger().info(
+        "delivered as the run went: %d task(s) in Label Studio (%d imported now, %d already there): %s",
+        delivery["imported"] + delivery["already_delivered"],
+        delivery["imported"],
+        delivery["already_delivered"],
+        ", ".join(delivery["project_urls"]) or "no task to deliver",
+    )
+
+
 def _stop_when(keeper: AnswerKeeper) -> Callable[[], bool]:
     """New calls stop on a stop signal, or once the store has refused a commit."""
     return lambda: stopping.requested() or keeper.failed
@@ -418,6 +446,7 @@ def writer_setup(prepared: PreparedRun, run_id: str, config_hash: str, created_a
         layout_kind=annotation.layout,
         seed=annotation.seed,
         pairs_per_prompt=annotation.pairs_per_prompt,
+        delivery=stream_settings(config),
     )
 
 
@@ -429,7 +458,8 @@ async def _generate(
     summary: RunSummary,
     retry_failed: bool,
     wait_for_batches: bool = True,
-) -> None:
+) -> dict[str, Any] | None:
+    """Every answer, then the tasks; the report of the delivery as the run went (None without one)."""
     config = prepared.config
     await _open_all(pool, tuple(config.providers), tuple(config.judges), prepared.config_path)
     setup = writer_setup(prepared, summary.run_id, summary.config_hash, store.setdefault_meta("created_at", utc_now()))
@@ -463,7 +493,7 @@ async def _generate(
         else None
     )
     try:
-        await _answer_and_write(
+        return await _answer_and_write(
             setup,
             store,
             config,
@@ -493,13 +523,12 @@ async def _answer_and_write(
     retry_failed: bool,
     wait_for_batches: bool,
     budget: Budget | None = None,
-) -> None:
+) -> dict[str, Any] | None:
     """Get every answer (online chunk by chunk; batch providers through their batches) and write the tasks."""
     slots = setup.slots
     batch_providers = [p for p in config.providers if p.is_batch]
     if not batch_providers:  # every answer is an online call: call and write chunk by chunk
-        await _write_tasks(setup, store, config, summary, breakers, call_online, {}, judges)
-        return
+        return await _write_tasks(setup, store, config, summary, breakers, call_online, {}, judges)
     async with AsyncExitStack() as stack:
         runners = await open_runners(stack, batch_providers, store, keeper.keep, budget)
         batch_slots = [slot for slot in slots if slot.provider.is_batch]
@@ -518,8 +547,8 @@ async def _answer_and_write(
         unstored.update(not_stored(runners))
         if pending:  # the tasks are written by the run that collects the last batch; the summary counts
             _count_without_writing(slots, store, config, unstored, summary)
-            return
-    await _write_tasks(setup, store, config, summary, breakers, None, unstored, judges)
+            return None
+    return await _write_tasks(setup, store, config, summary, breakers, None, unstored, judges)
 
 
 async def _write_tasks(
@@ -531,10 +560,10 @@ async def _write_tasks(
     call: Callable[[int, StoredChunk[PromptRecord]], Coroutine[Any, Any, dict[str, CallResult]]] | None,
     unstored: dict[str, CallResult],
     judges: RunJudges | None = None,
-) -> None:
+) -> dict[str, Any] | None:
     """Write every prompt's task (or incomplete record), chunk by chunk; ``call`` first makes a chunk's
     missing online calls, ``judges`` then judge its answers. ``unstored``: results that are not in the store
-    (refusals, batch requests never run).
+    (refusals, batch requests never run). Returns the report of the delivery as the run went, if any.
     """
     slots = setup.slots
     # The tasks are written by a second process (flows/generation/writer_process.py): handing a finished chunk over
@@ -562,6 +591,9 @@ async def _write_tasks(
         report = await writer.finish()
     summary.written = report.counts
     summary.positions = report.positions
+    if report.delivery is not None:
+        _log_delivery(report.delivery)
+    return report.delivery
 
 
 def _count_without_writing(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import IO, Any
 
 from flows.reporting.summary import WriteCounts
@@ -41,6 +42,7 @@ class TaskWriter:
         tasks_out: IO[str],
         incomplete_out: IO[str],
         filtered_out: IO[str],
+        on_task: Callable[[str], None] | None = None,
     ) -> None:
         self.ctx = ctx
         self.layout = layout
@@ -50,6 +52,7 @@ class TaskWriter:
         self._tasks_out = tasks_out
         self._incomplete_out = incomplete_out
         self._filtered_out = filtered_out
+        self._on_task = on_task  # told each task's JSON line as it is written (delivery as the run goes)
 
     def write(
         self, record: PromptRecord, results: dict[str, CallResult], judgements: dict[str, Judgement] | None = None
@@ -96,7 +99,10 @@ class TaskWriter:
                 )
                 continue
             shell = build_task(self.ctx, record, planned, self.slots, results, flags, judgements)
-            self._tasks_out.write(shell.to_json_line() + "\n")
+            line = shell.to_json_line()
+            self._tasks_out.write(line + "\n")
+            if self._on_task is not None:
+                self._on_task(line)
             counts.tasks_written += 1
             written += 1
         if written:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from common.atomic import atomic_open
+from flows.delivery.stream import StreamSettings
 from flows.generation.task_writer import TaskWriter
 from flows.reporting.summary import WriteCounts
 from prompts.reader import PromptRecord
@@ -68,6 +69,7 @@ class WriterSetup:
     layout_kind: LayoutKind
     seed: int
     pairs_per_prompt: int | None
+    delivery: StreamSettings | None = None  # deliver each chunk's tasks as written (flows/delivery/stream.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,7 @@ class WriterReport:
 
     counts: WriteCounts
     positions: dict[str, Any]
+    delivery: dict[str, Any] | None = None  # the delivery as the run went, if any (StreamDelivery.finish)
 
 
 def frame(message: Any) -> bytes:
@@ -145,7 +148,7 @@ class TaskWriterProcess:
         await self._process.wait()
         if reply is None or reply[0] != "done":
             raise self._failure(reply)
-        return WriterReport(counts=reply[1], positions=reply[2])
+        return WriterReport(counts=reply[1], positions=reply[2], delivery=reply[3])
 
     async def close(self) -> None:
         """Make sure the child is gone; without ``finish`` first it discards its partial files.
@@ -205,22 +208,47 @@ async def task_writer_process(setup: WriterSetup) -> AsyncIterator[TaskWriterPro
 
 
 def serve(requests: IO[bytes]) -> WriterReport:
-    """The child's work: read the setup and the chunks, write every task, commit the files on ``FINISH``."""
+    """The child's work: read the setup and the chunks, write every task, commit the files on ``FINISH``.
+
+    With ``setup.delivery`` each chunk's tasks also go to a :class:`~flows.delivery.stream.StreamDelivery`
+    once written (flushed first, so a reader of the partial file is never behind Label Studio); its report
+    comes after the files are committed (``rlhf deliver`` can then complete what it could not deliver).
+    """
     setup: WriterSetup = read_frame(requests)
     run_dir = Path(setup.run_dir)
     layout = TaskLayout(setup.layout_kind, setup.ctx.batch, setup.seed, setup.pairs_per_prompt)
+    stream = None
+    if setup.delivery is not None:
+        from flows.delivery.stream import StreamDelivery
+
+        stream = StreamDelivery(run_dir, setup.delivery, setup.ctx.template, setup.ctx.batch)
+    chunk_lines: list[str] = []
     with ExitStack() as files:
         tasks_out, incomplete_out, filtered_out = (
             files.enter_context(atomic_open(run_dir / name)) for name in OUTPUT_FILES
         )
         writer = TaskWriter(
-            setup.ctx, layout, setup.slots, setup.required_answers, tasks_out, incomplete_out, filtered_out
+            setup.ctx,
+            layout,
+            setup.slots,
+            setup.required_answers,
+            tasks_out,
+            incomplete_out,
+            filtered_out,
+            chunk_lines.append if stream is not None else None,
         )
+        chunk_index = 0
         while (message := read_frame(requests)) != FINISH:
             records, results, judgements = message
             for index, (record, prompt_results) in enumerate(zip(records, results, strict=True)):
                 writer.write(record, prompt_results, judgements[index] if judgements else None)
-    return WriterReport(counts=writer.counts, positions=layout.positions.report())
+            if stream is not None:
+                tasks_out.flush()
+                stream.put(chunk_index, chunk_lines[:])
+                chunk_lines.clear()
+            chunk_index += 1
+    delivery = stream.finish() if stream is not None else None
+    return WriterReport(counts=writer.counts, positions=layout.positions.report(), delivery=delivery)
 
 
 def main() -> int:
@@ -239,7 +267,7 @@ def main() -> int:
         replies.write(frame(("failed", "".join(detail).strip())))
         replies.flush()
         return 1
-    replies.write(frame(("done", report.counts, report.positions)))
+    replies.write(frame(("done", report.counts, report.positions, report.delivery)))
     replies.flush()
     return 0
 

@@ -164,6 +164,21 @@ def _reasons(p: dict[str, Any], sep: str = " ×") -> str:
     return reasons
 
 
+def _delivery_lines(delivery: dict[str, Any] | None) -> list[str]:
+    """The report's lines on the delivery to Label Studio as the run went (none without one)."""
+    if not delivery:
+        return []
+    there = delivery["imported"] + delivery["already_delivered"]
+    lines = [f"- delivered to Label Studio as the run went: {there} task(s) ({delivery['imported']} imported now)"]
+    if delivery.get("undelivered"):
+        lines += [
+            f"- **not delivered: {delivery['undelivered_tasks']} task(s)** of {len(delivery['undelivered'])} "
+            "chunk(s); complete (nothing is imported twice):",
+            f"  `{delivery['complete_with']}`",
+        ]
+    return lines
+
+
 def markdown_report(summary: dict[str, Any], key: str | None = None) -> str:
     """The summary as markdown: counts, a narrow provider table, then the failure reasons as text.
 
@@ -184,6 +199,7 @@ def markdown_report(summary: dict[str, Any], key: str | None = None) -> str:
         + f"; wall time: {summary['wall_s']} s"
         + ("; **interrupted**" if summary["interrupted"] else ""),
         *_price_lines(summary),
+        *_delivery_lines(summary.get("delivery")),
         "",
     ]
     providers = summary["providers"]
