@@ -127,7 +127,7 @@ def deliver_label_studio(
             form = forms.get(count) or forms.setdefault(count, build_labeling_config(template, count))
             task = to_label_studio_with_predictions(shell, template, [chosen], form)
         else:
-            task = to_label_studio(shell)
+            task = to_label_studio(shell, template)
         by_count.setdefault(count, []).append(task)
     del shells
     base = project_title or f"{config.project} / {config.batch}"

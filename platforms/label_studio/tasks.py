@@ -30,38 +30,53 @@ from task_builder.answer_hash import HASH_FIELD, Hashes, answer_hashes, declared
 from task_builder.ids import position_field, position_letter
 from task_builder.preference import likert_winner
 from task_builder.shell import Task, final_answers
-from task_builder.template import AnnotationTemplate
+from task_builder.render import RenderOptions, render_answer, render_conversation
+from task_builder.template import AnnotationTemplate, DisplayOptions
 
 TURN_CONTROLS = {"selected": "selected_model_id", "likert": "likert_value", "justification": "justification"}
 
 
-def prompt_text(shell: dict[str, Any]) -> str:
-    """The conversation up to the final user message, as annotators read it."""
+def prompt_turns(shell: dict[str, Any]) -> list[tuple[str, str]]:
+    """The conversation up to the final user message as ``(role label, text)`` pairs."""
     turns = shell["threads"][0]["turns"]
-    lines = []
     earlier = [m for t in turns[:-1] for m in t["messages"]]
     final_context = [m for m in turns[-1]["messages"] if m["role"] != "assistant"]
-    messages = earlier + final_context
+    who = {"system": "System", "user": "User", "assistant": "Assistant"}
+    return [(who[m["role"]], str(m["content"]["text"])) for m in earlier + final_context]
+
+
+def prompt_text(shell: dict[str, Any]) -> str:
+    """The conversation up to the final user message, as plain text."""
+    messages = prompt_turns(shell)
     if len(messages) == 1:
-        return str(messages[0]["content"]["text"])
-    for message in messages:
-        who = {"system": "System", "user": "User", "assistant": "Assistant"}[message["role"]]
-        lines.append(f"{who}: {message['content']['text']}")
-    return "\n\n".join(lines)
+        return messages[0][1]
+    return "\n\n".join(f"{who}: {text}" for who, text in messages)
 
 
-def to_label_studio(shell: dict[str, Any]) -> dict[str, Any]:
+def to_label_studio(shell: dict[str, Any], template: AnnotationTemplate | None = None) -> dict[str, Any]:
     """The Label Studio task for a shell: its id, the prompt and the answers by position, nothing else.
 
-    An answer of a labelled shape (a refusal, a cut-off: ``metadata.responses[<id>].label``) is shown with
-    its label on a line of its own above the text, so annotators judge it knowing what it is.
+    Prompt and answers are sanitised HTML rendered from their markdown (``task_builder.render``; the form
+    shows them with ``HyperText``), each with its raw text in a collapsed block. An answer of a labelled
+    shape (a refusal, a cut-off: ``metadata.responses[<id>].label``) carries its label above the text, a
+    cut-off a mark where it stops; the model's reasoning is added, collapsed, when ``template.display``
+    asks for it. ``text_sha256`` is the hash of each answer's text (not of the HTML), the binding harvest
+    checks.
     """
-    data: dict[str, Any] = {"task_id": shell["task_id"], "prompt": prompt_text(shell)}
+    display = template.display if template is not None else DisplayOptions()
+    options = RenderOptions(remote_images=display.remote_images)
+    data: dict[str, Any] = {"task_id": shell["task_id"], "prompt": render_conversation(prompt_turns(shell), options)}
     responses = (shell.get("metadata") or {}).get("responses") or {}
     for position, answer in enumerate(final_answers(shell)):
-        label = (responses.get(answer.get("source_id")) or {}).get("label")
-        text = answer["content"]["text"]
-        data[position_field(position)] = f"[{label}]\n\n{text}" if label else text
+        meta = responses.get(answer.get("source_id")) or {}
+        reasoning = [str(block["content"]) for block in answer["content"].get("reasoning") or []]
+        data[position_field(position)] = render_answer(
+            answer["content"]["text"],
+            label=meta.get("label"),
+            shape=meta.get("shape"),
+            reasoning=reasoning if display.show_reasoning else (),
+            options=options,
+        )
     data[HASH_FIELD] = answer_hashes(shell)  # the text annotated, checked at harvest (task_builder.answer_hash)
     return {"data": data}
 
