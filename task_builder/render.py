@@ -99,9 +99,7 @@ def _math_rule(state: StateInline, silent: bool) -> bool:
     return False
 
 
-def _render_math(
-    self: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType
-) -> str:
+def _render_math(self: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType) -> str:
     return f'<code class="rlhf-math">{html.escape(tokens[idx].content)}</code>'
 
 
@@ -127,9 +125,7 @@ def _parser(remote_images: bool) -> MarkdownIt:
     return md
 
 
-def _image_as_link(
-    self: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType
-) -> str:
+def _image_as_link(self: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType) -> str:
     token = tokens[idx]
     alt = self.renderInlineAsText(token.children or [], options, env) or "image"
     src = html.escape(str(token.attrGet("src") or ""))
@@ -210,10 +206,12 @@ _BLOCK_CSS = """
 .rlhf-md { line-height: 1.45; overflow-wrap: anywhere; }
 .rlhf-md p { margin: 0 0 8px; }
 .rlhf-md h1, .rlhf-md h2, .rlhf-md h3, .rlhf-md h4 { margin: 10px 0 6px; font-size: 15px; }
-.rlhf-md pre { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 13px;
+.rlhf-md pre, .rlhf-md pre *, .rlhf-md code, .rlhf-raw pre {
+  font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace !important; }
+.rlhf-md pre { font-size: 13px;
   background: #f6f8fa; border: 1px solid #e1e4e8; border-radius: 4px; padding: 6px 8px; overflow-x: auto;
   white-space: pre; tab-size: 4; }
-.rlhf-md code { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 13px;
+.rlhf-md code { font-size: 13px;
   background: #f1f3f5; border-radius: 3px; padding: 0 3px; }
 .rlhf-md pre code { background: none; padding: 0; }
 .rlhf-md table { border-collapse: collapse; margin: 6px 0; }

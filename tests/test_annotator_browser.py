@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,8 +30,10 @@ import pytest
 from conftest import provider_entry, write_config
 
 from flows.generation.generate import generate_tasks
+from platforms.label_studio.labeling_config import build_labeling_config
 from platforms.label_studio.local_server import PASSWORD, USERNAME, LabelStudioServer
 from simulator import RunningSimulator
+from simulator.settings import FaultRule, ScriptedAnswer
 from task_builder.template import resolve_template
 
 pytestmark = pytest.mark.slow
@@ -262,3 +265,173 @@ def test_three_answers_side_by_side_are_blind(
     assert boxes[0]["y"] == boxes[1]["y"] == boxes[2]["y"] and boxes[0]["x"] < boxes[1]["x"] < boxes[2]["x"]
     _screenshot(page, "labeling-three-answers.png")
     page.close()
+
+
+MARKDOWN_ANSWER = """## Three actors
+
+**Hugh Jackman** played *Wolverine*.
+
+| film | year |
+|:-----|-----:|
+| X-Men | 2000 |
+
+```python
+def films(actor):
+    if actor:
+        return ["X-Men"]
+```
+
+The area is \\( \\pi r^2 \\). See [the list](https://example.com/films).
+"""
+# Each of these would change the page (title, a global, a request) if any of it ran or loaded.
+HOSTILE_ANSWER = (
+    "<script>document.title = 'pwned'; window.__pwned = 'script'</script>\n\n"
+    '<img src="/static/x.png" onerror="window.__pwned = \'onerror\'">\n\n'
+    "[harmless-looking link](javascript:window.__pwned='link')\n\n"
+    '<a href="javascript:window.__pwned=\'raw link\'" id="rlhf-hostile-link">raw link</a>\n\n'
+    "Then the answer stops mid-sen"
+)
+PLAYWRIGHT_KEYS = {"-": "Minus", "=": "Equal", "[": "BracketLeft", "]": "BracketRight", ";": "Semicolon",
+                   "'": "Quote", ",": "Comma", ".": "Period", "/": "Slash"}  # fmt: skip
+
+
+def _playwright_key(hotkey: str) -> str:
+    """A Label Studio hotkey (``ctrl+alt+shift+q``) as Playwright presses it (``Control+Alt+Shift+KeyQ``)."""
+    *modifiers, key = hotkey.split("+")
+    names = {"ctrl": "Control", "alt": "Alt", "shift": "Shift"}
+    code = f"Digit{key}" if key.isdigit() else PLAYWRIGHT_KEYS.get(key) or f"Key{key.upper()}"
+    return "+".join([*(names[m] for m in modifiers), code])
+
+
+def _rows_do_not_wrap(page: Any) -> None:
+    """Every rating's options sit on one line (same top), inside its answer's column, on screen."""
+    rows = page.evaluate(
+        """() => [...document.querySelectorAll('.rlhf-row')].map(row => {
+            const column = row.closest('.rlhf-answer').getBoundingClientRect();
+            const boxes = [...row.querySelectorAll('label.lsf-choice__checkbox')].map(l => l.getBoundingClientRect());
+            return {tops: boxes.map(b => Math.round(b.top)), right: Math.max(...boxes.map(b => b.right)),
+                    columnRight: column.right, screen: window.innerWidth};
+        })"""
+    )
+    assert rows
+    for row in rows:
+        assert len(set(row["tops"])) == 1, row  # one line of options
+        assert row["right"] <= row["columnRight"] <= row["screen"], row  # within its column, on screen
+
+
+@pytest.mark.usefixtures("prefect_api", "fake_keys")
+def test_answers_render_as_markdown_their_labels_show_and_nothing_in_them_runs(
+    label_studio: LabelStudioServer, sim: RunningSimulator, browser: Any, tmp_path: Path
+) -> None:
+    sim.configure(
+        scripted=[
+            ScriptedAnswer(text=MARKDOWN_ANSWER, model=SOURCES["vendor-north"]),
+            ScriptedAnswer(text=HOSTILE_ANSWER, model=SOURCES["vendor-south"], truncated=True),
+        ],
+        faults=[FaultRule(kind="refusal", model=SOURCES["vendor-east"])],
+    )
+    run_dir = _run(sim, tmp_path, list(SOURCES), "browser-render")
+    delivered = _deliver(run_dir, label_studio, "browser rendering")
+    dimensions = resolve_template("pref_ranking").dimensions
+    page = _logged_in_page(browser, label_studio)
+    page.set_viewport_size({"width": 1366, "height": 900})
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    task = _task_ids(label_studio, delivered["project_id"])[0]
+    _open_task(page, label_studio, delivered["project_id"], task, 3 * len(dimensions) + 1)
+    _assert_blind(page)
+    columns = {page.locator(".rlhf-answer").nth(i).inner_text(): i for i in range(3)}
+    by_kind = {
+        "markdown": next(i for text, i in columns.items() if "Three actors" in text),
+        "hostile": next(i for text, i in columns.items() if "harmless-looking link" in text),
+    }
+    by_kind["refused"] = ({0, 1, 2} - set(by_kind.values())).pop()
+
+    # Markdown, rendered: a heading, bold, a table, a code block in monospace with its indentation, math set off.
+    md = page.locator(".rlhf-answer").nth(by_kind["markdown"])
+    assert md.locator(".rlhf-md h2").inner_text() == "Three actors"
+    assert md.locator(".rlhf-md strong").first.inner_text() == "Hugh Jackman"
+    assert md.locator(".rlhf-md table td").all_inner_texts()[:2] == ["X-Men", "2000"]
+    code = md.locator(".rlhf-md pre code")
+    assert "\n        return" in code.inner_text()  # indentation kept
+    assert "mono" in code.evaluate("e => getComputedStyle(e).fontFamily").lower()
+    assert code.locator("span.k").first.inner_text() == "def"  # highlighted
+    assert md.locator("code.rlhf-math").inner_text() == "\\( \\pi r^2 \\)"
+    link = md.locator(".rlhf-md a", has_text="the list")
+    assert (link.get_attribute("target"), link.get_attribute("rel")) == ("_blank", "noopener noreferrer nofollow")
+    raw = md.locator("details.rlhf-raw")
+    assert not raw.locator("pre").is_visible()
+    raw.locator("summary").click()
+    assert "**Hugh Jackman**" in raw.locator("pre").inner_text()  # the raw text, one click away
+
+    # The labels, on the answers they belong to.
+    hostile = page.locator(".rlhf-answer").nth(by_kind["hostile"])
+    assert hostile.locator(".rlhf-label").inner_text() == "Cut off at the length limit"
+    assert "cut off here" in hostile.locator(".rlhf-cutoff-end").inner_text()
+    assert page.locator(".rlhf-answer").nth(by_kind["refused"]).locator(".rlhf-label").inner_text() == "Refused"
+    assert md.locator(".rlhf-label").count() == 0
+
+    # Nothing of the hostile answer ran or loaded; it is shown as the characters the model wrote.
+    assert "<script>" in hostile.locator(".rlhf-md").inner_text()
+    assert hostile.locator("script, img, iframe, a[href^='javascript']").count() == 0
+    page.wait_for_timeout(1000)
+    assert page.evaluate("window.__pwned") is None and page.title() != "pwned"
+    assert not [url for url in requests if "/static/x.png" in url]
+
+    # Three answers at 1366 px: every rating on one line, inside its column, all on screen.
+    _rows_do_not_wrap(page)
+    _screenshot(page, "labeling-rendered-answers.png")
+    page.close()
+
+
+@pytest.mark.usefixtures("prefect_api", "fake_keys")
+def test_an_annotator_completes_a_two_answer_task_with_the_keyboard_alone(
+    label_studio: LabelStudioServer, sim: RunningSimulator, browser: Any, tmp_path: Path
+) -> None:
+    """The demo's template (pref_ranking): every question answered by its hotkeys, submitted with Ctrl+Enter,
+    and the annotation harvests with the values the keys chose, bound to the text shown."""
+    run_dir = _run(sim, tmp_path, ["vendor-north", "vendor-south"], "browser-keys")
+    delivered = _deliver(run_dir, label_studio, "browser keyboard")
+    template = resolve_template("pref_ranking")
+    form = build_labeling_config(template, 2)
+    root = ET.fromstring(form.xml)
+    questions = {c.get("name"): [o.get("hotkey") for o in c] for c in root.iter("Choices")}
+    page = _logged_in_page(browser, label_studio)
+    page.set_viewport_size({"width": 1366, "height": 900})
+    task = _task_ids(label_studio, delivered["project_id"])[0]
+    _open_task(page, label_studio, delivered["project_id"], task, len(questions))
+    _rows_do_not_wrap(page)
+    assert "Ctrl+Enter submits" in page.inner_text("body")  # the keys are documented on the form
+    chosen: dict[str, str] = {}
+    presses = 0
+    for index, (name, keys) in enumerate(questions.items()):
+        option = (index + 2) % len(keys)
+        page.keyboard.press(_playwright_key(keys[option]))
+        presses += 1
+        chosen[name] = form.controls[name].allowed[option]
+    page.wait_for_timeout(500)  # (antd's radios repaint late: what was chosen is read from the submission)
+    _screenshot(page, "labeling-keyboard.png")
+    page.keyboard.press("Control+Enter")
+    presses += 1
+    page.wait_for_function(
+        f"fetch('/api/tasks/{task}/annotations').then(r => r.json()).then(a => a.length > 0)", polling=500
+    )
+    page.close()
+    (annotation,) = _annotations(label_studio, task)
+    results = {item["from_name"]: item["value"]["choices"][0] for item in annotation["result"]}
+    assert results == chosen and presses == len(questions) + 1
+
+    out = tmp_path / "annotated.jsonl"
+    harvested = _rlhf(
+        "harvest", "--from", "label-studio", "--url", label_studio.url, "--run-dir", str(run_dir),
+        "--out", str(out), "--json", env={"LABEL_STUDIO_TOKEN": label_studio.token},
+    )  # fmt: skip
+    assert harvested.returncode == 0, harvested.stdout + harvested.stderr
+    report = json.loads(harvested.stdout)
+    assert report["annotated"] == 1, report  # the text hash binding holds: the rendered HTML is not the text
+    (annotated,) = [json.loads(line) for line in out.read_text().splitlines()]
+    turn = annotated["threads"][0]["turns"][-1]
+    first = {slot["key"]: slot["value"] for slot in turn["messages"][1]["annotations"]}
+    assert str(first["instruction_following"]) == chosen["a__instruction_following"]
+    likert = {slot["key"]: slot["value"] for slot in turn["annotations"]}["likert_value"]
+    assert str(likert) == chosen["likert"]

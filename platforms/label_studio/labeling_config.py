@@ -85,6 +85,7 @@ def keys_label(keys: list[str]) -> str:
     first, last = keys[0][len(layer) :].upper(), keys[-1][len(layer) :].upper()
     return f"{_LAYER_MARK[layer]}{first}" if len(keys) == 1 else f"{_LAYER_MARK[layer]}{first}–{last}"
 
+
 FORM_CSS = """
     .rlhf-prompt { background: #f4f6f8; border-radius: 6px; padding: 4px 12px; margin-bottom: 10px; }
     .rlhf-answers { display: flex; flex-wrap: nowrap; overflow-x: auto; gap: 10px; align-items: stretch; }
@@ -159,11 +160,13 @@ def _choices(
     required: bool,
     indent: str = "    ",
     where: str = "",
+    keys: str = "",
 ) -> str:
     attrs = f' name="{name}" toName="{to_name}" choice="single-radio" showInline="true"'
     if required:
         attrs += f' required="true" requiredMessage={quoteattr(f"{where}{title}: choose an option.")}'
-    lines = [f'{indent}<Header value={quoteattr(title)} size="6"/>']
+    header = f"{title} · {keys}" if keys else title
+    lines = [f'{indent}<Header value={quoteattr(header)} size="6"/>']
     if hint:
         lines.append(f'{indent}<View className="rlhf-help"><Header value={quoteattr(hint)} size="6"/></View>')
     lines.append(f"{indent}<Choices{attrs}>")
@@ -180,14 +183,18 @@ def _choice(option: Option, indent: str) -> str:
     )
 
 
-def _rating_row(name: str, to_name: str, title: str, options: list[Option], required: bool, where: str) -> str:
-    """One rating as one row: its title, then its options side by side (short labels, full ones as hints)."""
+def _rating_row(
+    name: str, to_name: str, title: str, options: list[Option], required: bool, where: str, keys: str = ""
+) -> str:
+    """One rating as one row: its title (and its keys), then its options side by side on one line (short
+    labels, full ones as hints)."""
     attrs = f' name="{name}" toName="{to_name}" choice="single-radio" showInline="true"'
     if required:
         attrs += f' required="true" requiredMessage={quoteattr(f"{where}{title}: choose an option.")}'
+    title = f"{title} · {keys}" if keys else title
     lines = [
         '    <View className="rlhf-row">',
-        f"      <Header value={quoteattr(title)} size=\"6\"/>",
+        f'      <Header value={quoteattr(title)} size="6"/>',
         f"      <Choices{attrs}>",
         *[_choice(o, "      ") for o in options],
         "      </Choices>",
@@ -232,13 +239,13 @@ def scale_options(dim: Dimension) -> list[Option]:
 Keys = dict[str, list[str]]  # control name -> one hotkey per option
 
 
-def _keyed(name: str, title: str, options: list[Option], keys: Keys) -> tuple[str, list[Option]]:
-    """The title with the question's keys written after it, and the options with their hotkeys."""
+def _keyed(name: str, options: list[Option], keys: Keys) -> tuple[str, list[Option]]:
+    """How the question's keys are written (:func:`keys_label`, "" without keys), and the options with their
+    hotkeys."""
     run = keys.get(name)
     if not run:
-        return title, options
-    keyed = [Option(o.label, o.alias, key, o.hint) for o, key in zip(options, run)]
-    return f"{title} · {keys_label(run)}", keyed
+        return "", options
+    return keys_label(run), [Option(o.label, o.alias, key, o.hint) for o, key in zip(options, run)]
 
 
 def _answer_column(
@@ -250,7 +257,7 @@ def _answer_column(
         '    <View className="rlhf-answer">',
         f'    <Header value="{position_label(position)}" size="5"/>',
         '    <View className="rlhf-text">',
-        f'    {_hypertext(target)}',
+        f"    {_hypertext(target)}",
         "    </View>",
         '    <View className="rlhf-compact">',
     ]
@@ -262,8 +269,8 @@ def _answer_column(
             controls[name] = ControlSpec(name, "textarea", dim.key, position, required=dim.is_required)
         else:
             options = short_options(dim)
-            title, keyed = _keyed(name, dim.title, options, keys)
-            parts.append(_rating_row(name, target, title, keyed, dim.is_required, where))
+            label, keyed = _keyed(name, options, keys)
+            parts.append(_rating_row(name, target, dim.title, keyed, dim.is_required, where, label))
             controls[name] = ControlSpec(
                 name, "choices", dim.key, position, [o.alias for o in options], dim.is_required
             )
@@ -295,32 +302,29 @@ def comparison_kind(template: AnnotationTemplate, answers: int) -> str | None:
     return None
 
 
-def _comparison(
-    template: AnnotationTemplate, answers: int, controls: dict[str, ControlSpec], keys: Keys
-) -> list[str]:
+def _comparison(template: AnnotationTemplate, answers: int, controls: dict[str, ControlSpec], keys: Keys) -> list[str]:
     kind = comparison_kind(template, answers)
     positions = [(position_label(i), position_letter(i)) for i in range(answers)]
     parts: list[str] = []
     if kind == "likert":
         likert = template.turn.likert
         labels = likert.labels_for(positions[0][0], positions[1][0])
-        title, options = _keyed("likert", likert.title, [Option(la, str(v)) for la, v in zip(labels, likert.values)], keys)
-        parts.append(_choices("likert", "prompt", title, options, None, True, indent="  "))
+        label, options = _keyed("likert", [Option(la, str(v)) for la, v in zip(labels, likert.values)], keys)
+        parts.append(_choices("likert", "prompt", likert.title, options, None, True, indent="  ", keys=label))
         controls["likert"] = ControlSpec("likert", "choices", "likert_value", None, [o.alias for o in options], True)
     elif kind == "ranking":
         parts.append('  <View className="rlhf-quiet">')
         for rank in range(1, answers + 1):
             name = f"rank_{rank}"
             title = "Best response" if rank == 1 else ("Worst response" if rank == answers else f"Rank {rank}")
-            title, options = _keyed(name, title, [Option(label, alias) for label, alias in positions], keys)
-            parts.append(_choices(name, "prompt", title, options, None, True, indent="  "))
+            keyed, options = _keyed(name, [Option(label, alias) for label, alias in positions], keys)
+            parts.append(_choices(name, "prompt", title, options, None, True, indent="  ", keys=keyed))
             controls[name] = ControlSpec(name, "choices", "ranking", rank - 1, [o.alias for o in options], True)
         parts.append("  </View>")
     elif kind == "selected":
-        title, options = _keyed(
-            "selected", "Which response is best?", [Option(label, alias) for label, alias in positions], keys
-        )
-        parts.append(_choices("selected", "prompt", title, options, None, True, indent="  "))
+        keyed, options = _keyed("selected", [Option(label, alias) for label, alias in positions], keys)
+        title = "Which response is best?"
+        parts.append(_choices("selected", "prompt", title, options, None, True, indent="  ", keys=keyed))
         controls["selected"] = ControlSpec(
             "selected", "choices", "selected_model_id", None, [o.alias for o in options], True
         )

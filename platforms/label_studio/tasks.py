@@ -29,8 +29,8 @@ from task_builder.annotated import value_problem
 from task_builder.answer_hash import HASH_FIELD, Hashes, answer_hashes, declared_hashes, hashes_of, pick_version
 from task_builder.ids import position_field, position_letter
 from task_builder.preference import likert_winner
-from task_builder.shell import Task, final_answers
 from task_builder.render import RenderOptions, render_answer, render_conversation
+from task_builder.shell import Task, final_answers
 from task_builder.template import AnnotationTemplate, DisplayOptions
 
 TURN_CONTROLS = {"selected": "selected_model_id", "likert": "likert_value", "justification": "justification"}
