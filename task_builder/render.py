@@ -53,6 +53,7 @@ _OUR_CLASSES = {
     "rlhf-label",
     "rlhf-label-cut_off",
     "rlhf-label-refusal",
+    "rlhf-rated-elsewhere",
     "rlhf-cutoff-end",
     "rlhf-turn",
     "rlhf-role",
@@ -166,11 +167,15 @@ def render_answer(
     shape: str | None = None,
     reasoning: Sequence[str] = (),
     options: RenderOptions = RenderOptions(),
+    rated_elsewhere: bool = False,
 ) -> str:
     """An answer as annotators see it: its label (``shape``'s, e.g. "Cut off at the length limit") on top,
     the model's reasoning collapsed (when given), the rendered text, a mark where a cut-off answer stops,
-    and the raw text collapsed. Everything from the answer is escaped or sanitised."""
+    and the raw text collapsed. Everything from the answer is escaped or sanitised. ``rated_elsewhere``:
+    the pairwise layout rates this answer in another pair (the form hides its ratings here)."""
     parts = []
+    if rated_elsewhere:
+        parts.append('<div class="rlhf-rated-elsewhere">Rated in another pair: compare only</div>')
     if label:
         kind = f" rlhf-label-{shape}" if shape in ("cut_off", "refusal") else ""
         parts.append(f'<div class="rlhf-label{kind}">{html.escape(label)}</div>')
@@ -224,6 +229,7 @@ code.rlhf-math { background: #fff7e0; border: 1px dashed #d9b44a; color: #5a4300
   border-radius: 10px; background: #eef1f4; color: #333; }
 .rlhf-label-cut_off { background: #fff1d6; color: #8a5300; border: 1px solid #e8b04a; }
 .rlhf-label-refusal { background: #fde8e8; color: #8a1f1f; border: 1px solid #e59a9a; }
+.rlhf-rated-elsewhere { font-size: 12px; color: #5b6370; font-style: italic; margin: 2px 0 6px; }
 .rlhf-cutoff-end { color: #8a5300; font-style: italic; font-size: 12px; margin: 4px 0; }
 .rlhf-raw, .rlhf-reasoning { margin: 4px 0; font-size: 12px; color: #5b6370; }
 .rlhf-raw pre { white-space: pre-wrap; font-size: 12px; }

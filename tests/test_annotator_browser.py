@@ -79,7 +79,7 @@ def browser() -> Iterator[Any]:
             chromium.close()
 
 
-def _run(sim: RunningSimulator, tmp_path: Path, sources: list[str], name: str) -> Path:
+def _run(sim: RunningSimulator, tmp_path: Path, sources: list[str], name: str, layout: str = "n_way") -> Path:
     """A finished run of three AlpacaEval prompts over ``sources``; returns its run directory."""
     sim.configure(mode="auto")  # replayed answers, no marker naming the model
     prompts = tmp_path / f"{name}.jsonl"
@@ -90,7 +90,11 @@ def _run(sim: RunningSimulator, tmp_path: Path, sources: list[str], name: str) -
     ]
     (tmp_path / name).mkdir()
     config = write_config(
-        tmp_path / name, providers, prompts, batch=name, annotation={"template": "pref_ranking", "seed": 3}
+        tmp_path / name,
+        providers,
+        prompts,
+        batch=name,
+        annotation={"template": "pref_ranking", "seed": 3, "layout": layout},
     )
     with ThreadPoolExecutor(1) as thread:  # Playwright's sync API keeps an event loop on this thread
         summary = thread.submit(asyncio.run, generate_tasks(str(config))).result()
@@ -435,3 +439,63 @@ def test_an_annotator_completes_a_two_answer_task_with_the_keyboard_alone(
     assert str(first["instruction_following"]) == chosen["a__instruction_following"]
     likert = {slot["key"]: slot["value"] for slot in turn["annotations"]}["likert_value"]
     assert str(likert) == chosen["likert"]
+
+
+@pytest.mark.usefixtures("prefect_api", "fake_keys")
+def test_pairwise_rates_each_answer_once_per_prompt_and_carries_its_ratings(
+    label_studio: LabelStudioServer, sim: RunningSimulator, browser: Any, tmp_path: Path
+) -> None:
+    """Three answers in pairs: the first pair of a prompt rates both answers, the next rates its new answer
+    only, the last none; each shows only those rows, submits by keyboard, and harvest fills every pair."""
+    run_dir = _run(sim, tmp_path, list(SOURCES), "browser-pairs", layout="pairwise")
+    delivered = _deliver(run_dir, label_studio, "browser pairs")
+    shells = [json.loads(line) for line in (run_dir / "tasks.jsonl").read_text().splitlines()]
+    prompt = shells[0]["metadata"]["prompt_id"]
+    pairs = [shell for shell in shells if shell["metadata"]["prompt_id"] == prompt]
+    assert [len(shell["metadata"]["rated_here"]) for shell in pairs] == [2, 1, 0]
+    response = httpx.get(
+        f"{label_studio.url}/api/tasks",
+        params={"project": delivered["project_id"]},
+        headers={"Authorization": f"Token {label_studio.token}"},
+        timeout=30,
+    )
+    ls_ids = {task["data"]["task_id"]: task["id"] for task in response.json()["tasks"]}
+    form = build_labeling_config(resolve_template("pref_ranking"), 2, carried=True)
+    questions = [(c.get("name"), [o.get("hotkey") for o in c]) for c in ET.fromstring(form.xml).iter("Choices")]
+    page = _logged_in_page(browser, label_studio)
+    page.set_viewport_size({"width": 1366, "height": 900})
+    presses = []
+    for shell in pairs:
+        task = ls_ids[shell["task_id"]]
+        _open_task(page, label_studio, delivered["project_id"], task, len(questions))
+        groups = page.locator(".lsf-choices")
+        visible = [name for i, (name, _) in enumerate(questions) if groups.nth(i).is_visible()]
+        rated = len(shell["metadata"]["rated_here"])
+        assert len(visible) == 7 * rated + 1 and "likert" in visible  # only the ratings this pair asks
+        assert page.locator(".rlhf-rated-elsewhere").count() == 2 - rated
+        if rated == 1:
+            _screenshot(page, "labeling-pairwise-carried.png")
+        for name, keys in questions:
+            if name in visible:
+                page.keyboard.press(_playwright_key(keys[3 if name == "likert" else 1]))
+        page.keyboard.press("Control+Enter")
+        presses.append(len(visible) + 1)
+        page.wait_for_function(
+            f"fetch('/api/tasks/{task}/annotations').then(r => r.json()).then(a => a.length > 0)", polling=500
+        )
+    page.close()
+    assert presses == [16, 9, 2]  # 27 interactions for the prompt's three pairs, against 48 when every pair rates both
+
+    out = tmp_path / "annotated.jsonl"
+    harvested = _rlhf(
+        "harvest", "--from", "label-studio", "--url", label_studio.url, "--run-dir", str(run_dir),
+        "--out", str(out), "--json", env={"LABEL_STUDIO_TOKEN": label_studio.token},
+    )  # fmt: skip
+    assert harvested.returncode == 0, harvested.stdout + harvested.stderr
+    assert json.loads(harvested.stdout)["annotated"] == 3
+    for annotated in (json.loads(line) for line in out.read_text().splitlines()):
+        for answer in annotated["threads"][0]["turns"][-1]["messages"][1:]:
+            values = {slot["key"]: slot["value"] for slot in answer["annotations"]}
+            assert values["overall"] == 2 and values["verbosity"] == "just_right"  # rated once, carried here
+        carried = annotated["metadata"].get("carried_ratings", {})
+        assert len(carried) == 2 - len(annotated["metadata"]["rated_here"])

@@ -10,7 +10,6 @@ import pytest
 
 from platforms.label_studio.labeling_config import INERT_HOTKEY, RESERVED_KEYS, build_labeling_config
 from platforms.label_studio.tasks import harvest_task, to_label_studio
-from task_builder.render import render_answer, render_conversation
 from prompts.reader import PromptRecord
 from providers.config import ProviderConfig
 from providers.result import CallResult
@@ -18,6 +17,7 @@ from providers.slots import answer_slots
 from task_builder.answer_hash import text_sha256
 from task_builder.assemble import BatchContext, build_task
 from task_builder.layout import PlannedTask
+from task_builder.render import render_answer, render_conversation
 from task_builder.template import Dimension, resolve_template
 
 SOURCES = ("gpt-4o", "llama", "claude")

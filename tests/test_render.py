@@ -10,7 +10,9 @@ from task_builder.render import RenderOptions, render_answer, render_markdown, s
 
 
 def test_markdown_renders_headings_emphasis_lists_tables_and_math_as_set_off_source() -> None:
-    out = render_markdown("# Title\n**Hugh Jackman**\n\n- one\n\n| a | b |\n|:--|--:|\n| 1 | 2 |\n\n\\( f(x) \\) and $$x^2$$")
+    out = render_markdown(
+        "# Title\n**Hugh Jackman**\n\n- one\n\n| a | b |\n|:--|--:|\n| 1 | 2 |\n\n\\( f(x) \\) and $$x^2$$"
+    )
     assert "<h1>Title</h1>" in out and "<strong>Hugh Jackman</strong>" in out and "<li>one</li>" in out
     assert "<table>" in out and '<td style="text-align:right">2</td>' in out
     assert '<code class="rlhf-math">\\( f(x) \\)</code>' in out and '<code class="rlhf-math">$$x^2$$</code>' in out
@@ -66,5 +68,7 @@ def test_labels_reasoning_and_raw_text_go_with_the_answer() -> None:
     out = render_answer("37. Oreg", "Cut off at the length limit", "cut_off", reasoning=["Think **first**."])
     assert out.startswith('<div class="rlhf-label rlhf-label-cut_off">Cut off at the length limit</div>')
     assert '<details class="rlhf-reasoning"><summary>Reasoning' in out and "<strong>first</strong>" in out
-    assert "rlhf-cutoff-end" in out and '<details class="rlhf-raw"><summary>Raw text</summary><pre>37. Oreg</pre>' in out
+    assert (
+        "rlhf-cutoff-end" in out and '<details class="rlhf-raw"><summary>Raw text</summary><pre>37. Oreg</pre>' in out
+    )
     assert "rlhf-reasoning" not in render_answer("x") and "rlhf-label" not in render_answer("x")

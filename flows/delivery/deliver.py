@@ -41,6 +41,7 @@ from platforms.label_studio.tasks import (
 from task_builder.annotated import REJECT_KINDS, Problem, annotation_problems, reject_kind
 from task_builder.answer_hash import HASH_FIELD, answer_hashes, pick_version, returned_claims, returned_text_problems
 from task_builder.blinding import blind, is_blind, unblind
+from task_builder.carried_ratings import carry_ratings
 from task_builder.shell import final_answers
 from task_builder.template import AnnotationTemplate, resolve_template
 
@@ -119,12 +120,13 @@ def deliver_label_studio(
     config, template, tasks_path = load_run(run_dir)
     shells = list(read_jsonl(tasks_path))
     chosen = choose_judge(shells, judge) if predictions != "none" else None
+    carried = config.annotation.layout == "pairwise"  # ratings asked once per answer (task_builder.carried_ratings)
     by_count: dict[int, list[dict[str, Any]]] = {}
     forms: dict[int, LabelingConfig] = {}
     for shell in shells:
         count = len(final_answers(shell))
         if count and chosen is not None and shows_predictions(shell["task_id"], predictions):
-            form = forms.get(count) or forms.setdefault(count, build_labeling_config(template, count))
+            form = forms.get(count) or forms.setdefault(count, build_labeling_config(template, count, carried))
             task = to_label_studio_with_predictions(shell, template, [chosen], form)
         else:
             task = to_label_studio(shell, template)
@@ -139,7 +141,7 @@ def deliver_label_studio(
         planned = []
         for count in sorted((c for c in by_count if c > 0), reverse=True):
             title = base if count == widest else f"{base} ({_answer_word(count)})"
-            labeling = forms.get(count) or build_labeling_config(template, count)
+            labeling = forms.get(count) or build_labeling_config(template, count, carried)
             project, created = client.ensure_project(title, labeling.xml, description)
             existing = client.task_ids(project["id"])
             new = [task for task in by_count[count] if task["data"]["task_id"] not in existing]
@@ -395,6 +397,8 @@ def harvest_label_studio(
                 _mark_predictions_shown(annotated, ls_task, template, records.get(project_id))
             outcome.annotated += one.annotated
             outcome.rejected += one.rejected
+    outcome.annotated, waiting = carry_ratings(outcome.annotated)  # pairwise: ratings asked in another pair
+    outcome.rejected += waiting
     groups = Counter(task["metadata"].get("predictions_shown") for task in outcome.annotated)
     report = {
         "platform": "label-studio",

@@ -106,6 +106,7 @@ FORM_CSS = """
     .rlhf-row .lsf-choice__item, .rlhf-row .ant-radio-wrapper { margin-right: 2px !important; white-space: nowrap; }
     .rlhf-row span.ant-radio + * { padding: 0 3px !important; }
     .lsf-sidepanels__wrapper { display: none !important; }
+    .rlhf-answer:has(.rlhf-rated-elsewhere) .rlhf-compact { display: none; }
     .lsf-sidepanels { padding-right: 0 !important; padding-left: 0 !important; }
     .rlhf-md ul { list-style: disc; } .rlhf-md ol { list-style: decimal; }
 """
@@ -249,7 +250,7 @@ def _keyed(name: str, options: list[Option], keys: Keys) -> tuple[str, list[Opti
 
 
 def _answer_column(
-    template: AnnotationTemplate, position: int, controls: dict[str, ControlSpec], keys: Keys
+    template: AnnotationTemplate, position: int, controls: dict[str, ControlSpec], keys: Keys, carried: bool
 ) -> list[str]:
     key = position_letter(position).lower()
     target = position_field(position)
@@ -265,12 +266,14 @@ def _answer_column(
         name = f"{key}__{dim.key}"
         where = f"{position_label(position)}: "
         if dim.type == "text":
-            parts.append(_textarea(name, target, dim.title, dim.description or "", dim.is_required, where=where))
+            in_form = dim.is_required and not carried
+            parts.append(_textarea(name, target, dim.title, dim.description or "", in_form, where=where))
             controls[name] = ControlSpec(name, "textarea", dim.key, position, required=dim.is_required)
         else:
             options = short_options(dim)
             label, keyed = _keyed(name, options, keys)
-            parts.append(_rating_row(name, target, dim.title, keyed, dim.is_required, where, label))
+            in_form = dim.is_required and not carried
+            parts.append(_rating_row(name, target, dim.title, keyed, in_form, where, label))
             controls[name] = ControlSpec(
                 name, "choices", dim.key, position, [o.alias for o in options], dim.is_required
             )
@@ -337,19 +340,25 @@ KEYS_HELP = (
 )
 
 
-def build_labeling_config(template: AnnotationTemplate, answers: int) -> LabelingConfig:
+def build_labeling_config(template: AnnotationTemplate, answers: int, carried: bool = False) -> LabelingConfig:
     """The labeling config for tasks of exactly ``answers`` answers under ``template``.
+
+    ``carried`` (the pairwise layout, where each answer is rated in one pair and its ratings carried into
+    the others: ``task_builder.carried_ratings``): a pair shows the rating rows of the answers it rates
+    only (the others' are hidden by CSS when the answer's HTML says it is rated elsewhere), so the form
+    cannot make the ratings required; harvest checks them per task instead (their ``ControlSpec`` stays
+    required). The comparison stays required in the form.
 
     Hotkeys (:func:`plan_hotkeys`): the comparison first (the digits), then every question of every answer in
     form order; each question's keys are written after its title, and a line under the title says how.
     """
-    draft = _build(template, answers, {})
+    draft = _build(template, answers, {}, carried)
     questions = [(name, len(spec.allowed)) for name, spec in draft.controls.items() if spec.kind == "choices"]
     questions.sort(key=lambda item: 0 if "__" not in item[0] else 1)  # the comparison first: stable sort
-    return _build(template, answers, plan_hotkeys(questions))
+    return _build(template, answers, plan_hotkeys(questions), carried)
 
 
-def _build(template: AnnotationTemplate, answers: int, keys: Keys) -> LabelingConfig:
+def _build(template: AnnotationTemplate, answers: int, keys: Keys, carried: bool) -> LabelingConfig:
     controls: dict[str, ControlSpec] = {}
     parts = ["<View>", _style(), f"  <Header value={quoteattr(template.display_title)}/>"]
     if template.description:
@@ -364,7 +373,7 @@ def _build(template: AnnotationTemplate, answers: int, keys: Keys) -> LabelingCo
         '  <View className="rlhf-answers">',
     ]
     for position in range(answers):
-        parts += _answer_column(template, position, controls, keys)
+        parts += _answer_column(template, position, controls, keys, carried)
     parts.append("  </View>")
     comparison = _comparison(template, answers, controls, keys)
     if comparison or template.turn.justification:
