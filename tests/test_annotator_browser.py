@@ -382,8 +382,10 @@ def test_answers_render_as_markdown_their_labels_show_and_nothing_in_them_runs(
     assert page.evaluate("window.__pwned") is None and page.title() != "pwned"
     assert not [url for url in requests if "/static/x.png" in url]
 
-    # Three answers at 1366 px: every rating on one line, inside its column, all on screen.
+    # Three answers at 1366 px: every rating on one line, inside its column, all on screen; no side panels.
     _rows_do_not_wrap(page)
+    assert page.locator(".lsf-sidepanels__wrapper").count() > 0  # Label Studio's panels exist ...
+    assert not any(panel.is_visible() for panel in page.locator(".lsf-sidepanels__wrapper").all())  # ... hidden
     _screenshot(page, "labeling-rendered-answers.png")
     page.close()
 
