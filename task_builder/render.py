@@ -223,7 +223,7 @@ _BLOCK_CSS = """
 .rlhf-md th, .rlhf-md td { border: 1px solid #d0d7de; padding: 2px 8px; }
 .rlhf-md th { background: #f6f8fa; }
 .rlhf-md blockquote { border-left: 3px solid #d0d7de; margin: 0 0 8px; padding-left: 8px; color: #444; }
-.rlhf-md ul, .rlhf-md ol { margin: 0 0 8px; padding-left: 22px; }
+.rlhf-md ul, .rlhf-md ol { margin: 0 0 8px; padding-left: 30px; }
 code.rlhf-math { background: #fff7e0; border: 1px dashed #d9b44a; color: #5a4300; }
 .rlhf-label { display: inline-block; font-weight: 600; font-size: 12px; padding: 1px 8px; margin: 2px 0 6px;
   border-radius: 10px; background: #eef1f4; color: #333; }
