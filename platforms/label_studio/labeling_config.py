@@ -2,12 +2,14 @@
 
 Layout for a task with N answers, top to bottom (what an annotator reads first comes first):
 
-1. the template's title and instructions, then the prompt (the conversation so far) as
-   ``<Text name="prompt">``;
-2. the answers side by side in one row, one column each (``response_a``, ``response_b`` …; a row wider
-   than the screen scrolls sideways, it never stacks answers under each other), each with its own ratings under it: one single-choice ``<Choices>`` per rating,
-   category or yes/no dimension (named ``a__<key>``), a ``<TextArea>`` per text dimension and for the
-   rewrite. Every choice's ``alias`` is the slot value, so results carry values, not labels;
+1. the template's title and instructions, a line on the keyboard, then the prompt (the conversation so
+   far) as ``<HyperText name="prompt">``: the sanitised HTML rendered at delivery (``task_builder.render``);
+2. the answers side by side in one row, one column each (``response_a``, ``response_b`` …, HyperText too;
+   a row wider than the screen scrolls sideways, it never stacks answers under each other), each with
+   its own ratings under it: one compact row per rating, category or yes/no dimension (a single-choice
+   ``<Choices>`` named ``a__<key>``: number scales show their numbers, the labels are hover hints; the
+   options stay on one line), a ``<TextArea>`` per text dimension and for the rewrite. Every choice's
+   ``alias`` is the slot value, so results carry values, not labels;
 3. the overall comparison, asked once and only after every answer is on screen: for two answers the
    Likert preference (``likert``; ``selected_model_id`` follows from it at harvest), for more a
    ranking (``rank_1`` …; the best answer follows from rank 1) or, when the template asks for no
@@ -16,12 +18,14 @@ Layout for a task with N answers, top to bottom (what an annotator reads first c
 
 Every rating and the comparison are ``required`` (unless the template marks a dimension
 ``required: false``), so Label Studio refuses a submission that leaves one out; harvest checks the
-same rule. Scales show the template's labels, and an unlabelled scale marks its ends as lowest and
-highest. Hotkeys: Label Studio binds a key to every choice it finds without one (``1``-``0``, then
-letters, until they run out) and prints it beside the option. Only the comparison gets keys, one per
-option and meaningful (``1``-``7`` along the Likert scale, the position letter for a selection); every
-other choice is given one inert combination (:data:`INERT_HOTKEY`) so that no stray key press changes a
-rating, and its mark is hidden.
+same rule. In the pairwise layout (``carried``) only the comparison is required in the form: a pair
+rates some of its answers only, and harvest checks the ratings per task. An unlabelled number scale
+marks its ends as lowest and highest.
+
+Hotkeys: every question gets its own run of keys along one keyboard row, one key per option left to
+right (:func:`plan_hotkeys`; the comparison first, on the digits), written after its title; Ctrl+Enter
+submits. Label Studio's own ``[key]`` marks beside options are hidden (the title says it once).
+Label Studio's side panels, which this form does not use, are hidden by its CSS.
 
 Source ids and model names never appear in the config or in what annotators see: answers are shown by
 position only.
