@@ -79,7 +79,14 @@ def browser() -> Iterator[Any]:
             chromium.close()
 
 
-def _run(sim: RunningSimulator, tmp_path: Path, sources: list[str], name: str, layout: str = "n_way") -> Path:
+def _run(
+    sim: RunningSimulator,
+    tmp_path: Path,
+    sources: list[str],
+    name: str,
+    layout: str = "n_way",
+    template: str | dict[str, Any] = "pref_ranking",
+) -> Path:
     """A finished run of three AlpacaEval prompts over ``sources``; returns its run directory."""
     sim.configure(mode="auto")  # replayed answers, no marker naming the model
     prompts = tmp_path / f"{name}.jsonl"
@@ -94,7 +101,7 @@ def _run(sim: RunningSimulator, tmp_path: Path, sources: list[str], name: str, l
         providers,
         prompts,
         batch=name,
-        annotation={"template": "pref_ranking", "seed": 3, "layout": layout},
+        annotation={"template": template, "seed": 3, "layout": layout},
     )
     with ThreadPoolExecutor(1) as thread:  # Playwright's sync API keeps an event loop on this thread
         summary = thread.submit(asyncio.run, generate_tasks(str(config))).result()
@@ -501,3 +508,30 @@ def test_pairwise_rates_each_answer_once_per_prompt_and_carries_its_ratings(
             assert values["overall"] == 2 and values["verbosity"] == "just_right"  # rated once, carried here
         carried = annotated["metadata"].get("carried_ratings", {})
         assert len(carried) == 2 - len(annotated["metadata"]["rated_here"])
+
+
+@pytest.mark.usefixtures("prefect_api", "fake_keys")
+def test_a_models_reasoning_is_shown_collapsed_when_the_template_asks(
+    label_studio: LabelStudioServer, sim: RunningSimulator, browser: Any, tmp_path: Path
+) -> None:
+    sim.configure(faults=[FaultRule(kind="thinking", model=SOURCES["vendor-north"])])
+    template = tmp_path / "with-reasoning.yaml"
+    template.write_text("name: with-reasoning\nextends: pref_ranking\ndisplay: {show_reasoning: true}\n")
+    run_dir = _run(sim, tmp_path, ["vendor-north", "vendor-south"], "browser-reasoning", template=str(template))
+    shell = json.loads((run_dir / "tasks.jsonl").read_text().splitlines()[0])
+    thinker = next(m for m in shell["threads"][0]["turns"][-1]["messages"] if m["content"].get("reasoning"))
+    thought = thinker["content"]["reasoning"][0]["content"]
+    delivered = _deliver(run_dir, label_studio, "browser reasoning")
+    page = _logged_in_page(browser, label_studio)
+    task = _task_ids(label_studio, delivered["project_id"])[0]
+    _open_task(
+        page, label_studio, delivered["project_id"], task, 2 * len(resolve_template("pref_ranking").dimensions) + 1
+    )
+    reasoning = page.locator("details.rlhf-reasoning")
+    assert reasoning.count() == 1  # the thinking model's answer only
+    assert "Reasoning" in reasoning.locator("summary").inner_text()
+    assert not reasoning.locator(".rlhf-md").is_visible()  # collapsed until asked for
+    reasoning.locator("summary").click()
+    assert thought.split()[0] in reasoning.locator(".rlhf-md").inner_text()
+    _assert_blind(page)
+    page.close()
