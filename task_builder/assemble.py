@@ -275,6 +275,8 @@ def _metadata(
         meta["left_out"] = left_out
     if planned.variant:
         meta["variant"] = planned.variant
+    if planned.rates is not None:
+        meta["rated_here"] = list(planned.rates)  # pairwise: the answers rated in this pair (the rest elsewhere)
     system_prompts = {
         slot.provider.source_id: slot.provider.system_prompt for slot in slots.values() if slot.provider.system_prompt
     }

@@ -21,6 +21,7 @@ class PlannedTask:
     task_id: str
     variant: str
     order: list[str]
+    rates: tuple[str, ...] | None = None  # pairwise: the answers whose ratings this pair asks (None: all)
 
 
 class TaskLayout:
@@ -55,12 +56,26 @@ class TaskLayout:
             return [self._task(prompt_id, f"single:{item[0]}", [item]) for item in sorted(items)]
         pair_rng = random.Random(f"{self.seed}:{self.batch}:{prompt_id}:pairs")
         sources = dict(items)
-        return [
+        pairs = [
             self._task(prompt_id, f"pair:{a}|{b}", [(a, sources[a]), (b, sources[b])])
             for a, b in self.pairs.pairs(items, pair_rng)
         ]
+        return rate_once(pairs)
 
     def _task(self, prompt_id: str, variant: str, items: list[tuple[str, str]]) -> PlannedTask:
         task_id = task_id_for(self.batch, prompt_id, variant)
         order = self.positions.order(items, random.Random(f"{self.seed}:{task_id}"))
         return PlannedTask(task_id, variant, order)
+
+
+def rate_once(pairs: list[PlannedTask]) -> list[PlannedTask]:
+    """A prompt's pair tasks, each naming the answers it rates: an answer's ratings are asked in the first
+    pair it appears in (in plan order) and carried into its other pairs at harvest
+    (``task_builder.carried_ratings``); every pair still asks the comparison."""
+    seen: set[str] = set()
+    out = []
+    for task in pairs:
+        rates = tuple(answer for answer in task.order if answer not in seen)
+        seen.update(rates)
+        out.append(PlannedTask(task.task_id, task.variant, task.order, rates))
+    return out

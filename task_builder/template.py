@@ -123,6 +123,15 @@ class TaskFilters(BaseModel):
     drop_all_flagged: bool = False
 
 
+class DisplayOptions(BaseModel):
+    """How answers are shown (``task_builder.render``): the model's reasoning, remote images."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    show_reasoning: bool = False  # the model's thinking, in a collapsed block above its answer
+    remote_images: bool = False  # markdown images fetched by the annotator's browser (else shown as links)
+
+
 class AnnotationTemplate(BaseModel):
     """A whole template: per-answer dimensions, turn-level slots, whether a rewrite is asked for, filters.
 
@@ -139,6 +148,7 @@ class AnnotationTemplate(BaseModel):
     rewrite: bool = False
     turn: TurnSlots = Field(default_factory=TurnSlots)
     filters: TaskFilters = Field(default_factory=TaskFilters)
+    display: DisplayOptions = Field(default_factory=DisplayOptions)
 
     @property
     def display_title(self) -> str:

@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,8 +30,10 @@ import pytest
 from conftest import provider_entry, write_config
 
 from flows.generation.generate import generate_tasks
+from platforms.label_studio.labeling_config import build_labeling_config
 from platforms.label_studio.local_server import PASSWORD, USERNAME, LabelStudioServer
 from simulator import RunningSimulator
+from simulator.settings import FaultRule, ScriptedAnswer
 from task_builder.template import resolve_template
 
 pytestmark = pytest.mark.slow
@@ -76,7 +79,14 @@ def browser() -> Iterator[Any]:
             chromium.close()
 
 
-def _run(sim: RunningSimulator, tmp_path: Path, sources: list[str], name: str) -> Path:
+def _run(
+    sim: RunningSimulator,
+    tmp_path: Path,
+    sources: list[str],
+    name: str,
+    layout: str = "n_way",
+    template: str | dict[str, Any] = "pref_ranking",
+) -> Path:
     """A finished run of three AlpacaEval prompts over ``sources``; returns its run directory."""
     sim.configure(mode="auto")  # replayed answers, no marker naming the model
     prompts = tmp_path / f"{name}.jsonl"
@@ -87,7 +97,11 @@ def _run(sim: RunningSimulator, tmp_path: Path, sources: list[str], name: str) -
     ]
     (tmp_path / name).mkdir()
     config = write_config(
-        tmp_path / name, providers, prompts, batch=name, annotation={"template": "pref_ranking", "seed": 3}
+        tmp_path / name,
+        providers,
+        prompts,
+        batch=name,
+        annotation={"template": template, "seed": 3, "layout": layout},
     )
     with ThreadPoolExecutor(1) as thread:  # Playwright's sync API keeps an event loop on this thread
         summary = thread.submit(asyncio.run, generate_tasks(str(config))).result()
@@ -261,4 +275,263 @@ def test_three_answers_side_by_side_are_blind(
     boxes = [page.locator(".rlhf-answer").nth(i).bounding_box() for i in range(3)]
     assert boxes[0]["y"] == boxes[1]["y"] == boxes[2]["y"] and boxes[0]["x"] < boxes[1]["x"] < boxes[2]["x"]
     _screenshot(page, "labeling-three-answers.png")
+    page.close()
+
+
+MARKDOWN_ANSWER = """## Three actors
+
+**Hugh Jackman** played *Wolverine*.
+
+| film | year |
+|:-----|-----:|
+| X-Men | 2000 |
+
+```python
+def films(actor):
+    if actor:
+        return ["X-Men"]
+```
+
+The area is \\( \\pi r^2 \\). See [the list](https://example.com/films).
+"""
+# Each of these would change the page (title, a global, a request) if any of it ran or loaded.
+HOSTILE_ANSWER = (
+    "<script>document.title = 'pwned'; window.__pwned = 'script'</script>\n\n"
+    '<img src="/static/x.png" onerror="window.__pwned = \'onerror\'">\n\n'
+    "[harmless-looking link](javascript:window.__pwned='link')\n\n"
+    '<a href="javascript:window.__pwned=\'raw link\'" id="rlhf-hostile-link">raw link</a>\n\n'
+    "Then the answer stops mid-sen"
+)
+PLAYWRIGHT_KEYS = {"-": "Minus", "=": "Equal", "[": "BracketLeft", "]": "BracketRight", ";": "Semicolon",
+                   "'": "Quote", ",": "Comma", ".": "Period", "/": "Slash"}  # fmt: skip
+
+
+def _playwright_key(hotkey: str) -> str:
+    """A Label Studio hotkey (``ctrl+alt+shift+q``) as Playwright presses it (``Control+Alt+Shift+KeyQ``)."""
+    *modifiers, key = hotkey.split("+")
+    names = {"ctrl": "Control", "alt": "Alt", "shift": "Shift"}
+    code = f"Digit{key}" if key.isdigit() else PLAYWRIGHT_KEYS.get(key) or f"Key{key.upper()}"
+    return "+".join([*(names[m] for m in modifiers), code])
+
+
+def _rows_do_not_wrap(page: Any) -> None:
+    """Every rating's options sit on one line (same top), inside its answer's column, on screen."""
+    rows = page.evaluate(
+        """() => [...document.querySelectorAll('.rlhf-row')].map(row => {
+            const column = row.closest('.rlhf-answer').getBoundingClientRect();
+            const boxes = [...row.querySelectorAll('label.lsf-choice__checkbox')].map(l => l.getBoundingClientRect());
+            return {tops: boxes.map(b => Math.round(b.top)), right: Math.max(...boxes.map(b => b.right)),
+                    columnRight: column.right, screen: window.innerWidth};
+        })"""
+    )
+    assert rows
+    for row in rows:
+        assert len(set(row["tops"])) == 1, row  # one line of options
+        assert row["right"] <= row["columnRight"] <= row["screen"], row  # within its column, on screen
+
+
+@pytest.mark.usefixtures("prefect_api", "fake_keys")
+def test_answers_render_as_markdown_their_labels_show_and_nothing_in_them_runs(
+    label_studio: LabelStudioServer, sim: RunningSimulator, browser: Any, tmp_path: Path
+) -> None:
+    sim.configure(
+        scripted=[
+            ScriptedAnswer(text=MARKDOWN_ANSWER, model=SOURCES["vendor-north"]),
+            ScriptedAnswer(text=HOSTILE_ANSWER, model=SOURCES["vendor-south"], truncated=True),
+        ],
+        faults=[FaultRule(kind="refusal", model=SOURCES["vendor-east"])],
+    )
+    run_dir = _run(sim, tmp_path, list(SOURCES), "browser-render")
+    delivered = _deliver(run_dir, label_studio, "browser rendering")
+    dimensions = resolve_template("pref_ranking").dimensions
+    page = _logged_in_page(browser, label_studio)
+    page.set_viewport_size({"width": 1366, "height": 900})
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    task = _task_ids(label_studio, delivered["project_id"])[0]
+    _open_task(page, label_studio, delivered["project_id"], task, 3 * len(dimensions) + 1)
+    _assert_blind(page)
+    columns = {page.locator(".rlhf-answer").nth(i).inner_text(): i for i in range(3)}
+    by_kind = {
+        "markdown": next(i for text, i in columns.items() if "Three actors" in text),
+        "hostile": next(i for text, i in columns.items() if "harmless-looking link" in text),
+    }
+    by_kind["refused"] = ({0, 1, 2} - set(by_kind.values())).pop()
+
+    # Markdown, rendered: a heading, bold, a table, a code block in monospace with its indentation, math set off.
+    md = page.locator(".rlhf-answer").nth(by_kind["markdown"])
+    assert md.locator(".rlhf-md h2").inner_text() == "Three actors"
+    assert md.locator(".rlhf-md strong").first.inner_text() == "Hugh Jackman"
+    assert md.locator(".rlhf-md table td").all_inner_texts()[:2] == ["X-Men", "2000"]
+    code = md.locator(".rlhf-md pre code")
+    assert "\n        return" in code.inner_text()  # indentation kept
+    assert "mono" in code.evaluate("e => getComputedStyle(e).fontFamily").lower()
+    assert code.locator("span.k").first.inner_text() == "def"  # highlighted
+    assert md.locator("code.rlhf-math").inner_text() == "\\( \\pi r^2 \\)"
+    link = md.locator(".rlhf-md a", has_text="the list")
+    assert (link.get_attribute("target"), link.get_attribute("rel")) == ("_blank", "noopener noreferrer nofollow")
+    raw = md.locator("details.rlhf-raw")
+    assert not raw.locator("pre").is_visible()
+    raw.locator("summary").click()
+    assert "**Hugh Jackman**" in raw.locator("pre").inner_text()  # the raw text, one click away
+
+    # The labels, on the answers they belong to.
+    hostile = page.locator(".rlhf-answer").nth(by_kind["hostile"])
+    assert hostile.locator(".rlhf-label").inner_text() == "Cut off at the length limit"
+    assert "cut off here" in hostile.locator(".rlhf-cutoff-end").inner_text()
+    assert page.locator(".rlhf-answer").nth(by_kind["refused"]).locator(".rlhf-label").inner_text() == "Refused"
+    assert md.locator(".rlhf-label").count() == 0
+
+    # Nothing of the hostile answer ran or loaded; it is shown as the characters the model wrote.
+    assert "<script>" in hostile.locator(".rlhf-md").inner_text()
+    assert hostile.locator("script, img, iframe, a[href^='javascript']").count() == 0
+    page.wait_for_timeout(1000)
+    assert page.evaluate("window.__pwned") is None and page.title() != "pwned"
+    assert not [url for url in requests if "/static/x.png" in url]
+
+    # Three answers at 1366 px: every rating on one line, inside its column, all on screen; no side panels.
+    _rows_do_not_wrap(page)
+    assert page.locator(".lsf-sidepanels__wrapper").count() > 0  # Label Studio's panels exist ...
+    assert not any(panel.is_visible() for panel in page.locator(".lsf-sidepanels__wrapper").all())  # ... hidden
+    _screenshot(page, "labeling-rendered-answers.png")
+    page.close()
+
+
+@pytest.mark.usefixtures("prefect_api", "fake_keys")
+def test_an_annotator_completes_a_two_answer_task_with_the_keyboard_alone(
+    label_studio: LabelStudioServer, sim: RunningSimulator, browser: Any, tmp_path: Path
+) -> None:
+    """The demo's template (pref_ranking): every question answered by its hotkeys, submitted with Ctrl+Enter,
+    and the annotation harvests with the values the keys chose, bound to the text shown."""
+    run_dir = _run(sim, tmp_path, ["vendor-north", "vendor-south"], "browser-keys")
+    delivered = _deliver(run_dir, label_studio, "browser keyboard")
+    template = resolve_template("pref_ranking")
+    form = build_labeling_config(template, 2)
+    root = ET.fromstring(form.xml)
+    questions = {c.get("name"): [o.get("hotkey") for o in c] for c in root.iter("Choices")}
+    page = _logged_in_page(browser, label_studio)
+    page.set_viewport_size({"width": 1366, "height": 900})
+    task = _task_ids(label_studio, delivered["project_id"])[0]
+    _open_task(page, label_studio, delivered["project_id"], task, len(questions))
+    _rows_do_not_wrap(page)
+    assert "Ctrl+Enter submits" in page.inner_text("body")  # the keys are documented on the form
+    chosen: dict[str, str] = {}
+    presses = 0
+    for index, (name, keys) in enumerate(questions.items()):
+        option = (index + 2) % len(keys)
+        page.keyboard.press(_playwright_key(keys[option]))
+        presses += 1
+        chosen[name] = form.controls[name].allowed[option]
+    page.wait_for_timeout(500)  # (antd's radios repaint late: what was chosen is read from the submission)
+    _screenshot(page, "labeling-keyboard.png")
+    page.keyboard.press("Control+Enter")
+    presses += 1
+    page.wait_for_function(
+        f"fetch('/api/tasks/{task}/annotations').then(r => r.json()).then(a => a.length > 0)", polling=500
+    )
+    page.close()
+    (annotation,) = _annotations(label_studio, task)
+    results = {item["from_name"]: item["value"]["choices"][0] for item in annotation["result"]}
+    assert results == chosen and presses == len(questions) + 1
+
+    out = tmp_path / "annotated.jsonl"
+    harvested = _rlhf(
+        "harvest", "--from", "label-studio", "--url", label_studio.url, "--run-dir", str(run_dir),
+        "--out", str(out), "--json", env={"LABEL_STUDIO_TOKEN": label_studio.token},
+    )  # fmt: skip
+    assert harvested.returncode == 0, harvested.stdout + harvested.stderr
+    report = json.loads(harvested.stdout)
+    assert report["annotated"] == 1, report  # the text hash binding holds: the rendered HTML is not the text
+    (annotated,) = [json.loads(line) for line in out.read_text().splitlines()]
+    turn = annotated["threads"][0]["turns"][-1]
+    first = {slot["key"]: slot["value"] for slot in turn["messages"][1]["annotations"]}
+    assert str(first["instruction_following"]) == chosen["a__instruction_following"]
+    likert = {slot["key"]: slot["value"] for slot in turn["annotations"]}["likert_value"]
+    assert str(likert) == chosen["likert"]
+
+
+@pytest.mark.usefixtures("prefect_api", "fake_keys")
+def test_pairwise_rates_each_answer_once_per_prompt_and_carries_its_ratings(
+    label_studio: LabelStudioServer, sim: RunningSimulator, browser: Any, tmp_path: Path
+) -> None:
+    """Three answers in pairs: the first pair of a prompt rates both answers, the next rates its new answer
+    only, the last none; each shows only those rows, submits by keyboard, and harvest fills every pair."""
+    run_dir = _run(sim, tmp_path, list(SOURCES), "browser-pairs", layout="pairwise")
+    delivered = _deliver(run_dir, label_studio, "browser pairs")
+    shells = [json.loads(line) for line in (run_dir / "tasks.jsonl").read_text().splitlines()]
+    prompt = shells[0]["metadata"]["prompt_id"]
+    pairs = [shell for shell in shells if shell["metadata"]["prompt_id"] == prompt]
+    assert [len(shell["metadata"]["rated_here"]) for shell in pairs] == [2, 1, 0]
+    response = httpx.get(
+        f"{label_studio.url}/api/tasks",
+        params={"project": delivered["project_id"]},
+        headers={"Authorization": f"Token {label_studio.token}"},
+        timeout=30,
+    )
+    ls_ids = {task["data"]["task_id"]: task["id"] for task in response.json()["tasks"]}
+    form = build_labeling_config(resolve_template("pref_ranking"), 2, carried=True)
+    questions = [(c.get("name"), [o.get("hotkey") for o in c]) for c in ET.fromstring(form.xml).iter("Choices")]
+    page = _logged_in_page(browser, label_studio)
+    page.set_viewport_size({"width": 1366, "height": 900})
+    presses = []
+    for shell in pairs:
+        task = ls_ids[shell["task_id"]]
+        _open_task(page, label_studio, delivered["project_id"], task, len(questions))
+        groups = page.locator(".lsf-choices")
+        visible = [name for i, (name, _) in enumerate(questions) if groups.nth(i).is_visible()]
+        rated = len(shell["metadata"]["rated_here"])
+        assert len(visible) == 7 * rated + 1 and "likert" in visible  # only the ratings this pair asks
+        assert page.locator(".rlhf-rated-elsewhere").count() == 2 - rated
+        if rated == 1:
+            _screenshot(page, "labeling-pairwise-carried.png")
+        for name, keys in questions:
+            if name in visible:
+                page.keyboard.press(_playwright_key(keys[3 if name == "likert" else 1]))
+        page.keyboard.press("Control+Enter")
+        presses.append(len(visible) + 1)
+        page.wait_for_function(
+            f"fetch('/api/tasks/{task}/annotations').then(r => r.json()).then(a => a.length > 0)", polling=500
+        )
+    page.close()
+    assert presses == [16, 9, 2]  # 27 interactions for the prompt's three pairs, against 48 when every pair rates both
+
+    out = tmp_path / "annotated.jsonl"
+    harvested = _rlhf(
+        "harvest", "--from", "label-studio", "--url", label_studio.url, "--run-dir", str(run_dir),
+        "--out", str(out), "--json", env={"LABEL_STUDIO_TOKEN": label_studio.token},
+    )  # fmt: skip
+    assert harvested.returncode == 0, harvested.stdout + harvested.stderr
+    assert json.loads(harvested.stdout)["annotated"] == 3
+    for annotated in (json.loads(line) for line in out.read_text().splitlines()):
+        for answer in annotated["threads"][0]["turns"][-1]["messages"][1:]:
+            values = {slot["key"]: slot["value"] for slot in answer["annotations"]}
+            assert values["overall"] == 2 and values["verbosity"] == "just_right"  # rated once, carried here
+        carried = annotated["metadata"].get("carried_ratings", {})
+        assert len(carried) == 2 - len(annotated["metadata"]["rated_here"])
+
+
+@pytest.mark.usefixtures("prefect_api", "fake_keys")
+def test_a_models_reasoning_is_shown_collapsed_when_the_template_asks(
+    label_studio: LabelStudioServer, sim: RunningSimulator, browser: Any, tmp_path: Path
+) -> None:
+    sim.configure(faults=[FaultRule(kind="thinking", model=SOURCES["vendor-north"])])
+    template = tmp_path / "with-reasoning.yaml"
+    template.write_text("name: with-reasoning\nextends: pref_ranking\ndisplay: {show_reasoning: true}\n")
+    run_dir = _run(sim, tmp_path, ["vendor-north", "vendor-south"], "browser-reasoning", template=str(template))
+    shell = json.loads((run_dir / "tasks.jsonl").read_text().splitlines()[0])
+    thinker = next(m for m in shell["threads"][0]["turns"][-1]["messages"] if m["content"].get("reasoning"))
+    thought = thinker["content"]["reasoning"][0]["content"]
+    delivered = _deliver(run_dir, label_studio, "browser reasoning")
+    page = _logged_in_page(browser, label_studio)
+    task = _task_ids(label_studio, delivered["project_id"])[0]
+    _open_task(
+        page, label_studio, delivered["project_id"], task, 2 * len(resolve_template("pref_ranking").dimensions) + 1
+    )
+    reasoning = page.locator("details.rlhf-reasoning")
+    assert reasoning.count() == 1  # the thinking model's answer only
+    assert "Reasoning" in reasoning.locator("summary").inner_text()
+    assert not reasoning.locator(".rlhf-md").is_visible()  # collapsed until asked for
+    reasoning.locator("summary").click()
+    assert thought.split()[0] in reasoning.locator(".rlhf-md").inner_text()
+    _assert_blind(page)
     page.close()

@@ -26,6 +26,7 @@ pytestmark = pytest.mark.slow  # each script is a subprocess
         "bench/store_commit.py",
         "bench/workers.py",
         "bench/first_task.py",
+        "bench/annotator_interactions.py",
     ],
 )
 def test_a_benchmark_script_starts(script: str) -> None:

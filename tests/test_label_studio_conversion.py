@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from platforms.label_studio.labeling_config import INERT_HOTKEY, build_labeling_config
+from platforms.label_studio.labeling_config import INERT_HOTKEY, RESERVED_KEYS, build_labeling_config
 from platforms.label_studio.tasks import harvest_task, to_label_studio
 from prompts.reader import PromptRecord
 from providers.config import ProviderConfig
@@ -17,6 +17,7 @@ from providers.slots import answer_slots
 from task_builder.answer_hash import text_sha256
 from task_builder.assemble import BatchContext, build_task
 from task_builder.layout import PlannedTask
+from task_builder.render import render_answer, render_conversation
 from task_builder.template import Dimension, resolve_template
 
 SOURCES = ("gpt-4o", "llama", "claude")
@@ -65,10 +66,10 @@ def test_task_data_shows_positions_in_order_and_nothing_that_names_a_model() -> 
     data = to_label_studio(shell)["data"]
     assert data == {
         "task_id": shell["task_id"],
-        "prompt": "Hi?",
-        "response_a": "answer of claude",
-        "response_b": "answer of gpt-4o",
-        "response_c": "answer of llama",
+        "prompt": render_conversation([("User", "Hi?")]),  # rendered markdown, sanitised (task_builder.render)
+        "response_a": render_answer("answer of claude"),
+        "response_b": render_answer("answer of gpt-4o"),
+        "response_c": render_answer("answer of llama"),
         "text_sha256": {  # what harvest checks the annotated text by: hashes name nothing
             field: text_sha256(f"answer of {source}")
             for field, source in zip(("response_a", "response_b", "response_c"), ("claude", "gpt-4o", "llama"))
@@ -183,19 +184,21 @@ def test_two_answers_side_by_side_with_ratings_under_each_then_one_preference_th
     assert set(config.required) == {n for n in controls if n != "justification"}
 
 
-def test_every_scale_names_its_ends_and_only_the_preference_has_hotkeys() -> None:
-    for template in ("pref_ranking", "helpsteer_0_4", "sft"):
-        config, root = _form(template, 1 if template == "sft" else 2)
+def test_every_scale_names_its_ends_and_every_question_has_its_own_hotkeys() -> None:
+    for template, answers in (("pref_ranking", 2), ("pref_ranking", 3), ("helpsteer_0_4", 3), ("sft", 1)):
+        config, root = _form(template, answers)
+        seen: set[str] = set()
         for choices in root.iter("Choices"):
-            labels = [choice.get("value") for choice in choices]
+            labels = [choice.get("hint") or choice.get("value") for choice in choices]  # compact rows: ends as hints
+            keys = [choice.get("hotkey") for choice in choices]
+            assert INERT_HOTKEY not in keys and not seen & set(keys), (template, choices.get("name"), keys)
+            assert not RESERVED_KEYS & set(keys)  # never one of Label Studio's own
+            seen |= set(keys)
+            if choices.get("name") == "likert":
+                assert keys == [str(i) for i in range(1, 8)]  # one per option, along the scale
             if choices.get("name").endswith(("__verbosity", "__needs_rewrite")):
                 continue  # categories: every option is labelled
             assert labels[0] != choices[0].get("alias") and labels[-1] != choices[-1].get("alias"), (template, labels)
-            keys = [choice.get("hotkey") for choice in choices]
-            if choices.get("name") == "likert":
-                assert keys == [str(i) for i in range(1, 8)]  # one per option, along the scale
-            else:
-                assert set(keys) == {INERT_HOTKEY}  # no stray key press changes a rating
     likert = next(c for c in _form("pref_ranking", 2)[1].iter("Choices") if c.get("name") == "likert")
     assert [c.get("value") for c in likert][::6] == ["Response A much better", "Response B much better"]
 
@@ -205,15 +208,15 @@ def test_an_unlabelled_number_scale_marks_its_ends() -> None:
         update={"dimensions": [Dimension(key="clarity", title="Clarity", values=[1, 2, 3, 4, 5])]}
     )
     xml = build_labeling_config(template, 2).xml
-    assert 'value="1 (lowest)" alias="1"' in xml and 'value="5 (highest)" alias="5"' in xml
+    assert 'hint="1 (lowest)"' in xml and 'hint="5 (highest)"' in xml
 
 
-def test_three_answers_without_ranking_ask_for_a_selection_keyed_by_letter() -> None:
+def test_three_answers_without_ranking_ask_for_a_selection_keyed_by_digits() -> None:
     template = resolve_template("pref_ranking")
     config = build_labeling_config(template, 3)
     selected = ET.fromstring(config.xml).find(".//Choices[@name='selected']")
     assert selected is not None and selected.get("required") == "true"
-    assert [(c.get("alias"), c.get("hotkey")) for c in selected] == [("A", "a"), ("B", "b"), ("C", "c")]
+    assert [(c.get("alias"), c.get("hotkey")) for c in selected] == [("A", "1"), ("B", "2"), ("C", "3")]
     assert "likert" not in config.controls
 
 

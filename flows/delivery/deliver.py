@@ -44,6 +44,7 @@ from platforms.label_studio.tasks import (
 from task_builder.annotated import REJECT_KINDS, Problem, annotation_problems, reject_kind
 from task_builder.answer_hash import HASH_FIELD, answer_hashes, pick_version, returned_claims, returned_text_problems
 from task_builder.blinding import blind, is_blind, unblind
+from task_builder.carried_ratings import carry_ratings
 from task_builder.shell import final_answers
 from task_builder.template import AnnotationTemplate, resolve_template
 
@@ -126,7 +127,9 @@ def deliver_label_studio(
         raise ValueError(f"unknown --predictions mode {predictions!r}: choose {', '.join(PREDICTION_MODES)}")
     run_dir = Path(run_dir)
     config, template, tasks_path = load_run(run_dir)
-    target = LabelStudioTarget(url, project_title or f"{config.project} / {config.batch}", predictions, judge)
+    title = project_title or f"{config.project} / {config.batch}"
+    carried = config.annotation.layout == "pairwise"  # ratings asked once per answer (task_builder.carried_ratings)
+    target = LabelStudioTarget(url, title, predictions, judge, carried)
     with delivering(run_dir), LabelStudioClient(url, token) as client:
         return deliver_shells(client, run_dir, target, template, config.batch, lambda: read_jsonl(tasks_path))
 
@@ -139,6 +142,7 @@ class LabelStudioTarget:
     title: str
     predictions: str = DEFAULT_MODE
     judge: str | None = None
+    carried: bool = False  # pairwise: each answer rated in one pair, its ratings carried into the others
 
 
 def deliver_shells(
@@ -161,17 +165,17 @@ def deliver_shells(
     times lists each project once; None lists every project each time. ``kept``: the same for the kept
     versions (:class:`~flows.delivery.delivered.KeptVersions`).
     """
-    url, predictions, judge = target.url, target.predictions, target.judge
+    url, predictions, judge, carried = target.url, target.predictions, target.judge, target.carried
     chosen = choose_judge(shells(), judge) if predictions != "none" else None
     by_count: dict[int, list[dict[str, Any]]] = {}
     forms: dict[int, LabelingConfig] = {}
     for shell in shells():
         count = len(final_answers(shell))
         if count and chosen is not None and shows_predictions(shell["task_id"], predictions):
-            form = forms.get(count) or forms.setdefault(count, build_labeling_config(template, count))
+            form = forms.get(count) or forms.setdefault(count, build_labeling_config(template, count, carried))
             task = to_label_studio_with_predictions(shell, template, [chosen], form)
         else:
-            task = to_label_studio(shell)
+            task = to_label_studio(shell, template)
         by_count.setdefault(count, []).append(task)
     base = target.title
     widest = max(by_count, default=0) if widest is None else widest
@@ -183,7 +187,7 @@ def deliver_shells(
     family = _title_family(run_dir, url, base)
     for count in sorted((c for c in by_count if c > 0), reverse=True):
         title = base if count == widest else f"{base} ({_answer_word(count)})"
-        labeling = forms.get(count) or build_labeling_config(template, count)
+        labeling = forms.get(count) or build_labeling_config(template, count, carried)
         project, created = client.ensure_project(title, labeling.xml, description)
         family.add(int(project["id"]))
         existing: set[str] = set()
@@ -480,6 +484,8 @@ def harvest_label_studio(
                 _mark_predictions_shown(annotated, ls_task, template, records.get(project_id))
             outcome.annotated += one.annotated
             outcome.rejected += one.rejected
+    outcome.annotated, waiting = carry_ratings(outcome.annotated)  # pairwise: ratings asked in another pair
+    outcome.rejected += waiting
     groups = Counter(task["metadata"].get("predictions_shown") for task in outcome.annotated)
     report = {
         "platform": "label-studio",

@@ -48,6 +48,7 @@ class StreamSettings:
     predictions: str
     judge: str | None
     widest: int
+    carried: bool = False  # pairwise: each answer rated once per prompt (flows.delivery.deliver.LabelStudioTarget)
     retries: int = 5
     retry_wait_s: float = 1.0
     timeout_s: float = 30.0
@@ -72,6 +73,7 @@ def stream_settings(config: RunConfig) -> StreamSettings | None:
         predictions=delivery.predictions,
         judge=delivery.judge,
         widest=layout_width(config),
+        carried=config.annotation.layout == "pairwise",
         retries=delivery.retries,
         retry_wait_s=delivery.retry_wait_s,
         timeout_s=delivery.timeout_s,
@@ -259,7 +261,7 @@ class StreamDelivery:
             report = deliver_shells(
                 client,
                 self._run_dir,
-                LabelStudioTarget(settings.url, settings.title, settings.predictions, judge),
+                LabelStudioTarget(settings.url, settings.title, settings.predictions, judge, settings.carried),
                 self._template,
                 self._batch,
                 lambda: shells,

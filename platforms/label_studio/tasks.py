@@ -24,44 +24,63 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from platforms.label_studio.labeling_config import build_labeling_config
+from platforms.label_studio.labeling_config import LabelingConfig, build_labeling_config
 from task_builder.annotated import value_problem
 from task_builder.answer_hash import HASH_FIELD, Hashes, answer_hashes, declared_hashes, hashes_of, pick_version
+from task_builder.carried_ratings import rated_here
 from task_builder.ids import position_field, position_letter
 from task_builder.preference import likert_winner
+from task_builder.render import RenderOptions, render_answer, render_conversation
 from task_builder.shell import Task, final_answers
-from task_builder.template import AnnotationTemplate
+from task_builder.template import AnnotationTemplate, DisplayOptions
 
 TURN_CONTROLS = {"selected": "selected_model_id", "likert": "likert_value", "justification": "justification"}
 
 
-def prompt_text(shell: dict[str, Any]) -> str:
-    """The conversation up to the final user message, as annotators read it."""
+def prompt_turns(shell: dict[str, Any]) -> list[tuple[str, str]]:
+    """The conversation up to the final user message as ``(role label, text)`` pairs."""
     turns = shell["threads"][0]["turns"]
-    lines = []
     earlier = [m for t in turns[:-1] for m in t["messages"]]
     final_context = [m for m in turns[-1]["messages"] if m["role"] != "assistant"]
-    messages = earlier + final_context
+    who = {"system": "System", "user": "User", "assistant": "Assistant"}
+    return [(who[m["role"]], str(m["content"]["text"])) for m in earlier + final_context]
+
+
+def prompt_text(shell: dict[str, Any]) -> str:
+    """The conversation up to the final user message, as plain text."""
+    messages = prompt_turns(shell)
     if len(messages) == 1:
-        return str(messages[0]["content"]["text"])
-    for message in messages:
-        who = {"system": "System", "user": "User", "assistant": "Assistant"}[message["role"]]
-        lines.append(f"{who}: {message['content']['text']}")
-    return "\n\n".join(lines)
+        return messages[0][1]
+    return "\n\n".join(f"{who}: {text}" for who, text in messages)
 
 
-def to_label_studio(shell: dict[str, Any]) -> dict[str, Any]:
+def to_label_studio(shell: dict[str, Any], template: AnnotationTemplate | None = None) -> dict[str, Any]:
     """The Label Studio task for a shell: its id, the prompt and the answers by position, nothing else.
 
-    An answer of a labelled shape (a refusal, a cut-off: ``metadata.responses[<id>].label``) is shown with
-    its label on a line of its own above the text, so annotators judge it knowing what it is.
+    Prompt and answers are sanitised HTML rendered from their markdown (``task_builder.render``; the form
+    shows them with ``HyperText``), each with its raw text in a collapsed block. An answer of a labelled
+    shape (a refusal, a cut-off: ``metadata.responses[<id>].label``) carries its label above the text, a
+    cut-off a mark where it stops; the model's reasoning is added, collapsed, when ``template.display``
+    asks for it. In the pairwise layout an answer rated in another pair of its prompt says so (its ratings
+    are hidden here and carried at harvest: ``task_builder.carried_ratings``). ``text_sha256`` is the hash of each answer's text (not of the HTML), the binding harvest
+    checks.
     """
-    data: dict[str, Any] = {"task_id": shell["task_id"], "prompt": prompt_text(shell)}
+    display = template.display if template is not None else DisplayOptions()
+    options = RenderOptions(remote_images=display.remote_images)
+    data: dict[str, Any] = {"task_id": shell["task_id"], "prompt": render_conversation(prompt_turns(shell), options)}
     responses = (shell.get("metadata") or {}).get("responses") or {}
+    rates = rated_here(shell)
     for position, answer in enumerate(final_answers(shell)):
-        label = (responses.get(answer.get("source_id")) or {}).get("label")
-        text = answer["content"]["text"]
-        data[position_field(position)] = f"[{label}]\n\n{text}" if label else text
+        meta = responses.get(answer.get("source_id")) or {}
+        reasoning = [str(block["content"]) for block in answer["content"].get("reasoning") or []]
+        data[position_field(position)] = render_answer(
+            answer["content"]["text"],
+            label=meta.get("label"),
+            shape=meta.get("shape"),
+            reasoning=reasoning if display.show_reasoning else (),
+            options=options,
+            rated_elsewhere=rates is not None and answer.get("source_id") not in rates,
+        )
     data[HASH_FIELD] = answer_hashes(shell)  # the text annotated, checked at harvest (task_builder.answer_hash)
     return {"data": data}
 
@@ -161,7 +180,7 @@ def harvest_task(
     shell, changed = _run_shell(task_id, (shells or {}).get(task_id), data)
     # The form's required questions for this task's answer count: built once per task, not per annotation.
     required = (
-        build_labeling_config(template, len(final_answers(shell))).required
+        _required(build_labeling_config(template, len(final_answers(shell))), shell)
         if template is not None and isinstance(shell, dict)
         else []
     )
@@ -193,6 +212,22 @@ def harvest_task(
         Task.model_validate(annotated)  # our own contract still holds with the values filled
         outcome.annotated.append(annotated)
     return outcome
+
+
+def _required(form: LabelingConfig, shell: dict[str, Any]) -> list[str]:
+    """The questions an annotation of this task must answer: the form's required ones, less the ratings of
+    answers the pairwise layout rates in another pair (carried there at harvest)."""
+    rates = rated_here(shell)
+    if rates is None:
+        return form.required
+    answers = final_answers(shell)
+    return [
+        name
+        for name in form.required
+        if (position := form.controls[name].position) is None
+        or "__" not in name
+        or answers[position]["source_id"] in rates
+    ]
 
 
 def _annotator(annotation: dict[str, Any], users: dict[int, str]) -> str:
