@@ -459,6 +459,47 @@ def agreement(
     out.print(f"JSON report: {data['written_to']}", highlight=False)
 
 
+@app.command()
+def quality(
+    annotated: Annotated[Path, typer.Argument(help="Annotated tasks (JSONL) from rlhf harvest.")],
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="Where the JSON report goes (default: <annotated>.quality.json).")
+    ] = None,
+    min_alpha: Annotated[float, typer.Option(help="Flag annotators whose alpha with the others is below this.")] = 0.2,
+    min_gold: Annotated[float, typer.Option(help="Flag annotators whose gold accuracy is below this.")] = 0.6,
+    min_seconds: Annotated[
+        float | None, typer.Option(help="Flag annotators whose median time per task is below this.")
+    ] = None,
+    min_pairs: Annotated[int, typer.Option(help="Judge an annotator only on at least this many values.")] = 10,
+    draws: Annotated[int, typer.Option(help="Bootstrap draws for the alpha intervals.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap (same seed, same intervals).")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report instead of tables.")] = False,
+) -> None:
+    """Do annotators agree? Krippendorff's alpha per dimension, and who disagrees with the others.
+
+    Per dimension and for the preference: Krippendorff's alpha (interval metric for scales, nominal for
+    choices) with a 95% bootstrap interval and the share of equal pairs. Per annotator: agreement and
+    alpha with the others, gold accuracy (gold tasks), median seconds per task, and flags. Writes
+    <annotated>.quality.json and a PNG chart beside it.
+    """
+    import json
+
+    from flows.reporting.quality import quality_from_file, quality_tables
+    from task_builder.reliability import Thresholds
+
+    limits = Thresholds(min_alpha=min_alpha, min_gold=min_gold, min_seconds=min_seconds, min_pairs=min_pairs)
+    try:
+        data = quality_from_file(annotated, out_path, limits, draws=draws, seed=seed)
+    except InputError as exc:
+        raise _input_failure(exc) from None
+    if as_json:
+        out.print_json(json.dumps(data))
+        return
+    for table in quality_tables(data):
+        out.print(table)
+    out.print(f"JSON report: {data['written_to']}; chart: {data['plot']}", highlight=False)
+
+
 @app.command("cancel-batches")
 def cancel_batches(
     target: Annotated[
