@@ -500,6 +500,44 @@ def quality(
     out.print(f"JSON report: {data['written_to']}; chart: {data['plot']}", highlight=False)
 
 
+@app.command()
+def leaderboard(
+    annotated: Annotated[Path, typer.Argument(help="Annotated tasks (JSONL) from rlhf harvest.")],
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="Where the JSON goes (default: <annotated>.leaderboard.json).")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option("--exclude", help="Leave this annotator's preferences out (repeatable).")
+    ] = None,
+    draws: Annotated[int, typer.Option(help="Bootstrap draws for the 95% intervals.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap (same seed, same intervals).")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON instead of tables.")] = False,
+) -> None:
+    """Which model do the humans prefer? Bradley–Terry strengths with 95% bootstrap intervals.
+
+    From every annotator's preference (Likert, ranking or selection; ties half a win), per source_id,
+    with win rates, per prompt category when prompts carry one, and the AI judges' strengths from their
+    predictions beside the humans'. Writes <annotated>.leaderboard.json and a PNG chart beside it.
+    """
+    import json
+
+    from flows.reporting.leaderboard import leaderboard_from_file, leaderboard_table
+
+    try:
+        data = leaderboard_from_file(annotated, out_path, draws=draws, seed=seed, exclude=exclude or ())
+    except InputError as exc:
+        raise _input_failure(exc) from None
+    if as_json:
+        out.print_json(json.dumps(data))
+        return
+    if not data["humans"]["models"]:
+        _error(f"{annotated}: no human preference between two models found; nothing to rank")
+        raise typer.Exit(1)
+    for table in leaderboard_table(data):
+        out.print(table)
+    out.print(f"JSON: {data['written_to']}; chart: {data['plot']}", highlight=False)
+
+
 @app.command("cancel-batches")
 def cancel_batches(
     target: Annotated[
