@@ -711,11 +711,24 @@ def export_dataset(
         bool | None,
         typer.Option("--parquet/--no-parquet", help="Also write Parquet (default: when pyarrow is installed)."),
     ] = None,
+    consensus: Annotated[
+        str | None,
+        typer.Option(help="Resolve several annotations of a task: majority | mean | unanimous | drop-disagreements."),
+    ] = None,
+    quality_json: Annotated[
+        Path | None, typer.Option("--quality", help="An rlhf quality report: its flags and alphas for the consensus.")
+    ] = None,
+    drop_flagged: Annotated[bool, typer.Option(help="Leave out the annotators --quality flags.")] = False,
+    weighted: Annotated[
+        bool,
+        typer.Option(help="Weigh annotators by their alpha with the others (from --quality; 0 or less: left out)."),
+    ] = False,
 ) -> None:
     """Turn annotated tasks into training data: DPO pairs, SFT records or a ratings table (JSONL, Parquet).
 
     Field names are the ones TRL's DPO and SFT trainers take unchanged. Ties and missing preferences are
-    skipped and counted, never guessed.
+    skipped and counted, never guessed. With --consensus, one record set per task (not per annotator),
+    each with its agreement. Gold tasks are never exported.
     """
     import json
 
@@ -738,13 +751,58 @@ def export_dataset(
         raise typer.Exit(EXIT_INPUT)
     if parquet is None:
         parquet = parquet_available()
-    records, stats = builders[kind](read_jsonl(annotated))
+    tasks, resolved = _consensus_tasks(read_jsonl(annotated), consensus, quality_json, drop_flagged, weighted)
+    records, stats = builders[kind](tasks)
     try:
         files = write_dataset(records, out, kind, ("jsonl", "parquet") if parquet else ("jsonl",))
     except (ParquetUnavailable, ValueError) as exc:
         _error(exc)
         raise typer.Exit(EXIT_INPUT) from None
-    print(json.dumps({"stats": stats.to_dict(), "files": {k: str(v) for k, v in files.items()}}, indent=2))
+    summary: dict[str, Any] = {"stats": stats.to_dict(), "files": {k: str(v) for k, v in files.items()}}
+    if resolved is not None:
+        summary["consensus"] = resolved
+    print(json.dumps(summary, indent=2))
+
+
+def _consensus_tasks(
+    tasks: Any, rule: str | None, quality_json: Path | None, drop_flagged: bool, weighted: bool
+) -> tuple[Any, dict[str, Any] | None]:
+    """The tasks for an export, resolved by a consensus rule when one is given (with the flags and weights
+    of an rlhf quality report), and the consensus stats (None without a rule)."""
+    import json
+
+    from task_builder.consensus import RULES, consensus
+
+    if rule is None:
+        if quality_json is not None or drop_flagged or weighted:
+            _error("--quality, --drop-flagged and --weighted need --consensus")
+            raise typer.Exit(EXIT_INPUT)
+        return tasks, None
+    if rule not in RULES:
+        _error(f"unknown consensus rule '{rule}': choose {', '.join(RULES)}")
+        raise typer.Exit(EXIT_INPUT)
+    if (drop_flagged or weighted) and quality_json is None:
+        _error("--drop-flagged and --weighted need --quality <annotated>.quality.json (from rlhf quality)")
+        raise typer.Exit(EXIT_INPUT)
+    people: list[dict[str, Any]] = []
+    if quality_json is not None:
+        try:
+            people = list(json.loads(quality_json.read_text(encoding="utf-8"))["annotators"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            _error(f"{quality_json}: not an rlhf quality report ({type(exc).__name__}: {exc})")
+            raise typer.Exit(EXIT_INPUT) from None
+    exclude = [p["annotator"] for p in people if p.get("flagged")] if drop_flagged else []
+    weights = (  # an annotator the report could not judge (no alpha) keeps the weight 1
+        {
+            p["annotator"]: max(float(p["alpha_with_others"]), 0.0)
+            for p in people
+            if p.get("alpha_with_others") is not None
+        }
+        if weighted
+        else None
+    )
+    resolved, stats = consensus(tasks, rule, weights, exclude)
+    return resolved, {**stats.to_dict(), "excluded_annotators": exclude, "weights": weights}
 
 
 @app.command()
