@@ -609,6 +609,14 @@ def deliver(
             "with values for the most tasks). One judge per project; the others' stay in the run."
         ),
     ] = None,
+    annotators_per_task: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Label Studio: how many different annotators annotate each task (the project's overlap, "
+            "maximum_annotations); harvest keeps every annotation. Default: the project's setting (1 when new).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the delivery report as JSON instead.")] = False,
 ) -> None:
     """Deliver a run's tasks: into a Label Studio project (idempotent), or as Argilla / Scale files.
@@ -628,7 +636,9 @@ def deliver(
         if to == "label-studio":
             if not url:
                 raise ValueError("--url is required for --to label-studio")
-            report = deliver_label_studio(run_dir, url, token_from_env(token_env), project_title, predictions, judge)
+            report = deliver_label_studio(
+                run_dir, url, token_from_env(token_env), project_title, predictions, judge, annotators_per_task
+            )
         elif to in ("argilla", "scale"):
             if out is None:
                 raise ValueError(f"--out is required for --to {to}")

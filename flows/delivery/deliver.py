@@ -95,8 +95,13 @@ def deliver_label_studio(
     project_title: str | None = None,
     predictions: str = DEFAULT_MODE,
     judge: str | None = None,
+    annotators_per_task: int | None = None,
 ) -> dict[str, Any]:
     """Create (or reuse, by title) the projects and import the run's tasks not already in them.
+
+    ``annotators_per_task`` (k): every project asks Label Studio for k annotations of each task, by
+    different annotators (:meth:`LabelStudioClient.set_overlap`); harvest keeps every annotation with
+    its annotator. None leaves the project's setting as it is (Label Studio's default is 1).
 
     A form requires a rating of every answer it shows, so tasks go to one project per answer count:
     the widest tasks to ``project_title`` (default ``<project> / <batch>``), tasks that lost answers
@@ -148,6 +153,8 @@ def deliver_label_studio(
         _keep_delivered(run_dir, tasks_path, [task for *_, new in planned for task in new])
         for count, title, project, created, new in planned:  # every project checked before any import
             imported = client.import_tasks(project["id"], new) if new else 0
+            if annotators_per_task is not None:
+                client.set_overlap(project["id"], annotators_per_task)
             with_predictions = sum(1 for task in new if task.get("predictions"))
             if with_predictions:  # annotators start from the judge's values (Label Studio pre-fills one)
                 client.request(
@@ -168,6 +175,7 @@ def deliver_label_studio(
                     "predictions": predictions,
                     "imported_with_predictions": with_predictions,
                     "prefill_judge": chosen if with_predictions else None,
+                    "annotators_per_task": annotators_per_task,
                 }
             )
     _record_delivery(run_dir, url, projects)
