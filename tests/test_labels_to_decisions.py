@@ -1,6 +1,7 @@
 """From labels to decisions, end to end against the simulator and a real Label Studio on 127.0.0.1.
 
-Three models answer pairwise tasks; ``rlhf deliver --annotators-per-task 3`` sets the project's overlap;
+Three models answer pairwise tasks; ``rlhf deliver --annotators-per-task 3 --gold gold.jsonl --gold-rate
+0.1`` sets the project's overlap and mixes in gold tasks (an expert's annotated tasks);
 three annotators with their own Label Studio accounts work through the project's queue (``/next``, as the
 labeling UI does): two careful ones who see the same hidden truth per task (scripted win rates: m-strong
 beats m-mid beats m-weak) and one who clicks at random, fast. Then harvest keeps every annotation with its
@@ -29,6 +30,7 @@ from flows.generation.generate import generate_tasks
 from platforms.label_studio.client import LabelStudioClient
 from platforms.label_studio.local_server import LabelStudioServer
 from simulator import RunningSimulator
+from task_builder.ids import stable_id
 
 pytestmark = pytest.mark.slow
 
@@ -70,6 +72,25 @@ def form(order: list[str], careful: bool, rng: random.Random, task_id: str) -> l
         result.append(_choice(f"{letter}__verbosity", f"response_{letter}", verbosity))
     result.append(_choice("likert", "prompt", str(likert)))
     return result
+
+
+def expert_gold(count: int) -> list[dict[str, Any]]:
+    """Annotated tasks of other prompts whose preference is the hidden truth the careful annotators see."""
+    from scripted_annotators import shell
+
+    gold = []
+    for n in range(count):
+        task = shell(f"gold-{n}", ["m-strong", "m-weak"] if n % 2 else ["m-weak", "m-strong"])
+        task["status"] = "completed"
+        order = [m["source_id"] for m in task["threads"][0]["turns"][-1]["messages"] if m["role"] == "assistant"]
+        truth = random.Random(stable_id("task", "b1", "gold", task["task_id"]))  # the id it is delivered under
+        a_wins = truth.random() < 1 / (1 + math.exp(STRENGTHS[order[1]] - STRENGTHS[order[0]]))
+        for slot in task["threads"][0]["turns"][-1]["annotations"]:
+            if slot["key"] == "likert_value":
+                slot["value"] = 2 if a_wins else 6
+        task["metadata"]["annotation"] = {"annotator": "expert"}
+        gold.append(task)
+    return gold
 
 
 def work_through_queue(url: str, token: str, project_id: int, orders: dict[str, list[str]], careful: bool) -> int:
@@ -115,25 +136,49 @@ def test_overlap_quality_consensus_and_leaderboard(
     assert len(orders) == 42 and all(len(o) == 2 for o in orders.values())
 
     admin = SecretStr(label_studio.token)
-    delivered = deliver_label_studio(run_dir, label_studio.url, admin, "labels to decisions", annotators_per_task=3)
+    delivered = deliver_label_studio(
+        run_dir,
+        label_studio.url,
+        admin,
+        "labels to decisions",
+        annotators_per_task=3,
+        gold=expert_gold(8),
+        gold_rate=0.1,
+    )
     project_id = delivered["project_id"]
-    assert delivered["imported"] == 42 and delivered["projects"][0]["annotators_per_task"] == 3
+    # 10% of the delivery is gold: 5 gold tasks beside the 42 (5 / 47 = 0.106)
+    assert delivered["imported"] == 47 and delivered["projects"][0]["gold_imported"] == 5
+    assert delivered["projects"][0]["annotators_per_task"] == 3
+    kept = [json.loads(line) for line in (run_dir / "delivered" / "tasks.jsonl").read_text().splitlines()]
+    gold_ids = {t["task_id"] for t in kept if "gold" in t["metadata"]}
+    assert len(gold_ids) == 5
+    for shell in kept:
+        answers = [m for m in shell["threads"][0]["turns"][-1]["messages"] if m["role"] == "assistant"]
+        orders[shell["task_id"]] = [m["source_id"] for m in answers]
     with LabelStudioClient(label_studio.url, admin) as client:
         project = client.request("GET", f"/api/projects/{project_id}")
         assert (project["maximum_annotations"], project["overlap_cohort_percentage"]) == (3, 100)
+        listed = client.request("GET", "/api/tasks", params={"project": project_id, "fields": "all", "page_size": 100})
+        # what annotators can see of a gold task is shaped like every other task
+        assert {frozenset(t["data"]) for t in listed["tasks"]} == {
+            frozenset({"task_id", "prompt", "response_a", "response_b", "text_sha256"})
+        }
+        assert all(
+            t["data"]["task_id"].startswith("task_") and len(t["data"]["task_id"]) == 29 for t in listed["tasks"]
+        )
 
     people = {
         name: sign_up(label_studio.url, label_studio.token, f"{name}@example.com") for name in ("ann", "bea", "rnd")
     }
     for name, token in people.items():
-        assert work_through_queue(label_studio.url, token, project_id, orders, careful=name != "rnd") == 42
+        assert work_through_queue(label_studio.url, token, project_id, orders, careful=name != "rnd") == 47
     with LabelStudioClient(label_studio.url, admin) as client:
         listed = client.request("GET", "/api/tasks", params={"project": project_id, "fields": "all", "page_size": 100})
         assert all(t["is_labeled"] and t["total_annotations"] == 3 for t in listed["tasks"])
 
     out = tmp_path / "annotated.jsonl"
     harvested = harvest_label_studio(label_studio.url, admin, run_dir, out)
-    assert (harvested["annotated"], harvested["rejected"]) == (126, 0)
+    assert (harvested["annotated"], harvested["rejected"]) == (141, 0)
     copies = [json.loads(line) for line in out.read_text().splitlines()]
     by_annotator = {c["metadata"]["annotation"]["annotator"] for c in copies}
     assert by_annotator == {f"{name}@example.com" for name in people}
@@ -143,6 +188,10 @@ def test_overlap_quality_consensus_and_leaderboard(
     assert quality.exit_code == 0, quality.output
     report = json.loads(quality.stdout)
     assert report["flagged"] == ["rnd@example.com"], report["annotators"]
+    assert report["gold_tasks"] == 5 and report["tasks"] == 42
+    gold_scores = {p["annotator"]: p["gold"] for p in report["annotators"]}
+    assert all(score["n"] == 5 for score in gold_scores.values())
+    assert gold_scores["ann@example.com"]["accuracy"] >= 0.6 and gold_scores["bea@example.com"]["accuracy"] >= 0.6
 
     exported = CliRunner().invoke(
         app,
@@ -160,9 +209,10 @@ def test_overlap_quality_consensus_and_leaderboard(
         ],
     )
     assert exported.exit_code == 0, exported.output
-    assert json.loads(exported.stdout)["consensus"]["excluded_annotators"] == ["rnd@example.com"]
+    resolved = json.loads(exported.stdout)["consensus"]
+    assert resolved["excluded_annotators"] == ["rnd@example.com"] and resolved["dropped_gold"] == 15
     rows = [json.loads(line) for line in (tmp_path / "datasets" / "dpo.jsonl").read_text().splitlines()]
-    assert rows and all(r["annotators"] == 2 for r in rows)
+    assert rows and all(r["annotators"] == 2 and r["task_id"] not in gold_ids for r in rows)
 
     board = CliRunner().invoke(app, ["leaderboard", str(out), "--draws", "300", "--json"])
     assert board.exit_code == 0, board.output

@@ -617,6 +617,14 @@ def deliver(
             "maximum_annotations); harvest keeps every annotation. Default: the project's setting (1 when new).",
         ),
     ] = None,
+    gold: Annotated[
+        Path | None,
+        typer.Option(
+            help="Label Studio: gold tasks (annotated JSONL whose values are known) mixed in, indistinguishable, "
+            "to score annotators (rlhf quality); never exported as training data."
+        ),
+    ] = None,
+    gold_rate: Annotated[float, typer.Option(help="The share of each project's tasks that are gold.")] = 0.1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the delivery report as JSON instead.")] = False,
 ) -> None:
     """Deliver a run's tasks: into a Label Studio project (idempotent), or as Argilla / Scale files.
@@ -637,7 +645,15 @@ def deliver(
             if not url:
                 raise ValueError("--url is required for --to label-studio")
             report = deliver_label_studio(
-                run_dir, url, token_from_env(token_env), project_title, predictions, judge, annotators_per_task
+                run_dir,
+                url,
+                token_from_env(token_env),
+                project_title,
+                predictions,
+                judge,
+                annotators_per_task,
+                _read_gold(gold) if gold is not None else None,
+                gold_rate,
             )
         elif to in ("argilla", "scale"):
             if out is None:
@@ -650,6 +666,26 @@ def deliver(
     except (ValueError, KeyError, FileNotFoundError, LabelStudioError) as exc:
         raise _platform_failure(exc, "check --url and the token, then run again: nothing is imported twice") from None
     print(json.dumps(report, indent=2) if as_json else delivery_summary(report))
+
+
+def _read_gold(path: Path) -> list[dict[str, Any]]:
+    """The gold tasks of a file; a line that cannot be a gold task is an InputError naming file and line."""
+    from common.errors import InputProblem
+    from flows.reporting.agreement import read_annotated
+    from task_builder.gold import GoldProblem, gold_shell
+
+    tasks = read_annotated(path)
+    with path.open("rb") as handle:  # read_annotated skips blank lines: the line number of each task
+        lines = [number for number, raw in enumerate(handle, start=1) if raw.strip()]
+    problems = []
+    for line, task in zip(lines, tasks):
+        try:
+            gold_shell(task, "check")
+        except GoldProblem as exc:
+            problems.append(InputProblem(str(path), line, f"not a gold task: {exc}"))
+    if problems:
+        raise InputError(problems[:20])
+    return tasks
 
 
 @app.command()

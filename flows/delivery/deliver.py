@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -41,6 +42,7 @@ from platforms.label_studio.tasks import (
 from task_builder.annotated import REJECT_KINDS, Problem, annotation_problems, reject_kind
 from task_builder.answer_hash import HASH_FIELD, answer_hashes, pick_version, returned_claims, returned_text_problems
 from task_builder.blinding import blind, is_blind, unblind
+from task_builder.gold import gold_shell, mix, mix_count
 from task_builder.shell import final_answers
 from task_builder.template import AnnotationTemplate, resolve_template
 
@@ -96,12 +98,20 @@ def deliver_label_studio(
     predictions: str = DEFAULT_MODE,
     judge: str | None = None,
     annotators_per_task: int | None = None,
+    gold: list[dict[str, Any]] | None = None,
+    gold_rate: float = 0.0,
 ) -> dict[str, Any]:
     """Create (or reuse, by title) the projects and import the run's tasks not already in them.
 
     ``annotators_per_task`` (k): every project asks Label Studio for k annotations of each task, by
     different annotators (:meth:`LabelStudioClient.set_overlap`); harvest keeps every annotation with
     its annotator. None leaves the project's setting as it is (Label Studio's default is 1).
+
+    ``gold`` (annotated tasks with known values, ``task_builder.gold``) mixed in at ``gold_rate`` of each
+    project's tasks (gold tasks with that project's answer count, chosen and placed by a seed from the
+    batch): they look like any other task to annotators (a task id of the same form, no judge's values),
+    their shells are kept with the delivered versions so harvest joins their annotations, and the known
+    values travel in ``metadata.gold`` for ``rlhf quality``; exports leave them out.
 
     A form requires a rating of every answer it shows, so tasks go to one project per answer count:
     the widest tasks to ``project_title`` (default ``<project> / <batch>``), tasks that lost answers
@@ -135,6 +145,7 @@ def deliver_label_studio(
             task = to_label_studio(shell)
         by_count.setdefault(count, []).append(task)
     del shells
+    gold_ids = _mix_gold(by_count, gold or [], gold_rate, config.batch)
     base = project_title or f"{config.project} / {config.batch}"
     widest = max(by_count, default=0)
     description = f"{template.display_title}. Delivered by rlhf-orchestrator from batch {config.batch}."
@@ -150,7 +161,7 @@ def deliver_label_studio(
             new = [task for task in by_count[count] if task["data"]["task_id"] not in existing]
             _check_same_as_before(title, project["id"], new, predictions, recorded.get(int(project["id"])))
             planned.append((count, title, project, created, new))
-        _keep_delivered(run_dir, tasks_path, [task for *_, new in planned for task in new])
+        _keep_delivered(run_dir, tasks_path, [task for *_, new in planned for task in new], gold_ids)
         for count, title, project, created, new in planned:  # every project checked before any import
             imported = client.import_tasks(project["id"], new) if new else 0
             if annotators_per_task is not None:
@@ -176,6 +187,7 @@ def deliver_label_studio(
                     "imported_with_predictions": with_predictions,
                     "prefill_judge": chosen if with_predictions else None,
                     "annotators_per_task": annotators_per_task,
+                    "gold_imported": sum(1 for task in new if task["data"]["task_id"] in gold_ids),
                 }
             )
     _record_delivery(run_dir, url, projects)
@@ -204,7 +216,26 @@ def project_url(url: str, project_id: int) -> str:
     return f"{url.rstrip('/')}/projects/{project_id}/"
 
 
-def _keep_delivered(run_dir: Path, tasks_path: Path, tasks: list[dict[str, Any]]) -> None:
+def _mix_gold(
+    by_count: dict[int, list[dict[str, Any]]], gold: list[dict[str, Any]], rate: float, batch: str
+) -> dict[str, dict[str, Any]]:
+    """Mix gold tasks into each answer count's Label Studio tasks (in place); their shells by task id."""
+    if not gold or rate <= 0:
+        return {}
+    shells = [gold_shell(task, batch) for task in gold]
+    random.Random(f"{batch}:gold").shuffle(shells)
+    chosen: dict[str, dict[str, Any]] = {}
+    for count, tasks in by_count.items():
+        fitting = [shell for shell in shells if len(final_answers(shell)) == count]
+        picked = fitting[: mix_count(len(tasks), rate, len(fitting))] if count else []
+        by_count[count] = mix(tasks, [to_label_studio(shell) for shell in picked], f"{batch}:{count}")
+        chosen.update((shell["task_id"], shell) for shell in picked)
+    return chosen
+
+
+def _keep_delivered(
+    run_dir: Path, tasks_path: Path, tasks: list[dict[str, Any]], gold: dict[str, dict[str, Any]] | None = None
+) -> None:
     """Keep the run's version of each Label Studio task about to be imported (``flows.delivery.delivered``).
 
     The shells are read again from ``tasks_path`` (not held while the tasks are built); one whose text is
@@ -214,6 +245,9 @@ def _keep_delivered(run_dir: Path, tasks_path: Path, tasks: list[dict[str, Any]]
     if not shown:
         return
     with keeping_delivered(run_dir) as keep:
+        for task_id, shell in (gold or {}).items():  # gold is no task of the run: its shell is kept as delivered
+            if task_id in shown:
+                keep(shell)
         for shell in read_jsonl(tasks_path):
             if shell["task_id"] in shown and answer_hashes(shell) == shown[shell["task_id"]]:
                 keep(shell)
