@@ -25,6 +25,7 @@ pytestmark = pytest.mark.slow  # each script is a subprocess
         "bench/batch_vs_online.py",
         "bench/store_commit.py",
         "bench/workers.py",
+        "bench/labels_to_decisions.py",
     ],
 )
 def test_a_benchmark_script_starts(script: str) -> None:
