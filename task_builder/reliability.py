@@ -100,20 +100,42 @@ def alpha(counts: FloatArray, domain: Sequence[Any], scale: str) -> float | None
     return None if result != result else result
 
 
+def resampled_alphas(counts: FloatArray, domain: Sequence[Any], scale: str, picks: npt.NDArray[np.int64]) -> FloatArray:
+    """Alpha of each resample of the pairable units of ``counts`` (``picks[d]``: the unit indices of draw
+    ``d``), all draws at once: each unit's coincidences are computed once and a draw's coincidence matrix
+    is their sum weighted by how often the draw picked the unit. NaN where alpha is undefined."""
+    pairable = _pairable(np.asarray(counts, dtype=float))
+    units, values = pairable.shape
+    per_unit = pairable.sum(axis=1)
+    coincidences = pairable[:, :, None] * pairable[:, None, :]
+    coincidences[:, np.arange(values), np.arange(values)] -= pairable
+    coincidences /= (per_unit - 1)[:, None, None]
+    delta = distances(domain, scale)
+    results = []
+    for chunk in np.array_split(picks, max(1, len(picks) // 100)):  # ~100 draws at a time: bounded memory
+        flat = (np.arange(len(chunk))[:, None] * units + chunk).ravel()
+        weights = np.bincount(flat, minlength=len(chunk) * units).reshape(len(chunk), units).astype(float)
+        observed = (weights @ coincidences.reshape(units, values * values)).reshape(len(chunk), values, values)
+        totals = observed.sum(axis=2)
+        n = totals.sum(axis=1)
+        disagreement = (observed * delta).sum(axis=(1, 2))
+        expected = np.einsum("bi,ij,bj->b", totals, delta, totals)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            results.append(1 - (n - 1) * disagreement / expected)
+    joined: FloatArray = np.concatenate(results) if results else np.zeros(0)
+    return np.where(np.isfinite(joined), joined, np.nan)
+
+
 def bootstrap_alpha(
     counts: FloatArray, domain: Sequence[Any], scale: str, draws: int, seed: int = 0
 ) -> tuple[float, float] | None:
     """A 95% percentile interval of alpha over units resampled with replacement (None: undefined)."""
-    pairable = _pairable(np.asarray(counts, dtype=float))
-    if pairable.shape[0] < 2 or draws < 1:
+    units = _pairable(np.asarray(counts, dtype=float)).shape[0]
+    if units < 2 or draws < 1 or alpha(counts, domain, scale) is None:
         return None
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(draws):
-        sample = pairable[rng.integers(0, pairable.shape[0], pairable.shape[0])]
-        value = alpha(sample, domain, scale)
-        if value is not None:
-            values.append(value)
+    picks = np.random.default_rng(seed).integers(0, units, size=(draws, units))
+    values = resampled_alphas(counts, domain, scale, picks)
+    values = values[~np.isnan(values)]
     if len(values) < draws / 2:  # mostly undefined: no honest interval
         return None
     low, high = np.percentile(values, [2.5, 97.5])
@@ -136,12 +158,13 @@ class _Tally:
     equal: int = 0
 
 
-def _units(copies: Iterable[Copy], key: str) -> dict[tuple[str, str], dict[str, Any]]:
-    units: dict[tuple[str, str], dict[str, Any]] = defaultdict(dict)
+def _units(copies: Iterable[Copy]) -> dict[str, dict[tuple[str, str], dict[str, Any]]]:
+    """By dimension key, by unit (task id, answer source id or "turn"): each annotator's value (their
+    first, if they annotated a task twice)."""
+    units: dict[str, dict[tuple[str, str], dict[str, Any]]] = defaultdict(lambda: defaultdict(dict))
     for copy in copies:
-        for (k, unit), value in copy.values.items():
-            if k == key:
-                units[(copy.task_id, unit)].setdefault(copy.annotator, value)
+        for (key, unit), value in copy.values.items():
+            units[key][(copy.task_id, unit)].setdefault(copy.annotator, value)
     return units
 
 
@@ -174,9 +197,12 @@ def _gold(copies: Iterable[Copy], tolerance: int) -> dict[str, tuple[int, int]]:
 
 
 def _dimension_figures(
-    dimension: Dimension, copies: list[Copy], draws: int, seed: int, tallies: dict[str, dict[str, _Tally]]
+    dimension: Dimension,
+    units: dict[tuple[str, str], dict[str, Any]],
+    draws: int,
+    seed: int,
+    tallies: dict[str, dict[str, _Tally]],
 ) -> tuple[dict[str, Any], dict[tuple[str, str], list[int]]]:
-    units = _units(copies, dimension.key)
     index = {value: i for i, value in enumerate(dimension.domain)}
     counts = np.zeros((len(units), len(dimension.domain)))
     for row, coders in enumerate(units.values()):
@@ -231,8 +257,9 @@ def quality(
     tallies: dict[str, dict[str, _Tally]] = defaultdict(dict)
     pairwise: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     rows = []
+    units = _units(work)
     for dimension in dimensions.values():
-        figures, pairs = _dimension_figures(dimension, work, draws, seed, tallies)
+        figures, pairs = _dimension_figures(dimension, units.get(dimension.key, {}), draws, seed, tallies)
         rows.append(figures)
         for names, (eq, n) in pairs.items():
             pairwise[names][0] += eq

@@ -15,7 +15,7 @@ from scripted_annotators import Annotator, annotate_all, pairwise_batch, shell
 from typer.testing import CliRunner
 
 from flows.cli.app import app
-from task_builder.reliability import Thresholds, alpha, bootstrap_alpha, quality
+from task_builder.reliability import Thresholds, alpha, bootstrap_alpha, quality, resampled_alphas
 
 STRENGTHS = {"m1": 1.0, "m2": 0.0, "m3": -1.0}
 
@@ -91,6 +91,19 @@ def test_bootstrap_interval_is_seeded_and_surrounds_the_estimate() -> None:
     assert first is not None and first[0] < 0.849 < first[1] <= 1.0
     perfect = counts([[1, 2, 3, 4], [1, 2, 3, 4]], domain)
     assert bootstrap_alpha(perfect, domain, "interval", 100) == (1.0, 1.0)
+
+
+@pytest.mark.parametrize("scale", ["nominal", "interval"])
+def test_all_draws_at_once_equal_the_package_draw_by_draw(scale: str) -> None:
+    """The bootstrap computes every draw's alpha in one pass; each must be the krippendorff package's."""
+    domain = [1, 2, 3, 4, 5]
+    data = counts(EXAMPLE_C, domain)
+    pairable = data[data.sum(axis=1) >= 2]
+    picks = np.random.default_rng(5).integers(0, len(pairable), size=(40, len(pairable)))
+    fast = resampled_alphas(data, domain, scale, picks)
+    for draw, value in zip(picks, fast):
+        expected = alpha(pairable[draw], domain, scale)
+        assert (np.isnan(value) and expected is None) or value == pytest.approx(expected, abs=1e-12)
 
 
 # ---------------------------------------------------------------- reports from annotated tasks
