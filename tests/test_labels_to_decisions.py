@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 
 from flows.cli.app import app
 from flows.delivery.deliver import deliver_label_studio, harvest_label_studio
+from flows.delivery.reports import delivery_summary
 from flows.generation.generate import generate_tasks
 from platforms.label_studio.client import LabelStudioClient
 from platforms.label_studio.local_server import LabelStudioServer
@@ -148,7 +149,9 @@ def test_overlap_quality_consensus_and_leaderboard(
     project_id = delivered["project_id"]
     # 10% of the delivery is gold: 5 gold tasks beside the 42 (5 / 47 = 0.106)
     assert delivered["imported"] == 47 and delivered["projects"][0]["gold_imported"] == 5
-    assert delivered["projects"][0]["annotators_per_task"] == 3
+    assert delivered["projects"][0]["annotators_per_task"] == 3 and delivered["tasks_in_run"] == 42
+    said = delivery_summary(delivered)
+    assert "each task goes to 3 annotators" in said and "5 gold task(s) mixed in" in said
     kept = [json.loads(line) for line in (run_dir / "delivered" / "tasks.jsonl").read_text().splitlines()]
     gold_ids = {t["task_id"] for t in kept if "gold" in t["metadata"]}
     assert len(gold_ids) == 5

@@ -145,6 +145,7 @@ def deliver_label_studio(
             task = to_label_studio(shell)
         by_count.setdefault(count, []).append(task)
     del shells
+    tasks_in_run = sum(len(tasks) for tasks in by_count.values())
     gold_ids = _mix_gold(by_count, gold or [], gold_rate, config.batch)
     base = project_title or f"{config.project} / {config.batch}"
     widest = max(by_count, default=0)
@@ -200,7 +201,9 @@ def deliver_label_studio(
         "project_title": main["project_title"],
         "project_url": projects[0]["project_url"] if projects else None,
         "project_created": main["project_created"],
-        "tasks_in_run": sum(len(tasks) for tasks in by_count.values()),
+        "tasks_in_run": tasks_in_run,
+        "gold_imported": sum(p["gold_imported"] for p in projects),
+        "annotators_per_task": annotators_per_task,
         "already_delivered": sum(p["already_delivered"] for p in projects),
         "imported": sum(p["imported"] for p in projects),
         "predictions": predictions,
