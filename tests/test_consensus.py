@@ -178,3 +178,14 @@ def test_export_with_consensus_drops_the_annotator_quality_flags(tmp_path: Path)
 
     needs_quality = CliRunner().invoke(app, ["export-dataset", str(path), "--consensus", "mean", "--weighted"])
     assert needs_quality.exit_code == 2 and "--quality" in needs_quality.output
+
+
+def test_rankings_resolve_by_mean_rank_or_by_identical_majority() -> None:
+    from task_builder.consensus import _resolve
+
+    slot = {"type": "ranked_choices"}
+    votes = [(["a", "b", "c"], 1.0), (["b", "a", "c"], 1.0), (["a", "c", "b"], 1.0)]
+    assert _resolve(slot, votes, "mean") == ["a", "b", "c"]  # mean ranks 0.33, 1.0, 1.67
+    assert _resolve(slot, votes, "majority") is None  # three different rankings: no majority
+    assert _resolve(slot, [*votes, (["a", "b", "c"], 1.0)], "majority") == ["a", "b", "c"]
+    assert _resolve(slot, votes, "unanimous") is None

@@ -192,3 +192,16 @@ def test_leaderboard_flow_publishes_a_table_artifact(tmp_path: Path) -> None:
     (artifact,) = asyncio.run(artifacts())
     rows = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
     assert artifact.type == "table" and artifact.key == "model-leaderboard" and rows == data["rows"]
+
+
+def test_rankings_and_selections_give_comparisons_too() -> None:
+    from task_builder.leaderboard import _from_preference
+
+    ranked = _from_preference("t", ["x", "y", "z"], {"ranking": ["z", "x", "y"]}, None, "code")
+    assert [(c.a, c.b, c.score) for c in ranked] == [("z", "x", 1.0), ("z", "y", 1.0), ("x", "y", 1.0)]
+    assert all(c.category == "code" for c in ranked)
+    chosen = _from_preference("t", ["x", "y", "z"], {"selected_model_id": "y"}, None, None)
+    assert [(c.a, c.b, c.score) for c in chosen] == [("y", "x", 1.0), ("y", "z", 1.0)]
+    tie = _from_preference("t", ["x", "y"], {"likert_value": 4, "selected_model_id": None}, [1, 2, 3, 4, 5, 6, 7], None)
+    assert [(c.a, c.b, c.score) for c in tie] == [("x", "y", 0.5)]
+    assert _from_preference("t", ["x", "y"], {"ranking": ["x", "q"]}, None, None) == []
