@@ -75,6 +75,14 @@ def form(order: list[str], careful: bool, rng: random.Random, task_id: str) -> l
     return result
 
 
+def categorised(path: Path) -> Path:
+    """The prompt file with a category on each prompt (a field of its own: it lands in the metadata)."""
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    lines = [json.dumps({**r, "category": "science" if n % 2 else "chat"}) for n, r in enumerate(records)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
 def expert_gold(count: int) -> list[dict[str, Any]]:
     """Annotated tasks of other prompts whose preference is the hidden truth the careful annotators see."""
     from scripted_annotators import shell
@@ -123,7 +131,7 @@ def test_overlap_quality_consensus_and_leaderboard(
     config = write_config(
         tmp_path,
         providers,
-        write_prompts(tmp_path / "p.jsonl", 14),
+        categorised(write_prompts(tmp_path / "p.jsonl", 14)),
         annotation={"template": "pref_ranking", "layout": "pairwise", "seed": 3},
     )
     summary = asyncio.run(generate_tasks(str(config)))
@@ -219,6 +227,9 @@ def test_overlap_quality_consensus_and_leaderboard(
 
     board = CliRunner().invoke(app, ["leaderboard", str(out), "--draws", "300", "--json"])
     assert board.exit_code == 0, board.output
-    models = json.loads(board.stdout)["humans"]["models"]
+    ranked = json.loads(board.stdout)
+    assert set(ranked["categories"]) == {"chat", "science"}
+    assert sum(b["comparisons"] for b in ranked["categories"].values()) == ranked["humans"]["comparisons"] == 126
+    models = ranked["humans"]["models"]
     assert [m["source_id"] for m in models] == ["m-strong", "m-mid", "m-weak"], models
     assert models[0]["ci"][0] > models[-1]["ci"][1]
