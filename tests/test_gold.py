@@ -4,12 +4,16 @@ mixed in and where, and bad gold refused."""
 from __future__ import annotations
 
 import copy
+import json
 import random
 import re
+from pathlib import Path
 
 import pytest
 from scripted_annotators import Annotator, bt_truth, shell
+from typer.testing import CliRunner
 
+from flows.cli.app import app
 from task_builder.annotated import annotation_problems
 from task_builder.gold import GoldProblem, gold_shell, known_values, mix, mix_count
 from task_builder.reliability import quality
@@ -76,3 +80,26 @@ def test_a_task_without_a_known_preference_is_no_gold() -> None:
         gold_shell(done, "b1")
     with pytest.raises(GoldProblem, match="not a completed"):
         gold_shell({"task_id": "x", "status": "pending"}, "b1")
+
+
+def test_gold_and_overlap_are_refused_for_file_deliveries(tmp_path: Path) -> None:
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text(json.dumps(gold_task()) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(
+        app, ["deliver", str(tmp_path), "--to", "scale", "--out", str(tmp_path / "o.jsonl"), "--gold", str(gold)]
+    )
+    assert result.exit_code != 0 and "--to label-studio only" in result.output
+
+
+def test_a_gold_file_line_that_is_no_gold_is_named(tmp_path: Path) -> None:
+    from common.errors import InputError
+    from flows.cli.app import _read_gold
+
+    pending = gold_task()
+    pending["status"] = "pending"
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text(json.dumps(gold_task()) + "\n\n" + json.dumps(pending) + "\n", encoding="utf-8")
+    with pytest.raises(InputError) as caught:
+        _read_gold(gold)
+    (problem,) = caught.value.problems
+    assert (problem.file, problem.line) == (str(gold), 3) and "not a completed annotated task" in problem.message

@@ -656,6 +656,8 @@ def deliver(
                 gold_rate,
             )
         elif to in ("argilla", "scale"):
+            if gold is not None or annotators_per_task is not None:
+                raise ValueError("--gold and --annotators-per-task work with --to label-studio only")
             if out is None:
                 raise ValueError(f"--out is required for --to {to}")
             report = deliver_files(run_dir, to, out)
