@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import random
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,10 @@ from task_builder.ids import stable_id
 
 pytestmark = pytest.mark.slow
 
-STRENGTHS = {"m-strong": 1.5, "m-mid": 0.0, "m-weak": -1.5}
+STRENGTHS = {"m-strong": 1.5, "m-mid": 0.0, "m-weak": -1.5}  # the models, and their answers' latent ratings
+# The scripted win rates: in each pair the first model is truly better in this share of its tasks.
+WIN_RATES = {("m-mid", "m-strong"): 0.8, ("m-mid", "m-weak"): 0.8, ("m-strong", "m-weak"): 0.9}
+STRONGER = {("m-mid", "m-strong"): "m-strong", ("m-mid", "m-weak"): "m-mid", ("m-strong", "m-weak"): "m-strong"}
 KEYS = ("instruction_following", "truthfulness", "factuality", "tone", "harmlessness", "overall")
 
 
@@ -53,18 +55,32 @@ def _choice(name: str, to_name: str, value: str) -> dict[str, Any]:
     return {"from_name": name, "to_name": to_name, "type": "choices", "value": {"choices": [value]}}
 
 
-def form(order: list[str], careful: bool, rng: random.Random, task_id: str) -> list[dict[str, Any]]:
-    """What an annotator submits for a task whose answers are ``order`` (A, B)."""
-    truth = random.Random(task_id)  # the same hidden truth for every careful annotator of this task
-    a, b = order
-    a_wins = truth.random() < 1 / (1 + math.exp(STRENGTHS[b] - STRENGTHS[a]))
+def scripted_winners(orders: dict[str, list[str]]) -> dict[str, str]:
+    """The truly better answer of each task: per pair of models, exactly its scripted win rate."""
+    by_pair: dict[tuple[str, str], list[str]] = {}
+    for task_id, order in sorted(orders.items()):
+        by_pair.setdefault((min(order), max(order)), []).append(task_id)
+    winners = {}
+    for pair, task_ids in by_pair.items():
+        stronger = STRONGER[pair]
+        weaker = pair[0] if stronger == pair[1] else pair[1]
+        wins = round(WIN_RATES[pair] * len(task_ids))
+        winners.update({task_id: stronger if n < wins else weaker for n, task_id in enumerate(task_ids)})
+    return winners
+
+
+def form(order: list[str], careful: bool, rng: random.Random, task_id: str, winner: str) -> list[dict[str, Any]]:
+    """What an annotator submits for a task whose answers are ``order`` (A, B) and whose better one is
+    ``winner``."""
+    truth = random.Random(task_id)  # the same hidden ratings for every careful annotator of this task
+    a_wins = winner == order[0]
     if careful:
         wins_a = a_wins if rng.random() < 0.9 else not a_wins
         likert = rng.choice([1, 2, 3]) if wins_a else rng.choice([5, 6, 7])
     else:
         likert = rng.randint(1, 7)
     result = []
-    for letter, source in (("a", a), ("b", b)):
+    for letter, source in zip("ab", order, strict=True):
         latent = round(4 + STRENGTHS[source] + truth.gauss(0, 0.7))
         for key in KEYS:
             value = max(1, min(7, latent + rng.choice([-1, 0, 0, 1]))) if careful else rng.randint(1, 7)
@@ -83,28 +99,37 @@ def categorised(path: Path) -> Path:
     return path
 
 
-def expert_gold(count: int) -> list[dict[str, Any]]:
-    """Annotated tasks of other prompts whose preference is the hidden truth the careful annotators see."""
+def expert_gold(count: int) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Annotated tasks of other prompts, and the better answer of each by the id it is delivered under
+    (what the careful annotators see)."""
     from scripted_annotators import shell
 
-    gold = []
+    gold, winners = [], {}
     for n in range(count):
         task = shell(f"gold-{n}", ["m-strong", "m-weak"] if n % 2 else ["m-weak", "m-strong"])
         task["status"] = "completed"
         order = [m["source_id"] for m in task["threads"][0]["turns"][-1]["messages"] if m["role"] == "assistant"]
-        truth = random.Random(stable_id("task", "b1", "gold", task["task_id"]))  # the id it is delivered under
-        a_wins = truth.random() < 1 / (1 + math.exp(STRENGTHS[order[1]] - STRENGTHS[order[0]]))
+        winner = "m-weak" if n % 4 == 3 else "m-strong"
         for slot in task["threads"][0]["turns"][-1]["annotations"]:
             if slot["key"] == "likert_value":
-                slot["value"] = 2 if a_wins else 6
+                slot["value"] = 2 if winner == order[0] else 6
         task["metadata"]["annotation"] = {"annotator": "expert"}
         gold.append(task)
-    return gold
+        winners[stable_id("task", "b1", "gold", task["task_id"])] = winner
+    return gold, winners
 
 
-def work_through_queue(url: str, token: str, project_id: int, orders: dict[str, list[str]], careful: bool) -> int:
+def work_through_queue(
+    url: str,
+    token: str,
+    project_id: int,
+    orders: dict[str, list[str]],
+    winners: dict[str, str],
+    careful: bool,
+    seed: str,
+) -> int:
     """Take tasks from the project's queue until it has none for this annotator; how many were annotated."""
-    rng = random.Random(token)
+    rng = random.Random(seed)
     done = 0
     with LabelStudioClient(url, SecretStr(token)) as client:
         while True:
@@ -115,9 +140,10 @@ def work_through_queue(url: str, token: str, project_id: int, orders: dict[str, 
                 return done
             if not task or not task.get("id"):
                 return done
-            order = orders[task["data"]["task_id"]]
+            task_id = task["data"]["task_id"]
             lead = rng.uniform(25, 90) if careful else rng.uniform(1, 4)
-            client.create_annotation(task["id"], form(order, careful, rng, task["data"]["task_id"]), lead_time=lead)
+            filled = form(orders[task_id], careful, rng, task_id, winners[task_id])
+            client.create_annotation(task["id"], filled, lead_time=lead)
             done += 1
             assert done <= len(orders), "the queue served a task twice to one annotator"
 
@@ -144,6 +170,9 @@ def test_overlap_quality_consensus_and_leaderboard(
         orders[shell["task_id"]] = [m["source_id"] for m in answers]
     assert len(orders) == 42 and all(len(o) == 2 for o in orders.values())
 
+    winners = scripted_winners(orders)
+    gold, gold_winners = expert_gold(8)
+    winners.update(gold_winners)
     admin = SecretStr(label_studio.token)
     delivered = deliver_label_studio(
         run_dir,
@@ -151,7 +180,7 @@ def test_overlap_quality_consensus_and_leaderboard(
         admin,
         "labels to decisions",
         annotators_per_task=3,
-        gold=expert_gold(8),
+        gold=gold,
         gold_rate=0.1,
     )
     project_id = delivered["project_id"]
@@ -182,7 +211,7 @@ def test_overlap_quality_consensus_and_leaderboard(
         name: sign_up(label_studio.url, label_studio.token, f"{name}@example.com") for name in ("ann", "bea", "rnd")
     }
     for name, token in people.items():
-        assert work_through_queue(label_studio.url, token, project_id, orders, careful=name != "rnd") == 47
+        assert work_through_queue(label_studio.url, token, project_id, orders, winners, name != "rnd", name) == 47
     with LabelStudioClient(label_studio.url, admin) as client:
         listed = client.request("GET", "/api/tasks", params={"project": project_id, "fields": "all", "page_size": 100})
         assert all(t["is_labeled"] and t["total_annotations"] == 3 for t in listed["tasks"])
@@ -201,8 +230,9 @@ def test_overlap_quality_consensus_and_leaderboard(
     assert report["flagged"] == ["rnd@example.com"], report["annotators"]
     assert report["gold_tasks"] == 5 and report["tasks"] == 42
     gold_scores = {p["annotator"]: p["gold"] for p in report["annotators"]}
-    assert all(score["n"] == 5 for score in gold_scores.values())
-    assert gold_scores["ann@example.com"]["accuracy"] >= 0.6 and gold_scores["bea@example.com"]["accuracy"] >= 0.6
+    assert all(score["n"] == 5 for score in gold_scores.values()), gold_scores
+    assert gold_scores["ann@example.com"]["accuracy"] >= 0.6, gold_scores
+    assert gold_scores["bea@example.com"]["accuracy"] >= 0.6, gold_scores
 
     exported = CliRunner().invoke(
         app,
@@ -232,4 +262,4 @@ def test_overlap_quality_consensus_and_leaderboard(
     assert sum(b["comparisons"] for b in ranked["categories"].values()) == ranked["humans"]["comparisons"] == 126
     models = ranked["humans"]["models"]
     assert [m["source_id"] for m in models] == ["m-strong", "m-mid", "m-weak"], models
-    assert models[0]["ci"][0] > models[-1]["ci"][1]
+    assert models[0]["ci"][0] > models[-1]["ci"][1], models
