@@ -48,16 +48,25 @@ class PositionBalancer:
 class PairSelector:
     """Picks ``per_prompt`` pairs of sources for each prompt, keeping pair counts even across the batch."""
 
-    def __init__(self, per_prompt: int | None) -> None:
+    def __init__(self, per_prompt: int | None, weights: dict[tuple[str, str], float] | None = None) -> None:
         self.per_prompt = per_prompt
+        # Adaptive pairs (task_builder.adaptive): each pair of sources comes up in proportion to its weight.
+        self.weights = weights
         self._counts: Counter[tuple[str, str]] = Counter()
+
+    def _due(self, pair: tuple[tuple[str, str], tuple[str, str]]) -> float:
+        """How far ahead of its share a pair is: its count, or (count + 1) / weight with weights."""
+        key = _key(pair)
+        if self.weights is None:
+            return float(self._counts[key])
+        return (self._counts[key] + 1) / self.weights.get(key, 1.0)
 
     def pairs(self, answers: list[tuple[str, str]], rng: random.Random) -> list[tuple[str, str]]:
         """Pairs of answer ids (``answers`` holds ``(answer_id, source)``); all pairs when ``per_prompt`` is unset."""
         candidates = list(itertools.combinations(sorted(answers), 2))
         if self.per_prompt is not None and self.per_prompt < len(candidates):
             rng.shuffle(candidates)
-            candidates.sort(key=lambda pair: self._counts[_key(pair)])  # stable: ties stay shuffled
+            candidates.sort(key=self._due)  # stable: ties stay shuffled
             candidates = sorted(candidates[: self.per_prompt])
         for pair in candidates:
             self._counts[_key(pair)] += 1

@@ -23,6 +23,11 @@ Record shapes (field names are the ones TRL takes unchanged; extra columns are i
   configured one), then one column per per-answer slot key (ratings, categories, booleans, text, and
   ``rewrite``), its value or null. A slot key equal to one of those fixed columns becomes ``dim_<key>``.
 
+Consensus: tasks resolved by ``task_builder.consensus`` (``annotator: "consensus"``) give one record per
+task, and every record of theirs adds ``agreement`` (the share of annotators who preferred the
+consensus's answer) and ``annotators`` (how many were counted). Gold tasks (``metadata.gold``) are
+never exported: they are skipped and counted (``skipped_gold``).
+
 Decisions:
 
 - Only tasks with ``status == "completed"`` are used; anything else, or a task whose shape or values do
@@ -64,12 +69,23 @@ from typing import Any
 
 from common.atomic import atomic_open
 from task_builder.annotated import value_problem
+from task_builder.consensus import CONSENSUS_ANNOTATOR
 from task_builder.ids import position_label
 from task_builder.preference import likert_winner
 
 PARQUET_HINT = "pip install 'rlhf-orchestrator[parquet]'"
 FORMATS = ("jsonl", "parquet")
-RATING_FIXED_COLUMNS = ("task_id", "prompt_id", "annotator", "source_id", "position", "model", "finish_reason")
+RATING_FIXED_COLUMNS = (
+    "task_id",
+    "prompt_id",
+    "annotator",
+    "source_id",
+    "position",
+    "model",
+    "finish_reason",
+    "agreement",
+    "annotators",
+)
 _PARQUET_CHUNK_ROWS = 2000
 
 
@@ -88,6 +104,7 @@ class ExportStats:
     skipped_no_preference: int = 0
     skipped_no_target: int = 0
     skipped_invalid: int = 0
+    skipped_gold: int = 0
     invalid_reasons: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -109,6 +126,8 @@ class ExportStats:
         if self.kind == "sft":
             out["skipped_no_target"] = self.skipped_no_target
         out["skipped_invalid"] = self.skipped_invalid
+        if self.skipped_gold:
+            out["skipped_gold"] = self.skipped_gold
         out["invalid_reasons"] = dict(sorted(self.invalid_reasons.items()))
         return out
 
@@ -136,6 +155,7 @@ class _Task:
     prompt: list[dict[str, Any]]
     answers: list[_Answer]
     turn_slots: dict[str, dict[str, Any]]
+    consensus: dict[str, Any] | None = None  # agreement and annotator count of a resolved task
 
     def answer(self, source_id: str) -> _Answer:
         return next(a for a in self.answers if a.source_id == source_id)
@@ -266,6 +286,12 @@ def _parse(task: Any) -> _Task:
     annotation = _mapping(metadata.get("annotation"))
     annotator = annotation.get("annotator")
     prompt_id = metadata.get("prompt_id")
+    counted = annotation.get("annotators")
+    consensus = (
+        {"agreement": annotation.get("agreement"), "annotators": len(counted)}
+        if annotator == CONSENSUS_ANNOTATOR and isinstance(counted, list)
+        else None
+    )
     return _Task(
         task_id=task_id,
         prompt_id=prompt_id if isinstance(prompt_id, str) else None,
@@ -273,12 +299,16 @@ def _parse(task: Any) -> _Task:
         prompt=prompt,
         answers=answers,
         turn_slots=turn_slots,
+        consensus=consensus,
     )
 
 
 def _read(annotated: Iterable[dict[str, Any]], stats: ExportStats) -> Iterator[_Task]:
     for task in annotated:
         stats.tasks_read += 1
+        if isinstance(task, dict) and _mapping(task.get("metadata")).get("gold") is not None:
+            stats.skipped_gold += 1  # a gold task checks annotators; it is never training data
+            continue
         try:
             yield _parse(task)
         except _Invalid as exc:
@@ -313,6 +343,7 @@ def _pair(task: _Task, chosen: _Answer, rejected: _Answer, margin: float | None,
         "task_id": task.task_id,
         "prompt_id": task.prompt_id,
         "annotator": task.annotator,
+        **(task.consensus or {}),
     }
 
 
@@ -401,6 +432,7 @@ def _sft(tasks: Iterator[_Task], stats: ExportStats) -> Iterator[dict[str, Any]]
             "origin": origin,
             # of the answer the target came from (a rewrite of a cut-off answer is complete)
             "finish_reason": answer.finish_reason,
+            **(task.consensus or {}),
         }
 
 
@@ -425,6 +457,7 @@ def _ratings(tasks: Iterator[_Task], stats: ExportStats) -> Iterator[dict[str, A
                 "position": answer.label,
                 "model": answer.model,
                 "finish_reason": answer.finish_reason,
+                **(task.consensus or {}),
             }
             for key, slot in answer.slots.items():
                 row[f"dim_{key}" if key in RATING_FIXED_COLUMNS else key] = slot.get("value")

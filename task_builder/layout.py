@@ -29,16 +29,24 @@ class TaskLayout:
 
     - ``n_way``: one task with every answer (the default);
     - ``pairwise``: one task per pair of answers, all pairs or ``pairs_per_prompt`` of them chosen so
-      every pair of sources is compared about equally often;
+      every pair of sources is compared about equally often (or, with ``pair_weights`` from
+      ``task_builder.adaptive``, in proportion to its weight: adaptive pairs);
     - ``single``: one task per answer (for SFT-style review and rewrite).
     """
 
-    def __init__(self, kind: LayoutKind, batch: str, seed: int, pairs_per_prompt: int | None = None) -> None:
+    def __init__(
+        self,
+        kind: LayoutKind,
+        batch: str,
+        seed: int,
+        pairs_per_prompt: int | None = None,
+        pair_weights: dict[tuple[str, str], float] | None = None,
+    ) -> None:
         self.kind = kind
         self.batch = batch
         self.seed = seed
         self.positions = PositionBalancer()
-        self.pairs = PairSelector(pairs_per_prompt)
+        self.pairs = PairSelector(pairs_per_prompt, pair_weights)
 
     @property
     def min_answers(self) -> int:

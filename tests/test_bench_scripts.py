@@ -27,6 +27,7 @@ pytestmark = pytest.mark.slow  # each script is a subprocess
         "bench/workers.py",
         "bench/first_task.py",
         "bench/annotator_interactions.py",
+        "bench/labels_to_decisions.py",
     ],
 )
 def test_a_benchmark_script_starts(script: str) -> None:

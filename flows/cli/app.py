@@ -536,6 +536,85 @@ def agreement(
     out.print(f"JSON report: {data['written_to']}", highlight=False)
 
 
+@app.command()
+def quality(
+    annotated: Annotated[Path, typer.Argument(help="Annotated tasks (JSONL) from rlhf harvest.")],
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="Where the JSON report goes (default: <annotated>.quality.json).")
+    ] = None,
+    min_alpha: Annotated[float, typer.Option(help="Flag annotators whose alpha with the others is below this.")] = 0.2,
+    min_gold: Annotated[float, typer.Option(help="Flag annotators whose gold accuracy is below this.")] = 0.6,
+    min_seconds: Annotated[
+        float | None, typer.Option(help="Flag annotators whose median time per task is below this.")
+    ] = None,
+    min_pairs: Annotated[int, typer.Option(help="Judge an annotator only on at least this many values.")] = 10,
+    draws: Annotated[int, typer.Option(help="Bootstrap draws for the alpha intervals.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap (same seed, same intervals).")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report instead of tables.")] = False,
+) -> None:
+    """Do annotators agree? Krippendorff's alpha per dimension, and who disagrees with the others.
+
+    Per dimension and for the preference: Krippendorff's alpha (interval metric for scales, nominal for
+    choices) with a 95% bootstrap interval and the share of equal pairs. Per annotator: agreement and
+    alpha with the others, gold accuracy (gold tasks), median seconds per task, and flags. Writes
+    <annotated>.quality.json and a PNG chart beside it.
+    """
+    import json
+
+    from flows.reporting.quality import quality_from_file, quality_tables
+    from task_builder.reliability import Thresholds
+
+    limits = Thresholds(min_alpha=min_alpha, min_gold=min_gold, min_seconds=min_seconds, min_pairs=min_pairs)
+    try:
+        data = quality_from_file(annotated, out_path, limits, draws=draws, seed=seed)
+    except InputError as exc:
+        raise _input_failure(exc) from None
+    if as_json:
+        out.print_json(json.dumps(data))
+        return
+    for table in quality_tables(data):
+        out.print(table)
+    out.print(f"JSON report: {data['written_to']}; chart: {data['plot']}", highlight=False)
+
+
+@app.command()
+def leaderboard(
+    annotated: Annotated[Path, typer.Argument(help="Annotated tasks (JSONL) from rlhf harvest.")],
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="Where the JSON goes (default: <annotated>.leaderboard.json).")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option("--exclude", help="Leave this annotator's preferences out (repeatable).")
+    ] = None,
+    draws: Annotated[int, typer.Option(help="Bootstrap draws for the 95% intervals.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap (same seed, same intervals).")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON instead of tables.")] = False,
+) -> None:
+    """Which model do the humans prefer? Bradley–Terry strengths with 95% bootstrap intervals.
+
+    From every annotator's preference (Likert, ranking or selection; ties half a win), per source_id,
+    with win rates, per prompt category when prompts carry one, and the AI judges' strengths from their
+    predictions beside the humans'. Writes <annotated>.leaderboard.json and a PNG chart beside it.
+    """
+    import json
+
+    from flows.reporting.leaderboard import leaderboard_from_file, leaderboard_table
+
+    try:
+        data = leaderboard_from_file(annotated, out_path, draws=draws, seed=seed, exclude=exclude or ())
+    except InputError as exc:
+        raise _input_failure(exc) from None
+    if as_json:
+        out.print_json(json.dumps(data))
+        return
+    if not data["humans"]["models"]:
+        _error(f"{annotated}: no human preference between two models found; nothing to rank")
+        raise typer.Exit(1)
+    for table in leaderboard_table(data):
+        out.print(table)
+    out.print(f"JSON: {data['written_to']}; chart: {data['plot']}", highlight=False)
+
+
 @app.command("cancel-batches")
 def cancel_batches(
     target: Annotated[
@@ -607,6 +686,22 @@ def deliver(
             "with values for the most tasks). One judge per project; the others' stay in the run."
         ),
     ] = None,
+    annotators_per_task: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Label Studio: how many different annotators annotate each task (the project's overlap, "
+            "maximum_annotations); harvest keeps every annotation. Default: the project's setting (1 when new).",
+        ),
+    ] = None,
+    gold: Annotated[
+        Path | None,
+        typer.Option(
+            help="Label Studio: gold tasks (annotated JSONL whose values are known) mixed in, indistinguishable, "
+            "to score annotators (rlhf quality); never exported as training data."
+        ),
+    ] = None,
+    gold_rate: Annotated[float, typer.Option(help="The share of each project's tasks that are gold.")] = 0.1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the delivery report as JSON instead.")] = False,
 ) -> None:
     """Deliver a run's tasks: into a Label Studio project (idempotent), or as Argilla / Scale files.
@@ -626,8 +721,20 @@ def deliver(
         if to == "label-studio":
             if not url:
                 raise ValueError("--url is required for --to label-studio")
-            report = deliver_label_studio(run_dir, url, token_from_env(token_env), project_title, predictions, judge)
+            report = deliver_label_studio(
+                run_dir,
+                url,
+                token_from_env(token_env),
+                project_title,
+                predictions,
+                judge,
+                annotators_per_task,
+                _read_gold(gold) if gold is not None else None,
+                gold_rate,
+            )
         elif to in ("argilla", "scale"):
+            if gold is not None or annotators_per_task is not None:
+                raise ValueError("--gold and --annotators-per-task work with --to label-studio only")
             if out is None:
                 raise ValueError(f"--out is required for --to {to}")
             report = deliver_files(run_dir, to, out)
@@ -638,6 +745,26 @@ def deliver(
     except (ValueError, KeyError, FileNotFoundError, LabelStudioError) as exc:
         raise _platform_failure(exc, "check --url and the token, then run again: nothing is imported twice") from None
     print(json.dumps(report, indent=2) if as_json else delivery_summary(report))
+
+
+def _read_gold(path: Path) -> list[dict[str, Any]]:
+    """The gold tasks of a file; a line that cannot be a gold task is an InputError naming file and line."""
+    from common.errors import InputProblem
+    from flows.reporting.agreement import read_annotated
+    from task_builder.gold import GoldProblem, gold_shell
+
+    tasks = read_annotated(path)
+    with path.open("rb") as handle:  # read_annotated skips blank lines: the line number of each task
+        lines = [number for number, raw in enumerate(handle, start=1) if raw.strip()]
+    problems = []
+    for line, task in zip(lines, tasks):
+        try:
+            gold_shell(task, "check")
+        except GoldProblem as exc:
+            problems.append(InputProblem(str(path), line, f"not a gold task: {exc}"))
+    if problems:
+        raise InputError(problems[:20])
+    return tasks
 
 
 @app.command()
@@ -709,11 +836,24 @@ def export_dataset(
         bool | None,
         typer.Option("--parquet/--no-parquet", help="Also write Parquet (default: when pyarrow is installed)."),
     ] = None,
+    consensus: Annotated[
+        str | None,
+        typer.Option(help="Resolve several annotations of a task: majority | mean | unanimous | drop-disagreements."),
+    ] = None,
+    quality_json: Annotated[
+        Path | None, typer.Option("--quality", help="An rlhf quality report: its flags and alphas for the consensus.")
+    ] = None,
+    drop_flagged: Annotated[bool, typer.Option(help="Leave out the annotators --quality flags.")] = False,
+    weighted: Annotated[
+        bool,
+        typer.Option(help="Weigh annotators by their alpha with the others (from --quality; 0 or less: left out)."),
+    ] = False,
 ) -> None:
     """Turn annotated tasks into training data: DPO pairs, SFT records or a ratings table (JSONL, Parquet).
 
     Field names are the ones TRL's DPO and SFT trainers take unchanged. Ties and missing preferences are
-    skipped and counted, never guessed.
+    skipped and counted, never guessed. With --consensus, one record set per task (not per annotator),
+    each with its agreement. Gold tasks are never exported.
     """
     import json
 
@@ -736,13 +876,58 @@ def export_dataset(
         raise typer.Exit(EXIT_INPUT)
     if parquet is None:
         parquet = parquet_available()
-    records, stats = builders[kind](read_jsonl(annotated))
+    tasks, resolved = _consensus_tasks(read_jsonl(annotated), consensus, quality_json, drop_flagged, weighted)
+    records, stats = builders[kind](tasks)
     try:
         files = write_dataset(records, out, kind, ("jsonl", "parquet") if parquet else ("jsonl",))
     except (ParquetUnavailable, ValueError) as exc:
         _error(exc)
         raise typer.Exit(EXIT_INPUT) from None
-    print(json.dumps({"stats": stats.to_dict(), "files": {k: str(v) for k, v in files.items()}}, indent=2))
+    summary: dict[str, Any] = {"stats": stats.to_dict(), "files": {k: str(v) for k, v in files.items()}}
+    if resolved is not None:
+        summary["consensus"] = resolved
+    print(json.dumps(summary, indent=2))
+
+
+def _consensus_tasks(
+    tasks: Any, rule: str | None, quality_json: Path | None, drop_flagged: bool, weighted: bool
+) -> tuple[Any, dict[str, Any] | None]:
+    """The tasks for an export, resolved by a consensus rule when one is given (with the flags and weights
+    of an rlhf quality report), and the consensus stats (None without a rule)."""
+    import json
+
+    from task_builder.consensus import RULES, consensus
+
+    if rule is None:
+        if quality_json is not None or drop_flagged or weighted:
+            _error("--quality, --drop-flagged and --weighted need --consensus")
+            raise typer.Exit(EXIT_INPUT)
+        return tasks, None
+    if rule not in RULES:
+        _error(f"unknown consensus rule '{rule}': choose {', '.join(RULES)}")
+        raise typer.Exit(EXIT_INPUT)
+    if (drop_flagged or weighted) and quality_json is None:
+        _error("--drop-flagged and --weighted need --quality <annotated>.quality.json (from rlhf quality)")
+        raise typer.Exit(EXIT_INPUT)
+    people: list[dict[str, Any]] = []
+    if quality_json is not None:
+        try:
+            people = list(json.loads(quality_json.read_text(encoding="utf-8"))["annotators"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            _error(f"{quality_json}: not an rlhf quality report ({type(exc).__name__}: {exc})")
+            raise typer.Exit(EXIT_INPUT) from None
+    exclude = [p["annotator"] for p in people if p.get("flagged")] if drop_flagged else []
+    weights = (  # an annotator the report could not judge (no alpha) keeps the weight 1
+        {
+            p["annotator"]: max(float(p["alpha_with_others"]), 0.0)
+            for p in people
+            if p.get("alpha_with_others") is not None
+        }
+        if weighted
+        else None
+    )
+    resolved, stats = consensus(tasks, rule, weights, exclude)
+    return resolved, {**stats.to_dict(), "excluded_annotators": exclude, "weights": weights}
 
 
 @app.command()

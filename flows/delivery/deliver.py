@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -45,6 +46,7 @@ from task_builder.annotated import REJECT_KINDS, Problem, annotation_problems, r
 from task_builder.answer_hash import HASH_FIELD, answer_hashes, pick_version, returned_claims, returned_text_problems
 from task_builder.blinding import blind, is_blind, unblind
 from task_builder.carried_ratings import carry_ratings
+from task_builder.gold import gold_shell, mix, mix_count
 from task_builder.shell import final_answers
 from task_builder.template import AnnotationTemplate, resolve_template
 
@@ -99,8 +101,21 @@ def deliver_label_studio(
     project_title: str | None = None,
     predictions: str = DEFAULT_MODE,
     judge: str | None = None,
+    annotators_per_task: int | None = None,
+    gold: list[dict[str, Any]] | None = None,
+    gold_rate: float = 0.0,
 ) -> dict[str, Any]:
     """Create (or reuse, by title) the projects and import the run's tasks not already in them.
+
+    ``annotators_per_task`` (k): every project asks Label Studio for k annotations of each task, by
+    different annotators (:meth:`LabelStudioClient.set_overlap`); harvest keeps every annotation with
+    its annotator. None leaves the project's setting as it is (Label Studio's default is 1).
+
+    ``gold`` (annotated tasks with known values, ``task_builder.gold``) mixed in at ``gold_rate`` of each
+    project's tasks (gold tasks with that project's answer count, chosen and placed by a seed from the
+    batch): they look like any other task to annotators (a task id of the same form, no judge's values),
+    their shells are kept with the delivered versions so harvest joins their annotations, and the known
+    values travel in ``metadata.gold`` for ``rlhf quality``; exports leave them out.
 
     A form requires a rating of every answer it shows, so tasks go to one project per answer count:
     the widest tasks to ``project_title`` (default ``<project> / <batch>``), tasks that lost answers
@@ -129,7 +144,9 @@ def deliver_label_studio(
     config, template, tasks_path = load_run(run_dir)
     title = project_title or f"{config.project} / {config.batch}"
     carried = config.annotation.layout == "pairwise"  # ratings asked once per answer (task_builder.carried_ratings)
-    target = LabelStudioTarget(url, title, predictions, judge, carried)
+    target = LabelStudioTarget(
+        url, title, predictions, judge, carried, annotators_per_task, tuple(gold or ()), gold_rate
+    )
     with delivering(run_dir), LabelStudioClient(url, token) as client:
         return deliver_shells(client, run_dir, target, template, config.batch, lambda: read_jsonl(tasks_path))
 
@@ -143,6 +160,9 @@ class LabelStudioTarget:
     predictions: str = DEFAULT_MODE
     judge: str | None = None
     carried: bool = False  # pairwise: each answer rated in one pair, its ratings carried into the others
+    annotators_per_task: int | None = None  # Label Studio's overlap (None: the project's setting)
+    gold: tuple[dict[str, Any], ...] = ()  # gold tasks mixed in at gold_rate (task_builder.gold)
+    gold_rate: float = 0.0
 
 
 def deliver_shells(
@@ -166,6 +186,7 @@ def deliver_shells(
     versions (:class:`~flows.delivery.delivered.KeptVersions`).
     """
     url, predictions, judge, carried = target.url, target.predictions, target.judge, target.carried
+    annotators_per_task = target.annotators_per_task
     chosen = choose_judge(shells(), judge) if predictions != "none" else None
     by_count: dict[int, list[dict[str, Any]]] = {}
     forms: dict[int, LabelingConfig] = {}
@@ -177,6 +198,8 @@ def deliver_shells(
         else:
             task = to_label_studio(shell, template)
         by_count.setdefault(count, []).append(task)
+    tasks_in_run = sum(len(tasks) for tasks in by_count.values())
+    gold_ids = _mix_gold(by_count, target.gold, target.gold_rate, batch, template)
     base = target.title
     widest = max(by_count, default=0) if widest is None else widest
     description = f"{template.display_title}. Delivered by rlhf-orchestrator from batch {batch}."
@@ -198,10 +221,12 @@ def deliver_shells(
         new = [task for task in by_count[count] if task["data"]["task_id"] not in existing]
         _check_same_as_before(title, project["id"], new, predictions, recorded.get(int(project["id"])))
         planned.append((count, title, project, created, new))
-    _keep_delivered(run_dir, shells, [task for *_, new in planned for task in new], kept)
+    _keep_delivered(run_dir, shells, [task for *_, new in planned for task in new], kept, gold_ids)
     for count, title, project, created, new in planned:  # every project checked before any import
         imported = client.import_tasks(project["id"], new) if new else 0
         known[int(project["id"])].update(task["data"]["task_id"] for task in new)
+        if annotators_per_task is not None:
+            client.set_overlap(project["id"], annotators_per_task)
         with_predictions = sum(1 for task in new if task.get("predictions"))
         if with_predictions:  # annotators start from the judge's values (Label Studio pre-fills one)
             client.request(
@@ -222,6 +247,8 @@ def deliver_shells(
                 "predictions": predictions,
                 "imported_with_predictions": with_predictions,
                 "prefill_judge": chosen if with_predictions else None,
+                "annotators_per_task": annotators_per_task,
+                "gold_imported": sum(1 for task in new if task["data"]["task_id"] in gold_ids),
             }
         )
     _record_delivery(run_dir, url, projects)
@@ -234,7 +261,9 @@ def deliver_shells(
         "project_title": main["project_title"],
         "project_url": projects[0]["project_url"] if projects else None,
         "project_created": main["project_created"],
-        "tasks_in_run": sum(len(tasks) for tasks in by_count.values()),
+        "tasks_in_run": tasks_in_run,
+        "gold_imported": sum(p["gold_imported"] for p in projects),
+        "annotators_per_task": annotators_per_task,
         "already_delivered": sum(p["already_delivered"] for p in projects),
         "imported": sum(p["imported"] for p in projects),
         "predictions": predictions,
@@ -280,11 +309,33 @@ def project_url(url: str, project_id: int) -> str:
     return f"{url.rstrip('/')}/projects/{project_id}/"
 
 
+def _mix_gold(
+    by_count: dict[int, list[dict[str, Any]]],
+    gold: tuple[dict[str, Any], ...],
+    rate: float,
+    batch: str,
+    template: AnnotationTemplate,
+) -> dict[str, dict[str, Any]]:
+    """Mix gold tasks into each answer count's Label Studio tasks (in place); their shells by task id."""
+    if not gold or rate <= 0:
+        return {}
+    shells = [gold_shell(task, batch) for task in gold]
+    random.Random(f"{batch}:gold").shuffle(shells)
+    chosen: dict[str, dict[str, Any]] = {}
+    for count, tasks in by_count.items():
+        fitting = [shell for shell in shells if len(final_answers(shell)) == count]
+        picked = fitting[: mix_count(len(tasks), rate, len(fitting))] if count else []
+        by_count[count] = mix(tasks, [to_label_studio(shell, template) for shell in picked], f"{batch}:{count}")
+        chosen.update((shell["task_id"], shell) for shell in picked)
+    return chosen
+
+
 def _keep_delivered(
     run_dir: Path,
     shells: Callable[[], Iterable[dict[str, Any]]],
     tasks: list[dict[str, Any]],
     kept: KeptVersions | None = None,
+    gold: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     """Keep the run's version of each Label Studio task about to be imported (``flows.delivery.delivered``).
 
@@ -295,6 +346,9 @@ def _keep_delivered(
     if not shown:
         return
     with keeping_delivered(run_dir, kept) as keep:
+        for task_id, shell in (gold or {}).items():  # gold is no task of the run: its shell is kept as delivered
+            if task_id in shown:
+                keep(shell)
         for shell in shells():
             if shell["task_id"] in shown and answer_hashes(shell) == shown[shell["task_id"]]:
                 keep(shell)

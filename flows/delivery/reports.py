@@ -36,6 +36,12 @@ def delivery_summary(report: dict[str, Any]) -> str:
             f"  {report['imported_with_predictions']} task(s) arrive pre-filled with the values of judge "
             f"{report['judge']!r} (--predictions {report['predictions']})"
         )
+    if report.get("annotators_per_task"):
+        lines.append(
+            f"  each task goes to {_plural(report['annotators_per_task'], 'annotator')} (the projects' overlap)"
+        )
+    if report.get("gold_imported"):
+        lines.append(f"  {report['gold_imported']} gold task(s) mixed in (scored by rlhf quality, never exported)")
     if report["not_delivered_no_answers"]:
         lines.append(f"  not delivered: {_plural(report['not_delivered_no_answers'], 'task')} without any answer")
     lines.append(

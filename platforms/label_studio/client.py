@@ -131,6 +131,19 @@ class LabelStudioClient:
             project = self.request("PATCH", f"/api/projects/{project['id']}", json={"label_config": label_config})
         return project, False
 
+    def set_overlap(self, project_id: int, annotators_per_task: int) -> dict[str, Any]:
+        """Ask for ``annotators_per_task`` annotations of every task: the project's ``maximum_annotations``
+        (a task is done, ``is_labeled``, once it has that many; Label Studio keeps serving it to other
+        annotators until then) with ``overlap_cohort_percentage`` 100 (every task, not a sample)."""
+        if annotators_per_task < 1:
+            raise ValueError(f"annotators per task must be 1 or more, not {annotators_per_task}")
+        updated: dict[str, Any] = self.request(
+            "PATCH",
+            f"/api/projects/{project_id}",
+            json={"maximum_annotations": annotators_per_task, "overlap_cohort_percentage": 100},
+        )
+        return updated
+
     def task_ids(self, project_id: int) -> dict[str, int]:
         """Our ``task_id`` -> Label Studio task id, for every task of the project."""
         found: dict[str, int] = {}
