@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import IO, Any
 
+from common.images import keep_copy
 from flows.reporting.summary import WriteCounts
 from prompts.reader import PromptRecord
 from providers.result import CallResult
@@ -41,8 +43,10 @@ class TaskWriter:
         tasks_out: IO[str],
         incomplete_out: IO[str],
         filtered_out: IO[str],
+        images_dir: Path | None = None,
     ) -> None:
         self.ctx = ctx
+        self._images_dir = images_dir  # where the shells' local images are copied (once each), if anywhere
         self.layout = layout
         self.slots = {slot.answer_id: slot for slot in slots}
         self.required = max(required_answers, layout.min_answers)
@@ -96,6 +100,9 @@ class TaskWriter:
                 )
                 continue
             shell = build_task(self.ctx, record, planned, self.slots, results, flags, judgements)
+            if self._images_dir is not None:
+                for ref in record.images:  # before the shell naming images/<sha256>.<ext> is written
+                    keep_copy(ref, self._images_dir)
             self._tasks_out.write(shell.to_json_line() + "\n")
             counts.tasks_written += 1
             written += 1

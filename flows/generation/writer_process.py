@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from common.atomic import atomic_open
+from common.images import IMAGES_DIR
 from flows.generation.task_writer import TaskWriter
 from flows.reporting.summary import WriteCounts
 from prompts.reader import PromptRecord
@@ -214,7 +215,14 @@ def serve(requests: IO[bytes]) -> WriterReport:
             files.enter_context(atomic_open(run_dir / name)) for name in OUTPUT_FILES
         )
         writer = TaskWriter(
-            setup.ctx, layout, setup.slots, setup.required_answers, tasks_out, incomplete_out, filtered_out
+            setup.ctx,
+            layout,
+            setup.slots,
+            setup.required_answers,
+            tasks_out,
+            incomplete_out,
+            filtered_out,
+            images_dir=run_dir / IMAGES_DIR,
         )
         while (message := read_frame(requests)) != FINISH:
             records, results, judgements = message
