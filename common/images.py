@@ -128,10 +128,16 @@ def keep_copy(ref: dict[str, Any], directory: Path) -> Path | None:
     if "file" not in ref or "sha256" not in ref:
         return None
     target = directory / stored_name(str(ref["sha256"]), str(ref["media_type"]))
-    if target.exists():
-        return target
-    directory.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.part")
-    shutil.copyfile(str(ref["file"]), partial)
-    os.replace(partial, target)
+    copy_once(Path(str(ref["file"])), target)
     return target
+
+
+def copy_once(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` unless ``target`` exists (a content-addressed name: what is there is the
+    same image); atomically, so a partial copy is never seen under the final name."""
+    if target.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+    shutil.copyfile(source, partial)
+    os.replace(partial, target)

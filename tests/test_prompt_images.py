@@ -444,3 +444,42 @@ def test_the_example_config_with_images_runs(
         "blue_circle.png",
     ]
     assert len(list((tmp_path / "out" / "images-demo" / "images").iterdir())) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api", "fake_keys")
+def test_images_next_to_a_prompt_file_in_s3_are_read_and_the_run_uploads_one_copy_each(
+    sim: RunningSimulator, tmp_path: Path, s3_bucket: str, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pg_server import PASSWORD, PASSWORD_ENV
+
+    from common.storage import join, listdir, read_bytes, upload_file
+
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+    red = png(5, 5, 21)
+    (tmp_path / "red.png").write_bytes(red)
+    upload_file(tmp_path / "red.png", join(s3_bucket, "in", "pics", "red.png"))
+    prompts = write_jsonl(
+        tmp_path / "p.jsonl",
+        [{"id": f"p{i}", "prompt": f"Question {i}", "images": ["pics/red.png"]} for i in range(3)],
+    )
+    upload_file(prompts, join(s3_bucket, "in", "p.jsonl"))
+    config = {
+        "project": "test-project",
+        "batch": "b1",
+        "prompts": {"path": join(s3_bucket, "in", "p.jsonl")},
+        "providers": [provider_entry(sim, "gpt", "openai", "gpt-v"), provider_entry(sim, "claude", "anthropic", "c")],
+        "annotation": {"template": "default", "seed": 3},
+        "output": {"dir": join(s3_bucket, "out"), "store": postgres_url, "store_password_env": PASSWORD_ENV},
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    summary = _run(path)
+
+    assert summary["tasks_written"] == 3
+    assert sim.stats()["by_model"]["gpt-v"]["images"] == {tag(red): 3}
+    run_url = join(s3_bucket, "out", "b1")
+    name = f"{hashlib.sha256(red).hexdigest()}.png"
+    assert listdir(join(run_url, "images")) == [name] and read_bytes(join(run_url, "images", name)) == red
+    task = json.loads(read_bytes(join(run_url, "tasks.jsonl")).splitlines()[0])
+    assert _user_message(task)["content"]["attachments"][0]["url"] == f"images/{name}"
