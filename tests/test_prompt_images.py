@@ -483,3 +483,23 @@ def test_images_next_to_a_prompt_file_in_s3_are_read_and_the_run_uploads_one_cop
     assert listdir(join(run_url, "images")) == [name] and read_bytes(join(run_url, "images", name)) == red
     task = json.loads(read_bytes(join(run_url, "tasks.jsonl")).splitlines()[0])
     assert _user_message(task)["content"]["attachments"][0]["url"] == f"images/{name}"
+
+
+def test_a_shells_images_become_urls_a_browser_loads(tmp_path: Path) -> None:
+    from task_builder.attachments import ImageNotShowable, shown_images
+
+    red = png(3, 3, 31)
+    name = f"{hashlib.sha256(red).hexdigest()}.png"
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / name).write_bytes(red)
+    attachments = [
+        {"url": f"images/{name}", "mime_type": "image/png", "name": "red.png", "file_size_in_bytes": len(red)},
+        {"url": "https://example.com/cat.jpg", "name": "cat.jpg"},
+    ]
+    user = {"role": "user", "content": {"text": "What?", "attachments": attachments}, "source_id": "user"}
+    shell = {"threads": [{"turns": [{"messages": [user]}]}]}
+    inline, web = shown_images(shell, tmp_path)
+    assert inline == "data:image/png;base64," + base64.b64encode(red).decode() and web == attachments[1]["url"]
+    assert shown_images(shell, tmp_path, inline_max_bytes=10, serve=lambda p: f"/files/{p.name}")[0] == f"/files/{name}"
+    with pytest.raises(ImageNotShowable, match="over 10 to inline"):
+        shown_images(shell, tmp_path, inline_max_bytes=10)
