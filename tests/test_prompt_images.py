@@ -503,3 +503,19 @@ def test_a_shells_images_become_urls_a_browser_loads(tmp_path: Path) -> None:
     assert shown_images(shell, tmp_path, inline_max_bytes=10, serve=lambda p: f"/files/{p.name}")[0] == f"/files/{name}"
     with pytest.raises(ImageNotShowable, match="over 10 to inline"):
         shown_images(shell, tmp_path, inline_max_bytes=10)
+
+
+@pytest.mark.usefixtures("fake_keys")
+def test_plan_counts_the_images_tokens(tmp_path: Path) -> None:
+    from flows.reporting.plan import plan_run
+
+    (tmp_path / "big.png").write_bytes(png(1000, 1000, 41))
+    with_image = write_jsonl(tmp_path / "a.jsonl", [{"id": "1", "prompt": "Describe.", "images": ["big.png"]}])
+    without = write_jsonl(tmp_path / "b.jsonl", [{"id": "1", "prompt": "Describe."}])
+    provider = [{"source_id": "c", "kind": "anthropic", "model": "m", "base_url": "http://127.0.0.1:9"}]
+    tokens = []
+    for prompts in (with_image, without):
+        (tmp_path / "out").mkdir(exist_ok=True)
+        config = write_config(tmp_path, provider, prompts)
+        tokens.append(plan_run(config)["providers"]["c"]["input_tokens"])
+    assert tokens[0] - tokens[1] == 1334  # 1000 x 1000 / 750: the larger of the two vendors' counts

@@ -16,7 +16,8 @@ from typing import Any
 from flows.generation.prepare import prepare_run
 from flows.reporting.status import run_status
 from prompts.reader import iter_prompts
-from providers.base import prompt_chars, system_text, tokens_for_chars
+from providers.base import CHARS_PER_TOKEN, prompt_chars, system_text, tokens_for_chars
+from providers.images import image_tokens
 
 LOW_OUTPUT_SHARE = 0.25
 
@@ -29,9 +30,10 @@ def plan_run(config_path: str | Path) -> dict[str, Any]:
     chars = dict.fromkeys((p.source_id for p in config.providers), 0)
     for record in iter_prompts(config.prompts):
         for provider in config.providers:
-            chars[provider.source_id] += prompt_chars(
-                record.messages, system_text(record.system, provider.system_prompt)
-            )
+            chars[provider.source_id] += (
+                prompt_chars(record.messages, system_text(record.system, provider.system_prompt))
+                + image_tokens(record.messages) * CHARS_PER_TOKEN
+            )  # images: the vendors' formulas, as characters
     providers: dict[str, Any] = {}
     totals = {"calls": 0, "cost_low": 0.0, "cost_high": 0.0, "priced": False, "saving_low": 0.0, "saving_high": 0.0}
     for provider in config.providers:
