@@ -34,6 +34,8 @@ def image_ref(spec: str, base: str | Path, max_bytes: int, detail: str) -> dict[
     or URL prefix, or a URL). Raises :class:`ImageProblem`."""
     if not isinstance(spec, str) or not spec.strip():
         raise ImageProblem("an image must be a non-empty path or URL")
+    if spec.startswith("data:"):
+        raise ImageProblem("a data: URL is not taken here: save the image as a file and give its path")
     name = spec.rstrip("/").rsplit("/", 1)[-1]
     if spec.startswith(WEB_SCHEMES):
         return {"url": spec, "detail": detail, "name": name}

@@ -140,16 +140,18 @@ def test_bad_images_are_refused_with_file_line_and_field(tmp_path: Path) -> None
             {"id": "4", "messages": [{"role": "user", "content": [{"type": "image", "path": "ok.png", "url": "x"}]}]},
             {"id": "5", "prompt": "x", "images": "ok.png"},
             {"id": "6", "prompt": "x", "images": ["ok.png"]},
+            {"id": "7", "prompt": "x", "images": ["data:image/png;base64,iVBORw0KGgo="]},
         ],
     )
     items = records_of(path, max_image_bytes=2000)
     problems = [str(item) for item in items if not isinstance(item, PromptRecord)]
-    assert len(problems) == 5 and isinstance(items[5], PromptRecord)
+    assert len(problems) == 6 and isinstance(items[5], PromptRecord)
     assert problems[0].startswith(f"{path}:1: images[0]: image not found: {tmp_path / 'missing.png'}")
     assert problems[1].startswith(f"{path}:2: images[0]: fake.png is not a PNG, JPEG, GIF or WebP image")
     assert f"{path}:3: images[0]: image big.png is " in problems[2] and "prompts.max_image_bytes" in problems[2]
     assert problems[3].startswith(f"{path}:4: messages: [0].content[0]: an image part gives one of 'path' or 'url'")
     assert problems[4].startswith(f"{path}:5: images: must be a list of image paths or URLs")
+    assert problems[5].startswith(f"{path}:7: images[0]: a data: URL is not taken here")
 
 
 def test_validate_refuses_a_prompt_file_with_a_bad_image_and_exits_non_zero(tmp_path: Path) -> None:
