@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from common.config_types import ConfigInt
+from common.images import DEFAULT_MAX_IMAGE_BYTES
 from common.storage import is_url, local_copy
 from common.yaml_locations import resolve_path
 
@@ -25,6 +26,10 @@ class PromptsConfig(BaseModel):
     format: Literal["auto", "jsonl", "csv"] = "auto"
     template: str | None = None
     max_prompt_chars: ConfigInt = Field(default=200_000, ge=1)
+    # Images in prompts ("Prompts with images" in README): the largest image file taken (default 5 MiB,
+    # Anthropic's limit per image; OpenAI takes more) and OpenAI's `detail` for every image sent.
+    max_image_bytes: ConfigInt = Field(default=DEFAULT_MAX_IMAGE_BYTES, ge=1)
+    image_detail: Literal["auto", "low", "high"] = "auto"
 
     _base_dir: Path = PrivateAttr(default=Path("."))
 

@@ -26,12 +26,14 @@ import jinja2.sandbox
 
 from common import bounded_json
 from common.errors import InputError, InputProblem, lone_surrogates
+from common.images import identity_view
 from common.storage import StorageError
 from common.yaml_locations import format_loc, resolve_path, where_searched
 from prompts.config import PromptsConfig
+from prompts.images import ImageProblem, image_base, image_ref
 
 PACKAGED_TEMPLATES = Path(__file__).resolve().parent.parent / "prompts" / "templates"
-KNOWN_FIELDS = {"id", "prompt", "messages", "system", "metadata"}
+KNOWN_FIELDS = {"id", "prompt", "messages", "system", "metadata", "images"}
 JSON_COLUMNS = ("messages", "metadata")
 ROLES = {"user", "assistant"}
 # Bytes a line may take beyond 16 per character of max_prompt_chars (JSON's "\ud83d\ude00" escapes take 12 per
@@ -55,6 +57,11 @@ class PromptRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
     line: int = 0
     context_sources: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def images(self) -> list[dict[str, Any]]:
+        """The image references of the final user message (``prompts.images``), in order."""
+        return list(self.messages[-1].get("images", []))
 
     @property
     def prompt_text(self) -> str:
@@ -136,11 +143,12 @@ def _records(config: PromptsConfig) -> Iterator[PromptRecord | InputProblem]:
     max_bytes = max_line_bytes(config.max_prompt_chars)
     raw = _iter_csv(path, template is not None, max_bytes) if fmt == "csv" else _iter_jsonl(path, max_bytes)
     seen: set[str] = set()
+    images = _Images(image_base(config.path, path), config.max_image_bytes, config.image_detail)
     for line, item in raw:
         if isinstance(item, InputProblem):
             yield item
             continue
-        result = _to_record(str(path), line, item, template, config.max_prompt_chars)
+        result = _to_record(str(path), line, item, template, config.max_prompt_chars, images)
         if isinstance(result, PromptRecord):
             if result.id in seen:
                 yield InputProblem(str(path), line, f"duplicate id '{result.id}'", "id")
@@ -285,8 +293,11 @@ def _iter_csv(path: Path, has_template: bool, max_bytes: int) -> Iterator[tuple[
         keep_empty = () if row.get("messages") else ("prompt",)
         record: dict[str, Any] = {k: v for k, v in row.items() if v not in (None, "") or k in keep_empty}
         bad_column: InputProblem | None = None
-        for column in JSON_COLUMNS:  # columns that hold JSON, not text
-            if column in record:
+        cell = record.get("images")
+        if isinstance(cell, str) and not cell.lstrip().startswith("["):
+            record["images"] = [cell.strip()]  # one image; several are a JSON list
+        for column in (*JSON_COLUMNS, "images"):  # columns that hold JSON, not text
+            if column in record and isinstance(record[column], str):
                 try:
                     record[column] = bounded_json.loads(record[column])
                 except json.JSONDecodeError as exc:
@@ -309,7 +320,7 @@ class _RecordTooLong(Exception):
 
 
 def _to_record(
-    file: str, line: int, obj: dict[str, Any], template: jinja2.Template | None, max_chars: int
+    file: str, line: int, obj: dict[str, Any], template: jinja2.Template | None, max_chars: int, images: _Images
 ) -> PromptRecord | InputProblem:
     def problem(message: str, field_name: str | None = None) -> InputProblem:
         return InputProblem(file, line, message, field_name)
@@ -336,10 +347,20 @@ def _to_record(
     messages: list[dict[str, Any]] = []
     context_sources: dict[int, str] = {}
     if "messages" in obj:
-        checked = _check_messages(obj["messages"])
+        checked = _check_messages(obj["messages"], images)
         if isinstance(checked, str):
             return problem(checked, "messages")
         messages, context_sources = checked
+    extra_images: list[dict[str, Any]] = []
+    if "images" in obj:
+        specs = obj["images"]
+        if not isinstance(specs, list) or not all(isinstance(s, str) for s in specs):
+            return problem("must be a list of image paths or URLs", "images")
+        for index, spec in enumerate(specs):
+            try:
+                extra_images.append(images.ref(spec))
+            except ImageProblem as exc:
+                return problem(str(exc), f"images[{index}]")
 
     if template is not None:
         try:
@@ -368,8 +389,10 @@ def _to_record(
             return problem("must be a string", "prompt")
         messages = [{"role": "user", "content": obj["prompt"]}]
 
+    if extra_images:
+        messages[-1] = {**messages[-1], "images": [*messages[-1].get("images", []), *extra_images]}
     text = messages[-1]["content"]
-    if not text.strip():
+    if not text.strip() and not messages[-1].get("images"):
         return problem("empty prompt", "messages" if "messages" in obj else "prompt")
     total = sum(len(m["content"]) for m in messages) + len(system or "")
     if total > max_chars:
@@ -395,8 +418,9 @@ def _template_line(exc: BaseException, template: jinja2.Template) -> str:
     return found
 
 
-def _check_messages(value: Any) -> tuple[list[dict[str, Any]], dict[int, str]] | str:
-    """The messages as ``{role, content}`` plus the given source_id of earlier assistant turns, or a problem."""
+def _check_messages(value: Any, images: _Images) -> tuple[list[dict[str, Any]], dict[int, str]] | str:
+    """The messages as ``{role, content}`` (and ``images`` where a user message has image parts) plus the
+    given source_id of earlier assistant turns, or a problem."""
     if not isinstance(value, list) or not value:
         return "must be a non-empty list of {role, content} objects"
     out: list[dict[str, Any]] = []
@@ -407,13 +431,21 @@ def _check_messages(value: Any) -> tuple[list[dict[str, Any]], dict[int, str]] |
         role, content = message.get("role"), message.get("content")
         if role not in ROLES:
             return f"[{index}].role must be 'user' or 'assistant' (use the record's 'system' field for a system prompt)"
+        refs: list[dict[str, Any]] = []
+        if isinstance(content, list) and role == "user":
+            parts = _content_parts(content, index, images)
+            if isinstance(parts, str):
+                return parts
+            content, refs = parts
         if not isinstance(content, str):
-            return f"[{index}].content must be a string"
+            return f"[{index}].content must be a string" + (
+                " or a list of text and image parts" if role == "user" else ""
+            )
         expected = "user" if index % 2 == 0 else "assistant"
         if role != expected:
             article = "an" if expected == "assistant" else "a"
             return f"[{index}] must be {article} {expected} message: turns alternate, starting with the user"
-        out.append({"role": role, "content": content})
+        out.append({"role": role, "content": content, "images": refs} if refs else {"role": role, "content": content})
         if role == "assistant" and isinstance(message.get("source_id"), str):
             sources[index] = message["source_id"]
     if out[-1]["role"] != "user":
@@ -421,7 +453,51 @@ def _check_messages(value: Any) -> tuple[list[dict[str, Any]], dict[int, str]] |
     return out, sources
 
 
+def _content_parts(parts: list[Any], index: int, images: _Images) -> tuple[str, list[dict[str, Any]]] | str:
+    """A user message's content parts as its text (text parts joined by a blank line) and its image
+    references (in order), or a problem."""
+    texts: list[str] = []
+    refs: list[dict[str, Any]] = []
+    for number, part in enumerate(parts):
+        where = f"[{index}].content[{number}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind == "image":
+            given = [key for key in ("path", "url") if key in part]
+            if len(given) != 1:
+                return f"{where}: an image part gives one of 'path' or 'url'"
+            try:
+                refs.append(images.ref(part[given[0]]))
+            except ImageProblem as exc:
+                return f"{where}: {exc}"
+        else:
+            return f"{where} must be {{'type': 'text', 'text': ...}} or {{'type': 'image', 'path' | 'url': ...}}"
+    return "\n\n".join(texts), refs
+
+
+class _Images:
+    """Image references of one prompt file: its base for relative paths, its limits; each image read once."""
+
+    def __init__(self, base: str | Path, max_bytes: int, detail: str) -> None:
+        self._base, self._max_bytes, self._detail = base, max_bytes, detail
+        self._seen: dict[str, dict[str, Any]] = {}
+
+    def ref(self, spec: Any) -> dict[str, Any]:
+        """The reference of the image ``spec`` names (raises :class:`ImageProblem`)."""
+        if not isinstance(spec, str):
+            raise ImageProblem("an image must be a path or URL (a string)")
+        found = self._seen.get(spec)
+        if found is None:
+            found = image_ref(spec, self._base, self._max_bytes, self._detail)
+            if len(self._seen) < 4096:  # a bounded memo: a file naming one image many times reads it once
+                self._seen[spec] = found
+        return dict(found)
+
+
 def content_id(messages: list[dict[str, Any]], system: str | None) -> str:
-    """The id of a record that has none: a hash of exactly what would be sent."""
-    canonical = json.dumps({"messages": messages, "system": system}, sort_keys=True, separators=(",", ":"))
+    """The id of a record that has none: a hash of exactly what would be sent (images by their content)."""
+    canonical = json.dumps(
+        {"messages": identity_view(messages), "system": system}, sort_keys=True, separators=(",", ":")
+    )
     return "p_" + hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -14,6 +14,7 @@ from providers.base import Provider
 from providers.config import ProviderConfig
 from providers.errors import MalformedAnswer
 from providers.http import AiohttpExchange, JsonExchange, RawResponse, status_error
+from providers.images import anthropic_messages
 from providers.kinds import AnthropicKind, Kind
 from providers.ratelimit_headers import RateInfo, rate_info, request_id
 from providers.result import Answer
@@ -51,7 +52,7 @@ def messages_body(
     model: str, params: dict[str, Any], messages: list[dict[str, Any]], system: str | None
 ) -> dict[str, Any]:
     """The Messages API request body: ``params`` as the kind translated them, the system prompt on its own."""
-    body: dict[str, Any] = {"model": model, "messages": messages, **params}
+    body: dict[str, Any] = {"model": model, "messages": anthropic_messages(messages), **params}
     if system:
         body["system"] = system
     return body

@@ -17,6 +17,7 @@ from providers.config import ProviderConfig
 from providers.costs import charge, price_text
 from providers.errors import InternalError, ProviderError
 from providers.http import JsonExchange
+from providers.images import image_tokens
 from providers.kinds import Kind
 from providers.limits import GENTLE_START, ProviderLimiter, RateGovernor
 from providers.result import BUDGET, INTERRUPTED, SKIPPED, Answer, CallResult, answered, internal_failure
@@ -106,7 +107,8 @@ class Provider(abc.ABC):
 
     def estimate_tokens(self, messages: list[dict[str, Any]], system: str | None) -> int:
         """Tokens a request may use: the prompt's estimated tokens (rounded down, plus one) plus the output limit."""
-        return int(tokens_for_chars(prompt_chars(messages, system))) + 1 + self._output_tokens
+        images = image_tokens(messages)
+        return int(tokens_for_chars(prompt_chars(messages, system))) + 1 + images + self._output_tokens
 
     async def call(self, messages: list[dict[str, Any]], system: str | None) -> CallResult:
         """Send one prompt within the provider's limits, with retries; return the answer or final error.

@@ -20,6 +20,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from common.images import identity_view
 from providers.config import ProviderConfig
 
 
@@ -68,8 +69,9 @@ def same_requests(providers: Sequence[ProviderConfig]) -> list[tuple[int, int]]:
 
 
 def request_fingerprint(identity: str, messages: list[dict[str, Any]], system: str | None, sample: int = 0) -> str:
-    """Hex digest over the provider identity, the exact messages, the system prompt and the sample index."""
-    payload = json.dumps([identity, system, messages, sample], separators=(",", ":"), ensure_ascii=False)
+    """Hex digest over the provider identity, the exact messages (images by their content:
+    ``common.images.identity_view``), the system prompt and the sample index."""
+    payload = json.dumps([identity, system, identity_view(messages), sample], separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -80,7 +82,10 @@ _PAYLOAD = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def encoded(value: Any) -> str:
-    """A payload item (an identity, a system prompt, the messages) as it appears in the fingerprint's payload."""
+    """A payload item (an identity, a system prompt, the messages) as it appears in the fingerprint's payload
+    (messages with images by their identity view, as :func:`request_fingerprint` has them)."""
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        value = identity_view(value)
     return _PAYLOAD.encode(value)
 
 

@@ -12,6 +12,7 @@ from providers.base import Provider
 from providers.config import ProviderConfig
 from providers.errors import MalformedAnswer
 from providers.http import AiohttpExchange, JsonExchange
+from providers.images import openai_messages
 from providers.kinds import Kind, OpenAIKind
 from providers.ratelimit_headers import RateInfo, rate_info, request_id
 from providers.result import Answer
@@ -49,6 +50,7 @@ class OpenAIProvider(Provider):
 
 def chat_body(model: str, params: dict[str, Any], messages: list[dict[str, Any]], system: str | None) -> dict[str, Any]:
     """The Chat Completions request body: the system prompt as the first message, then ``params`` as given."""
+    messages = openai_messages(messages)  # images as content parts
     wire = [{"role": "system", "content": system}, *messages] if system else messages
     return {"model": model, "messages": wire, **params}
 

@@ -290,6 +290,9 @@ class Simulator:
             except RequestError as exc:
                 return self._error(api, "400", uid, ms, str(exc), self._invalid_request_headers(api, api_key, body))
             self._models_seen.setdefault(parsed.model, int(time.time()))
+            if ms is not None:
+                for tag in parsed.images:
+                    ms.images[tag] = ms.images.get(tag, 0) + 1
             settings = self.settings
             answer: Answer | None = None
             limit_headers: dict[str, str] | None = None

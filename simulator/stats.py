@@ -30,6 +30,7 @@ class ModelStats:
     in_flight: int = 0
     max_in_flight: int = 0
     rate_limited: int = 0
+    images: dict[str, int] = field(default_factory=dict)  # image tag -> requests that carried it
 
 
 @dataclass(slots=True)
@@ -159,7 +160,7 @@ class Stats:
         ``batches`` holds the batch APIs' counters (see :class:`BatchStats`).
         """
         per_model = rate_limited or self.rate_limited_total > 0
-        by_model: dict[str, dict[str, int]] = {}
+        by_model: dict[str, dict[str, Any]] = {}
         for model, ms in self.by_model.items():
             entry = by_model[model] = {
                 "requests": ms.requests,
@@ -170,6 +171,8 @@ class Stats:
             }
             if per_model:
                 entry["rate_limited"] = ms.rate_limited
+            if ms.images:
+                entry["images"] = dict(ms.images)
         return {
             "requests_total": self.requests_total,
             "responses_ok": self.responses_ok,

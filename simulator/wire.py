@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from simulator.answers import CHARS_PER_TOKEN, approx_tokens
+from simulator.images import IMAGE_TOKENS, ImageError, anthropic_image, openai_image
 
 SYSTEM_FINGERPRINT = "fp_sim00000001"
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -44,6 +45,8 @@ class ParsedRequest:
     # Anthropic, the name of the tool the answer calls (its input is the structured value).
     schema: dict[str, Any] | None = None
     tool_name: str | None = None
+    # Tags (short content hashes) of the request's images, every message's, in order.
+    images: tuple[str, ...] = ()
 
 
 def content_text(content: Any) -> str:
@@ -59,20 +62,44 @@ def content_text(content: Any) -> str:
     return ""
 
 
-def _messages_text(messages: list[Any]) -> tuple[str, int]:
-    """Return (text of the last user message, total characters of all message text)."""
+def _image_tags(content: Any, index: int, api: str) -> list[str]:
+    """The tags (short content hashes) of a message's image parts, each checked as ``api`` checks it."""
+    if not isinstance(content, list):
+        return []
+    tags = []
+    for number, part in enumerate(content):
+        if not isinstance(part, dict):
+            continue
+        try:
+            if api == "openai" and part.get("type") == "image_url":
+                tags.append(openai_image(part, f"messages[{index}].content[{number}]"))
+            elif api == "anthropic" and part.get("type") == "image":
+                tags.append(anthropic_image(part, f"messages.{index}.content.{number}"))
+        except ImageError as exc:
+            raise RequestError(str(exc)) from None
+    return tags
+
+
+def _messages_text(messages: list[Any], api: str = "openai") -> tuple[str, int, tuple[str, ...]]:
+    """Return (text of the last user message, total characters of all message text). The last user
+    message's images join its text as ``[image:<hash>]`` lines (the answer depends on them); every image
+    counts :data:`IMAGE_TOKENS` tokens (as characters). Also the tags of every image, in order."""
     prompt_text = ""
     found = False
     total = 0
-    for message in reversed(messages):
+    every: list[str] = []
+    for index in range(len(messages) - 1, -1, -1):
+        message = messages[index]
         if not isinstance(message, dict):
             raise RequestError("messages: each message must be an object")
         text = content_text(message.get("content"))
-        total += len(text)
+        tags = _image_tags(message.get("content"), index, api)
+        every[:0] = tags
+        total += len(text) + len(tags) * IMAGE_TOKENS * CHARS_PER_TOKEN
         if not found and message.get("role") == "user":
-            prompt_text = text
+            prompt_text = text + "".join(f"\n[image:{tag}]" for tag in tags)
             found = True
-    return prompt_text, total
+    return prompt_text, total, tuple(every)
 
 
 def _require_model_and_messages(body: Any) -> tuple[str, list[Any]]:
@@ -217,7 +244,7 @@ def parse_openai(body: Any) -> ParsedRequest:
     model, messages = _require_model_and_messages(body)
     if body.get("stream"):
         raise RequestError("stream: streaming is not supported by the simulator")
-    prompt_text, chars = _messages_text(messages)
+    prompt_text, chars, images = _messages_text(messages, "openai")
     limits = [
         value
         for value in (_optional_int(body, "max_tokens"), _optional_int(body, "max_completion_tokens"))
@@ -227,7 +254,7 @@ def parse_openai(body: Any) -> ParsedRequest:
     schema = _openai_schema(body)
     if schema is not None:  # the schema is part of what the model reads
         chars += len(json.dumps(schema))
-    return ParsedRequest(model, prompt_text, max(1, -(-chars // CHARS_PER_TOKEN)), max_tokens, schema)
+    return ParsedRequest(model, prompt_text, max(1, -(-chars // CHARS_PER_TOKEN)), max_tokens, schema, images=images)
 
 
 def parse_anthropic(body: Any) -> ParsedRequest:
@@ -238,15 +265,15 @@ def parse_anthropic(body: Any) -> ParsedRequest:
     max_tokens = _optional_int(body, "max_tokens")
     if body.get("stream"):
         raise RequestError("stream: streaming is not supported by the simulator")
-    prompt_text, chars = _messages_text(messages)
+    prompt_text, chars, images = _messages_text(messages, "anthropic")
     chars += len(content_text(body.get("system")))
     tool = _anthropic_tool(body)
     if body.get("tools"):  # tool definitions count as input, as they do at Anthropic
         chars += len(json.dumps(body["tools"]))
     input_tokens = max(1, -(-chars // CHARS_PER_TOKEN))
     if tool is None:
-        return ParsedRequest(model, prompt_text, input_tokens, max_tokens)
-    return ParsedRequest(model, prompt_text, input_tokens, max_tokens, tool[1], tool[0])
+        return ParsedRequest(model, prompt_text, input_tokens, max_tokens, images=images)
+    return ParsedRequest(model, prompt_text, input_tokens, max_tokens, tool[1], tool[0], images=images)
 
 
 def openai_completion(

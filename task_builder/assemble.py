@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from common.images import IMAGES_DIR, stored_name
 from prompts.reader import PromptRecord
 from task_builder.answers import AnswerResult, AnswerSlot
 from task_builder.ids import position_label, stable_id
@@ -14,6 +15,7 @@ from task_builder.predictions import Judgement, task_predictions
 from task_builder.shapes import LABELS, AnswerPolicy, shown_text
 from task_builder.shell import (
     Annotation,
+    Attachment,
     Message,
     MessageContent,
     ModelParameters,
@@ -63,13 +65,13 @@ def build_task(
         pending.append(_plain("system", record.system, "system"))
     for index, message in enumerate(history):
         if message["role"] == "user":
-            pending.append(_plain("user", message["content"], "user"))
+            pending.append(_user(message))
         else:
             pending.append(_plain("assistant", message["content"], record.context_sources.get(index, "context")))
             turns.append(Turn(id=stable_id("turn", task_id, len(turns)), messages=pending))
             pending = []
 
-    final: list[Message] = [*pending, _plain("user", prompt["content"], "user")]
+    final: list[Message] = [*pending, _user(prompt)]
     first_answer_position = len(final)
     for offset, answer_id in enumerate(planned.order):
         result = results[answer_id]
@@ -104,6 +106,30 @@ def _reasoning(result: AnswerResult) -> list[Reasoning] | None:
     """The answer's readable thinking, block by block (redacted blocks have none to show)."""
     blocks = [Reasoning(content=b["content"]) for b in result.reasoning or () if b.get("content")]
     return blocks or None
+
+
+def _user(message: dict[str, Any]) -> Message:
+    """A user message of the prompt, with its images as ``content.attachments``."""
+    images = message.get("images")
+    if not images:
+        return _plain("user", message["content"], "user")
+    attachments = [attachment(ref) for ref in images]
+    return Message(
+        role="user", content=MessageContent(text=message["content"], attachments=attachments), source_id="user"
+    )
+
+
+def attachment(ref: dict[str, Any]) -> Attachment:
+    """The shell's attachment for an image reference (``prompts.images``): its URL when it has one, else
+    its copy in the run directory (``images/<sha256>.<ext>``)."""
+    if "url" in ref:
+        return Attachment(url=ref["url"], name=ref.get("name"))
+    return Attachment(
+        url=f"{IMAGES_DIR}/{stored_name(ref['sha256'], ref['media_type'])}",
+        mime_type=ref["media_type"],
+        name=ref.get("name"),
+        file_size_in_bytes=ref.get("size"),
+    )
 
 
 def _plain(role: str, text: str, source_id: str) -> Message:

@@ -42,7 +42,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any, Literal
 
@@ -92,13 +92,21 @@ class JudgeRequest:
 
     kind: Literal["rating", "preference"]
     system: str
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     schema: dict[str, Any]
     schema_name: str
 
-    def chat_messages(self) -> list[dict[str, str]]:
+    def chat_messages(self) -> list[dict[str, Any]]:
         """The system message, then ``messages``: the list a chat-completions API takes."""
         return [{"role": "system", "content": self.system}, *self.messages]
+
+    def with_images(self, images: list[dict[str, Any]]) -> JudgeRequest:
+        """The request with the prompt's images (``prompts.images`` references) on its user message: a judge
+        sees the images annotators see (the providers send them before the text). Unchanged without images."""
+        if not images:
+            return self
+        *earlier, last = self.messages
+        return replace(self, messages=[*earlier, {**last, "images": list(images)}])
 
 
 @dataclass(frozen=True)

@@ -39,10 +39,22 @@ class Reasoning(_Shape):
     content: str
 
 
+class Attachment(_Shape):
+    """An image shown with a message (Scale's ``ImageFile``): ``url`` is the image's own ``http(s)`` URL when
+    the prompt gave one, else its content-addressed copy in the run directory (``images/<sha256>.<ext>``,
+    relative to the run directory); ``name`` the name the prompt file gave it."""
+
+    url: str
+    mime_type: str | None = None
+    name: str | None = None
+    file_size_in_bytes: int | None = None
+
+
 class MessageContent(_Shape):
-    """The text of a message (and optional reasoning)."""
+    """The text of a message (and optional reasoning, and the images shown with a user message)."""
 
     text: str
+    attachments: list[Attachment] | None = None
     reasoning: list[Reasoning] | None = None
 
 

@@ -407,7 +407,7 @@ def test_prompt_over_max_chars(workdir: Path) -> None:
         ),
         ([], "messages: must be a non-empty list of {role, content} objects"),
         ("hello", "messages: must be a non-empty list of {role, content} objects"),
-        ([{"role": "user", "content": 5}], "messages: [0].content must be a string"),
+        ([{"role": "user", "content": 5}], "messages: [0].content must be a string or a list of text and image parts"),
         (["hi"], "messages: [0] must be an object"),
         ([{"role": "user", "content": " "}], "messages: empty prompt"),
     ],

@@ -163,12 +163,19 @@ class RunJudges:
             if self._rates:
                 for aid, text in sorted(texts.items()):
                     calls.append(
-                        self._call(judge, "rating", aid, record.id, rating_request(self.template, prompt, text))
+                        self._call(
+                            judge,
+                            "rating",
+                            aid,
+                            record.id,
+                            rating_request(self.template, prompt, text).with_images(record.images),
+                        )
                     )
             for first, second in self._pairs(list(texts)):
                 for a, b in ((first, second), (second, first)):
                     request = preference_request(self.template, prompt, texts[a], texts[b])
                     assert request is not None  # the template has the preference (self._compares)
+                    request = request.with_images(record.images)
                     calls.append(self._call(judge, "preference", f"{a}|{b}", record.id, request))
         return calls
 

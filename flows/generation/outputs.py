@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.storage import download_tree, join, upload_file
+from common.images import IMAGES_DIR
+from common.storage import download_tree, exists, join, upload_file
 from flows.config import RunConfig
 
 SUMMARY = "summary.json"
@@ -28,6 +29,12 @@ def publish(config: RunConfig) -> list[str]:
     # summary.json last: a run directory in the bucket whose summary.json is there has every other file
     files.sort(key=lambda p: (p.name == SUMMARY, p.name))
     uploaded = []
+    images = config.run_dir / IMAGES_DIR  # the shells' images, one object each (content-addressed: an object
+    for path in sorted(images.iterdir()) if images.is_dir() else ():  # already there holds the same bytes)
+        url = join(target, IMAGES_DIR, path.name)
+        if path.is_file() and not path.name.startswith(".") and not exists(url):
+            upload_file(path, url)
+            uploaded.append(url)
     for path in files:
         url = join(target, path.name)
         upload_file(path, url)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO, Any
 
+from common.images import keep_copy
 from flows.reporting.summary import WriteCounts
 from prompts.reader import PromptRecord
 from providers.result import CallResult
@@ -43,8 +45,10 @@ class TaskWriter:
         incomplete_out: IO[str],
         filtered_out: IO[str],
         on_task: Callable[[str], None] | None = None,
+        images_dir: Path | None = None,
     ) -> None:
         self.ctx = ctx
+        self._images_dir = images_dir  # where the shells' local images are copied (once each), if anywhere
         self.layout = layout
         self.slots = {slot.answer_id: slot for slot in slots}
         self.required = max(required_answers, layout.min_answers)
@@ -99,6 +103,9 @@ class TaskWriter:
                 )
                 continue
             shell = build_task(self.ctx, record, planned, self.slots, results, flags, judgements)
+            if self._images_dir is not None:
+                for ref in record.images:  # before the shell naming images/<sha256>.<ext> is written
+                    keep_copy(ref, self._images_dir)
             line = shell.to_json_line()
             self._tasks_out.write(line + "\n")
             if self._on_task is not None:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from common.atomic import atomic_open
+from common.images import IMAGES_DIR
 from flows.delivery.stream import StreamSettings
 from flows.generation.task_writer import TaskWriter
 from flows.reporting.summary import WriteCounts
@@ -236,6 +237,7 @@ def serve(requests: IO[bytes]) -> WriterReport:
             incomplete_out,
             filtered_out,
             chunk_lines.append if stream is not None else None,
+            images_dir=run_dir / IMAGES_DIR,
         )
         chunk_index = 0
         while (message := read_frame(requests)) != FINISH:

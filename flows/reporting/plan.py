@@ -26,8 +26,9 @@ from flows.generation.prepare import prepare_run
 from flows.generation.stores import open_run_store, store_exists
 from flows.reporting.status import run_status
 from prompts.reader import iter_prompts
-from providers.base import prompt_chars, system_text, tokens_for_chars
+from providers.base import CHARS_PER_TOKEN, prompt_chars, system_text, tokens_for_chars
 from providers.config import ProviderConfig
+from providers.images import image_tokens
 from providers.prices import price_table
 from task_builder.judging import has_preference, judgeable_dimensions, preference_request, rating_request
 from task_builder.template import AnnotationTemplate
@@ -47,9 +48,10 @@ def plan_run(config_path: str | Path) -> dict[str, Any]:
     for record in iter_prompts(config.prompts):
         chars_by_prompt += len(str(record.messages[-1]["content"]))
         for provider in config.providers:
-            chars[provider.source_id] += prompt_chars(
-                record.messages, system_text(record.system, provider.system_prompt)
-            )
+            chars[provider.source_id] += (
+                prompt_chars(record.messages, system_text(record.system, provider.system_prompt))
+                + image_tokens(record.messages) * CHARS_PER_TOKEN
+            )  # images: the vendors' formulas, as characters
     providers: dict[str, Any] = {}
     totals = {"calls": 0, "cost_low": 0.0, "cost_high": 0.0, "priced": False, "saving_low": 0.0, "saving_high": 0.0}
     for provider in config.providers:

@@ -39,6 +39,7 @@ from prefect.states import Failed
 
 from common.atomic import atomic_open, write_json
 from common.clock import utc_now
+from common.images import IMAGES_DIR, copy_once
 from common.storage import is_url
 from flows.config import RunConfig
 from flows.delivery.delivered import note_changes
@@ -209,6 +210,11 @@ def merge_outputs(config: RunConfig, count: int) -> None:
             for reader in shard_readers:
                 if reader._handle and not reader._handle.closed:
                     reader._handle.close()
+    for shard_dir in shard_dirs:  # the shells' images: one copy each in the batch's images/
+        shard_images = shard_dir / IMAGES_DIR
+        for image in sorted(shard_images.iterdir()) if shard_images.is_dir() else ():
+            if image.is_file() and not image.name.startswith("."):
+                copy_once(image, batch_dir / IMAGES_DIR / image.name)
     rejected = shard_dirs[0] / "rejected.jsonl"
     if rejected.is_file():
         with atomic_open(batch_dir / "rejected.jsonl") as out:
