@@ -535,3 +535,53 @@ def test_a_models_reasoning_is_shown_collapsed_when_the_template_asks(
     assert thought.split()[0] in reasoning.locator(".rlhf-md").inner_text()
     _assert_blind(page)
     page.close()
+
+
+@pytest.mark.usefixtures("prefect_api", "fake_keys")
+def test_tasks_streamed_by_the_run_open_in_the_form_rendered_and_blind(
+    label_studio: LabelStudioServer, sim: RunningSimulator, browser: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A run that delivers as it goes (``delivery:`` in its config, no ``rlhf deliver``): its tasks are in
+    Label Studio when the run ends, and one opens in the real form rendered (markdown as HTML, no raw
+    asterisks) and blind."""
+    monkeypatch.setenv("LABEL_STUDIO_TOKEN", label_studio.token)
+    sim.configure(
+        mode="auto",
+        scripted=[
+            ScriptedAnswer(text="**Hugh Jackman** played him, in *X-Men* (2000).", model=SOURCES["vendor-north"]),
+            ScriptedAnswer(text="It was **Hugh Jackman**; he played him for 17 years.", model=SOURCES["vendor-south"]),
+        ],
+    )
+    prompts = tmp_path / "streamed.jsonl"
+    prompts.write_text("".join(ALPACA.read_text(encoding="utf-8").splitlines(keepends=True)[:2]), encoding="utf-8")
+    sources = ["vendor-north", "vendor-south"]
+    providers = [
+        provider_entry(sim, source, "anthropic" if "claude" in SOURCES[source] else "openai", SOURCES[source])
+        for source in sources
+    ]
+    (tmp_path / "streamed").mkdir()
+    config = write_config(
+        tmp_path / "streamed",
+        providers,
+        prompts,
+        batch="browser-streamed",
+        chunk_size=1,
+        annotation={"template": "pref_ranking", "seed": 3},
+        delivery={"url": label_studio.url, "project_title": "browser streamed"},
+    )
+    with ThreadPoolExecutor(1) as thread:  # Playwright's sync API keeps an event loop on this thread
+        summary = thread.submit(asyncio.run, generate_tasks(str(config))).result()
+    report = summary["delivery"]
+    assert report["undelivered"] == [] and report["imported"] == 2, report
+    run_dir = Path(summary["files"]["tasks"]).parent
+    (record,) = {r["project_id"]: r for r in map(json.loads, (run_dir / "deliveries.jsonl").open())}.values()
+    project_id = int(record["project_id"])
+    tasks = _task_ids(label_studio, project_id)
+    assert len(tasks) == 2
+    page = _logged_in_page(browser, label_studio)
+    _open_task(page, label_studio, project_id, tasks[0], 2 * len(resolve_template("pref_ranking").dimensions) + 1)
+    bold = page.locator(".rlhf-md strong", has_text="Hugh Jackman")
+    assert bold.count() == 2  # both answers rendered from markdown
+    assert "**Hugh Jackman**" not in page.locator(".rlhf-md").first.inner_text()
+    _assert_blind(page)
+    page.close()
