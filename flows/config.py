@@ -77,6 +77,21 @@ class DeliveryConfig(BaseModel):
     retries: ConfigInt = Field(default=5, ge=1, le=100)
     retry_wait_s: ConfigFloat = Field(default=1.0, ge=0, le=600)
     timeout_s: ConfigFloat = Field(default=30.0, gt=0, le=600)
+    # Label Studio's overlap: each task to this many different annotators (as rlhf deliver --annotators-per-task).
+    annotators_per_task: ConfigInt | None = Field(default=None, ge=1, le=100)
+    # Gold tasks are not mixed into a delivery as it goes (refused, never recorded): rlhf deliver --gold.
+    gold: Any = Field(default=None, exclude=True)
+    gold_rate: Any = Field(default=None, exclude=True)
+
+    @field_validator("gold", "gold_rate")
+    @classmethod
+    def _no_gold(cls, value: Any) -> None:
+        if value is not None:
+            raise ValueError(
+                "gold tasks are not mixed into a delivery as it goes (chunk by chunk, the rate would not hold for"
+                " the batch): after the run, `rlhf deliver RUN_DIR --gold FILE --gold-rate R` mixes them in"
+            )
+        return None
 
     @field_validator("url")
     @classmethod

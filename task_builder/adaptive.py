@@ -62,8 +62,12 @@ def read_leaderboard(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not JSON (line {exc.lineno}: {exc.msg})") from None
     humans = data.get("humans") if isinstance(data, dict) else None
     models = humans.get("models") if isinstance(humans, dict) else None
-    if not isinstance(data, dict) or not isinstance(models, list) or not any(
-        isinstance(m, dict) and isinstance(m.get("source_id"), str) and _is_interval(m.get("ci")) for m in models
+    if (
+        not isinstance(data, dict)
+        or not isinstance(models, list)
+        or not any(
+            isinstance(m, dict) and isinstance(m.get("source_id"), str) and _is_interval(m.get("ci")) for m in models
+        )
     ):
         raise ValueError(
             f"{path} holds no human leaderboard with intervals (humans.models[*].source_id and ci): "
