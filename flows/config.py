@@ -189,7 +189,9 @@ class RunConfig(BaseModel):
         """A stable hash of everything in the config (API keys are never in it: only variable names)."""
         # Notifications and delivery do not change what a run produces (and webhook URLs may hold a secret); nor
         # does a budget (raising it continues the same batch).
-        values = self.model_dump(mode="json", exclude={"notify", "delivery", "budget"})
+        # every_field: an inline template that extends another hashes with its defaults, as it always has
+        # (task_builder.template.AnnotationTemplate dumps only its given keys otherwise).
+        values = self.model_dump(mode="json", exclude={"notify", "delivery", "budget"}, context={"every_field": True})
         for key, default in ADAPTIVE_KEYS.items():  # newer keys: in the hash only when set
             if values["annotation"].get(key) == default:
                 del values["annotation"][key]
