@@ -42,6 +42,7 @@ from providers.config import ProviderConfig
 from providers.fingerprint import same_requests
 from providers.kinds import KINDS
 from providers.store_factory import is_database_url
+from task_builder.adaptive import pair_weights, ranked_sources, read_leaderboard
 from task_builder.shapes import AnswerPolicy
 from task_builder.template import AnnotationTemplate
 
@@ -76,6 +77,21 @@ class DeliveryConfig(BaseModel):
     retries: ConfigInt = Field(default=5, ge=1, le=100)
     retry_wait_s: ConfigFloat = Field(default=1.0, ge=0, le=600)
     timeout_s: ConfigFloat = Field(default=30.0, gt=0, le=600)
+    # Label Studio's overlap: each task to this many different annotators (as rlhf deliver --annotators-per-task).
+    annotators_per_task: ConfigInt | None = Field(default=None, ge=1, le=100)
+    # Gold tasks are not mixed into a delivery as it goes (refused, never recorded): rlhf deliver --gold.
+    gold: Any = Field(default=None, exclude=True)
+    gold_rate: Any = Field(default=None, exclude=True)
+
+    @field_validator("gold", "gold_rate")
+    @classmethod
+    def _no_gold(cls, value: Any) -> None:
+        if value is not None:
+            raise ValueError(
+                "gold tasks are not mixed into a delivery as it goes (chunk by chunk, the rate would not hold for"
+                " the batch): after the run, `rlhf deliver RUN_DIR --gold FILE --gold-rate R` mixes them in"
+            )
+        return None
 
     @field_validator("url")
     @classmethod
@@ -109,6 +125,16 @@ class AnnotationConfig(BaseModel):
     seed: ConfigInt = 0
     # Which answer shapes annotators are shown (refusals, cut-offs, ...): task_builder/shapes.py.
     answers: AnswerPolicy = Field(default_factory=AnswerPolicy)
+    # How a pairwise layout with pairs_per_prompt picks its pairs: evenly (``balanced``), or ``adaptive``: in
+    # proportion to how much the models' intervals overlap in ``leaderboard`` (the JSON ``rlhf leaderboard``
+    # wrote, relative to the config's directory; task_builder/adaptive.py). Left out of the config hash
+    # while unset (ADAPTIVE_KEYS), so configs written before them keep their hash and run id.
+    pairs: Literal["balanced", "adaptive"] = "balanced"
+    leaderboard: str | None = Field(default=None, min_length=1)
+
+
+# AnnotationConfig keys left out of RunConfig.config_hash while they hold their defaults.
+ADAPTIVE_KEYS = {"pairs": "balanced", "leaderboard": None}
 
 
 class OutputConfig(BaseModel):
@@ -163,7 +189,12 @@ class RunConfig(BaseModel):
         """A stable hash of everything in the config (API keys are never in it: only variable names)."""
         # Notifications and delivery do not change what a run produces (and webhook URLs may hold a secret); nor
         # does a budget (raising it continues the same batch).
-        values = self.model_dump(mode="json", exclude={"notify", "delivery", "budget"})
+        # every_field: an inline template that extends another hashes with its defaults, as it always has
+        # (task_builder.template.AnnotationTemplate dumps only its given keys otherwise).
+        values = self.model_dump(mode="json", exclude={"notify", "delivery", "budget"}, context={"every_field": True})
+        for key, default in ADAPTIVE_KEYS.items():  # newer keys: in the hash only when set
+            if values["annotation"].get(key) == default:
+                del values["annotation"][key]
         canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -345,6 +376,7 @@ def load_config(path: str | Path, *, require_keys: bool = True, resolve_provider
             )
         )
     problems += _delivery_problems(config, name, root, require_keys)
+    problems += _adaptive_problems(config, name, root)
     if require_keys:
         problems += _missing_keys(config, name, root)
     if problems:
@@ -632,3 +664,56 @@ def _delivery_problems(config: RunConfig, name: str, root: yaml.Node | None, req
             )
         )
     return problems
+
+
+def _adaptive_problems(config: RunConfig, name: str, root: yaml.Node | None) -> list[InputProblem]:
+    """``annotation.pairs: adaptive`` needs a pairwise layout choosing ``pairs_per_prompt`` pairs and a
+    readable ``leaderboard`` that ranks some of the run's models; a ``leaderboard`` needs ``pairs: adaptive``."""
+    annotation = config.annotation
+    if annotation.pairs != "adaptive":
+        if annotation.leaderboard is None:
+            return []
+        return [
+            problem_at(name, root, ("annotation", "leaderboard"), "a leaderboard is only read with 'pairs: adaptive'")
+        ]
+    at = ("annotation", "pairs")
+    if annotation.layout != "pairwise":
+        return [
+            problem_at(name, root, at, f"'adaptive' needs 'layout: pairwise' (the layout is '{annotation.layout}')")
+        ]
+    if annotation.pairs_per_prompt is None:
+        return [
+            problem_at(
+                name,
+                root,
+                at,
+                "'adaptive' needs 'pairs_per_prompt' (with every pair per prompt there is nothing to choose)",
+            )
+        ]
+    if annotation.leaderboard is None:
+        return [problem_at(name, root, at, "'adaptive' needs 'leaderboard': the JSON `rlhf leaderboard` wrote")]
+    try:
+        sources = ranked_sources(read_leaderboard(resolve_path(config.base_dir, annotation.leaderboard)))
+    except ValueError as exc:
+        return [problem_at(name, root, ("annotation", "leaderboard"), str(exc))]
+    run_sources = sorted(provider.source_id for provider in config.providers)
+    if not sources & set(run_sources):
+        return [
+            problem_at(
+                name,
+                root,
+                ("annotation", "leaderboard"),
+                f"the leaderboard ranks none of the run's models ({', '.join(run_sources)}; it ranks "
+                f"{', '.join(sorted(sources))})",
+            )
+        ]
+    return []
+
+
+def adaptive_pair_weights(config: RunConfig) -> dict[tuple[str, str], float] | None:
+    """The pair weights of ``annotation.pairs: adaptive`` (None when pairs are balanced)."""
+    annotation = config.annotation
+    if annotation.pairs != "adaptive" or annotation.leaderboard is None:
+        return None
+    board = read_leaderboard(resolve_path(config.base_dir, annotation.leaderboard))
+    return pair_weights(board, [provider.source_id for provider in config.providers])

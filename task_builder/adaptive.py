@@ -10,8 +10,10 @@ over a batch, each pair is compared in proportion to its weight.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from itertools import combinations
+from pathlib import Path
 from typing import Any
 
 FLOOR = 0.05
@@ -34,7 +36,7 @@ def pair_weights(
     intervals = {
         m["source_id"]: m["ci"]
         for m in (leaderboard.get("humans") or {}).get("models") or []
-        if isinstance(m, dict) and isinstance(m.get("ci"), list) and len(m["ci"]) == 2
+        if isinstance(m, dict) and _is_interval(m.get("ci"))
     }
     weights = {}
     for a, b in combinations(sorted(set(sources)), 2):
@@ -43,3 +45,47 @@ def pair_weights(
         else:
             weights[(a, b)] = 1.0
     return weights
+
+
+def read_leaderboard(path: Path) -> dict[str, Any]:
+    """A previous leaderboard (the JSON ``rlhf leaderboard`` writes); ``ValueError`` saying what is wrong
+    when the file is missing, is not JSON, or holds no human board with intervals."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"leaderboard file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the leaderboard file {path}: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not JSON (line {exc.lineno}: {exc.msg})") from None
+    humans = data.get("humans") if isinstance(data, dict) else None
+    models = humans.get("models") if isinstance(humans, dict) else None
+    if (
+        not isinstance(data, dict)
+        or not isinstance(models, list)
+        or not any(
+            isinstance(m, dict) and isinstance(m.get("source_id"), str) and _is_interval(m.get("ci")) for m in models
+        )
+    ):
+        raise ValueError(
+            f"{path} holds no human leaderboard with intervals (humans.models[*].source_id and ci): "
+            "give the JSON `rlhf leaderboard` wrote"
+        )
+    return data
+
+
+def ranked_sources(leaderboard: Mapping[str, Any]) -> set[str]:
+    """The models a leaderboard's human board gives an interval for."""
+    models = (leaderboard.get("humans") or {}).get("models") or []
+    return {m["source_id"] for m in models if isinstance(m, dict) and _is_interval(m.get("ci"))}
+
+
+def _is_interval(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        and value[0] <= value[1]
+    )

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Discriminator,
     Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
     Tag,
     ValidationError,
+    model_serializer,
     model_validator,
 )
 
@@ -154,6 +157,17 @@ class AnnotationTemplate(BaseModel):
     def display_title(self) -> str:
         """The title shown to annotators (the name when no title is given)."""
         return self.title or self.name
+
+    @model_serializer(mode="wrap")
+    def _given_keys_of_an_extension(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        """A template that ``extends`` another dumps only the keys it was given: validated again, the keys it
+        left out still come from its base (a dumped default would count as given and replace the base's
+        value: ``dimensions: []``). With the context ``{"every_field": True}`` every field is dumped (the
+        form :meth:`flows.config.RunConfig.config_hash` has always hashed)."""
+        data = handler(self)
+        if self.extends is None or not isinstance(data, dict) or (info.context or {}).get("every_field"):
+            return data
+        return {key: value for key, value in data.items() if key in self.model_fields_set}
 
     @model_validator(mode="after")
     def _unique_keys(self) -> AnnotationTemplate:

@@ -52,6 +52,7 @@ class StreamSettings:
     retries: int = 5
     retry_wait_s: float = 1.0
     timeout_s: float = 30.0
+    annotators_per_task: int | None = None  # Label Studio's overlap, set on every project delivered to
 
 
 def layout_width(config: RunConfig) -> int:
@@ -77,6 +78,7 @@ def stream_settings(config: RunConfig) -> StreamSettings | None:
         retries=delivery.retries,
         retry_wait_s=delivery.retry_wait_s,
         timeout_s=delivery.timeout_s,
+        annotators_per_task=delivery.annotators_per_task,
     )
 
 
@@ -133,6 +135,8 @@ def complete_command(run_dir: str | Path, settings: StreamSettings) -> str:
         command += f" --predictions {settings.predictions}"
     if settings.judge:
         command += f" --judge {settings.judge}"
+    if settings.annotators_per_task is not None:
+        command += f" --annotators-per-task {settings.annotators_per_task}"
     return command
 
 
@@ -155,6 +159,7 @@ class StreamDelivery:
             "platform": "label-studio",
             "url": settings.url,
             "project_title": settings.title,
+            "annotators_per_task": settings.annotators_per_task,
             "chunks_delivered": 0,
             "tasks_delivered": 0,
             "imported": 0,
@@ -261,7 +266,14 @@ class StreamDelivery:
             report = deliver_shells(
                 client,
                 self._run_dir,
-                LabelStudioTarget(settings.url, settings.title, settings.predictions, judge, settings.carried),
+                LabelStudioTarget(
+                    settings.url,
+                    settings.title,
+                    settings.predictions,
+                    judge,
+                    settings.carried,
+                    settings.annotators_per_task,
+                ),
                 self._template,
                 self._batch,
                 lambda: shells,

@@ -446,6 +446,7 @@ def writer_setup(prepared: PreparedRun, run_id: str, config_hash: str, created_a
         layout_kind=annotation.layout,
         seed=annotation.seed,
         pairs_per_prompt=annotation.pairs_per_prompt,
+        pair_weights=prepared.pair_weights,
         delivery=stream_settings(config),
     )
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from common.errors import InputError, InputProblem, referred_from
-from flows.config import RunConfig, load_config
+from flows.config import RunConfig, adaptive_pair_weights, load_config
 from prompts.reader import load_template, scan_prompts
 from task_builder.judging import has_preference, judgeable_dimensions
 from task_builder.template import AnnotationTemplate, resolve_template
@@ -27,6 +27,8 @@ class PreparedRun:
     template: AnnotationTemplate
     prompt_count: int
     rejected: list[InputProblem] = field(default_factory=list)
+    # ``annotation.pairs: adaptive``: each pair of sources' weight from the leaderboard (task_builder/adaptive.py).
+    pair_weights: dict[tuple[str, str], float] | None = None
 
 
 def prepare_run(config_path: str | Path, *, require_keys: bool = True, skip_invalid: bool = False) -> PreparedRun:
@@ -55,6 +57,19 @@ def prepare_run(config_path: str | Path, *, require_keys: bool = True, skip_inva
                 )
             ]
         )
+    try:
+        weights = adaptive_pair_weights(config)
+    except ValueError as exc:  # the leaderboard changed since load_config read it
+        raise InputError(
+            [
+                InputProblem(
+                    config_path if isinstance(config_path, str) else str(config_path),
+                    None,
+                    str(exc),
+                    "annotation.leaderboard",
+                )
+            ]
+        ) from None
     report = scan_prompts(config.prompts)
     problems = referred_from(report.problems, config.where("prompts.path"))
     if problems and (not skip_invalid or report.valid == 0 or any(p.line is None for p in problems)):
@@ -65,6 +80,7 @@ def prepare_run(config_path: str | Path, *, require_keys: bool = True, skip_inva
         template=template,
         prompt_count=report.valid,
         rejected=problems,
+        pair_weights=weights,
     )
 
 

@@ -71,6 +71,7 @@ class WriterSetup:
     seed: int
     pairs_per_prompt: int | None
     delivery: StreamSettings | None = None  # deliver each chunk's tasks as written (flows/delivery/stream.py)
+    pair_weights: dict[tuple[str, str], float] | None = None  # adaptive pairs (task_builder/adaptive.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +218,7 @@ def serve(requests: IO[bytes]) -> WriterReport:
     """
     setup: WriterSetup = read_frame(requests)
     run_dir = Path(setup.run_dir)
-    layout = TaskLayout(setup.layout_kind, setup.ctx.batch, setup.seed, setup.pairs_per_prompt)
+    layout = TaskLayout(setup.layout_kind, setup.ctx.batch, setup.seed, setup.pairs_per_prompt, setup.pair_weights)
     stream = None
     if setup.delivery is not None:
         from flows.delivery.stream import StreamDelivery
