@@ -27,6 +27,7 @@ from common.yaml_locations import (
     validation_problems,
     where_searched,
 )
+from task_builder.attachments import DEFAULT_INLINE_MAX_BYTES
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "prompts" / "templates"
 
@@ -133,6 +134,9 @@ class DisplayOptions(BaseModel):
 
     show_reasoning: bool = False  # the model's thinking, in a collapsed block above its answer
     remote_images: bool = False  # markdown images fetched by the annotator's browser (else shown as links)
+    # A prompt's images from the run directory are inlined in the task up to this size each; a larger one
+    # stops the delivery, naming it (task_builder.attachments; README "Prompts with images").
+    inline_image_max_bytes: int = Field(default=DEFAULT_INLINE_MAX_BYTES, ge=0)
 
 
 class AnnotationTemplate(BaseModel):

@@ -585,3 +585,107 @@ def test_tasks_streamed_by_the_run_open_in_the_form_rendered_and_blind(
     assert "**Hugh Jackman**" not in page.locator(".rlhf-md").first.inner_text()
     _assert_blind(page)
     page.close()
+
+
+IMAGE_EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
+
+
+@pytest.mark.usefixtures("prefect_api", "fake_keys")
+def test_the_prompts_images_show_next_to_it_and_annotation_works_as_before(
+    label_studio: LabelStudioServer, sim: RunningSimulator, browser: Any, tmp_path: Path
+) -> None:
+    """The examples/images run (small PNGs, one prompt with two): every task shows its prompt's images,
+    loaded (natural size non-zero), blind; a task with two is annotated by keyboard and harvests as before."""
+    sim.configure(mode="auto")
+    shutil.copytree(IMAGE_EXAMPLES, tmp_path / "images")
+    providers = [
+        provider_entry(sim, source, "anthropic" if "claude" in SOURCES[source] else "openai", SOURCES[source])
+        for source in ("vendor-north", "vendor-south")
+    ]
+    config = write_config(
+        tmp_path,
+        providers,
+        tmp_path / "images" / "prompts.jsonl",
+        batch="browser-images",
+        annotation={"template": "pref_ranking", "seed": 3},
+    )
+    with ThreadPoolExecutor(1) as thread:  # Playwright's sync API keeps an event loop on this thread
+        summary = thread.submit(asyncio.run, generate_tasks(str(config))).result()
+    run_dir = Path(summary["files"]["tasks"]).parent
+
+    # An image over the template's inline limit stops the delivery before anything reaches Label Studio.
+    from pydantic import SecretStr
+
+    from flows.delivery.deliver import LabelStudioTarget, deliver_shells, read_jsonl
+    from platforms.label_studio.client import LabelStudioClient
+    from task_builder.template import DisplayOptions
+
+    tiny = resolve_template("pref_ranking").model_copy(update={"display": DisplayOptions(inline_image_max_bytes=100)})
+    with LabelStudioClient(label_studio.url, SecretStr(label_studio.token)) as client:
+        with pytest.raises(ValueError, match=r"task .*display\.inline_image_max_bytes \(now 100\)"):
+            target = LabelStudioTarget(label_studio.url, "browser images")
+            deliver_shells(client, run_dir, target, tiny, "browser-images", lambda: read_jsonl(run_dir / "tasks.jsonl"))
+        assert client.find_project("browser images") is None and not (run_dir / "deliveries.jsonl").exists()
+
+    delivered = _deliver(run_dir, label_studio, "browser images")
+    assert delivered["imported"] == 4
+    response = httpx.get(
+        f"{label_studio.url}/api/tasks",
+        params={"project": delivered["project_id"]},
+        headers={"Authorization": f"Token {label_studio.token}"},
+        timeout=30,
+    )
+    expected = {task["id"]: len(task["data"]["prompt_images"]) for task in response.json()["tasks"]}
+    urls = [image["url"] for task in response.json()["tasks"] for image in task["data"]["prompt_images"]]
+    assert all(url.startswith("data:image/png;base64,") for url in urls)  # inlined: nothing to serve
+    assert sorted(expected.values()) == [1, 1, 1, 2]
+
+    template = resolve_template("pref_ranking")
+    form = build_labeling_config(template, 2, images=True)
+    questions = {c.get("name"): [o.get("hotkey") for o in c] for c in ET.fromstring(form.xml).iter("Choices")}
+    page = _logged_in_page(browser, label_studio)
+    page.set_viewport_size({"width": 1366, "height": 900})
+    shown = ".rlhf-images img"
+    loaded = "n => { const i = [...document.querySelectorAll('.rlhf-images img')]; return i.length >= n && i.every(e => e.complete); }"
+    for task_id, count in sorted(expected.items(), key=lambda item: item[1]):  # the two-image task last
+        _open_task(page, label_studio, delivered["project_id"], task_id, len(questions))
+        page.wait_for_function(loaded, arg=count, polling=250)
+        images = page.locator(shown)
+        assert images.count() == count
+        for index in range(count):
+            image = images.nth(index)
+            size = image.evaluate("i => [i.naturalWidth, i.naturalHeight, i.clientWidth, i.clientHeight]")
+            assert min(size) > 0, f"task {task_id}: image {index + 1} not displayed ({size})"
+            assert image.is_visible()
+        _assert_blind(page)
+        assert "circle.png" not in page.inner_text("body")
+    _screenshot(page, "labeling-prompt-images.png")
+
+    # The two-image task, annotated by keyboard as before, harvests with the keys' values.
+    task = max(expected, key=lambda task_id: expected[task_id])
+    chosen: dict[str, str] = {}
+    for index, (name, keys) in enumerate(questions.items()):
+        option = (index + 1) % len(keys)
+        page.keyboard.press(_playwright_key(keys[option]))
+        chosen[name] = form.controls[name].allowed[option]
+    page.wait_for_timeout(500)
+    page.keyboard.press("Control+Enter")
+    page.wait_for_function(
+        f"fetch('/api/tasks/{task}/annotations').then(r => r.json()).then(a => a.length > 0)", polling=500
+    )
+    page.close()
+    (annotation,) = _annotations(label_studio, task)
+    assert {item["from_name"]: item["value"]["choices"][0] for item in annotation["result"]} == chosen
+
+    out = tmp_path / "annotated.jsonl"
+    harvested = _rlhf(
+        "harvest", "--from", "label-studio", "--url", label_studio.url, "--run-dir", str(run_dir),
+        "--out", str(out), "--json", env={"LABEL_STUDIO_TOKEN": label_studio.token},
+    )  # fmt: skip
+    assert harvested.returncode == 0, harvested.stdout + harvested.stderr
+    assert json.loads(harvested.stdout)["annotated"] == 1
+    (annotated,) = [json.loads(line) for line in out.read_text().splitlines()]
+    user = annotated["threads"][0]["turns"][-1]["messages"][0]
+    assert [a["name"] for a in user["content"]["attachments"]] == ["red_circle.png", "blue_circle.png"]
+    likert = {slot["key"]: slot["value"] for slot in annotated["threads"][0]["turns"][-1]["annotations"]}
+    assert str(likert["likert_value"]) == chosen["likert"]

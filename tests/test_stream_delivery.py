@@ -409,3 +409,54 @@ def test_streamed_chunks_all_prefill_the_judge_the_first_chunk_chose(
             for p in client.request("GET", f"/api/tasks/{task['id']}")["predictions"]
         }
     assert len(tasks) == 6 and len(versions) == 1 and project["model_version"] in versions
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api", "fake_keys")
+def test_streamed_delivery_carries_the_prompts_images_and_keeps_the_image_form_for_later_chunks(
+    label_studio: LabelStudioServer, sim: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunk 0's prompts have images, chunk 1's have none: every task reaches Label Studio as the run goes,
+    the first two with their images inlined, and the project keeps the form that shows them (the later
+    text-only tasks carry an empty list)."""
+    import base64
+
+    from test_prompt_images import png
+
+    sim.configure(mode="auto")
+    monkeypatch.setenv("LS_STREAM_TOKEN", label_studio.token)
+    red, blue = png(6, 6, 61), png(6, 6, 62)
+    (tmp_path / "red.png").write_bytes(red)
+    (tmp_path / "blue.png").write_bytes(blue)
+    prompts = tmp_path / "p.jsonl"
+    records = [
+        {"id": "a", "prompt": "Which colour?", "images": ["red.png"]},
+        {"id": "b", "prompt": "Compare them.", "images": ["red.png", "blue.png"]},
+        {"id": "c", "prompt": "Name a colour."},
+        {"id": "d", "prompt": "Name a shape."},
+    ]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    title = f"images streamed {tmp_path.name}"
+    config = write_config(
+        tmp_path,
+        _providers(sim),
+        prompts,
+        chunk_size=2,
+        delivery={"url": label_studio.url, "token_env": "LS_STREAM_TOKEN", "project_title": title},
+    )
+    summary = asyncio.run(generate_tasks(str(config)))
+    assert summary["delivery"]["imported"] == 4 and not summary["delivery"]["undelivered"]
+    by_task = {
+        shell["task_id"]: shell["metadata"]["prompt_id"]
+        for shell in map(json.loads, Path(summary["files"]["tasks"]).read_text().splitlines())
+    }
+    with LabelStudioClient(label_studio.url, SecretStr(label_studio.token)) as client:
+        project = client.find_project(title)
+        assert project is not None and '<Repeater on="$prompt_images"' in project["label_config"]
+        found = client._pages("/api/tasks", {"project": project["id"], "fields": "all"}, "tasks")
+        shown = {by_task[t["data"]["task_id"]]: [i["url"] for i in t["data"]["prompt_images"]] for t in found}
+
+    def inlined(data: bytes) -> str:
+        return "data:image/png;base64," + base64.b64encode(data).decode()
+
+    assert shown == {"a": [inlined(red)], "b": [inlined(red), inlined(blue)], "c": [], "d": []}

@@ -28,7 +28,7 @@ from flows.config import RunConfig
 from flows.delivery.delivered import KeptVersions, keeping_delivered, run_versions
 from flows.generation.manifest import MANIFEST, read_manifest, run_config, working_dir
 from platforms.label_studio.client import LabelStudioClient
-from platforms.label_studio.labeling_config import LabelingConfig, build_labeling_config
+from platforms.label_studio.labeling_config import PROMPT_IMAGES, LabelingConfig, build_labeling_config
 from platforms.label_studio.predictions import (
     DEFAULT_MODE,
     PREDICTION_MODES,
@@ -40,6 +40,7 @@ from platforms.label_studio.predictions import (
 from platforms.label_studio.tasks import (
     HarvestOutcome,
     harvest_task,
+    prompt_images,
     to_label_studio,
 )
 from task_builder.annotated import REJECT_KINDS, Problem, annotation_problems, reject_kind
@@ -190,16 +191,17 @@ def deliver_shells(
     chosen = choose_judge(shells(), judge) if predictions != "none" else None
     by_count: dict[int, list[dict[str, Any]]] = {}
     forms: dict[int, LabelingConfig] = {}
-    for shell in shells():
+    for shell in shells():  # every task is built (its images read) before anything is imported
         count = len(final_answers(shell))
+        images = prompt_images(shell, run_dir, template) if count else []
         if count and chosen is not None and shows_predictions(shell["task_id"], predictions):
             form = forms.get(count) or forms.setdefault(count, build_labeling_config(template, count, carried))
-            task = to_label_studio_with_predictions(shell, template, [chosen], form)
+            task = to_label_studio_with_predictions(shell, template, [chosen], form, images)
         else:
-            task = to_label_studio(shell, template)
+            task = to_label_studio(shell, template, images)
         by_count.setdefault(count, []).append(task)
     tasks_in_run = sum(len(tasks) for tasks in by_count.values())
-    gold_ids = _mix_gold(by_count, target.gold, target.gold_rate, batch, template)
+    gold_ids = _mix_gold(by_count, target.gold, target.gold_rate, batch, template, run_dir)
     base = target.title
     widest = max(by_count, default=0) if widest is None else widest
     description = f"{template.display_title}. Delivered by rlhf-orchestrator from batch {batch}."
@@ -210,7 +212,12 @@ def deliver_shells(
     family = _title_family(run_dir, url, base)
     for count in sorted((c for c in by_count if c > 0), reverse=True):
         title = base if count == widest else f"{base} ({_answer_word(count)})"
-        labeling = forms.get(count) or build_labeling_config(template, count, carried)
+        if _shows_images(client, title, by_count[count]):  # every task of an image form carries the list
+            labeling = build_labeling_config(template, count, carried, images=True)
+            for task in by_count[count]:
+                task["data"].setdefault(PROMPT_IMAGES, [])
+        else:
+            labeling = forms.get(count) or build_labeling_config(template, count, carried)
         project, created = client.ensure_project(title, labeling.xml, description)
         family.add(int(project["id"]))
         existing: set[str] = set()
@@ -274,6 +281,15 @@ def deliver_shells(
     }
 
 
+def _shows_images(client: LabelStudioClient, title: str, tasks: list[dict[str, Any]]) -> bool:
+    """Whether the project ``title`` gets the form showing prompt images: some of ``tasks`` have images,
+    or the project already shows them (a later chunk without images keeps the earlier tasks' images)."""
+    if any(task["data"].get(PROMPT_IMAGES) for task in tasks):
+        return True
+    project = client.find_project(title)
+    return project is not None and f"${PROMPT_IMAGES}" in str(project.get("label_config") or "")
+
+
 def _title_family(run_dir: Path, url: str, base: str) -> set[int]:
     """The run's Label Studio projects on ``url`` titled ``base`` or ``base (k answers)`` (its deliveries)."""
     path = run_dir / DELIVERIES
@@ -315,8 +331,10 @@ def _mix_gold(
     rate: float,
     batch: str,
     template: AnnotationTemplate,
+    run_dir: Path,
 ) -> dict[str, dict[str, Any]]:
-    """Mix gold tasks into each answer count's Label Studio tasks (in place); their shells by task id."""
+    """Mix gold tasks into each answer count's Label Studio tasks (in place); their shells by task id.
+    A gold task's run-directory images are looked up in ``run_dir`` (the run being delivered)."""
     if not gold or rate <= 0:
         return {}
     shells = [gold_shell(task, batch) for task in gold]
@@ -325,7 +343,11 @@ def _mix_gold(
     for count, tasks in by_count.items():
         fitting = [shell for shell in shells if len(final_answers(shell)) == count]
         picked = fitting[: mix_count(len(tasks), rate, len(fitting))] if count else []
-        by_count[count] = mix(tasks, [to_label_studio(shell, template) for shell in picked], f"{batch}:{count}")
+        by_count[count] = mix(
+            tasks,
+            [to_label_studio(shell, template, prompt_images(shell, run_dir, template)) for shell in picked],
+            f"{batch}:{count}",
+        )
         chosen.update((shell["task_id"], shell) for shell in picked)
     return chosen
 

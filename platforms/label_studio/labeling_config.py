@@ -4,6 +4,9 @@ Layout for a task with N answers, top to bottom (what an annotator reads first c
 
 1. the template's title and instructions, a line on the keyboard, then the prompt (the conversation so
    far) as ``<HyperText name="prompt">``: the sanitised HTML rendered at delivery (``task_builder.render``);
+   under it, when the form is built with ``images``, the prompt's images side by side (an ``<Image>`` per
+   entry of the task's ``prompt_images``, in a ``<Repeater>``: Label Studio's HyperText drops ``data:``
+   image sources, its ``<Image>`` shows them);
 2. the answers side by side in one row, one column each (``response_a``, ``response_b`` …, HyperText too;
    a row wider than the screen scrolls sideways, it never stacks answers under each other), each with
    its own ratings under it: one compact row per rating, category or yes/no dimension (a single-choice
@@ -92,6 +95,9 @@ def keys_label(keys: list[str]) -> str:
 
 FORM_CSS = """
     .rlhf-prompt { background: #f4f6f8; border-radius: 6px; padding: 4px 12px; margin-bottom: 10px; }
+    .rlhf-images div[class=''] div[class=''] { display: inline-block; vertical-align: top; width: 260px;
+      margin: 0 10px 8px 0; background: #fff; border: 1px solid #d9dde3; border-radius: 4px; }
+    .rlhf-images .lsf-toolbar { display: none; }
     .rlhf-answers { display: flex; flex-wrap: nowrap; overflow-x: auto; gap: 10px; align-items: stretch; }
     .rlhf-answer { flex: 1 1 0; min-width: 300px; border: 1px solid #d9dde3; border-radius: 6px; padding: 2px 10px; }
     .rlhf-answer .rlhf-text { max-height: 460px; overflow-y: auto; }
@@ -344,8 +350,14 @@ KEYS_HELP = (
 )
 
 
-def build_labeling_config(template: AnnotationTemplate, answers: int, carried: bool = False) -> LabelingConfig:
+def build_labeling_config(
+    template: AnnotationTemplate, answers: int, carried: bool = False, images: bool = False
+) -> LabelingConfig:
     """The labeling config for tasks of exactly ``answers`` answers under ``template``.
+
+    ``images``: the prompt's images are shown under it, one Label Studio ``<Image>`` per entry of the task's
+    ``prompt_images`` list (a ``<Repeater>``; every task of such a form carries the list, empty for a prompt
+    without images). Without it the form is the text-only one.
 
     ``carried`` (the pairwise layout, where each answer is rated in one pair and its ratings carried into
     the others: ``task_builder.carried_ratings``): a pair shows the rating rows of the answers it rates
@@ -356,13 +368,17 @@ def build_labeling_config(template: AnnotationTemplate, answers: int, carried: b
     Hotkeys (:func:`plan_hotkeys`): the comparison first (the digits), then every question of every answer in
     form order; each question's keys are written after its title, and a line under the title says how.
     """
-    draft = _build(template, answers, {}, carried)
+    draft = _build(template, answers, {}, carried, images)
     questions = [(name, len(spec.allowed)) for name, spec in draft.controls.items() if spec.kind == "choices"]
     questions.sort(key=lambda item: 0 if "__" not in item[0] else 1)  # the comparison first: stable sort
-    return _build(template, answers, plan_hotkeys(questions), carried)
+    return _build(template, answers, plan_hotkeys(questions), carried, images)
 
 
-def _build(template: AnnotationTemplate, answers: int, keys: Keys, carried: bool) -> LabelingConfig:
+PROMPT_IMAGES = "prompt_images"
+"""The task data field listing the prompt's images (``[{"url": …}]``) for a form built with ``images``."""
+
+
+def _build(template: AnnotationTemplate, answers: int, keys: Keys, carried: bool, images: bool) -> LabelingConfig:
     controls: dict[str, ControlSpec] = {}
     parts = ["<View>", _style(), f"  <Header value={quoteattr(template.display_title)}/>"]
     if template.description:
@@ -373,6 +389,15 @@ def _build(template: AnnotationTemplate, answers: int, keys: Keys, carried: bool
         '  <View className="rlhf-prompt">',
         '  <Header value="Prompt" size="5"/>',
         f"  {_hypertext('prompt')}",
+    ]
+    if images:
+        parts += [
+            f'  <View className="rlhf-images"><Repeater on="${PROMPT_IMAGES}" indexFlag="{{{{idx}}}}">',
+            f'    <Image name="prompt_image_{{{{idx}}}}" value="${PROMPT_IMAGES}[{{{{idx}}}}].url" zoom="false"'
+            ' zoomControl="false" rotateControl="false" maxWidth="260px"/>',
+            "  </Repeater></View>",
+        ]
+    parts += [
         "  </View>",
         '  <View className="rlhf-answers">',
     ]

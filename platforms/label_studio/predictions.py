@@ -181,11 +181,12 @@ def to_label_studio_with_predictions(
     template: AnnotationTemplate,
     judges: Sequence[str] | None = None,
     labeling: LabelingConfig | None = None,
+    images: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The blind Label Studio task (:func:`~platforms.label_studio.tasks.to_label_studio`) with the
     judges' predictions (:func:`label_studio_predictions`) when there are any. The caller decides with
     :func:`shows_predictions` whether a task gets them."""
-    task = to_label_studio(shell, template)
+    task = to_label_studio(shell, template, images)
     predictions = label_studio_predictions(shell, template, judges, labeling)
     if predictions:
         task["predictions"] = predictions

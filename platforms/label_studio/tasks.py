@@ -20,13 +20,16 @@ reaching a dataset. The preference the form asks once fills the slots that follo
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from platforms.label_studio.labeling_config import LabelingConfig, build_labeling_config
+from platforms.label_studio.labeling_config import PROMPT_IMAGES, LabelingConfig, build_labeling_config
 from task_builder.annotated import value_problem
 from task_builder.answer_hash import HASH_FIELD, Hashes, answer_hashes, declared_hashes, hashes_of, pick_version
+from task_builder.attachments import ImageNotShowable, prompt_attachments, shown_images
 from task_builder.carried_ratings import rated_here
 from task_builder.ids import position_field, position_letter
 from task_builder.preference import likert_winner
@@ -54,8 +57,42 @@ def prompt_text(shell: dict[str, Any]) -> str:
     return "\n\n".join(f"{who}: {text}" for who, text in messages)
 
 
-def to_label_studio(shell: dict[str, Any], template: AnnotationTemplate | None = None) -> dict[str, Any]:
-    """The Label Studio task for a shell: its id, the prompt and the answers by position, nothing else.
+_SHOWN_IMAGE_URL = re.compile(r"data:image/(?:png|jpeg|gif|webp);base64,[A-Za-z0-9+/]+={0,2}|https?://\S+")
+
+
+def _image_url(task_id: str, index: int, url: str) -> str:
+    """``url`` if it is a ``data:image/(png|jpeg|gif|webp);base64`` or ``http(s)`` URL, else a ValueError:
+    only the run's own images reach the form's ``<Image>`` tags (text never does: ``task_builder.render``)."""
+    if not _SHOWN_IMAGE_URL.fullmatch(url):
+        raise ValueError(
+            f"task {task_id}: prompt image {index}: {url[:40]!r} is not a data:image/(png|jpeg|gif|webp) or http(s) URL"
+        )
+    return url
+
+
+def prompt_images(shell: dict[str, Any], run_dir: Path, template: AnnotationTemplate | None = None) -> list[str]:
+    """The shell's prompt images as URLs an annotator's browser loads (``task_builder.attachments``): web
+    URLs as they are, the run directory's copies inlined as ``data:`` URLs up to the template's
+    ``display.inline_image_max_bytes``. A copy that is missing or larger stops the delivery with a
+    :class:`ValueError` naming the task, the image and the setting to raise (Label Studio, as it comes,
+    has nothing to serve the run directory from)."""
+    limit = (template.display if template is not None else DisplayOptions()).inline_image_max_bytes
+    try:
+        return shown_images(shell, run_dir, inline_max_bytes=limit)
+    except ImageNotShowable as exc:
+        names = ", ".join(str(a.get("name") or a["url"]) for a in prompt_attachments(shell))
+        raise ValueError(
+            f"task {shell['task_id']}: cannot show its prompt's image(s) ({names}) to annotators: {exc}. "
+            f"Raise the annotation template's display.inline_image_max_bytes (now {limit:,}) or make the "
+            "image smaller; nothing was delivered"
+        ) from exc
+
+
+def to_label_studio(
+    shell: dict[str, Any], template: AnnotationTemplate | None = None, images: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The Label Studio task for a shell: its id, the prompt (with its images) and the answers by
+    position, nothing else.
 
     Prompt and answers are sanitised HTML rendered from their markdown (``task_builder.render``; the form
     shows them with ``HyperText``), each with its raw text in a collapsed block. An answer of a labelled
@@ -63,11 +100,16 @@ def to_label_studio(shell: dict[str, Any], template: AnnotationTemplate | None =
     cut-off a mark where it stops; the model's reasoning is added, collapsed, when ``template.display``
     asks for it. In the pairwise layout an answer rated in another pair of its prompt says so (its ratings
     are hidden here and carried at harvest: ``task_builder.carried_ratings``). ``text_sha256`` is the hash of each answer's text (not of the HTML), the binding harvest
-    checks.
+    checks. ``images``: the prompt's images as browser-loadable URLs (:func:`prompt_images`), listed in
+    ``prompt_images`` for the form's ``<Image>`` tags under the prompt (``build_labeling_config(images=True)``).
     """
     display = template.display if template is not None else DisplayOptions()
     options = RenderOptions(remote_images=display.remote_images)
     data: dict[str, Any] = {"task_id": shell["task_id"], "prompt": render_conversation(prompt_turns(shell), options)}
+    if images:
+        data[PROMPT_IMAGES] = [
+            {"url": _image_url(shell["task_id"], index, url)} for index, url in enumerate(images, start=1)
+        ]
     responses = (shell.get("metadata") or {}).get("responses") or {}
     rates = rated_here(shell)
     for position, answer in enumerate(final_answers(shell)):
