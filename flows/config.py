@@ -37,7 +37,7 @@ from common.yaml_locations import (
 )
 from flows.budget_config import BudgetConfig, budget_problems
 from flows.generation.run_date import RUN_DATE_ENV, apply_run_date
-from prompts.config import PromptsConfig
+from prompts.config import DEFAULT_MAX_IMAGE_BYTES, PromptsConfig
 from providers.config import ProviderConfig
 from providers.fingerprint import same_requests
 from providers.kinds import KINDS
@@ -128,13 +128,19 @@ class AnnotationConfig(BaseModel):
     # How a pairwise layout with pairs_per_prompt picks its pairs: evenly (``balanced``), or ``adaptive``: in
     # proportion to how much the models' intervals overlap in ``leaderboard`` (the JSON ``rlhf leaderboard``
     # wrote, relative to the config's directory; task_builder/adaptive.py). Left out of the config hash
-    # while unset (ADAPTIVE_KEYS), so configs written before them keep their hash and run id.
+    # while unset (KEYS_HASHED_WHEN_SET), so configs written before them keep their hash and run id.
     pairs: Literal["balanced", "adaptive"] = "balanced"
     leaderboard: str | None = Field(default=None, min_length=1)
 
 
-# AnnotationConfig keys left out of RunConfig.config_hash while they hold their defaults.
-ADAPTIVE_KEYS = {"pairs": "balanced", "leaderboard": None}
+# Keys added after runs were made, left out of RunConfig.config_hash while they hold their defaults, so that
+# a config written before them keeps its hash and run id: (section, key) -> default.
+KEYS_HASHED_WHEN_SET: dict[tuple[str, str], object] = {
+    ("annotation", "pairs"): "balanced",
+    ("annotation", "leaderboard"): None,
+    ("prompts", "max_image_bytes"): DEFAULT_MAX_IMAGE_BYTES,
+    ("prompts", "image_detail"): "auto",
+}
 
 
 class OutputConfig(BaseModel):
@@ -192,9 +198,12 @@ class RunConfig(BaseModel):
         # every_field: an inline template that extends another hashes with its defaults, as it always has
         # (task_builder.template.AnnotationTemplate dumps only its given keys otherwise).
         values = self.model_dump(mode="json", exclude={"notify", "delivery", "budget"}, context={"every_field": True})
-        for key, default in ADAPTIVE_KEYS.items():  # newer keys: in the hash only when set
-            if values["annotation"].get(key) == default:
-                del values["annotation"][key]
+        for (section, key), default in KEYS_HASHED_WHEN_SET.items():
+            if key in values[section] and values[section][key] == default:
+                del values[section][key]
+        template = values["annotation"].get("template")
+        if isinstance(template, dict):  # an inline template's display options shape delivery only, like delivery:
+            template.pop("display", None)
         canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

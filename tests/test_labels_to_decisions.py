@@ -129,7 +129,6 @@ def work_through_queue(
     seed: str,
 ) -> int:
     """Take tasks from the project's queue until it has none for this annotator; how many were annotated."""
-    rng = random.Random(seed)
     done = 0
     with LabelStudioClient(url, SecretStr(token)) as client:
         while True:
@@ -141,6 +140,7 @@ def work_through_queue(
             if not task or not task.get("id"):
                 return done
             task_id = task["data"]["task_id"]
+            rng = random.Random(f"{seed}:{task_id}")  # the same values whatever order the queue serves tasks in
             lead = rng.uniform(25, 90) if careful else rng.uniform(1, 4)
             filled = form(orders[task_id], careful, rng, task_id, winners[task_id])
             client.create_annotation(task["id"], filled, lead_time=lead)
