@@ -24,6 +24,7 @@ from pydantic import (
 from common.config_types import ConfigFloat, ConfigInt
 from common.env_expand import expand_env, is_variable_name, variables_used
 from common.errors import InputError, InputProblem, location
+from common.images import DEFAULT_MAX_IMAGE_BYTES
 from common.storage import StorageError, is_url, join, local_copy
 from common.yaml_locations import (
     duplicate_keys,
@@ -37,7 +38,7 @@ from common.yaml_locations import (
 )
 from flows.budget_config import BudgetConfig, budget_problems
 from flows.generation.run_date import RUN_DATE_ENV, apply_run_date
-from prompts.config import DEFAULT_MAX_IMAGE_BYTES, PromptsConfig
+from prompts.config import PromptsConfig
 from providers.config import ProviderConfig
 from providers.fingerprint import same_requests
 from providers.kinds import KINDS
