@@ -19,7 +19,7 @@ from providers.errors import InternalError, ProviderError
 from providers.http import JsonExchange
 from providers.images import image_tokens
 from providers.kinds import Kind
-from providers.limits import GENTLE_START, ProviderLimiter, RateGovernor
+from providers.limits import GENTLE_START, ProviderLimiter, RateGovernor, Ticket
 from providers.result import BUDGET, INTERRUPTED, SKIPPED, Answer, CallResult, answered, internal_failure
 from providers.retry import make_retrying
 
@@ -50,6 +50,16 @@ def _never() -> bool:
 def governor_for(config: ProviderConfig) -> RateGovernor:
     """A provider's own rate governor: its configured limits, and its share of what it learns."""
     return RateGovernor(config.requests_per_minute, config.tokens_per_minute, config.burst, config.rate_share)
+
+
+class _Tries:
+    """A call's attempts so far, and when its latest exchange started."""
+
+    __slots__ = ("count", "started")
+
+    def __init__(self, started: float) -> None:
+        self.count = 0
+        self.started = started
 
 
 class _Stop(Exception):
@@ -126,50 +136,23 @@ class Provider(abc.ABC):
         return result
 
     async def _call(self, messages: list[dict[str, Any]], system: str | None, holds: list[Hold] | None) -> CallResult:
-        attempts = 0
-        started = time.perf_counter()
+        tries = _Tries(time.perf_counter())
         estimate = self.estimate_tokens(messages, system)
-        governor = self.limiter.governor
         try:
-            async for attempt in make_retrying(
-                self.config.max_retries,
-                self.config.backoff_initial_s,
-                self.config.backoff_max_s,
-                self.config.max_retry_after_s,
-                self.config.max_rate_limited_s,
-                lambda: governor.last_progress,
-            ):
-                with attempt:
-                    self._check_stop()
-                    ticket = await self.limiter.acquire(estimate)
-                    attempts += 1
-                    ok = False
-                    used: int | None = None
-                    try:
-                        self._check_stop()
-                        if holds is not None and not holds:
-                            await self._reserve(holds, estimate)
-                        started = time.perf_counter()
-                        answer = await self._send(messages, system)
-                        ok = True
-                        used = (answer.input_tokens or 0) + (answer.output_tokens or 0) or None
-                    except ProviderError as exc:
-                        if exc.slow_down:
-                            wait = exc.retry_after_s
-                            self.limiter.rate_limited(
-                                None if wait is None else min(wait, self.config.max_retry_after_s), exc.rate
-                            )
-                        raise
-                    except _Stop:
-                        raise
-                    except Exception as exc:  # noqa: BLE001 - building, exchanging or reading failed unforeseen
-                        raise InternalError.of(exc).scrubbed(self._secrets) from None
-                    finally:
-                        self.limiter.release(estimate, used, ok)
+            try:
+                # The first attempt runs outside the retry loop: most calls need no other, and building
+                # tenacity's controller costs more than the rest of the wrapper. A failure hands over to
+                # it as that loop's first attempt, so the policy (what is retried, waits, when to stop) is
+                # tenacity's exactly as if the loop had made it.
+                answer, ticket = await self._attempt(messages, system, holds, estimate, tries)
+            except ProviderError as first:
+                if not first.retryable:
+                    raise
+                answer, ticket = await self._retry(messages, system, holds, estimate, tries, first)
         except _Stop as stop:
             return CallResult(
                 ok=False,
-                attempts=attempts,
+                attempts=tries.count,
                 error_type=stop.error_type,
                 error=stop.reason,
                 created_at=utc_now("milliseconds"),
@@ -179,8 +162,8 @@ class Provider(abc.ABC):
             self.breaker.record(False, exc.label, exc.status_code, error)
             return CallResult(
                 ok=False,
-                latency_ms=round((time.perf_counter() - started) * 1000, 1),
-                attempts=attempts,
+                latency_ms=round((time.perf_counter() - tries.started) * 1000, 1),
+                attempts=tries.count,
                 error_type=exc.label,
                 error=error,
                 status_code=exc.status_code,
@@ -188,11 +171,69 @@ class Provider(abc.ABC):
             )
         except Exception as exc:  # noqa: BLE001 - the call's boundary: a failure here is stored, never lost
             self.breaker.record(False, InternalError.error_type, None, scrub(str(exc), self._secrets))
-            return internal_failure(exc, attempts, secrets=self._secrets)
+            return internal_failure(exc, tries.count, secrets=self._secrets)
         self.breaker.record(True, None, None, None)
         self.limiter.answered(answer.rate, ticket)
-        result = answered(answer, attempts, round((time.perf_counter() - started) * 1000, 1), utc_now("milliseconds"))
+        latency_ms = round((time.perf_counter() - tries.started) * 1000, 1)
+        result = answered(answer, tries.count, latency_ms, utc_now("milliseconds"))
         return charge(result, self._price, self._price_text)
+
+    async def _retry(
+        self,
+        messages: list[dict[str, Any]],
+        system: str | None,
+        holds: list[Hold] | None,
+        estimate: int,
+        tries: _Tries,
+        first: ProviderError,
+    ) -> tuple[Answer, Ticket]:
+        """The attempts after a retryable ``first`` failure, under the retry policy (``providers.retry``)."""
+        governor = self.limiter.governor
+        failed: ProviderError | None = first
+        async for attempt in make_retrying(
+            self.config.max_retries,
+            self.config.backoff_initial_s,
+            self.config.backoff_max_s,
+            self.config.max_retry_after_s,
+            self.config.max_rate_limited_s,
+            lambda: governor.last_progress,
+        ):
+            with attempt:
+                if failed is not None:  # the loop's first attempt is the one already made
+                    error, failed = failed, None
+                    raise error
+                return await self._attempt(messages, system, holds, estimate, tries)
+        raise AssertionError("unreachable: the retry loop returns or re-raises")  # pragma: no cover
+
+    async def _attempt(
+        self, messages: list[dict[str, Any]], system: str | None, holds: list[Hold] | None, estimate: int, tries: _Tries
+    ) -> tuple[Answer, Ticket]:
+        """One attempt: a slot and rate budget, the budget's reservation, one exchange. Raises its failure."""
+        self._check_stop()
+        ticket = await self.limiter.acquire(estimate)
+        tries.count += 1
+        ok = False
+        used: int | None = None
+        try:
+            self._check_stop()
+            if holds is not None and not holds:
+                await self._reserve(holds, estimate)
+            tries.started = time.perf_counter()
+            answer = await self._send(messages, system)
+            ok = True
+            used = (answer.input_tokens or 0) + (answer.output_tokens or 0) or None
+        except ProviderError as exc:
+            if exc.slow_down:
+                wait = exc.retry_after_s
+                self.limiter.rate_limited(None if wait is None else min(wait, self.config.max_retry_after_s), exc.rate)
+            raise
+        except _Stop:
+            raise
+        except Exception as exc:  # noqa: BLE001 - building, exchanging or reading failed unforeseen
+            raise InternalError.of(exc).scrubbed(self._secrets) from None
+        finally:
+            self.limiter.release(estimate, used, ok)
+        return answer, ticket
 
     async def _reserve(self, holds: list[Hold], estimate: int) -> None:
         assert self.account is not None

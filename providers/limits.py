@@ -176,6 +176,8 @@ class RateGovernor:
         self.wait_s = 0.0
         self._waiting = 0
         self._waiting_since = 0.0
+        self._head = False  # a call is first in line, waiting for budget (:meth:`_wait_in_line`)
+        self._line: collections.deque[asyncio.Future[None]] = collections.deque()  # the calls behind it
         self.tighten(requests_per_minute, tokens_per_minute, burst)
 
     def now(self) -> float:
@@ -244,13 +246,10 @@ class RateGovernor:
     async def wait_turn(self, estimated_tokens: int) -> Ticket:
         """Wait for any pause to pass and for rate budget; return the request's place in the stream."""
         now = self._clock()
-        wait = self._wait(now, estimated_tokens)
-        if wait > 0:
+        if self._head or self._wait(now, estimated_tokens) > 0:
             self._hold(now)
             try:
-                while wait > 0:
-                    await self._sleep(wait)
-                    wait = self._wait(self._clock(), estimated_tokens)
+                await self._wait_in_line(estimated_tokens)
             finally:
                 self._unhold()
         ticket = Ticket(self.started, self.tokens_started + estimated_tokens)
@@ -260,6 +259,41 @@ class RateGovernor:
         if self._first_sent is None:
             self._first_sent = self._sent[-1]
         return ticket
+
+    async def _wait_in_line(self, estimated_tokens: int) -> None:
+        """Wait behind the calls held back before this one, then until the budget lets this one through.
+
+        Only the first call in line watches the clock; the others wait for their turn without waking: many
+        calls sleeping on the same refill would all wake for the one request it lets through.
+        """
+        if self._head:
+            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._line.append(turn)
+            try:
+                await turn  # _next_in_line() made this call the first in line
+            except BaseException:
+                if turn.done() and not turn.cancelled():
+                    self._next_in_line()
+                else:
+                    self._line.remove(turn)
+                raise
+        else:
+            self._head = True
+        try:
+            wait = self._wait(self._clock(), estimated_tokens)
+            while wait > 0:
+                await self._sleep(wait)
+                wait = self._wait(self._clock(), estimated_tokens)
+        finally:
+            self._next_in_line()
+
+    def _next_in_line(self) -> None:
+        while self._line:
+            turn = self._line.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self._head = False
 
     def _wait(self, now: float, estimated_tokens: int) -> float:
         wait = self.paused_until - now
