@@ -7,7 +7,7 @@ its own process), 16 calls in flight. Two settings:
   the rate governor learns it and paces ``Provider.call`` to 97% of it (~160 calls/s), so each call
   waits for its turn on a timer and its exchange cannot share the event loop's wake-ups with others;
   send + parse alone is not paced. This is what ``bench/request_paths.py`` measures.
-- **unpaced**: an allowance of 10^8 a minute: nothing holds a call back; the wrapper's own bookkeeping
+- **unpaced**: an allowance of 10^8 requests and 10^10 tokens a minute: nothing holds a call back; the wrapper's own bookkeeping
   (limiter, retry policy, breaker, result, price) is all that differs.
 
     .venv/bin/python bench/wrapper_overhead.py [--calls 2000] [--repeats 5]
@@ -28,7 +28,10 @@ from benchlib import ANTHROPIC_KEY, OPENAI_KEY, markdown_table  # noqa: E402
 
 from simulator import start_simulator_process  # noqa: E402
 
-SETTINGS = {"paced": {}, "unpaced": {"rate_limit_requests": 100_000_000}}
+SETTINGS: dict[str, dict[str, int]] = {
+    "paced": {},
+    "unpaced": {"rate_limit_requests": 100_000_000, "rate_limit_tokens": 10_000_000_000},
+}
 
 
 def main() -> int:
@@ -36,11 +39,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--only", choices=sorted(SETTINGS), help="measure one setting")
     args = parser.parse_args()
     os.environ.setdefault("BENCH_OPENAI_KEY", OPENAI_KEY)
     os.environ.setdefault("BENCH_ANTHROPIC_KEY", ANTHROPIC_KEY)
     rows = []
     for setting, extra in SETTINGS.items():
+        if args.only and setting != args.only:
+            continue
         with start_simulator_process(latency_ms=0, mode="derived", **extra) as sim:
             for kind in ("openai", "anthropic"):
                 ms = {}
