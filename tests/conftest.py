@@ -57,30 +57,10 @@ def _session_simulator() -> Iterator[RunningSimulator]:
 
 @pytest.fixture
 def sim(_session_simulator: RunningSimulator) -> Iterator[RunningSimulator]:
-    """The simulator, reset to its defaults (derived answers, no latency, no faults) for each test."""
-    defaults = SimulatorSettings()
-    _session_simulator.configure(
-        mode="derived",
-        seed=defaults.seed,
-        latency_ms=0,
-        latency_jitter_ms=0,
-        faults=[],
-        scripted=[],
-        require_api_key=False,
-        rate_limit_requests=defaults.rate_limit_requests,
-        rate_limit_tokens=defaults.rate_limit_tokens,
-        rate_limit_window_s=defaults.rate_limit_window_s,
-        request_id_header=defaults.request_id_header,
-        rate_limit_enforce=defaults.rate_limit_enforce,
-        rate_limit_burst=defaults.rate_limit_burst,
-        rate_limit_headers=defaults.rate_limit_headers,
-        rate_limit_retry_after=defaults.rate_limit_retry_after,
-        batch_completion_s=defaults.batch_completion_s,
-        batch_max_requests=defaults.batch_max_requests,
-        batch_max_bytes=defaults.batch_max_bytes,
-        batch_expire_prompt_contains=defaults.batch_expire_prompt_contains,
-        structured_invalid_probability=defaults.structured_invalid_probability,
-    )
+    """The simulator, reset to its defaults (derived answers, no latency, no faults) for each test: every
+    setting of its model, so a setting added later cannot leak from one test into the next."""
+    defaults = SimulatorSettings(mode="derived")
+    _session_simulator.configure(**{name: getattr(defaults, name) for name in SimulatorSettings.model_fields})
     _session_simulator.reset()
     yield _session_simulator
 
