@@ -13,6 +13,7 @@ import base64
 import hashlib
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from threading import Lock
 from typing import Any
@@ -48,8 +49,11 @@ def image_base64(ref: dict[str, Any]) -> str:
     return encoded
 
 
-def openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Chat Completions messages: a message with images becomes ``image_url`` parts, then its text part."""
+def _with_image_parts(
+    messages: list[dict[str, Any]], image_part: Callable[[dict[str, Any]], dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``messages`` with each message that has images as a list of parts: ``image_part`` of each image, then
+    its text part (the messages themselves when none has images)."""
     if not any("images" in m for m in messages):
         return messages
     out = []
@@ -57,36 +61,32 @@ def openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if "images" not in message:
             out.append(message)
             continue
-        parts: list[dict[str, Any]] = []
-        for ref in message["images"]:
-            url = ref["url"] if "url" in ref else f"data:{ref['media_type']};base64,{image_base64(ref)}"
-            parts.append({"type": "image_url", "image_url": {"url": url, "detail": ref.get("detail", "auto")}})
+        parts = [image_part(ref) for ref in message["images"]]
         if message["content"]:
             parts.append({"type": "text", "text": message["content"]})
         out.append({"role": message["role"], "content": parts})
     return out
 
 
+def _openai_image_part(ref: dict[str, Any]) -> dict[str, Any]:
+    url = ref["url"] if "url" in ref else f"data:{ref['media_type']};base64,{image_base64(ref)}"
+    return {"type": "image_url", "image_url": {"url": url, "detail": ref.get("detail", "auto")}}
+
+
+def _anthropic_image_part(ref: dict[str, Any]) -> dict[str, Any]:
+    if "url" in ref:
+        return {"type": "image", "source": {"type": "url", "url": ref["url"]}}
+    return {"type": "image", "source": {"type": "base64", "media_type": ref["media_type"], "data": image_base64(ref)}}
+
+
+def openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Chat Completions messages: a message with images becomes ``image_url`` parts, then its text part."""
+    return _with_image_parts(messages, _openai_image_part)
+
+
 def anthropic_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Messages API messages: a message with images becomes ``image`` blocks, then its text block."""
-    if not any("images" in m for m in messages):
-        return messages
-    out = []
-    for message in messages:
-        if "images" not in message:
-            out.append(message)
-            continue
-        blocks: list[dict[str, Any]] = []
-        for ref in message["images"]:
-            if "url" in ref:
-                source = {"type": "url", "url": ref["url"]}
-            else:
-                source = {"type": "base64", "media_type": ref["media_type"], "data": image_base64(ref)}
-            blocks.append({"type": "image", "source": source})
-        if message["content"]:
-            blocks.append({"type": "text", "text": message["content"]})
-        out.append({"role": message["role"], "content": blocks})
-    return out
+    return _with_image_parts(messages, _anthropic_image_part)
 
 
 def openai_image_tokens(width: int, height: int, detail: str) -> int:
