@@ -148,6 +148,24 @@ def _annotations(label_studio: LabelStudioServer, task_id: int) -> list[dict[str
     return list(response.json())
 
 
+def _wait_for_annotation(page: Any, task_id: int) -> None:
+    """Until Label Studio holds an annotation of ``task_id`` (the form's submission has landed)."""
+    page.wait_for_function(
+        f"fetch('/api/tasks/{task_id}/annotations').then(r => r.json()).then(a => a.length > 0)", polling=500
+    )
+
+
+def _harvest(run_dir: Path, label_studio: LabelStudioServer, out: Path) -> dict[str, Any]:
+    """``rlhf harvest`` of the run from Label Studio into ``out``; its JSON report (the command must succeed)."""
+    harvested = _rlhf(
+        "harvest", "--from", "label-studio", "--url", label_studio.url, "--run-dir", str(run_dir),
+        "--out", str(out), "--json", env={"LABEL_STUDIO_TOKEN": label_studio.token},
+    )  # fmt: skip
+    assert harvested.returncode == 0, harvested.stdout + harvested.stderr
+    report: dict[str, Any] = json.loads(harvested.stdout)
+    return report
+
+
 def _logged_in_page(browser: Any, label_studio: LabelStudioServer) -> Any:
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(TIMEOUT_MS)
@@ -208,9 +226,7 @@ def test_an_annotator_rates_compares_and_submits_and_the_dataset_holds_that_choi
     _screenshot(page, "labeling-pairwise-preference.png")
     page.locator("textarea").last.fill("A names more of the actors asked for.")
     page.get_by_role("button", name="Submit").click()
-    page.wait_for_function(
-        f"fetch('/api/tasks/{ls_task}/annotations').then(r => r.json()).then(a => a.length > 0)", polling=500
-    )
+    _wait_for_annotation(page, ls_task)
     assert len(_annotations(label_studio, ls_task)) == 1
 
     # A submission with a required rating left out is refused by the form, naming the question.
@@ -227,21 +243,7 @@ def test_an_annotator_rates_compares_and_submits_and_the_dataset_holds_that_choi
     page.close()
 
     out = tmp_path / "annotated.jsonl"
-    harvested = _rlhf(
-        "harvest",
-        "--from",
-        "label-studio",
-        "--url",
-        label_studio.url,
-        "--run-dir",
-        str(run_dir),
-        "--out",
-        str(out),
-        "--json",
-        env={"LABEL_STUDIO_TOKEN": label_studio.token},
-    )
-    assert harvested.returncode == 0, harvested.stdout + harvested.stderr
-    assert json.loads(harvested.stdout)["annotated"] == 1
+    assert _harvest(run_dir, label_studio, out)["annotated"] == 1
     exported = _rlhf("export-dataset", str(out), "--format", "dpo", "--out", str(tmp_path / "datasets"), "--no-parquet")
     assert exported.returncode == 0, exported.stderr
     (pair,) = [json.loads(line) for line in (tmp_path / "datasets" / "dpo.jsonl").read_text().splitlines()]
@@ -426,21 +428,14 @@ def test_an_annotator_completes_a_two_answer_task_with_the_keyboard_alone(
     _screenshot(page, "labeling-keyboard.png")
     page.keyboard.press("Control+Enter")
     presses += 1
-    page.wait_for_function(
-        f"fetch('/api/tasks/{task}/annotations').then(r => r.json()).then(a => a.length > 0)", polling=500
-    )
+    _wait_for_annotation(page, task)
     page.close()
     (annotation,) = _annotations(label_studio, task)
     results = {item["from_name"]: item["value"]["choices"][0] for item in annotation["result"]}
     assert results == chosen and presses == len(questions) + 1
 
     out = tmp_path / "annotated.jsonl"
-    harvested = _rlhf(
-        "harvest", "--from", "label-studio", "--url", label_studio.url, "--run-dir", str(run_dir),
-        "--out", str(out), "--json", env={"LABEL_STUDIO_TOKEN": label_studio.token},
-    )  # fmt: skip
-    assert harvested.returncode == 0, harvested.stdout + harvested.stderr
-    report = json.loads(harvested.stdout)
+    report = _harvest(run_dir, label_studio, out)
     assert report["annotated"] == 1, report  # the text hash binding holds: the rendered HTML is not the text
     (annotated,) = [json.loads(line) for line in out.read_text().splitlines()]
     turn = annotated["threads"][0]["turns"][-1]
@@ -489,19 +484,13 @@ def test_pairwise_rates_each_answer_once_per_prompt_and_carries_its_ratings(
                 page.keyboard.press(_playwright_key(keys[3 if name == "likert" else 1]))
         page.keyboard.press("Control+Enter")
         presses.append(len(visible) + 1)
-        page.wait_for_function(
-            f"fetch('/api/tasks/{task}/annotations').then(r => r.json()).then(a => a.length > 0)", polling=500
-        )
+        _wait_for_annotation(page, task)
     page.close()
     assert presses == [16, 9, 2]  # 27 interactions for the prompt's three pairs, against 48 when every pair rates both
 
     out = tmp_path / "annotated.jsonl"
-    harvested = _rlhf(
-        "harvest", "--from", "label-studio", "--url", label_studio.url, "--run-dir", str(run_dir),
-        "--out", str(out), "--json", env={"LABEL_STUDIO_TOKEN": label_studio.token},
-    )  # fmt: skip
-    assert harvested.returncode == 0, harvested.stdout + harvested.stderr
-    assert json.loads(harvested.stdout)["annotated"] == 3
+    report = _harvest(run_dir, label_studio, out)
+    assert report["annotated"] == 3
     for annotated in (json.loads(line) for line in out.read_text().splitlines()):
         for answer in annotated["threads"][0]["turns"][-1]["messages"][1:]:
             values = {slot["key"]: slot["value"] for slot in answer["annotations"]}
@@ -670,20 +659,14 @@ def test_the_prompts_images_show_next_to_it_and_annotation_works_as_before(
         chosen[name] = form.controls[name].allowed[option]
     page.wait_for_timeout(500)
     page.keyboard.press("Control+Enter")
-    page.wait_for_function(
-        f"fetch('/api/tasks/{task}/annotations').then(r => r.json()).then(a => a.length > 0)", polling=500
-    )
+    _wait_for_annotation(page, task)
     page.close()
     (annotation,) = _annotations(label_studio, task)
     assert {item["from_name"]: item["value"]["choices"][0] for item in annotation["result"]} == chosen
 
     out = tmp_path / "annotated.jsonl"
-    harvested = _rlhf(
-        "harvest", "--from", "label-studio", "--url", label_studio.url, "--run-dir", str(run_dir),
-        "--out", str(out), "--json", env={"LABEL_STUDIO_TOKEN": label_studio.token},
-    )  # fmt: skip
-    assert harvested.returncode == 0, harvested.stdout + harvested.stderr
-    assert json.loads(harvested.stdout)["annotated"] == 1
+    report = _harvest(run_dir, label_studio, out)
+    assert report["annotated"] == 1
     (annotated,) = [json.loads(line) for line in out.read_text().splitlines()]
     user = annotated["threads"][0]["turns"][-1]["messages"][0]
     assert [a["name"] for a in user["content"]["attachments"]] == ["red_circle.png", "blue_circle.png"]
