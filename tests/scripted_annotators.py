@@ -27,8 +27,15 @@ LIKERT = [1, 2, 3, 4, 5, 6, 7]
 VERBOSITY = ["too_short", "just_right", "too_long"]
 
 
-def shell(prompt_id: str, order: list[str], category: str | None = None) -> dict[str, Any]:
-    """A real task shell (template pref_ranking) with the answers of ``order`` in that order."""
+def shell(
+    prompt_id: str,
+    order: list[str],
+    category: str | None = None,
+    layout: str = "pairwise",
+    task_id: str | None = None,
+) -> dict[str, Any]:
+    """A real task shell (template pref_ranking) with the answers of ``order`` in that order (``task_id``:
+    by default ``task_<prompt>_<order>``)."""
     providers = [ProviderConfig(source_id=s, kind="openai", model=f"{s}-model") for s in order]
     slots = {slot.answer_id: slot for slot in answer_slots(providers, 1)}
     results = {s: CallResult(ok=True, text=f"Answer from {s}.", model=s, finish_reason="stop") for s in order}
@@ -38,7 +45,7 @@ def shell(prompt_id: str, order: list[str], category: str | None = None) -> dict
         run_id="run",
         config_hash="h",
         created_at="2026-01-01T00:00:00Z",
-        layout="pairwise",
+        layout=layout,
         template=resolve_template("pref_ranking"),
         generator={"name": "t", "version": "0"},
     )
@@ -46,7 +53,7 @@ def shell(prompt_id: str, order: list[str], category: str | None = None) -> dict
     record = PromptRecord(
         id=prompt_id, messages=[{"role": "user", "content": f"Question {prompt_id}?"}], metadata=metadata
     )
-    planned = PlannedTask(task_id=f"task_{prompt_id}_{'_'.join(order)}", variant="", order=list(order))
+    planned = PlannedTask(task_id or f"task_{prompt_id}_{'_'.join(order)}", variant="", order=list(order))
     return build_task(ctx, record, planned, slots, results, {}).to_json_dict()
 
 

@@ -10,6 +10,7 @@ from fractions import Fraction
 from typing import Any
 
 import pytest
+from scripted_annotators import shell as scripted_shell
 
 from prompts.reader import PromptRecord
 from providers.config import ProviderConfig
@@ -34,22 +35,7 @@ PAIR = ["claude", "gpt-4o"]
 
 def make_shell(prompt_id: str, order: list[str] = PAIR) -> dict[str, Any]:
     """A real task shell (template pref_ranking) from ``build_task``, answers in ``order``."""
-    providers = [ProviderConfig(source_id=s, kind="openai", model=f"{s}-model") for s in order]
-    slots = {slot.answer_id: slot for slot in answer_slots(providers, 1)}
-    results = {s: CallResult(ok=True, text=f"Answer from {s}.", model=s, finish_reason="stop") for s in order}
-    ctx = BatchContext(
-        project="proj",
-        batch="b1",
-        run_id="run",
-        config_hash="h",
-        created_at="2026-01-01T00:00:00Z",
-        layout="n_way",
-        template=resolve_template("pref_ranking"),
-        generator={"name": "t", "version": "0"},
-    )
-    record = PromptRecord(id=prompt_id, messages=[{"role": "user", "content": f"Question {prompt_id}?"}])
-    planned = PlannedTask(task_id=f"task_{prompt_id}", variant="", order=list(order))
-    return build_task(ctx, record, planned, slots, results, {}).to_json_dict()
+    return scripted_shell(prompt_id, order, layout="n_way", task_id=f"task_{prompt_id}")
 
 
 def annotated(
