@@ -73,6 +73,21 @@ def fake_keys(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     return {"openai": FAKE_OPENAI_KEY, "anthropic": FAKE_ANTHROPIC_KEY}
 
 
+def flow_run_artifacts(flow_run_id: Any) -> list[Any]:
+    """The artifacts a finished Prefect flow run published (read from the API the test runs against)."""
+    import asyncio
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    async def read() -> list[Any]:
+        async with get_client() as client:
+            run_filter = ArtifactFilterFlowRunId(any_=[flow_run_id])
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=run_filter))
+
+    return asyncio.run(read())
+
+
 def closed_port_url() -> str:
     """``http://127.0.0.1:PORT`` where nothing listens (the port was free a moment ago)."""
     with socket.socket() as probe:

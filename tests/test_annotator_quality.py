@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import flow_run_artifacts
 from scripted_annotators import Annotator, annotate_all, pairwise_batch, shell
 from typer.testing import CliRunner
 
@@ -231,9 +232,6 @@ def test_quality_command_writes_json_and_png_and_names_a_bad_line(tmp_path: Path
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api")
 def test_quality_flow_publishes_a_markdown_artifact(tmp_path: Path) -> None:
-    from prefect import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
     from flows.reporting.quality import quality_report
 
     path = tmp_path / "annotated.jsonl"
@@ -241,11 +239,6 @@ def test_quality_flow_publishes_a_markdown_artifact(tmp_path: Path) -> None:
     state = asyncio.run(quality_report(str(path), draws=20, return_state=True))
     data = state.result()
 
-    async def artifacts() -> list[Any]:
-        async with get_client() as client:
-            run_filter = ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
-            return await client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=run_filter))
-
-    (artifact,) = asyncio.run(artifacts())
+    (artifact,) = flow_run_artifacts(state.state_details.flow_run_id)
     assert artifact.type == "markdown" and artifact.key == "annotator-quality"
     assert "| rand |" in str(artifact.data) and data["flagged"] == ["rand"]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import provider_entry, write_config, write_prompts
+from conftest import flow_run_artifacts, provider_entry, write_config, write_prompts
 from scale_check import assert_scale_compatible
 from typer.testing import CliRunner
 
@@ -203,19 +203,11 @@ def test_agreement_report_from_a_hand_annotated_file(sim: RunningSimulator, tmp_
     )
     assert json.loads((tmp_path / "annotated.agreement.json").read_text())["rows"] == data["rows"]
 
-    from prefect import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
     from flows.reporting.agreement import agreement_report
 
     state = asyncio.run(agreement_report(str(path), str(tmp_path / "flow.json"), return_state=True))
 
-    async def artifacts() -> list[Any]:
-        async with get_client() as client:
-            run_filter = ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
-            return await client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=run_filter))
-
-    (table,) = asyncio.run(artifacts())
+    (table,) = flow_run_artifacts(state.state_details.flow_run_id)
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert table.type == "table" and rows == data["rows"]
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import flow_run_artifacts
 from scripted_annotators import Annotator, annotate_all, pairwise_batch
 from typer.testing import CliRunner
 
@@ -174,9 +175,6 @@ def test_leaderboard_command_writes_json_and_png(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api")
 def test_leaderboard_flow_publishes_a_table_artifact(tmp_path: Path) -> None:
-    from prefect import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
     from flows.reporting.leaderboard import leaderboard_report
 
     path = tmp_path / "annotated.jsonl"
@@ -184,12 +182,7 @@ def test_leaderboard_flow_publishes_a_table_artifact(tmp_path: Path) -> None:
     state = asyncio.run(leaderboard_report(str(path), draws=20, return_state=True))
     data = state.result()
 
-    async def artifacts() -> list[Any]:
-        async with get_client() as client:
-            run_filter = ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
-            return await client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=run_filter))
-
-    (artifact,) = asyncio.run(artifacts())
+    (artifact,) = flow_run_artifacts(state.state_details.flow_run_id)
     rows = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
     assert artifact.type == "table" and artifact.key == "model-leaderboard" and rows == data["rows"]
 
