@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Literal
 
-from task_builder.annotated import value_problem
+from task_builder.annotated import final_turn, value_problem
 
 GROUPS = ("shown", "blind")
 TURN = "turn"
@@ -294,19 +294,6 @@ def _slots_by_key(annotations: Any) -> dict[str, dict[str, Any]]:
     return {s["key"]: s for s in annotations if isinstance(s, dict) and isinstance(s.get("key"), str)}
 
 
-def _final_turn(task: dict[str, Any]) -> dict[str, Any] | None:
-    """The last turn of the task's thread, or None when the task is not shaped like a shell."""
-    threads = task.get("threads")
-    if not isinstance(threads, list) or not threads or not isinstance(threads[0], dict):
-        return None
-    turns = threads[0].get("turns")
-    if not isinstance(turns, list) or not turns or not isinstance(turns[-1], dict):
-        return None
-    if not isinstance(turns[-1].get("messages"), list):
-        return None
-    return turns[-1]
-
-
 def _answer_slots(turn: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
     """Each answer's slots by key, by the answer's source id."""
     return {
@@ -353,7 +340,7 @@ def _read_task(collector: _Collector, task: Any) -> None:
     if not isinstance(predictions, dict) or not predictions:
         collector.tasks_without_predictions += 1
         return
-    turn = _final_turn(task)
+    turn = final_turn(task)
     if turn is None:
         collector.tasks_malformed += 1
         return

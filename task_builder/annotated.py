@@ -56,6 +56,19 @@ def _slots(shell: dict[str, Any]) -> Iterator[tuple[str, str | None, dict[str, A
                     yield f"turns[{t}].messages[{m}].{slot['key']}", stable_id("ann", task_id, t, m, slot["key"]), slot
 
 
+def final_turn(task: dict[str, Any]) -> dict[str, Any] | None:
+    """The last turn of the task's thread, or None when the task is not shaped like a shell."""
+    threads = task.get("threads")
+    if not isinstance(threads, list) or not threads or not isinstance(threads[0], dict):
+        return None
+    turns = threads[0].get("turns")
+    if not isinstance(turns, list) or not turns or not isinstance(turns[-1], dict):
+        return None
+    if not isinstance(turns[-1].get("messages"), list):
+        return None
+    return turns[-1]
+
+
 def value_problem(slot: dict[str, Any], value: Any, answer_ids: Collection[str] | None = None) -> str | None:
     """Why ``value`` cannot fill ``slot`` (its type, its ``possible_values``; for a ranking, a permutation
     of ``answer_ids`` when given), or None. The one rule for harvest, the exports and the platforms."""

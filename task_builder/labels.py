@@ -25,6 +25,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from task_builder.annotated import final_turn
+
 Scale = Literal["interval", "nominal"]
 TURN = "turn"
 _SCALES: dict[str, Scale] = {"integer": "interval", "category": "nominal", "boolean": "nominal"}
@@ -58,14 +60,8 @@ class Copy:
 
 
 def _final_turn(task: dict[str, Any]) -> dict[str, Any] | None:
-    threads = task.get("threads")
-    if not isinstance(threads, list) or not threads or not isinstance(threads[0], dict):
-        return None
-    turns = threads[0].get("turns")
-    if not isinstance(turns, list) or not turns or not isinstance(turns[-1], dict):
-        return None
-    turn = turns[-1]
-    return turn if isinstance(turn.get("messages"), list) and isinstance(turn.get("annotations"), list) else None
+    turn = final_turn(task)
+    return turn if turn is not None and isinstance(turn.get("annotations"), list) else None
 
 
 def _domain(slot: dict[str, Any]) -> tuple[Any, ...]:
